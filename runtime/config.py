@@ -1,0 +1,337 @@
+"""Settings: parse and validate, then hand out one frozen :class:`Config`.
+
+Sources, later ones winning: a YAML file (``--config``), ``RUNTIME_<NAME>`` environment
+variables, then command-line flags. Every setting has one name used in all three places::
+
+    services: kv,queue          # YAML
+    RUNTIME_SERVICES=kv,queue   # environment
+    --services kv,queue         # flag
+
+Nothing here touches the disk or the network except reading the YAML file and secret files
+named in settings. Every problem found is reported, each naming its setting, in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runtime.exceptions import ConfigError
+
+SERVICES = ("auth", "ingress", "kv", "queue")
+ROUTED_SERVICES = ("auth", "kv", "queue")
+_HOSTPORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
+_DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+@dataclass(frozen=True)
+class Config:
+    services: tuple[str, ...]
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8443
+    data_dir: Path = Path("data")
+    node_name: str = "node"
+    advertise: tuple[str, ...] = ()
+    mode: str = "standalone"
+    db_backend: str = "sqlite"
+    db_endpoints: tuple[str, ...] = ()
+    db_member_name: str | None = None
+    db_member_host: str | None = None
+    db_initial_cluster: str | None = None
+    db_election_timeout_ms: int = 1000
+    db_heartbeat_ms: int = 100
+    peers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    insecure_http: bool = False
+    cluster_secret: str | None = field(default=None, repr=False)
+    admin_password: str | None = field(default=None, repr=False)
+    token_ttl: float = 3600.0
+    signing_key_rotation: float = 7 * 86400.0
+    cert_lifetime: float = 86400.0
+    ca_lifetime: float = 3650 * 86400.0
+    metrics_public: bool = False
+    log_level: str = "info"
+    unsafe_fault: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.insecure_http else "https"
+
+    @property
+    def replicated(self) -> bool:
+        return self.mode == "cluster"
+
+
+# -- parsers: each takes the raw value (str from env/flags, or YAML types) and returns the
+#    typed value, or raises ValueError with "expected ..., got ..." ------------------------
+
+
+def _expected(what: str, raw: object) -> ValueError:
+    return ValueError(f"expected {what}, got {raw!r}")
+
+
+def _words(raw: object) -> list[str]:
+    if isinstance(raw, (list, tuple)):
+        return [str(w).strip() for w in raw]
+    return [w.strip() for w in str(raw).split(",")] if str(raw).strip() else []
+
+
+def parse_services(raw: object) -> tuple[str, ...]:
+    names = _words(raw)
+    if not names:
+        raise ValueError(f"no services given; expected a comma-separated list of {', '.join(SERVICES)}, or 'all'")
+    if any(not n for n in names):
+        raise _expected(f"a comma-separated list of {', '.join(SERVICES)}, or 'all'", raw)
+    if names == ["all"]:
+        return SERVICES
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        raise ValueError(
+            f"unknown service {', '.join(map(repr, unknown))}; expected some of {', '.join(SERVICES)}, or 'all'"
+        )
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"service {', '.join(map(repr, duplicated))} given more than once")
+    return tuple(sorted(names))
+
+
+def parse_hostport(raw: object) -> tuple[str, int]:
+    found = _HOSTPORT.match(str(raw).strip())
+    if not found or not 0 < int(found["port"]) < 65536:
+        raise _expected("HOST:PORT with a port from 1 to 65535", raw)
+    return found["host"].strip("[]"), int(found["port"])
+
+
+def parse_peers(raw: object) -> dict[str, tuple[str, ...]]:
+    """``kv=10.0.0.5:8443,10.0.0.6:8443;auth=a1:8443`` or a YAML mapping of lists."""
+    groups: dict[str, list[str]] = {}
+    if isinstance(raw, Mapping):
+        groups = {str(k): _words(v) for k, v in raw.items()}
+    else:
+        for part in filter(None, (p.strip() for p in str(raw).split(";"))):
+            name, sep, listed = part.partition("=")
+            if not sep:
+                raise _expected("SERVICE=HOST:PORT[,HOST:PORT...] groups separated by ';'", raw)
+            groups[name.strip()] = _words(listed)
+    peers: dict[str, tuple[str, ...]] = {}
+    for service, addresses in groups.items():
+        if service not in ROUTED_SERVICES:
+            raise ValueError(f"peers for unknown service {service!r}; expected some of {', '.join(ROUTED_SERVICES)}")
+        if not addresses:
+            raise ValueError(f"no address given for {service!r}")
+        for address in addresses:
+            parse_hostport(address)
+        peers[service] = tuple(addresses)
+    return peers
+
+
+def parse_urls(raw: object) -> tuple[str, ...]:
+    urls = _words(raw)
+    bad = [u for u in urls if not re.match(r"^https?://[^/\s]+$", u)]
+    if bad:
+        raise _expected("comma-separated http(s)://HOST:PORT URLs", ", ".join(bad))
+    return tuple(urls)
+
+
+def parse_duration(raw: object) -> float:
+    """``"90s"`` -> 90.0, ``"2h"`` -> 7200.0, ``3`` -> 3.0."""
+    found = _DURATION.match(str(raw).strip())
+    if not found or float(found["n"]) <= 0:
+        raise _expected("a positive duration such as 30s, 5m, 24h or 7d", raw)
+    return float(found["n"]) * _UNITS[found["unit"]]
+
+
+def parse_bool(raw: object) -> bool:
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise _expected("true or false", raw)
+
+
+def _choice(*options: str) -> Callable[[object], str]:
+    def parse(raw: object) -> str:
+        if str(raw) not in options:
+            raise _expected(" or ".join(options), raw)
+        return str(raw)
+
+    return parse
+
+
+def _text(raw: object) -> str:
+    text = str(raw).strip()
+    if not text:
+        raise _expected("a non-empty value", raw)
+    return text
+
+
+def _int(raw: object) -> int:
+    try:
+        return int(str(raw))
+    except ValueError:
+        raise _expected("a whole number", raw) from None
+
+
+def _secret_file(raw: object) -> str:
+    path = Path(str(raw))
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+
+
+PARSERS: dict[str, Callable[[object], Any]] = {
+    "services": parse_services,
+    "listen": parse_hostport,
+    "data_dir": lambda raw: Path(_text(raw)),
+    "node_name": _text,
+    "advertise": lambda raw: tuple(_words(raw)),
+    "mode": _choice("standalone", "cluster"),
+    "db_backend": _choice("sqlite", "etcd"),
+    "db_endpoints": parse_urls,
+    "db_member_name": _text,
+    "db_member_host": _text,
+    "db_initial_cluster": _text,
+    "db_election_timeout_ms": _int,
+    "db_heartbeat_ms": _int,
+    "peers": parse_peers,
+    "insecure_http": parse_bool,
+    "cluster_secret": _text,
+    "cluster_secret_file": _secret_file,
+    "admin_password": _text,
+    "admin_password_file": _secret_file,
+    "token_ttl": parse_duration,
+    "signing_key_rotation": parse_duration,
+    "cert_lifetime": parse_duration,
+    "ca_lifetime": parse_duration,
+    "metrics_public": parse_bool,
+    "log_level": _choice("debug", "info", "warning", "error"),
+    "unsafe_fault": _choice("ack-without-commit", "stale-reads"),
+}
+SECRET_SETTINGS = frozenset({"cluster_secret", "cluster_secret_file", "admin_password", "admin_password_file"})
+
+
+def gather(*, file: Path | None, env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str, object]:
+    """Merge the three sources into one raw mapping (YAML < env < flags)."""
+    raw: dict[str, object] = {}
+    if file is not None:
+        raw.update(_read_yaml(file))
+    for name in PARSERS:
+        if f"RUNTIME_{name.upper()}" in env:
+            raw[name] = env[f"RUNTIME_{name.upper()}"]
+    raw.update({k: v for k, v in flags.items() if v is not None})
+    return raw
+
+
+def _read_yaml(file: Path) -> dict[str, object]:
+    try:
+        loaded = yaml.safe_load(file.read_text())
+    except OSError as exc:
+        raise ConfigError([f"config: cannot read {file}: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"config: {file} is not valid YAML: {str(exc).splitlines()[0]}"]) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError([f"config: {file} must hold a mapping of setting: value, found {type(loaded).__name__}"])
+    return {str(k): v for k, v in loaded.items()}
+
+
+def build(raw: Mapping[str, object]) -> Config:
+    """Parse every setting, check them together, and return the Config or raise ConfigError."""
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        parser = PARSERS.get(name)
+        if parser is None:
+            problems.append(f"{name}: unknown setting; expected one of {', '.join(sorted(PARSERS))}")
+            continue
+        try:
+            values[name] = parser(value)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    if "services" not in raw:
+        problems.insert(
+            0, f"services: no services given; expected a comma-separated list of {', '.join(SERVICES)}, or 'all'"
+        )
+    if problems:
+        raise ConfigError(problems)
+    _fold_aliases(values)
+    problems.extend(_cross_check(values))
+    if problems:
+        raise ConfigError(problems)
+    return Config(**values)
+
+
+def _fold_aliases(values: dict[str, Any]) -> None:
+    if "listen" in values:
+        values["listen_host"], values["listen_port"] = values.pop("listen")
+    for secret in ("cluster_secret", "admin_password"):
+        from_file = values.pop(f"{secret}_file", None)
+        values.setdefault(secret, from_file)
+    values.setdefault("node_name", socket.gethostname())
+
+
+def _cross_check(values: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    services: tuple[str, ...] = values["services"]
+    cluster = values.get("mode") == "cluster"
+    backend = values.get("db_backend", "sqlite")
+    if cluster and backend != "etcd":
+        problems.append("db_backend: mode 'cluster' shares one DB between nodes; expected 'etcd', got 'sqlite'")
+    if backend == "etcd" and not values.get("db_endpoints"):
+        problems.append("db_endpoints: db_backend 'etcd' needs its endpoints; expected http://HOST:2379[,...]")
+    if cluster and not values.get("cluster_secret"):
+        problems.append(
+            "cluster_secret: mode 'cluster' needs the same secret on every node "
+            "(RUNTIME_CLUSTER_SECRET or cluster_secret_file)"
+        )
+    secret = values.get("cluster_secret")
+    if secret is not None and len(secret) < 16:
+        problems.append(f"cluster_secret: expected at least 16 characters, got {len(secret)}")
+    peers: Mapping[str, tuple[str, ...]] = values.get("peers", {})
+    if peers and not cluster:
+        problems.append("peers: forwarding to peers needs mode 'cluster' (a shared DB); expected mode: cluster")
+    if "ingress" in services:
+        missing = [s for s in ROUTED_SERVICES if s not in services and s not in peers]
+        if missing:
+            problems.append(
+                f"peers: ingress routes to {', '.join(missing)}, which this node does not run; "
+                f"expected peers for {', '.join(missing)}"
+            )
+    problems.extend(_check_member(values))
+    if values.get("signing_key_rotation", 7 * 86400.0) <= values.get("token_ttl", 3600.0):
+        problems.append("signing_key_rotation: expected longer than token_ttl, so a key outlives the tokens it signed")
+    return problems
+
+
+def _check_member(values: Mapping[str, Any]) -> list[str]:
+    name = values.get("db_member_name")
+    cluster = values.get("db_initial_cluster")
+    if name is None and cluster is None:
+        return []
+    if name is None or cluster is None or values.get("db_member_host") is None:
+        return [
+            "db_member_name: hosting a DB member needs db_member_name, db_member_host and db_initial_cluster together"
+        ]
+    members = dict(part.split("=", 1) for part in cluster.split(",") if "=" in part)
+    if name not in members:
+        return [
+            f"db_initial_cluster: expected NAME=http://HOST:2380,... including this member {name!r}, got {cluster!r}"
+        ]
+    return []
+
+
+def load(
+    *, file: Path | None = None, env: Mapping[str, str] | None = None, flags: Mapping[str, object] | None = None
+) -> Config:
+    """The one way to get a Config: gather the sources, then :func:`build`."""
+    return build(gather(file=file, env=os.environ if env is None else env, flags=flags or {}))

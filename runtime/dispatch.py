@@ -1,0 +1,211 @@
+"""The edge every request passes through, in every mode.
+
+    match (pure) -> member gate -> authenticate -> decide (pure) -> local handler | forward
+
+Errors from any step become ``{"error", "detail"}`` bodies here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from runtime import http, logs, openapi, routing
+from runtime.app import Node
+from runtime.exceptions import InvalidInput, InvalidToken, StorageUnavailable, ValueTooLarge
+from runtime.security import Decision, Principal, decide
+from runtime.services import Call
+from runtime.storage.keys import VALUE_MAX_BYTES
+
+log = logging.getLogger("runtime.http")
+READY_CACHE_SECONDS = 0.5
+
+
+class RuntimeApp:
+    """ASGI application of one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._ops: dict[str, Callable[[Request], Awaitable[Response]]] = {
+            "healthz": self.healthz,
+            "readyz": self.readyz,
+            "ca": self.ca,
+            "metrics": self.metrics,
+            "openapi": self.openapi,
+        }
+        self._ready: tuple[float, Response | None] = (0.0, None)
+        self._openapi = json.dumps(openapi.document(node.version)).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        token = logs.request_id.set(rid)
+        started = time.perf_counter()
+        found = routing.match(request.method, request.url.path)
+        route = found.route.name if isinstance(found, routing.Match) else "unmatched"
+        try:
+            response = await self._handle(request, found)
+        except Exception:
+            log.exception("unhandled error", extra={"fields": {"route": route}})
+            response = http.error(500, "internal", f"internal error; see the node's log for request {rid}")
+        finally:
+            logs.request_id.reset(token)
+        response.headers["x-request-id"] = rid
+        self._record(request, route, response.status_code, started, rid)
+        await response(scope, receive, send)
+
+    def _record(self, request: Request, route: str, status: int, started: float, rid: str) -> None:
+        elapsed = time.perf_counter() - started
+        metrics = self.node.metrics
+        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.latency.labels(route, request.method).observe(elapsed)
+        level = logging.WARNING if status >= 500 else logging.INFO if status >= 400 else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": rid,
+                        "method": request.method,
+                        "route": route,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 3),
+                    }
+                },
+            )
+
+    async def _handle(self, request: Request, found: routing.Match | routing.NoMatch) -> Response:
+        if isinstance(found, routing.NoMatch):
+            if found.status == 405:
+                return http.error(
+                    405,
+                    "method_not_allowed",
+                    f"{request.method} is not allowed here",
+                    headers={"Allow": ", ".join(found.allowed)},
+                )
+            return http.error(404, "not_found", f"no route for {request.url.path}")
+        route = found.route
+        member = _member_certificate(request)
+        if route.service != routing.OPS and not self.node.is_edge and not member and not self.node.config.insecure_http:
+            return http.error(403, "members_only", "this node takes API calls only from cluster members (mutual TLS)")
+        permission = "public" if route.name == "metrics" and self.node.config.metrics_public else route.permission
+        try:
+            principal = await self._authenticate(request, permission)
+        except InvalidToken as exc:
+            return http.error(
+                401, "unauthenticated", str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            )
+        decision = decide(principal, permission)
+        if decision is Decision.UNAUTHENTICATED:
+            return http.error(
+                401, "unauthenticated", "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if decision is Decision.FORBIDDEN:
+            return http.error(403, "forbidden", f"{route.name} needs the {permission!r} permission")
+        try:
+            return await self._run(request, found, principal, client=_client(request, member))
+        except ValueTooLarge as exc:
+            return http.error(413, "too_large", str(exc))
+        except InvalidInput as exc:
+            return http.error(400, "invalid", str(exc))
+        except StorageUnavailable as exc:
+            return http.error(
+                503, "unavailable", f"the DB did not confirm in time; a write's outcome is unknown ({exc})"
+            )
+
+    async def _authenticate(self, request: Request, permission: str) -> Principal | None:
+        header = request.headers.get("authorization")
+        if header is None or (permission == "public" and not header.lower().startswith("bearer ")):
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidToken("Authorization: expected 'Bearer <token>'")
+        try:
+            return await self.node.keys.verify_fresh(token.strip())
+        except InvalidToken:
+            if permission == "public":
+                return None
+            raise
+
+    async def _run(self, request: Request, found: routing.Match, principal: Principal | None, client: str) -> Response:
+        route = found.route
+        if route.service == routing.OPS:
+            return await self._ops[route.name](request)
+        body = await _read_body(request) if request.method in ("PUT", "POST") else b""
+        service = self.node.services.get(route.service)
+        if service is not None:
+            return await service.handlers[route.name](Call(request, found.params, principal, body, client))
+        if self.node.peers is not None and route.service in self.node.peers.peers:
+            return await self.node.peers.forward(
+                route.service, request, body, idempotent=route.idempotent, client=client
+            )
+        return http.error(404, "service_not_here", f"this node does not run {route.service!r} and has no peers for it")
+
+    # -- operations endpoints -----------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return http.json({"status": "alive", "node": self.node.config.node_name})
+
+    async def readyz(self, request: Request) -> Response:
+        checked_at, cached = self._ready
+        if cached is not None and time.monotonic() - checked_at < READY_CACHE_SECONDS:
+            return cached
+        node = self.node
+        body: dict[str, object] = {
+            "node": node.config.node_name,
+            "services": list(node.config.services),
+            "db": node.backend.name,
+        }
+        if node.peers is not None:
+            body["peers"] = node.peers.summary()
+        try:
+            await node.backend.ping()
+            response = http.json({"status": "ready", **body})
+        except StorageUnavailable as exc:
+            response = http.error(503, "not_ready", f"DB unreachable: {exc}")
+        self._ready = (time.monotonic(), response)
+        return response
+
+    async def ca(self, request: Request) -> Response:
+        return Response(self.node.cert.ca.cert_pem, media_type="application/x-pem-file")
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.node.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(self._openapi, media_type="application/json")
+
+
+def _member_certificate(request: Request) -> bool:
+    tls = request.scope.get("extensions", {}).get("tls", {})
+    return bool(tls.get("client_cert"))
+
+
+def _client(request: Request, member: bool) -> str:
+    forwarded = request.headers.get("x-forwarded-for")
+    if member and forwarded:
+        return forwarded.split(",")[0].strip()
+    return request.client.host if request.client else "unknown"
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > VALUE_MAX_BYTES:
+        raise ValueTooLarge(f"body is {declared} bytes, the limit is {VALUE_MAX_BYTES}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > VALUE_MAX_BYTES:
+            raise ValueTooLarge(f"body is over the limit of {VALUE_MAX_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

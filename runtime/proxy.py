@@ -1,0 +1,138 @@
+"""Forwarding from an ingress to the peers that run a service (the scaled mode).
+
+Peers are a static list of fixed addresses per service. A background loop checks each
+peer's ``/readyz``; requests go round-robin over the healthy ones, falling back to the
+others only when none is healthy. Retrying is decided per failure:
+
+- the connection was never made: nothing was sent, try the next peer whatever the method;
+- it failed after the request left: only an idempotent route is retried; otherwise the
+  client gets 503 ``outcome_unknown``, because the peer may have applied it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+
+from runtime import http
+from runtime.metrics import Metrics
+
+log = logging.getLogger("runtime.proxy")
+FORWARD_HEADERS = ("authorization", "content-type", "if-match", "if-none-match", "x-request-id")
+RETURN_HEADERS = ("content-type", "etag", "retry-after", "www-authenticate", "allow", "x-request-id")
+
+
+@dataclass
+class Peer:
+    service: str
+    address: str
+    healthy: bool = True
+    last_error: str = ""
+
+
+def order(peers: list[Peer], start: int) -> list[Peer]:
+    """Healthy peers first, rotated by ``start`` for round-robin, then the rest.
+
+    >>> ps = [Peer("kv", "a:1"), Peer("kv", "b:1", healthy=False), Peer("kv", "c:1")]
+    >>> [p.address for p in order(ps, 1)]
+    ['c:1', 'a:1', 'b:1']
+    """
+    healthy = [p for p in peers if p.healthy]
+    rest = [p for p in peers if not p.healthy]
+    if healthy:
+        k = start % len(healthy)
+        healthy = healthy[k:] + healthy[:k]
+    return healthy + rest
+
+
+class PeerPool:
+    def __init__(
+        self,
+        peers: Mapping[str, tuple[str, ...]],
+        *,
+        scheme: str,
+        ssl_context: ssl.SSLContext | None,
+        metrics: Metrics,
+        timeout: float = 10.0,
+    ) -> None:
+        self.peers = {s: [Peer(s, a) for a in addresses] for s, addresses in peers.items()}
+        self.scheme, self.metrics = scheme, metrics
+        self._counters = {s: itertools.count() for s in peers}
+        self._client = httpx.AsyncClient(
+            verify=ssl_context or False,
+            timeout=httpx.Timeout(timeout, connect=1.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        return {s: {"healthy": sum(p.healthy for p in ps), "total": len(ps)} for s, ps in self.peers.items()}
+
+    async def forward(self, service: str, request: Request, body: bytes, *, idempotent: bool, client: str) -> Response:
+        headers = {h: request.headers[h] for h in FORWARD_HEADERS if h in request.headers}
+        headers["x-forwarded-for"] = client
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        failures: list[str] = []
+        for peer in order(self.peers[service], next(self._counters[service])):
+            try:
+                reply = await self._client.request(
+                    request.method, f"{self.scheme}://{peer.address}{target}", headers=headers, content=body
+                )
+            except httpx.TransportError as exc:
+                failures.append(f"{peer.address}: {type(exc).__name__}")
+                peer.healthy = False
+                if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and not idempotent:
+                    self.metrics.forwarded.labels(service, "unknown").inc()
+                    return http.error(
+                        503,
+                        "outcome_unknown",
+                        f"{service} peer {peer.address} failed after the request was sent; "
+                        "it may or may not have been applied",
+                    )
+                continue
+            self.metrics.forwarded.labels(service, "ok").inc()
+            return Response(
+                reply.content,
+                status_code=reply.status_code,
+                headers={h: reply.headers[h] for h in RETURN_HEADERS if h in reply.headers},
+            )
+        self.metrics.forwarded.labels(service, "unavailable").inc()
+        return http.error(503, "unavailable", f"no {service} peer answered: {'; '.join(failures)}")
+
+    async def check_once(self) -> None:
+        async def check(peer: Peer) -> None:
+            try:
+                reply = await self._client.get(f"{self.scheme}://{peer.address}/readyz", timeout=2.0)
+                healthy, error = (
+                    reply.status_code == 200,
+                    "" if reply.status_code == 200 else f"HTTP {reply.status_code}",
+                )
+            except httpx.HTTPError as exc:
+                healthy, error = False, type(exc).__name__
+            if healthy != peer.healthy:
+                log.info(
+                    "peer health changed",
+                    extra={
+                        "fields": {"peer": peer.address, "service": peer.service, "healthy": healthy, "error": error}
+                    },
+                )
+            peer.healthy, peer.last_error = healthy, error
+
+        await asyncio.gather(*(check(p) for ps in self.peers.values() for p in ps))
+        for service, peers in self.peers.items():
+            self.metrics.peers_healthy.labels(service).set(sum(p.healthy for p in peers))
+
+    async def check_forever(self, interval: float = 1.0) -> None:
+        while True:
+            await self.check_once()
+            await asyncio.sleep(interval)

@@ -1,0 +1,175 @@
+"""The cluster's key material in the DB: the CA and the token-signing keys.
+
+Both live in the reserved ``_cluster`` namespace, which belongs to the runtime and is never
+handed to a service. Private halves are sealed with the cluster secret. Creation is
+create-if-absent (``if_revision=0``): when several nodes start at once, one write wins and
+the others read the winner's record, so a cluster has exactly one CA and one current key.
+
+Records::
+
+    ca            {"cert_pem": ..., "key_sealed": ...}
+    signing-keys  {"keys": [{"kid", "public_pem", "private_sealed", "created_at", "retire_at"}]}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from runtime.exceptions import Conflict, InvalidToken, SecurityError
+from runtime.security import tls, tokens
+from runtime.security.authz import Principal
+from runtime.security.secretbox import SecretBox
+from runtime.storage import Namespace
+
+log = logging.getLogger("runtime.security")
+CA_RECORD = "ca"
+KEYS_RECORD = "signing-keys"
+
+
+def _pem_public(key: ec.EllipticCurvePublicKey) -> str:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def _pem_private(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+class KeyStore:
+    def __init__(
+        self,
+        ns: Namespace,
+        box: SecretBox,
+        *,
+        token_ttl: float,
+        rotation: float,
+        ca_lifetime: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ns, self._box, self._clock = ns, box, clock
+        self.token_ttl, self.rotation, self.ca_lifetime = token_ttl, rotation, ca_lifetime
+        self._keys: dict[str, tokens.SigningKey] = {}
+        self._current: str | None = None
+        self._last_reload = 0.0
+
+    # -- the CA -------------------------------------------------------------------------
+
+    async def ensure_ca(self) -> tls.KeyPair:
+        entry = await self._ns.get(CA_RECORD)
+        if entry is None:
+            now = datetime.fromtimestamp(self._clock(), UTC)
+            ca = tls.make_ca("modematrix cluster CA", now, timedelta(seconds=self.ca_lifetime))
+            record = {"cert_pem": ca.cert_pem.decode(), "key_sealed": self._box.seal(CA_RECORD, ca.key_pem)}
+            try:
+                await self._ns.put(CA_RECORD, json.dumps(record).encode(), if_revision=0)
+                log.info("created the cluster CA", extra={"fields": {"serial": f"{ca.cert.serial_number:x}"}})
+                return ca
+            except Conflict:
+                entry = await self._ns.get(CA_RECORD)
+        if entry is None:
+            raise SecurityError("the cluster CA record vanished while it was being read")
+        record = json.loads(entry.value)
+        return tls.load_pair(record["cert_pem"].encode(), self._box.open(CA_RECORD, record["key_sealed"]))
+
+    # -- signing keys -------------------------------------------------------------------
+
+    async def ensure_signing_keys(self) -> None:
+        entry = await self._ns.get(KEYS_RECORD)
+        if entry is None:
+            record = {"keys": [self._new_key_record(self._clock())]}
+            try:
+                await self._ns.put(KEYS_RECORD, json.dumps(record).encode(), if_revision=0)
+            except Conflict:
+                pass
+        await self.reload()
+
+    async def reload(self) -> None:
+        entry = await self._ns.get(KEYS_RECORD)
+        if entry is None:
+            raise SecurityError(f"{KEYS_RECORD}: no signing keys in the DB")
+        keys = [self._key_from(r) for r in json.loads(entry.value)["keys"]]
+        self._keys = {k.kid: k for k in keys}
+        self._current = max(keys, key=lambda k: k.created_at).kid
+        self._last_reload = self._clock()
+
+    async def rotate_if_due(self) -> bool:
+        """Replace the current key once it is ``rotation`` old; keep the old one to verify
+        until every token it signed has expired. Returns True when this node rotated."""
+        entry = await self._ns.get(KEYS_RECORD)
+        if entry is None:
+            return False
+        now = self._clock()
+        records: list[dict[str, Any]] = json.loads(entry.value)["keys"]
+        newest = max(records, key=lambda r: r["created_at"])
+        if now < newest["created_at"] + self.rotation:
+            return False
+        kept = [r for r in records if r.get("retire_at") is None or r["retire_at"] > now]
+        for r in kept:
+            r["retire_at"] = r.get("retire_at") or now + self.token_ttl
+        try:
+            await self._ns.put(
+                KEYS_RECORD,
+                json.dumps({"keys": [*kept, self._new_key_record(now)]}).encode(),
+                if_revision=entry.revision,
+            )
+        except Conflict:
+            return False
+        finally:
+            await self.reload()
+        log.info("rotated the token-signing key", extra={"fields": {"kid": self._current}})
+        return True
+
+    def _new_key_record(self, now: float) -> dict[str, Any]:
+        kid = tokens.new_kid()
+        private = tls.new_key()
+        return {
+            "kid": kid,
+            "public_pem": _pem_public(private.public_key()),
+            "private_sealed": self._box.seal(f"{KEYS_RECORD}/{kid}", _pem_private(private)),
+            "created_at": now,
+            "retire_at": None,
+        }
+
+    def _key_from(self, record: dict[str, Any]) -> tokens.SigningKey:
+        public = serialization.load_pem_public_key(record["public_pem"].encode())
+        private = serialization.load_pem_private_key(
+            self._box.open(f"{KEYS_RECORD}/{record['kid']}", record["private_sealed"]), password=None
+        )
+        if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(private, ec.EllipticCurvePrivateKey):
+            raise SecurityError(f"{KEYS_RECORD}: key {record['kid']} is not an EC P-256 key")
+        return tokens.SigningKey(record["kid"], public, private, record["created_at"], record.get("retire_at"))
+
+    # -- use ----------------------------------------------------------------------------
+
+    def sign(self, username: str, roles: tuple[str, ...]) -> tuple[str, float]:
+        if self._current is None:
+            raise SecurityError("signing keys are not loaded yet")
+        return tokens.sign(self._keys[self._current], username, roles, self._clock(), self.token_ttl)
+
+    def verify(self, token: str) -> Principal:
+        now = self._clock()
+        usable = {kid: k for kid, k in self._keys.items() if k.retire_at is None or k.retire_at > now}
+        return tokens.verify(token, usable, now)
+
+    async def verify_fresh(self, token: str) -> Principal:
+        """Verify; on an unknown ``kid`` reload the keys once (at most every 2 s) and retry,
+        so a key rotated by another node is picked up before its first token arrives here."""
+        try:
+            return self.verify(token)
+        except InvalidToken as exc:
+            if "does not know" not in str(exc) or self._clock() - self._last_reload < 2.0:
+                raise
+        await self.reload()
+        return self.verify(token)
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return {"keys": [tokens.jwk(k) for k in self._keys.values()]}

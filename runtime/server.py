@@ -1,0 +1,145 @@
+"""Process entry: check the data dir, host the DB member, open the node, serve HTTP(S).
+
+Exit codes: 0 after SIGTERM/SIGINT (in-flight requests drained), 1 if the DB member dies,
+2 when starting could corrupt data (``runtime.cli`` prints the one-line reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import ssl
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from runtime.app import Node, data_dir_owner, open_node
+from runtime.config import Config
+from runtime.dispatch import RuntimeApp
+from runtime.exceptions import RefusedToStart
+from runtime.files import write_atomic
+from runtime.storage.etcd_member import start_member, stop_member
+
+log = logging.getLogger("runtime")
+
+
+def check_data_dir(config: Config) -> bool:
+    """Refuse a data dir that belongs to another service set. True if it is new. Writes nothing."""
+    owner = data_dir_owner(config)
+    if config.data_dir.exists() and not config.data_dir.is_dir():
+        raise RefusedToStart(f"data_dir: {config.data_dir} exists and is not a directory")
+    if not owner.exists():
+        return True
+    try:
+        stored = json.loads(owner.read_text())["services"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RefusedToStart(f"data_dir: {owner} is unreadable ({exc}); expected the runtime's own record") from exc
+    if list(stored) != list(config.services):
+        raise RefusedToStart(
+            f"data_dir: {config.data_dir} belongs to services {','.join(stored)}, "
+            f"expected {','.join(config.services)}; give this service set its own data dir"
+        )
+    return False
+
+
+def claim_data_dir(config: Config) -> None:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    owner = data_dir_owner(config)
+    if not owner.exists():
+        write_atomic(owner, json.dumps({"services": list(config.services), "node": config.node_name}).encode())
+
+
+class MemberAwareH11(H11Protocol):
+    """uvicorn's h11 protocol, plus the verified client certificate in ``scope["extensions"]["tls"]``.
+
+    The server context verifies a client certificate against the cluster CA when one is
+    presented (CERT_OPTIONAL), so a non-empty ``client_cert`` means "a cluster member".
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        peer = ssl_object.getpeercert() if ssl_object is not None else None
+        if not peer:
+            return
+        inner = self.app
+        subject = dict(item[0] for item in peer.get("subject", ()))
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            scope.setdefault("extensions", {})["tls"] = {"client_cert": subject}
+            await inner(scope, receive, send)
+
+        self.app = app
+
+
+def _uvicorn_config(node: Node) -> uvicorn.Config:
+    config = node.config
+    context: ssl.SSLContext | None = None if config.insecure_http else node.cert.server_context
+    return uvicorn.Config(
+        RuntimeApp(node),
+        host=config.listen_host,
+        port=config.listen_port,
+        http=MemberAwareH11,
+        ssl_context_factory=(lambda _cfg, _default: context) if context is not None else None,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+        timeout_keep_alive=30,
+        server_header=False,
+    )
+
+
+async def _watch_member(process: asyncio.subprocess.Process, server: uvicorn.Server, state: dict[str, int]) -> None:
+    code = await process.wait()
+    log.error("the DB member exited; stopping this node", extra={"fields": {"exit_code": code}})
+    state["exit"] = 1
+    server.should_exit = True
+
+
+async def serve(config: Config) -> int:
+    check_data_dir(config)
+    claim_data_dir(config)
+    if config.insecure_http:
+        log.warning("serving plain HTTP (--insecure-http): tokens and data cross the network unencrypted")
+    member = await start_member(config) if config.db_member_name else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        opening = asyncio.ensure_future(open_node(config))
+        await asyncio.wait([opening, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if not opening.done():
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await opening
+            return 0
+        node = opening.result()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        return await _run(node, member)
+    finally:
+        if member is not None:
+            await stop_member(member)
+
+
+async def _run(node: Node, member: asyncio.subprocess.Process | None) -> int:
+    server = uvicorn.Server(_uvicorn_config(node))
+    state = {"exit": 0}
+    tasks = [asyncio.ensure_future(job) for job in node.background()]
+    if member is not None:
+        tasks.append(asyncio.ensure_future(_watch_member(member, server, state)))
+    try:
+        await server.serve()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await node.close()
+    log.info("stopped", extra={"fields": {"exit_code": state["exit"]}})
+    return state["exit"]

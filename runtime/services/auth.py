@@ -1,0 +1,148 @@
+"""The auth service: users and roles in the auth namespace, tokens signed by the KeyStore.
+
+Records: ``users/<name>`` -> ``{"password": <scrypt hash>, "roles": [...], "created_at": t}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from starlette.responses import Response
+
+from runtime import http
+from runtime.exceptions import Conflict, InvalidInput
+from runtime.files import write_atomic
+from runtime.security.authz import ROLES
+from runtime.security.keystore import KeyStore
+from runtime.security.passwords import hash_password, verify_password
+from runtime.security.throttle import LoginThrottle
+from runtime.services.base import Call, Handler, ensure_marker
+from runtime.storage import Namespace
+
+log = logging.getLogger("runtime.auth")
+ADMIN = "admin"
+_USERNAME = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
+
+
+class AuthService:
+    name = "auth"
+    schema_version = 1
+
+    def __init__(
+        self,
+        ns: Namespace,
+        keys: KeyStore,
+        *,
+        data_dir: Path,
+        admin_password: str | None,
+        throttle: LoginThrottle | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ns, self._keys, self._clock = ns, keys, clock
+        self._data_dir, self._admin_password = data_dir, admin_password
+        self._throttle = throttle or LoginThrottle()
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        return {
+            "auth.login": self.login,
+            "auth.users.create": self.create_user,
+            "auth.whoami": self.whoami,
+            "auth.jwks": self.jwks,
+        }
+
+    async def start(self) -> None:
+        await ensure_marker(self._ns, self.name, self.schema_version)
+        await self._ensure_admin()
+
+    async def _ensure_admin(self) -> None:
+        if await self._ns.get(f"users/{ADMIN}") is not None:
+            return
+        password = self._admin_password or secrets.token_urlsafe(18)
+        try:
+            await self._create(ADMIN, password, [ADMIN])
+        except Conflict:
+            return  # another node created it first
+        if self._admin_password is None:
+            path = self._data_dir / "admin-password"
+            write_atomic(path, password.encode() + b"\n", mode=0o600)
+            log.warning("generated the first admin password", extra={"fields": {"written_to": str(path)}})
+
+    async def _create(self, username: str, password: str, roles: list[str]) -> None:
+        hashed = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+        record = {"password": hashed, "roles": roles, "created_at": self._clock()}
+        await self._ns.put(f"users/{username}", json.dumps(record).encode(), if_revision=0)
+
+    async def login(self, call: Call) -> Response:
+        body = _object(call.json(), "login body")
+        username, password = _string(body, "username"), _string(body, "password")
+        throttle_keys = [f"user:{username}", f"addr:{call.client}"]
+        wait = self._throttle.retry_after(throttle_keys, self._clock())
+        if wait > 0:
+            return http.error(
+                429,
+                "too_many_attempts",
+                f"too many failed logins; retry in {wait:.0f} s",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
+        entry = await self._ns.get(f"users/{username}") if _USERNAME.match(username) else None
+        record: dict[str, Any] | None = json.loads(entry.value) if entry else None
+        ok = await asyncio.get_running_loop().run_in_executor(
+            None, verify_password, password, record["password"] if record else None
+        )
+        if not ok or record is None:
+            self._throttle.failed(throttle_keys, self._clock())
+            return http.error(
+                401, "invalid_credentials", "unknown user or wrong password", headers={"WWW-Authenticate": "Bearer"}
+            )
+        self._throttle.succeeded(f"user:{username}")
+        token, expires_at = self._keys.sign(username, tuple(record["roles"]))
+        return http.json({"token": token, "expires_at": expires_at})
+
+    async def create_user(self, call: Call) -> Response:
+        body = _object(call.json(), "user body")
+        username, password = _string(body, "username"), _string(body, "password")
+        roles = body.get("roles")
+        if not _USERNAME.match(username):
+            raise InvalidInput(f"username: expected 1-64 of A-Z a-z 0-9 _ . @ -, got {username[:70]!r}")
+        if not 8 <= len(password) <= 1024:
+            raise InvalidInput(f"password: expected 8 to 1024 characters, got {len(password)}")
+        if not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles):
+            raise InvalidInput(f"roles: expected a non-empty list from {', '.join(ROLES)}, got {str(roles)[:80]}")
+        try:
+            await self._create(username, password, sorted(set(roles)))
+        except Conflict:
+            return http.error(409, "exists", f"user {username!r} already exists")
+        return http.json({"username": username, "roles": sorted(set(roles))}, status=201)
+
+    async def whoami(self, call: Call) -> Response:
+        principal = call.principal
+        if principal is None:
+            return http.error(401, "unauthenticated", "a bearer token is required")
+        return http.json(
+            {"username": principal.username, "roles": list(principal.roles), "expires_at": principal.expires_at}
+        )
+
+    async def jwks(self, call: Call) -> Response:
+        return http.json(self._keys.jwks())
+
+
+def _object(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what}: expected a JSON object")
+    return value
+
+
+def _string(body: Mapping[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{name}: expected a non-empty string")
+    return value

@@ -1,0 +1,120 @@
+"""The kv service: a key-value store for clients, with revisions for compare-and-swap.
+
+Client keys are stored under ``k/`` in the kv namespace, apart from the service's own
+``meta/`` records, so no client key can overwrite the marker.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+
+from starlette.responses import Response
+
+from runtime import http
+from runtime.exceptions import Conflict, InvalidInput
+from runtime.services.base import Call, Handler, ensure_marker
+from runtime.storage import Entry, Namespace
+from runtime.storage.keys import validate_key
+
+log = logging.getLogger("runtime.kv")
+DATA = "k/"
+_REVISION = re.compile(r'^(?:W/)?"?(\d+)"?$')
+
+
+def parse_if_match(raw: str | None) -> int | None:
+    """``"12"`` / ``12`` -> 12. An If-Match that is not a revision is a client error."""
+    if raw is None:
+        return None
+    found = _REVISION.match(raw.strip())
+    if not found:
+        raise InvalidInput(f'If-Match: expected a revision number such as "12", got {raw[:40]!r}')
+    return int(found[1])
+
+
+class KvService:
+    name = "kv"
+    schema_version = 1
+
+    def __init__(self, ns: Namespace, *, unsafe_fault: str | None = None) -> None:
+        self._ns = ns
+        self._fault = unsafe_fault
+        self._stale: dict[str, Entry] = {}
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"kv.get": self.get, "kv.put": self.put, "kv.delete": self.delete, "kv.list": self.list}
+
+    async def start(self) -> None:
+        await ensure_marker(self._ns, self.name, self.schema_version)
+        if self._fault:
+            log.warning(
+                "UNSAFE FAULT ENABLED: this node breaks kv guarantees on purpose",
+                extra={"fields": {"unsafe_fault": self._fault}},
+            )
+
+    async def get(self, call: Call) -> Response:
+        key = validate_key(call.params["key"])
+        entry = self._stale.get(key) if self._fault == "stale-reads" else None
+        entry = entry or await self._ns.get(DATA + key)
+        if entry is None:
+            return http.error(404, "not_found", f"no key {key!r}")
+        if self._fault == "stale-reads":
+            self._stale.setdefault(key, entry)
+        return Response(entry.value, media_type="application/octet-stream", headers={"ETag": f'"{entry.revision}"'})
+
+    async def put(self, call: Call) -> Response:
+        key = validate_key(call.params["key"])
+        if_match = parse_if_match(call.request.headers.get("if-match"))
+        if_none_match = call.request.headers.get("if-none-match")
+        if if_none_match is not None and if_none_match.strip() != "*":
+            raise InvalidInput(f"If-None-Match: only '*' is supported, got {if_none_match[:40]!r}")
+        if if_match is not None and if_none_match is not None:
+            raise InvalidInput("If-Match and If-None-Match cannot be combined")
+        expected = 0 if if_none_match is not None else if_match
+        if self._fault == "ack-without-commit":
+            current = await self._ns.get(DATA + key)
+            return http.json({"key": key, "revision": (current.revision if current else 0) + 1})
+        try:
+            revision = await self._ns.put(DATA + key, call.body, if_revision=expected)
+        except Conflict as exc:
+            return _precondition_failed(key, exc)
+        return http.json({"key": key, "revision": revision}, headers={"ETag": f'"{revision}"'})
+
+    async def delete(self, call: Call) -> Response:
+        key = validate_key(call.params["key"])
+        try:
+            deleted = await self._ns.delete(
+                DATA + key, if_revision=parse_if_match(call.request.headers.get("if-match"))
+            )
+        except Conflict as exc:
+            return _precondition_failed(key, exc)
+        return Response(status_code=204) if deleted else http.error(404, "not_found", f"no key {key!r}")
+
+    async def list(self, call: Call) -> Response:
+        query = call.request.query_params
+        prefix, after = query.get("prefix", ""), query.get("after")
+        limit = _limit(query.get("limit", "100"))
+        if prefix:
+            validate_key(prefix)
+        entries = await self._ns.range(DATA + prefix, after=DATA + after if after else None, limit=limit + 1)
+        items = [{"key": e.key[len(DATA) :], "revision": e.revision, "size": len(e.value)} for e in entries[:limit]]
+        more = len(entries) > limit
+        return http.json({"items": items, "next": items[-1]["key"] if more and items else None})
+
+
+def _limit(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidInput(f"limit: expected a whole number from 1 to 1000, got {raw[:20]!r}")
+    return int(raw)
+
+
+def _precondition_failed(key: str, exc: Conflict) -> Response:
+    found = f"revision {exc.current}" if exc.current else "no such key"
+    return http.error(
+        412,
+        "precondition_failed",
+        f"{key!r}: expected revision {exc.expected}, found {found}",
+        headers={"ETag": f'"{exc.current}"'} if exc.current else None,
+    )

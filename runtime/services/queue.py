@@ -1,0 +1,141 @@
+"""The queue service: jobs with leases.
+
+A job is one record, ``jobs/<queue>/<id>``. Claiming sets ``visible_at`` to the lease's end
+and a fresh ``lease_id`` with a compare-and-swap, so two claimers can never hold the same job:
+the loser's CAS fails and it moves to the next job. A claimed job is invisible until its
+lease expires; an unacknowledged job then comes back. Ack is a compare-and-swap delete that
+needs the current ``lease_id`` before the lease ends, so no job is acked twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from starlette.responses import Response
+
+from runtime import http
+from runtime.exceptions import Conflict, InvalidInput
+from runtime.services.base import Call, Handler, ensure_marker
+from runtime.storage import Entry, Namespace
+
+_QUEUE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_JOB = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{8}$")
+SCAN_LIMIT = 200
+
+
+def _queue(params: Mapping[str, str]) -> str:
+    name = params["queue"]
+    if not _QUEUE.match(name):
+        raise InvalidInput(f"queue name: expected 1-64 of A-Z a-z 0-9 _ . -, got {name[:70]!r}")
+    return name
+
+
+def _job_id(raw: str) -> str:
+    if not _JOB.match(raw):
+        raise InvalidInput(f"job id: expected 16 hex digits, '-', 8 hex digits, got {raw[:40]!r}")
+    return raw
+
+
+def _lease(raw: str | None) -> float:
+    try:
+        lease = float(raw) if raw is not None else 30.0
+    except ValueError:
+        lease = -1.0
+    if not 0.1 <= lease <= 3600:
+        raise InvalidInput(f"lease: expected seconds from 0.1 to 3600, got {str(raw)[:20]!r}")
+    return lease
+
+
+class QueueService:
+    name = "queue"
+    schema_version = 1
+
+    def __init__(self, ns: Namespace, clock: Callable[[], float] = time.time) -> None:
+        self._ns, self._clock = ns, clock
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"queue.enqueue": self.enqueue, "queue.claim": self.claim, "queue.ack": self.ack, "queue.get": self.get}
+
+    async def start(self) -> None:
+        await ensure_marker(self._ns, self.name, self.schema_version)
+
+    async def enqueue(self, call: Call) -> Response:
+        queue = _queue(call.params)
+        payload = call.json()
+        job = f"{time.time_ns() // 1000:016x}-{secrets.token_hex(4)}"
+        record = {"payload": payload, "enqueued_at": self._clock(), "visible_at": 0.0, "lease_id": None, "attempts": 0}
+        await self._ns.put(f"jobs/{queue}/{job}", _dump(record), if_revision=0)
+        return http.json({"id": job, "queue": queue}, status=201)
+
+    async def claim(self, call: Call) -> Response:
+        queue = _queue(call.params)
+        lease = _lease(call.request.query_params.get("lease"))
+        after: str | None = None
+        while True:
+            entries = await self._ns.range(f"jobs/{queue}/", after=after, limit=SCAN_LIMIT)
+            for entry in entries:
+                claimed = await self._try_claim(entry, lease)
+                if claimed is not None:
+                    return http.json(claimed)
+            if len(entries) < SCAN_LIMIT:
+                return Response(status_code=204)
+            after = entries[-1].key
+
+    async def _try_claim(self, entry: Entry, lease: float) -> dict[str, Any] | None:
+        record = json.loads(entry.value)
+        now = self._clock()
+        if record["visible_at"] > now:
+            return None
+        record.update(visible_at=now + lease, lease_id=secrets.token_hex(8), attempts=record["attempts"] + 1)
+        try:
+            await self._ns.put(entry.key, _dump(record), if_revision=entry.revision)
+        except Conflict:
+            return None
+        return {
+            "id": entry.key.rsplit("/", 1)[1],
+            "payload": record["payload"],
+            "lease_id": record["lease_id"],
+            "lease_expires_at": record["visible_at"],
+            "attempts": record["attempts"],
+        }
+
+    async def ack(self, call: Call) -> Response:
+        queue, job = _queue(call.params), _job_id(call.params["job"])
+        body = call.json()
+        lease_id = body.get("lease_id") if isinstance(body, dict) else None
+        if not isinstance(lease_id, str):
+            raise InvalidInput('ack body: expected {"lease_id": "..."} from the claim')
+        entry = await self._ns.get(f"jobs/{queue}/{job}")
+        if entry is None:
+            return http.error(404, "not_found", f"no job {job} in queue {queue!r} (never enqueued, or acked)")
+        record = json.loads(entry.value)
+        if record["lease_id"] != lease_id:
+            return http.error(409, "lease_mismatch", "this lease does not hold the job; it was claimed again")
+        if record["visible_at"] <= self._clock():
+            return http.error(409, "lease_expired", "the lease ended before the ack; the job is back in the queue")
+        try:
+            await self._ns.delete(entry.key, if_revision=entry.revision)
+        except Conflict:
+            return http.error(409, "lease_mismatch", "the job changed during the ack")
+        return Response(status_code=204)
+
+    async def get(self, call: Call) -> Response:
+        queue, job = _queue(call.params), _job_id(call.params["job"])
+        entry = await self._ns.get(f"jobs/{queue}/{job}")
+        if entry is None:
+            return http.error(404, "not_found", f"no job {job} in queue {queue!r} (never enqueued, or acked)")
+        record = json.loads(entry.value)
+        state = "claimed" if record["visible_at"] > self._clock() else "ready"
+        return http.json(
+            {"id": job, "queue": queue, "state": state, "attempts": record["attempts"], "payload": record["payload"]}
+        )
+
+
+def _dump(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
