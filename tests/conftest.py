@@ -1,0 +1,207 @@
+"""Shared fixtures: real etcd processes and real runtime processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from topologies.wait import wait_until
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self, initial_cluster: str) -> None:
+        with open(self.data_dir.with_suffix(".log"), "ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                ["etcd", "--name", self.name, "--data-dir", str(self.data_dir),
+                 "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                 "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+                 "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
+                 "--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "warn"],
+                stdout=log, stderr=log)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class EtcdCluster:
+    """``size`` real etcd members on loopback, each with its own ports and data dir."""
+
+    def __init__(self, root: Path, size: int) -> None:
+        self.members = [EtcdMember(f"m{i}", free_port(), free_port(), root / f"m{i}") for i in range(size)]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.url for m in self.members]
+
+    def start(self) -> EtcdCluster:
+        initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+        for member in self.members:
+            member.start(initial)
+        for member in self.members:
+            wait_until(lambda m=member: httpx.get(m.url + "/health", timeout=1).json()["health"] == "true",
+                       timeout=30, interval=0.1, message=f"etcd member {member.name} healthy")
+        return self
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.kill()
+
+
+def _need_etcd() -> None:
+    if shutil.which("etcd") is None:
+        pytest.fail("the etcd binary is missing: install Debian's etcd-server (.ci/run does)")
+
+
+@pytest.fixture(scope="session")
+def etcd() -> Iterator[EtcdCluster]:
+    """One real etcd member for the whole session."""
+    _need_etcd()
+    with tempfile.TemporaryDirectory(prefix="etcd-") as root:
+        cluster = EtcdCluster(Path(root), 1).start()
+        yield cluster
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_degraded() -> Iterator[EtcdCluster]:
+    """A 3-member cluster whose first member (the endpoint clients try first) is dead."""
+    _need_etcd()
+    with tempfile.TemporaryDirectory(prefix="etcd3-") as root:
+        cluster = EtcdCluster(Path(root), 3).start()
+        cluster.members[0].kill()
+        survivor = cluster.members[1].url
+        wait_until(lambda: httpx.get(survivor + "/health", timeout=2).json()["health"] == "true",
+                   timeout=30, interval=0.1, message="etcd quorum after killing one member")
+        yield cluster
+        cluster.stop()
+
+
+@pytest.fixture
+def etcd3(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A fresh 3-member etcd cluster, for tests that kill members."""
+    _need_etcd()
+    cluster = EtcdCluster(tmp_path, 3).start()
+    yield cluster
+    cluster.stop()
+
+
+@dataclass
+class RuntimeProcess:
+    """``python -m runtime serve`` as a real process, on its own port and data dir."""
+
+    data_dir: Path
+    services: str = "all"
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "ca.pem"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.with_name(self.data_dir.name + ".log")
+
+    def start(self) -> RuntimeProcess:
+        env = {**os.environ, "RUNTIME_LOG_LEVEL": "debug", **self.env}
+        with open(self.log_file, "ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "runtime", "serve", "--services", self.services,
+                 "--data-dir", str(self.data_dir), "--listen", self.address], env=env, stdout=log, stderr=log)
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> RuntimeProcess:
+        def ready() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"runtime exited {self.process.returncode}: {self.log_tail()}")
+            return httpx.get(self.url + "/readyz", verify=str(self.ca_file), timeout=2).status_code == 200
+
+        wait_until(ready, timeout=timeout, interval=0.1, message=f"runtime on {self.url} ready",
+                   ignore=(httpx.HTTPError, OSError))
+        return self
+
+    def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, verify=str(self.ca_file), headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def login(self, username: str = "admin", password: str | None = None) -> str:
+        password = password or (self.data_dir / "admin-password").read_text().strip()
+        with self.client() as c:
+            reply = c.post("/v1/auth/login", json={"username": username, "password": password})
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["token"])
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:]) if self.log_file.exists() else ""
+
+    def terminate(self) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[object]:
+    """Start runtime processes; every one is killed at the end of the test."""
+    started: list[RuntimeProcess] = []
+
+    def make(name: str = "node", **kwargs: object) -> RuntimeProcess:
+        proc = RuntimeProcess(tmp_path / name, **kwargs)  # type: ignore[arg-type]
+        started.append(proc)
+        return proc.start()
+
+    yield make
+    for proc in started:
+        proc.kill()
