@@ -128,7 +128,13 @@ async def serve(config: Config) -> int:
             await stop_member(member)
 
 
+def _already_handled(signum: int, frame: object) -> None:
+    """uvicorn re-raises the signal that stopped it once it has drained; by then we are done."""
+
+
 async def _run(node: Node, member: asyncio.subprocess.Process | None) -> int:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _already_handled)
     server = uvicorn.Server(_uvicorn_config(node))
     state = {"exit": 0}
     tasks = [asyncio.ensure_future(job) for job in node.background()]

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,11 @@ import httpx
 import pytest
 
 from topologies.wait import wait_until
+
+
+def trust(ca_file: Path) -> ssl.SSLContext:
+    """A client TLS context that trusts exactly this CA file."""
+    return ssl.create_default_context(cafile=str(ca_file))
 
 
 @pytest.fixture
@@ -45,13 +51,34 @@ class EtcdMember:
     def start(self, initial_cluster: str) -> None:
         with open(self.data_dir.with_suffix(".log"), "ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
-                ["etcd", "--name", self.name, "--data-dir", str(self.data_dir),
-                 "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-                 "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-                 "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
-                 "--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "warn"],
-                stdout=log, stderr=log)
+                [
+                    "etcd",
+                    "--name",
+                    self.name,
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--listen-client-urls",
+                    self.url,
+                    "--advertise-client-urls",
+                    self.url,
+                    "--listen-peer-urls",
+                    f"http://127.0.0.1:{self.peer_port}",
+                    "--initial-advertise-peer-urls",
+                    f"http://127.0.0.1:{self.peer_port}",
+                    "--initial-cluster",
+                    initial_cluster,
+                    "--initial-cluster-state",
+                    "new",
+                    "--heartbeat-interval",
+                    "50",
+                    "--election-timeout",
+                    "500",
+                    "--log-level",
+                    "warn",
+                ],
+                stdout=log,
+                stderr=log,
+            )
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
@@ -74,8 +101,12 @@ class EtcdCluster:
         for member in self.members:
             member.start(initial)
         for member in self.members:
-            wait_until(lambda m=member: httpx.get(m.url + "/health", timeout=1).json()["health"] == "true",
-                       timeout=30, interval=0.1, message=f"etcd member {member.name} healthy")
+            wait_until(
+                lambda m=member: httpx.get(m.url + "/health", timeout=1).json()["health"] == "true",
+                timeout=30,
+                interval=0.1,
+                message=f"etcd member {member.name} healthy",
+            )
         return self
 
     def stop(self) -> None:
@@ -106,8 +137,12 @@ def etcd_degraded() -> Iterator[EtcdCluster]:
         cluster = EtcdCluster(Path(root), 3).start()
         cluster.members[0].kill()
         survivor = cluster.members[1].url
-        wait_until(lambda: httpx.get(survivor + "/health", timeout=2).json()["health"] == "true",
-                   timeout=30, interval=0.1, message="etcd quorum after killing one member")
+        wait_until(
+            lambda: httpx.get(survivor + "/health", timeout=2).json()["health"] == "true",
+            timeout=30,
+            interval=0.1,
+            message="etcd quorum after killing one member",
+        )
         yield cluster
         cluster.stop()
 
@@ -151,23 +186,42 @@ class RuntimeProcess:
         env = {**os.environ, "RUNTIME_LOG_LEVEL": "debug", **self.env}
         with open(self.log_file, "ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "runtime", "serve", "--services", self.services,
-                 "--data-dir", str(self.data_dir), "--listen", self.address], env=env, stdout=log, stderr=log)
+                [
+                    sys.executable,
+                    "-m",
+                    "runtime",
+                    "serve",
+                    "--services",
+                    self.services,
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--listen",
+                    self.address,
+                ],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
         return self
 
     def wait_ready(self, timeout: float = 30) -> RuntimeProcess:
         def ready() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"runtime exited {self.process.returncode}: {self.log_tail()}")
-            return httpx.get(self.url + "/readyz", verify=str(self.ca_file), timeout=2).status_code == 200
+            return httpx.get(self.url + "/readyz", verify=trust(self.ca_file), timeout=2).status_code == 200
 
-        wait_until(ready, timeout=timeout, interval=0.1, message=f"runtime on {self.url} ready",
-                   ignore=(httpx.HTTPError, OSError))
+        wait_until(
+            ready,
+            timeout=timeout,
+            interval=0.1,
+            message=f"runtime on {self.url} ready",
+            ignore=(httpx.HTTPError, OSError),
+        )
         return self
 
     def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, verify=str(self.ca_file), headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+        return httpx.Client(base_url=self.url, verify=trust(self.ca_file), headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
 
     def login(self, username: str = "admin", password: str | None = None) -> str:
         password = password or (self.data_dir / "admin-password").read_text().strip()
@@ -177,7 +231,9 @@ class RuntimeProcess:
         return str(reply.json()["token"])
 
     def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:]) if self.log_file.exists() else ""
+        return (
+            "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:]) if self.log_file.exists() else ""
+        )
 
     def terminate(self) -> int:
         if self.process is None:

@@ -18,7 +18,9 @@ class WaitTimeout(TimeoutError):
 
     def __init__(self, message: str, last_error: BaseException | None, last_value: object) -> None:
         self.last_error, self.last_value = last_error, last_value
-        evidence = f"last error: {type(last_error).__name__}: {last_error}" if last_error else f"last value: {last_value!r}"
+        evidence = (
+            f"last error: {type(last_error).__name__}: {last_error}" if last_error else f"last value: {last_value!r}"
+        )
         super().__init__(f"{message} ({evidence})")
 
 

@@ -34,6 +34,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 @pytest.fixture
 def ns(backend: Backend) -> Callable[[str], Namespace]:
     """Fresh namespace names per test, so tests on a shared etcd never see each other."""
+
     def make(base: str = "t") -> Namespace:
         return Namespace(backend, f"{base}{next(_counter)}")
 
