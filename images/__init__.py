@@ -1,0 +1,25 @@
+"""Building the one runtime image, from a base that can be bootstrapped without a registry."""
+
+from images.base import BOOTSTRAPPED, DEFAULT_BASE, bootstrap, ensure_base
+from images.build import REPOSITORY, Built, assemble_context, build, docker_client, image_ref
+from images.exceptions import BaseUnavailable, BuildFailed, ImageError, WheelsUnavailable
+from images.tag import content_tag, image_inputs
+
+__all__ = [
+    "BOOTSTRAPPED",
+    "DEFAULT_BASE",
+    "REPOSITORY",
+    "BaseUnavailable",
+    "BuildFailed",
+    "Built",
+    "ImageError",
+    "WheelsUnavailable",
+    "assemble_context",
+    "bootstrap",
+    "build",
+    "content_tag",
+    "docker_client",
+    "ensure_base",
+    "image_inputs",
+    "image_ref",
+]

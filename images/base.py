@@ -1,0 +1,111 @@
+"""The base image: the configured one if Docker has it or can pull it, else bootstrapped.
+
+Bootstrapping builds a Debian bookworm minbase root file system from Debian packages
+(mmdebstrap, or debootstrap) and imports it with ``docker import``, tagged
+:data:`BOOTSTRAPPED`, so the next build reuses it. The Dockerfile installs the same package
+list on top of either base, so the image does not depend on where its base came from.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from images.exceptions import BaseUnavailable
+from images.progress import step
+
+DEFAULT_BASE = "debian:bookworm-slim"
+BOOTSTRAPPED = "modematrix/base:bookworm-slim"
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+
+
+def local_id(client: docker.DockerClient, ref: str) -> str | None:
+    try:
+        return str(client.images.get(ref).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def ensure_base(client: docker.DockerClient, configured: str = DEFAULT_BASE, *, quiet: bool = False) -> str:
+    """Return an image reference that Docker has locally, bootstrapping one if need be."""
+    for ref in (configured, BOOTSTRAPPED if configured == DEFAULT_BASE else None):
+        if ref and local_id(client, ref):
+            return ref
+    try:
+        client.images.pull(configured)
+        return configured
+    except docker.errors.APIError:
+        pass  # no registry: air-gapped, or a registry that does not resolve
+    if configured != DEFAULT_BASE:
+        raise BaseUnavailable(
+            f"base image {configured!r} is not present and could not be pulled; "
+            f"load it with `docker load`, or use the default ({DEFAULT_BASE}), "
+            "which modematrix can bootstrap from Debian packages"
+        )
+    bootstrap(client, quiet=quiet)
+    return BOOTSTRAPPED
+
+
+def bootstrap(client: docker.DockerClient, *, mirror: str = MIRROR, quiet: bool = False) -> str:
+    """Build a bookworm minbase root fs from Debian packages and ``docker import`` it."""
+    with (
+        tempfile.TemporaryDirectory(prefix="modematrix-base-") as tmp,
+        step(f"bootstrapping {BOOTSTRAPPED} from Debian packages", quiet=quiet) as progress,
+    ):
+        tarball = Path(tmp) / "rootfs.tar"
+        _run(_rootfs_command(tarball, Path(tmp) / "root", mirror), progress.update)
+        if not tarball.exists():  # debootstrap writes a directory: pack it
+            _run(["tar", "-C", str(Path(tmp) / "root"), "-cf", str(tarball), "."], progress.update)
+        progress.update("docker import")
+        repository, tag = BOOTSTRAPPED.split(":")
+        client.api.import_image_from_file(
+            str(tarball),
+            repository=repository,
+            tag=tag,
+            changes=["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 'CMD ["bash"]'],
+        )
+    image_id = local_id(client, BOOTSTRAPPED)
+    if image_id is None:
+        raise BaseUnavailable(f"docker import did not produce {BOOTSTRAPPED}")
+    return image_id
+
+
+# What debian:bookworm-slim leaves out (its /etc/dpkg/dpkg.cfg.d/docker): the same rules make
+# the bootstrapped base equivalent, and stay in force for packages the Dockerfile installs.
+SLIM_DPKG_RULES = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/lintian/*",
+)
+
+
+def _rootfs_command(tarball: Path, directory: Path, mirror: str) -> list[str]:
+    if shutil.which("mmdebstrap"):
+        rules = [f"--dpkgopt={rule}" for rule in SLIM_DPKG_RULES]
+        return ["mmdebstrap", "--variant=minbase", "--include=ca-certificates", *rules, SUITE, str(tarball), mirror]
+    if shutil.which("debootstrap"):
+        return ["debootstrap", "--variant=minbase", "--include=ca-certificates", SUITE, str(directory), mirror]
+    raise BaseUnavailable(
+        f"base image {DEFAULT_BASE} is not present, cannot be pulled, and neither mmdebstrap nor debootstrap is "
+        "installed to bootstrap it; on Debian or Ubuntu: sudo apt-get install mmdebstrap"
+    )
+
+
+def _run(command: list[str], report: object) -> None:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        tail: list[str] = []
+        for line in proc.stdout or []:
+            tail = [*tail[-19:], line.rstrip()]
+            report(line.strip())  # type: ignore[operator]
+    if proc.returncode != 0:
+        raise BaseUnavailable(f"{command[0]} failed with exit code {proc.returncode}:\n" + "\n".join(tail))

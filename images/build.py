@@ -1,0 +1,130 @@
+"""Build the runtime image: the only code that runs ``docker build``.
+
+    base (local / pulled / bootstrapped) -> wheelhouse (host) -> content tag -> build or reuse
+
+A build whose content tag already exists is a no-op that returns the tag. A change to runtime
+code changes the tag, and Docker's layer cache rebuilds only the layers after the dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from images.base import DEFAULT_BASE, ensure_base, local_id
+from images.exceptions import BuildFailed
+from images.progress import step
+from images.tag import content_tag, image_inputs
+from images.wheels import ensure_wheelhouse
+
+REPOSITORY = "modematrix/runtime"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Built:
+    tag: str
+    reused: bool
+    seconds: float
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MODEMATRIX_CACHE", Path.home() / ".cache" / "modematrix"))
+
+
+def wheelhouse_dir() -> Path:
+    return Path(os.environ.get("MODEMATRIX_WHEELHOUSE", cache_dir() / "wheels"))
+
+
+def docker_client() -> docker.DockerClient:
+    return docker.from_env(timeout=600)
+
+
+def platform_of(client: docker.DockerClient) -> str:
+    return str(client.version().get("Arch", "amd64"))
+
+
+def assemble_context(directory: Path, *, arch: str, root: Path = ROOT) -> None:
+    """Write a self-contained build context: Dockerfile, lock, wheels/, runtime/."""
+    directory.mkdir(parents=True, exist_ok=True)
+    wheels = ensure_wheelhouse(root / "images" / "requirements.lock", wheelhouse_dir(), arch=arch)
+    for name, data in image_inputs(root).items():
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    (directory / "wheels").mkdir(exist_ok=True)
+    for wheel in wheels:
+        shutil.copy2(wheel, directory / "wheels" / wheel.name)  # keeps mtimes: stable layer cache
+
+
+def image_ref(client: docker.DockerClient, base: str = DEFAULT_BASE, *, quiet: bool = False) -> tuple[str, str]:
+    """(base reference to build from, the content-derived image tag)."""
+    base_ref = ensure_base(client, base, quiet=quiet)
+    base_id = local_id(client, base_ref) or base_ref
+    return base_ref, f"{REPOSITORY}:{content_tag(image_inputs(ROOT), base_id=base_id, platform=platform_of(client))}"
+
+
+def build(base: str = DEFAULT_BASE, *, quiet: bool = False, client: docker.DockerClient | None = None) -> Built:
+    started = time.monotonic()
+    client = client or docker_client()
+    base_ref, tag = image_ref(client, base, quiet=quiet)
+    if local_id(client, tag):
+        return Built(tag, True, time.monotonic() - started)
+    with tempfile.TemporaryDirectory(prefix="modematrix-context-") as tmp:
+        context = Path(tmp)
+        with step("collecting wheels on the host", quiet=quiet):
+            assemble_context(context, arch=platform_of(client))
+        _docker_build(client, context, tag, base_ref, quiet=quiet)
+    client.images.get(tag).tag(REPOSITORY, "latest")
+    return Built(tag, False, time.monotonic() - started)
+
+
+def _build_args(base_ref: str) -> dict[str, str]:
+    revision = (
+        subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        or "unknown"
+    )
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("modematrix")
+    except PackageNotFoundError:
+        release = "0.0.0"
+    return {
+        "BASE": base_ref,
+        "REVISION": revision,
+        "VERSION": release,
+        "CREATED": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _docker_build(client: docker.DockerClient, context: Path, tag: str, base_ref: str, *, quiet: bool) -> None:
+    log_path = cache_dir() / "logs" / f"build-{tag.split(':')[1]}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with step(f"building {tag}", quiet=quiet) as progress, log_path.open("w") as log:
+        try:
+            for chunk in client.api.build(
+                path=str(context), tag=tag, buildargs=_build_args(base_ref), rm=True, forcerm=True, decode=True
+            ):
+                line = chunk.get("stream") or chunk.get("status") or ""
+                if line:
+                    log.write(line if line.endswith("\n") else line + "\n")
+                    progress.update(line.strip())
+                if "error" in chunk:
+                    log.write(json.dumps(chunk) + "\n")
+                    raise BuildFailed(f"docker build of {tag} failed: {chunk['error'].strip()}", log_path)
+        except docker.errors.APIError as exc:
+            raise BuildFailed(f"docker build of {tag} failed: {exc}", log_path) from exc
+    log_path.unlink()  # kept only on failure
