@@ -98,7 +98,8 @@ def test_image_hygiene(client: docker.DockerClient, image: str) -> None:
 
 
 def test_no_test_tooling_in_the_image(client: docker.DockerClient, image: str) -> None:
-    probe = "import importlib.util as u; print([m for m in ('pytest', 'locust', 'testcontainers', 'docker', 'pip') if u.find_spec(m)])"
+    tools = "('pytest', 'locust', 'testcontainers', 'docker', 'pip')"
+    probe = f"import importlib.util as u; print([m for m in {tools} if u.find_spec(m)])"
     listing = client.containers.run(image, ["-c", probe], entrypoint=["/opt/venv/bin/python"], remove=True)
     assert listing.strip() == b"[]"
 
