@@ -28,6 +28,7 @@ from images.tag import content_tag, image_inputs
 from images.wheels import ensure_wheelhouse
 
 REPOSITORY = "modematrix/runtime"
+REAPER_REPOSITORY = "modematrix/reaper"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -128,3 +129,25 @@ def _docker_build(client: docker.DockerClient, context: Path, tag: str, base_ref
         except docker.errors.APIError as exc:
             raise BuildFailed(f"docker build of {tag} failed: {exc}", log_path) from exc
     log_path.unlink()  # kept only on failure
+
+
+def build_reaper(runtime_tag: str, *, quiet: bool = False, client: docker.DockerClient | None = None) -> str:
+    """The reaper image, FROM the runtime image; its tag follows the runtime's and its own script."""
+    client = client or docker_client()
+    source = ROOT / "images" / "reaper"
+    files = {name: (source / name).read_bytes() for name in ("Dockerfile", "reaper.py")}
+    runtime_id = local_id(client, runtime_tag) or runtime_tag
+    tag = f"{REAPER_REPOSITORY}:{content_tag(files, base_id=runtime_id, platform=platform_of(client))}"
+    if local_id(client, tag):
+        return tag
+    with tempfile.TemporaryDirectory(prefix="modematrix-reaper-") as tmp:
+        for name, data in files.items():
+            (Path(tmp) / name).write_bytes(data)
+        log_path = cache_dir() / "logs" / f"build-reaper-{tag.split(':')[1]}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            client.images.build(path=tmp, tag=tag, buildargs={"BASE": runtime_tag}, rm=True)
+        except docker.errors.BuildError as exc:
+            log_path.write_text("".join(str(c.get("stream", c)) for c in exc.build_log))
+            raise BuildFailed(f"building {tag} failed: {exc.msg}", log_path) from exc
+    return tag

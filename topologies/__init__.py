@@ -1,0 +1,14 @@
+"""Start the one image in each deployment mode, reach it, and break it on purpose."""
+
+from topologies.client import ClusterClient, Credentials
+from topologies.cluster import Cluster, launch, remove_run, start
+from topologies.exceptions import FaultError, NotFound, SpecError, StartTimeout, TopologyError
+from topologies.node import Node
+from topologies.spec import ModeSpec, available, load
+from topologies.wait import WaitTimeout, wait_until
+
+__all__ = [
+    "Cluster", "ClusterClient", "Credentials", "FaultError", "ModeSpec", "Node", "NotFound", "SpecError",
+    "StartTimeout", "TopologyError", "WaitTimeout", "available", "launch", "load", "remove_run", "start",
+    "wait_until",
+]

@@ -1,0 +1,139 @@
+"""A reaper that speaks testcontainers' Ryuk protocol, with the standard library only.
+
+Ryuk's image cannot be pulled in air-gapped networks; this one is built from the project's
+own image and plugged in through ``RYUK_CONTAINER_IMAGE``. Protocol (as moby-ryuk):
+
+- listen on TCP 8080 and print a line ending in ``Started!``;
+- each client sends lines of URL-query-encoded Docker filters, e.g.
+  ``label=org.testcontainers.session-id=<id>``; each line is answered ``ACK``;
+- once the last client has gone and ``RYUK_RECONNECTION_TIMEOUT`` (default 10s) passes with
+  no new connection, remove every container, network and volume matching any filter set,
+  then exit. A reaper that nobody connects to within ``RYUK_CONNECTION_TIMEOUT`` (60s) exits.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+
+DOCKER_SOCKET = os.environ.get("REAPER_DOCKER_SOCKET", "/var/run/docker.sock")
+
+
+def seconds(text: str, default: float) -> float:
+    """``"10s"`` -> 10.0, ``"1m"`` -> 60.0, ``"500ms"`` -> 0.5."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", text.strip()) if text else None
+    if not found:
+        return default
+    return float(found[1]) * {"ms": 0.001, "s": 1, "m": 60, None: 1}[found[2]]
+
+
+def parse_filters(line: str) -> dict[str, list[str]]:
+    """``label=a=b&label=c`` -> ``{"label": ["a=b", "c"]}``."""
+    filters: dict[str, list[str]] = {}
+    for key, value in urllib.parse.parse_qsl(line.strip(), keep_blank_values=True):
+        filters.setdefault(key, []).append(value)
+    return filters
+
+
+class DockerSocket(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def docker(method: str, path: str) -> object:
+    conn = DockerSocket(DOCKER_SOCKET)
+    try:
+        conn.request(method, path)
+        reply = conn.getresponse()
+        body = reply.read()
+        return json.loads(body) if body and reply.status < 300 else None
+    finally:
+        conn.close()
+
+
+def prune(filter_sets: list[dict[str, list[str]]]) -> dict[str, int]:
+    removed = {"containers": 0, "networks": 0, "volumes": 0}
+    for filters in filter_sets:
+        query = urllib.parse.quote(json.dumps(filters))
+        for c in docker("GET", f"/containers/json?all=1&filters={query}") or []:  # type: ignore[union-attr]
+            docker("DELETE", f"/containers/{c['Id']}?force=1&v=1")
+            removed["containers"] += 1
+    for filters in filter_sets:  # networks once their containers are gone
+        query = urllib.parse.quote(json.dumps(filters))
+        for n in docker("GET", f"/networks?filters={query}") or []:  # type: ignore[union-attr]
+            docker("DELETE", f"/networks/{n['Id']}")
+            removed["networks"] += 1
+        for v in (docker("GET", f"/volumes?filters={query}") or {}).get("Volumes") or []:  # type: ignore[union-attr]
+            docker("DELETE", f"/volumes/{v['Name']}?force=1")
+            removed["volumes"] += 1
+    return removed
+
+
+class Reaper:
+    def __init__(self, reconnect: float, first_connect: float) -> None:
+        self.reconnect, self.first_connect = reconnect, first_connect
+        self.filters: list[dict[str, list[str]]] = []
+        self.connections = 0
+        self.last_change = time.monotonic()
+        self.ever_connected = False
+        self.lock = threading.Lock()
+
+    def serve_client(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.connections += 1
+            self.ever_connected = True
+        try:
+            for raw in conn.makefile("r", encoding="utf-8", newline="\n"):
+                if raw.strip():
+                    with self.lock:
+                        self.filters.append(parse_filters(raw))
+                    conn.sendall(b"ACK\n")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with self.lock:
+                self.connections -= 1
+                self.last_change = time.monotonic()
+
+    def should_prune(self) -> bool:
+        with self.lock:
+            idle = time.monotonic() - self.last_change
+            if not self.ever_connected:
+                return idle > self.first_connect
+            return self.connections == 0 and idle > self.reconnect
+
+
+def main() -> int:
+    reconnect = seconds(os.environ.get("RYUK_RECONNECTION_TIMEOUT", ""), 10.0)
+    first_connect = seconds(os.environ.get("RYUK_CONNECTION_TIMEOUT", ""), 60.0)
+    port = int(os.environ.get("REAPER_PORT", "8080"))
+    reaper = Reaper(reconnect, first_connect)
+    server = socket.create_server(("0.0.0.0", port))  # noqa: S104 - reached through a published port
+    server.settimeout(0.5)
+    print(f"modematrix reaper on :{port}: Started!", flush=True)
+    while not reaper.should_prune():
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            continue
+        threading.Thread(target=reaper.serve_client, args=(conn,), daemon=True).start()
+    removed = prune(reaper.filters)
+    print(f"modematrix reaper: removed {removed} for {reaper.filters}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Decide, purely, what each container gets: environment, HAProxy config, firewall rules.
+
+Nothing here talks to Docker. :mod:`topologies.cluster` applies the plan; the partition
+rules are computed from the groups before any rule is written (Jepsen's grudge, then nemesis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from topologies.spec import SERVICES, LoadBalancerSpec, ModeSpec, NodeSpec
+
+API_PORT, DB_CLIENT_PORT, DB_PEER_PORT = 8443, 2379, 2380
+DATA_DIR = "/var/lib/modematrix/data"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    cluster_secret: str
+    admin_password: str
+
+
+def addresses(spec: ModeSpec, subnet_prefix: str) -> dict[str, str]:
+    """Fixed addresses: ``10.213.7`` -> node i gets ``10.213.7.(11+i)``, the balancer ``.10``."""
+    ips = {node.name: f"{subnet_prefix}.{11 + i}" for i, node in enumerate(spec.nodes)}
+    if spec.load_balancer is not None:
+        ips[spec.load_balancer.name] = f"{subnet_prefix}.10"
+    return ips
+
+
+def node_env(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str], secrets: Secrets) -> dict[str, str]:
+    env = {
+        "RUNTIME_SERVICES": ",".join(node.services),
+        "RUNTIME_NODE_NAME": node.name,
+        "RUNTIME_ADVERTISE": ",".join([node.name, ips[node.name]]),
+        "RUNTIME_CLUSTER_SECRET": secrets.cluster_secret,
+        "RUNTIME_ADMIN_PASSWORD": secrets.admin_password,
+        "RUNTIME_LOG_LEVEL": "info",
+    }
+    if spec.db == "etcd":
+        env.update(RUNTIME_MODE="cluster", RUNTIME_DB_BACKEND="etcd",
+                   RUNTIME_DB_ENDPOINTS=",".join(db_endpoints(spec, node, ips)))
+    if node.db_member:
+        env.update(RUNTIME_DB_MEMBER_NAME=node.name, RUNTIME_DB_MEMBER_HOST=ips[node.name],
+                   RUNTIME_DB_INITIAL_CLUSTER=",".join(f"{m.name}=http://{ips[m.name]}:{DB_PEER_PORT}"
+                                                      for m in spec.members))
+    peers = peer_setting(spec, node, ips)
+    if peers:
+        env["RUNTIME_PEERS"] = peers
+    return env
+
+
+def db_endpoints(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str]) -> list[str]:
+    """Every member's client URL, the node's own member first, others rotated by node index
+    so that nodes without a member spread their load."""
+    members = [f"http://{ips[m.name]}:{DB_CLIENT_PORT}" for m in spec.members]
+    if node.db_member:
+        own = f"http://{ips[node.name]}:{DB_CLIENT_PORT}"
+        return [own, *[m for m in members if m != own]]
+    shift = [n.name for n in spec.nodes].index(node.name) % len(members)
+    return members[shift:] + members[:shift]
+
+
+def peer_setting(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str]) -> str:
+    """``kv=ip:8443,ip:8443;auth=...`` for every routed service an edge node does not run."""
+    if not node.is_edge:
+        return ""
+    groups = []
+    for service in SERVICES:
+        if service == "ingress" or service in node.services:
+            continue
+        hosts = ",".join(f"{ips[p.name]}:{API_PORT}" for p in spec.peers_of(service))
+        groups.append(f"{service}={hosts}")
+    return ";".join(groups)
+
+
+def haproxy_config(lb: LoadBalancerSpec, edges: Sequence[NodeSpec], ips: Mapping[str, str]) -> str:
+    """TCP pass-through (TLS ends in the runtime), with TLS-verified HTTP checks of /readyz."""
+    servers = "\n".join(f"    server {n.name} {ips[n.name]}:{API_PORT} verifyhost {n.name}" for n in edges)
+    return f"""global
+    log stdout format raw local0 notice
+    maxconn 4096
+defaults
+    mode tcp
+    log global
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    retries 2
+    option redispatch
+frontend api
+    bind :{API_PORT}
+    default_backend ingress
+backend ingress
+    balance roundrobin
+    option httpchk
+    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host {lb.name}
+    http-check expect status 200
+    default-server inter {lb.check_interval_ms} fall 2 rise 2 check check-ssl verify required ca-file /tmp/ca.pem
+{servers}
+"""
+
+
+def partition_rules(groups: Sequence[Sequence[str]], ips: Mapping[str, str]) -> dict[str, list[str]]:
+    """For each node, the iptables commands that cut it off from every node outside its group.
+
+    >>> partition_rules([["a"], ["b", "c"]], {"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3"})["a"]
+    ['iptables -A INPUT -s 10.0.0.2 -j DROP', 'iptables -A OUTPUT -d 10.0.0.2 -j DROP', \
+'iptables -A INPUT -s 10.0.0.3 -j DROP', 'iptables -A OUTPUT -d 10.0.0.3 -j DROP']
+    """
+    listed = [name for group in groups for name in group]
+    unknown = sorted(set(listed) - set(ips))
+    if unknown:
+        raise ValueError(f"partition names unknown nodes: {', '.join(unknown)}")
+    if len(listed) != len(set(listed)):
+        raise ValueError("partition puts a node in two groups")
+    rules: dict[str, list[str]] = {}
+    for group in groups:
+        others = [name for name in listed if name not in group]
+        for name in group:
+            rules[name] = [rule for other in others for rule in (
+                f"iptables -A INPUT -s {ips[other]} -j DROP", f"iptables -A OUTPUT -d {ips[other]} -j DROP")]
+    return rules
+
+
+def isolate(node: str, nodes: Sequence[str]) -> list[list[str]]:
+    """The groups of "this node alone, the rest together"."""
+    return [[node], [n for n in nodes if n != node]]
+
+
+def loss_rules(percent: float) -> list[str]:
+    """Drop ``percent`` of packets in each direction (iptables statistic: no kernel netem needed)."""
+    if not 0 < percent < 100:
+        raise ValueError(f"loss percent must be between 0 and 100, got {percent}")
+    p = percent / 100
+    return [f"iptables -A INPUT -m statistic --mode random --probability {p:.4f} -j DROP",
+            f"iptables -A OUTPUT -m statistic --mode random --probability {p:.4f} -j DROP"]
+
+
+def delay_rules(ms: int, jitter_ms: int = 0) -> list[str]:
+    if ms <= 0 or jitter_ms < 0:
+        raise ValueError(f"delay must be positive and jitter non-negative, got {ms} ms, {jitter_ms} ms")
+    return [f"tc qdisc replace dev eth0 root netem delay {ms}ms {jitter_ms}ms"]
+
+
+HEAL_RULES = ["iptables -F INPUT", "iptables -F OUTPUT", "tc qdisc del dev eth0 root 2>/dev/null || true"]
