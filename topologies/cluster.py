@@ -273,14 +273,20 @@ def _start_nodes(cluster: Cluster, prefix: str, secrets_: plan.Secrets) -> None:
 
 def _fetch_ca(cluster: Cluster, timeout: float) -> None:
     def read() -> str | None:
-        for node in cluster.nodes:
+        running = [n for n in cluster.nodes if n.running]
+        if not running:
+            first = cluster.nodes[0]
+            raise StartTimeout(f"every node exited before creating the cluster CA; {first.name} "
+                               f"({first.container.name}) logs:\n{first.logs(25)}")
+        for node in running:
             code, out = node.exec(["cat", f"{plan.DATA_DIR}/ca.pem"])
             if code == 0 and "BEGIN CERTIFICATE" in out:
                 return out
         return None
 
     try:
-        pem = wait_until(read, timeout=timeout, interval=READY_POLL, message="a node wrote the cluster CA")
+        pem = wait_until(read, timeout=timeout, interval=READY_POLL, message="a node wrote the cluster CA",
+                         ignore=(docker.errors.APIError,))
     except WaitTimeout as exc:
         first = cluster.nodes[0]
         raise StartTimeout(f"no node created the cluster CA within {timeout:.0f} s ({exc}); "

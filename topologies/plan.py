@@ -55,6 +55,8 @@ def db_endpoints(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str]) -> list
     """Every member's client URL, the node's own member first, others rotated by node index
     so that nodes without a member spread their load."""
     members = [f"http://{ips[m.name]}:{DB_CLIENT_PORT}" for m in spec.members]
+    if not members:
+        return []  # the runtime refuses to start without them, and says so
     if node.db_member:
         own = f"http://{ips[node.name]}:{DB_CLIENT_PORT}"
         return [own, *[m for m in members if m != own]]

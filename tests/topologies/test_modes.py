@@ -1,0 +1,169 @@
+"""Each mode on real containers: reach it, break it, watch it recover."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+import images
+import topologies
+from topologies import faults
+from topologies.cluster import LABEL_RUN
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module", params=["single", "ha", "scaled"])
+def any_cluster(request: pytest.FixtureRequest) -> Iterator[topologies.Cluster]:
+    with topologies.start(request.param) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def ha() -> Iterator[topologies.Cluster]:
+    with topologies.start("ha") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def scaled() -> Iterator[topologies.Cluster]:
+    with topologies.start("scaled") as cluster:
+        yield cluster
+
+
+def edge_urls(cluster: topologies.Cluster) -> list[str]:
+    return [*cluster.endpoints, *(n.url for n in cluster.nodes if n.spec.is_edge and n.url not in cluster.endpoints)]
+
+
+def test_a_write_through_one_endpoint_reads_back_through_every_other(any_cluster: topologies.Cluster) -> None:
+    urls = edge_urls(any_cluster)
+    key = f"/v1/kv/everywhere-{time.time_ns()}"
+    with any_cluster.client(endpoints=[urls[0]]) as first:
+        assert first.put(key, content=b"seen").status_code == 200
+    for url in urls:
+        with any_cluster.client(endpoints=[url]) as other:
+            reply = other.get(key)
+            assert (reply.status_code, reply.content) == (200, b"seen"), url
+
+
+def until_ok(call: object, timeout: float = 30.0) -> tuple[httpx.Response, float]:
+    """Retry ``call`` until it answers 2xx; returns the answer and how long it took."""
+    started = time.monotonic()
+    last: object = None
+
+    def attempt() -> httpx.Response | None:
+        nonlocal last
+        try:
+            reply = call()  # type: ignore[operator]
+        except httpx.HTTPError as exc:
+            last = exc
+            return None
+        last = reply
+        return reply if reply.is_success else None
+
+    reply = topologies.wait_until(attempt, timeout=timeout, interval=0.1, message=f"a 2xx answer (last: {last})")
+    return reply, time.monotonic() - started
+
+
+def test_ha_killing_the_db_leaders_node_writes_resume_through_survivors(ha: topologies.Cluster) -> None:
+    leader = ha.db_leader()
+    with ha.client(timeout=15) as api:
+        assert api.put("/v1/kv/before-kill", content=b"1").status_code == 200
+        with faults.injected(ha, faults.Kill(leader.name)):
+            reply, outage = until_ok(lambda: api.put("/v1/kv/after-kill", content=b"2"))
+            assert ha.db_leader().name != leader.name
+            assert api.get("/v1/kv/before-kill").content == b"1"
+        print(f"\nha: writes resumed {outage:.2f} s after killing leader {leader.name}")
+    with ha.client(endpoints=[leader.url]) as revived:
+        assert revived.get("/v1/kv/after-kill").content == b"2"
+
+
+def test_ha_partitioned_node_refuses_writes_then_heal_brings_it_back(ha: topologies.Cluster) -> None:
+    victim = ha.nodes[0]
+    majority = [n.url for n in ha.nodes[1:]]
+    with ha.client(endpoints=[victim.url], timeout=15) as alone, ha.client(endpoints=majority, timeout=15) as rest:
+        assert rest.put("/v1/kv/split", content=b"before").status_code == 200
+        with faults.injected(ha, faults.Partition.isolating(victim.name, ha)):
+            refused = alone.put("/v1/kv/split", content=b"minority")
+            assert refused.status_code == 503, refused.text
+            until_ok(lambda: rest.put("/v1/kv/split", content=b"majority"))
+            stale = alone.get("/v1/kv/split")
+            assert stale.status_code == 503 or stale.content == b"majority", "the minority must not serve stale data"
+        assert alone.get("/v1/kv/split").content == b"majority"
+
+
+def exercise_every_api(api: topologies.ClusterClient, tag: str) -> None:
+    assert api.login()
+    assert api.get("/v1/auth/whoami").json()["username"] == "admin"
+    assert api.put(f"/v1/kv/{tag}", content=tag.encode()).status_code == 200
+    assert api.get(f"/v1/kv/{tag}").content == tag.encode()
+    assert api.post("/v1/queue/every/jobs", json=tag).status_code == 201
+    assert api.post("/v1/queue/every/claim", params={"lease": "1"}).status_code in (200, 204)
+
+
+@pytest.mark.parametrize("service", ["ingress", "auth", "kv", "queue"])
+def test_scaled_losing_one_node_of_each_service_keeps_every_api_answering(
+    scaled: topologies.Cluster, service: str
+) -> None:
+    victim = next(n for n in scaled.nodes if n.services == (service,))
+    with scaled.client(timeout=15) as api, faults.injected(scaled, faults.Kill(victim.name)):
+        started = time.monotonic()
+        topologies.wait_until(lambda: exercise_every_api(api, f"without-{victim.name}") is None, timeout=30,
+                              interval=0.2, message=f"every API through the LB without {victim.name}",
+                              ignore=(AssertionError, httpx.HTTPError, KeyError, ValueError))
+        print(f"\nscaled: every API answered {time.monotonic() - started:.2f} s after killing {victim.name}")
+
+
+def test_killed_runner_leaves_nothing_behind_within_30_s() -> None:
+    """A process that started a topology is SIGKILLed; the reaper removes all of it."""
+    script = textwrap.dedent("""
+        import sys, time, topologies
+        cluster = topologies.launch("single")
+        print(cluster.run_id, flush=True)
+        time.sleep(600)
+    """)
+    runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    client = images.docker_client()
+    try:
+        run_id = runner.stdout.readline().strip() if runner.stdout else ""
+        assert run_id, "the runner did not start its topology"
+        selector = {"label": f"{LABEL_RUN}={run_id}"}
+        assert client.containers.list(filters=selector)
+        runner.kill()
+        runner.wait()
+        killed_at = time.monotonic()
+
+        def leftovers() -> list[str]:
+            return ([c.name for c in client.containers.list(all=True, filters=selector)]
+                    + [n.name for n in client.networks.list(filters=selector)]
+                    + [v.name for v in client.volumes.list(filters=selector)])
+
+        topologies.wait_until(lambda: not leftovers(), timeout=30, interval=0.5,
+                              message=f"nothing of run {run_id} left 30 s after SIGKILL")
+        print(f"\nreaper removed run {run_id} {time.monotonic() - killed_at:.1f} s after SIGKILL")
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        if runner.stdout:
+            runner.stdout.close()
+        runner.wait()
+
+
+def test_a_failed_start_names_the_node_shows_its_log_and_cleans_up() -> None:
+    """A node whose runtime refuses to start (etcd mode, no members): the error says so."""
+    broken = topologies.ModeSpec("broken", "", "etcd", (topologies.spec.NodeSpec("node-1", ("kv",)),))
+    client = images.docker_client()
+    before = {c.id for c in client.containers.list(all=True, filters={"label": LABEL_RUN})}
+    with pytest.raises(topologies.StartTimeout) as caught:
+        topologies.launch(broken, timeout=20)
+    message = str(caught.value)
+    assert "node-1" in message
+    assert "refusing to start: db_endpoints" in message
+    after = {c.id for c in client.containers.list(all=True, filters={"label": LABEL_RUN})}
+    assert after <= before
