@@ -1,7 +1,17 @@
 """Building the one runtime image, from a base that can be bootstrapped without a registry."""
 
 from images.base import BOOTSTRAPPED, DEFAULT_BASE, bootstrap, ensure_base
-from images.build import REPOSITORY, Built, assemble_context, build, build_reaper, docker_client, image_ref
+from images.build import (
+    REPOSITORY,
+    Built,
+    assemble_context,
+    build,
+    build_reaper,
+    cache_dir,
+    docker_client,
+    image_ref,
+    wheelhouse_dir,
+)
 from images.exceptions import BaseUnavailable, BuildFailed, ImageError, WheelsUnavailable
 from images.tag import content_tag, image_inputs
 

@@ -1,7 +1,7 @@
 """Start the one image in each deployment mode, reach it, and break it on purpose."""
 
 from topologies.client import ClusterClient, Credentials
-from topologies.cluster import Cluster, launch, remove_run, start
+from topologies.cluster import Cluster, attach, launch, remove_run, run_image, start
 from topologies.exceptions import FaultError, NotFound, SpecError, StartTimeout, TopologyError
 from topologies.node import Node
 from topologies.spec import ModeSpec, available, load
@@ -9,6 +9,7 @@ from topologies.wait import WaitTimeout, wait_until
 
 __all__ = [
     "Cluster", "ClusterClient", "Credentials", "FaultError", "ModeSpec", "Node", "NotFound", "SpecError",
-    "StartTimeout", "TopologyError", "WaitTimeout", "available", "launch", "load", "remove_run", "start",
+    "StartTimeout", "TopologyError", "WaitTimeout", "attach", "available", "launch", "load", "remove_run", "run_image",
+    "start",
     "wait_until",
 ]

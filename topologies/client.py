@@ -81,9 +81,12 @@ class ClusterClient:
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last = exc
                 continue
+            except httpx.TransportError:
+                self._current = (index + 1) % len(self.endpoints)  # the caller judges this op; the next goes elsewhere
+                raise
             if reply.status_code == 503 and method in SAFE:
                 continue
-            self._current = index
+            self._current = (index + 1) % len(self.endpoints) if reply.status_code == 503 else index
             return reply
         if reply is not None:
             return reply

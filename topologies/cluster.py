@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import shutil
 import socket
 import ssl
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -187,6 +187,60 @@ class Cluster:
 
     def stop(self) -> None:
         remove_run(self.docker, self.run_id)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def run_dir(run_id: str) -> Path:
+    """Where a run keeps its CA file: outlives the process that started it (``modematrix up``)."""
+    path = images.cache_dir() / "runs" / run_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs(client: docker.DockerClient) -> dict[str, list[Any]]:
+    """run id -> its containers, for every run Docker knows of."""
+    found: dict[str, list[Any]] = {}
+    for container in client.containers.list(all=True, filters={"label": LABEL_RUN}):
+        found.setdefault(container.labels[LABEL_RUN], []).append(container)
+    return found
+
+
+def attach(run_id: str, client: docker.DockerClient | None = None) -> Cluster:
+    """Rebuild a Cluster from what Docker knows (labels, addresses, environment), so a run
+    started by another process (``modematrix up``) can be inspected, faulted and removed."""
+    client = client or images.docker_client()
+    containers = runs(client).get(run_id)
+    if not containers:
+        raise NotFound(f"no run {run_id!r}; `modematrix status` lists the runs")
+    members = [c for c in containers if c.labels.get(LABEL_ROLE) == "node"]
+    lbs = [c for c in containers if c.labels.get(LABEL_ROLE) == "lb"]
+    if not members:
+        raise NotFound(f"run {run_id} has no node containers left")
+    members.sort(key=lambda c: _ip(c).split(".")[-1].zfill(3))
+    env = dict(e.split("=", 1) for e in members[0].attrs["Config"]["Env"])
+    node_specs = tuple(spec.NodeSpec(c.labels[LABEL_NODE], tuple(c.labels.get("modematrix.services", "").split(",")),
+                                     c.labels.get("modematrix.db_member") == "true") for c in members)
+    lb_spec = spec.LoadBalancerSpec(lbs[0].labels[LABEL_NODE]) if lbs else None
+    mode = spec.ModeSpec(members[0].labels[LABEL_MODE], "", "etcd" if env.get("RUNTIME_DB_BACKEND") == "etcd" else "sqlite",
+                         node_specs, load_balancer=lb_spec)
+    cluster = Cluster(run_id, mode, members[0].image.tags[0] if members[0].image.tags else members[0].image.id,
+                      client, run_dir(run_id), Credentials("admin", env.get("RUNTIME_ADMIN_PASSWORD", "")))
+    cluster.nodes = [Node(s, _ip(c), _host_port(c), c) for s, c in zip(node_specs, members, strict=True)]
+    if lbs and lb_spec is not None:
+        cluster.lb = Node(spec.NodeSpec(lb_spec.name, ()), _ip(lbs[0]), _host_port(lbs[0]), lbs[0], role="lb")
+    if not cluster.ca_file.exists():
+        _fetch_ca(cluster, timeout=10)
+    return cluster
+
+
+def _ip(container: Any) -> str:
+    networks = container.attrs["NetworkSettings"]["Networks"]
+    endpoint = next(iter(networks.values()))
+    return str((endpoint.get("IPAMConfig") or {}).get("IPv4Address") or endpoint.get("IPAddress"))
+
+
+def _host_port(container: Any) -> int:
+    return int(container.attrs["HostConfig"]["PortBindings"][f"{plan.API_PORT}/tcp"][0]["HostPort"])
 
 
 def remove_run(client: docker.DockerClient, run_id: str | None) -> dict[str, int]:
@@ -262,9 +316,9 @@ def _node_container(cluster: Cluster, node: spec.NodeSpec, ip: str, env: dict[st
     return container, port
 
 
-def _start_nodes(cluster: Cluster, prefix: str, secrets_: plan.Secrets) -> None:
+def _start_nodes(cluster: Cluster, prefix: str, secrets_: plan.Secrets, extra_env: Mapping[str, str]) -> None:
     ips = plan.addresses(cluster.spec, prefix)
-    made = [(n, *_node_container(cluster, n, ips[n.name], plan.node_env(cluster.spec, n, ips, secrets_)))
+    made = [(n, *_node_container(cluster, n, ips[n.name], {**plan.node_env(cluster.spec, n, ips, secrets_), **extra_env}))
             for n in cluster.spec.nodes]
     with ThreadPoolExecutor(max_workers=len(made)) as pool:
         list(pool.map(lambda item: item[1].start(), made))
@@ -318,9 +372,11 @@ def _start_load_balancer(cluster: Cluster, prefix: str) -> None:
 
 @contextmanager
 def start(mode: str | Path | spec.ModeSpec, *, image: str | None = None, reaper: bool = True,
-          timeout: float = 180.0, keep: bool = False, quiet: bool = True) -> Iterator[Cluster]:
-    """Start ``mode`` and yield the ready cluster; remove it on exit unless ``keep``."""
-    cluster = launch(mode, image=image, reaper=reaper, timeout=timeout, quiet=quiet)
+          timeout: float = 180.0, keep: bool = False, quiet: bool = True,
+          env: Mapping[str, str] | None = None) -> Iterator[Cluster]:
+    """Start ``mode`` and yield the ready cluster; remove it on exit unless ``keep``.
+    ``env`` adds runtime settings to every node (``{"RUNTIME_LOG_LEVEL": "debug"}``)."""
+    cluster = launch(mode, image=image, reaper=reaper, timeout=timeout, quiet=quiet, env=env)
     try:
         yield cluster
     finally:
@@ -329,19 +385,19 @@ def start(mode: str | Path | spec.ModeSpec, *, image: str | None = None, reaper:
 
 
 def launch(mode: str | Path | spec.ModeSpec, *, image: str | None = None, reaper: bool = True,
-           timeout: float = 180.0, quiet: bool = True) -> Cluster:
+           timeout: float = 180.0, quiet: bool = True, env: Mapping[str, str] | None = None) -> Cluster:
     mode_spec = mode if isinstance(mode, spec.ModeSpec) else spec.load(mode)
     client = images.docker_client()
     image = image or images.build(quiet=quiet, client=client).tag
     use_reaper(image, client) if reaper else no_reaper()
     run_id = uuid.uuid4().hex[:8]
-    workdir = Path(tempfile.mkdtemp(prefix=f"modematrix-{run_id}-"))
+    workdir = run_dir(run_id)
     secrets_ = plan.Secrets(secrets.token_urlsafe(32), secrets.token_urlsafe(16))
     cluster = Cluster(run_id, mode_spec, image, client, workdir, Credentials("admin", secrets_.admin_password))
     started = time.monotonic()
     try:
         prefix = _create_network(client, cluster)
-        _start_nodes(cluster, prefix, secrets_)
+        _start_nodes(cluster, prefix, secrets_, env or {})
         _fetch_ca(cluster, timeout)
         cluster.wait_ready(timeout=max(10.0, timeout - (time.monotonic() - started)))
         _start_load_balancer(cluster, prefix)
@@ -351,3 +407,18 @@ def launch(mode: str | Path | spec.ModeSpec, *, image: str | None = None, reaper
         cluster.stop()
         raise
     return cluster
+
+
+def run_image(args: Sequence[str], *, image: str | None = None, env: Mapping[str, str] | None = None,
+              timeout: float = 60.0) -> tuple[int, str]:
+    """Run the image once with ``args`` (after the entry point) and return (exit code, output)."""
+    client = images.docker_client()
+    image = image or images.build(quiet=True, client=client).tag
+    run_id = uuid.uuid4().hex[:8]
+    labels = {LABEL_RUN: run_id, LABEL_MODE: "oneshot", LABEL_NODE: "oneshot", LABEL_SESSION_ID: SESSION_ID}
+    container = client.containers.run(image, list(args), detach=True, labels=labels, environment=dict(env or {}))
+    try:
+        code = int(container.wait(timeout=timeout)["StatusCode"])
+        return code, container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)

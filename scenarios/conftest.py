@@ -1,0 +1,42 @@
+"""Scenario-suite wiring: collect failover results, write the reports, print the table.
+
+The ``cluster`` fixture and ``--mode`` come from the modematrix pytest plugin
+(``topologies.pytest_plugin``), registered by the package's entry point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scenarios import report
+from scenarios.runner import Result
+
+RESULTS: list[Result] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--results", default="results/failover", help="where failover reports go (JSON, JUnit XML)")
+
+
+@pytest.fixture(scope="session")
+def failover_results() -> list[Result]:
+    return RESULTS
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not RESULTS:
+        return
+    folder = Path(session.config.getoption("--results"))
+    modes = "-".join(sorted({r.mode for r in RESULTS}))
+    report.write_json(RESULTS, folder / f"{modes}-summary.json")
+    report.write_junit(RESULTS, folder / f"{modes}-junit.xml")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if RESULTS:
+        terminalreporter.section("failover results")
+        terminalreporter.write_line(report.table(RESULTS))
+        folder = terminalreporter.config.getoption("--results")
+        terminalreporter.write_line(f"reports: {folder}/")

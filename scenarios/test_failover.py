@@ -1,0 +1,24 @@
+"""Failover scenarios: traffic, faults, heal, final reads, then pure checks of the history.
+
+    tox -e ha-failover          (pytest scenarios/test_failover.py --mode ha)
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from scenarios import runner
+from scenarios.catalogue import CATALOGUE, Scenario
+from scenarios.runner import Result
+from topologies import Cluster
+
+pytestmark = [pytest.mark.failover, pytest.mark.ha, pytest.mark.scaled]
+
+
+@pytest.mark.parametrize("scenario", CATALOGUE, ids=[s.name for s in CATALOGUE])
+def test_failover_keeps_every_promise(cluster: Cluster, scenario: Scenario, failover_results: list[Result]) -> None:
+    result = runner.run(cluster, scenario)
+    failover_results.append(result)
+    failing = [f"{v.check}: {v.result} ({v.detail})" for v in result.verdicts if not v.passed]
+    assert not result.traffic_errors, result.traffic_errors
+    assert not failing, f"{scenario.name} on {cluster.mode} after {result.faults}: " + "; ".join(failing)

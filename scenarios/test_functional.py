@@ -1,0 +1,108 @@
+"""The same functional checks in every mode: what "ingress routing is always the same" means.
+
+    pytest scenarios/test_functional.py --mode single,ha,scaled
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+
+import httpx
+import pytest
+
+import topologies
+from topologies import Cluster, Credentials
+
+
+def unique(name: str) -> str:
+    return f"{name}-{time.time_ns()}"
+
+
+def front_doors(cluster: Cluster) -> list[str]:
+    """The advertised endpoints plus every edge node: all must route the same way."""
+    edges = [n.url for n in cluster.nodes if n.spec.is_edge]
+    return [*cluster.endpoints, *[e for e in edges if e not in cluster.endpoints]]
+
+
+def test_every_service_routes_through_every_front_door(cluster: Cluster) -> None:
+    for door in front_doors(cluster):
+        with cluster.client(endpoints=[door]) as api:
+            key = unique("route")
+            assert api.get("/v1/auth/whoami").json()["username"] == "admin", door
+            assert api.get("/v1/auth/jwks").json()["keys"], door
+            assert api.put(f"/v1/kv/{key}", content=b"v").status_code == 200, door
+            assert api.get(f"/v1/kv/{key}").content == b"v", door
+            assert [i["key"] for i in api.get("/v1/kv", params={"prefix": key}).json()["items"]] == [key], door
+            assert api.delete(f"/v1/kv/{key}").status_code == 204, door
+            job = api.post(f"/v1/queue/{key}/jobs", json={"door": door})
+            assert job.status_code == 201, door
+            assert api.get(f"/v1/queue/{key}/jobs/{job.json()['id']}").json()["state"] == "ready", door
+            assert api.get("/readyz").json()["status"] == "ready", door
+
+
+def test_same_route_table_everywhere(cluster: Cluster) -> None:
+    from runtime.routing import ROUTES
+
+    with cluster.client(endpoints=[cluster.endpoints[0]]) as api:
+        spec = api.get("/openapi.json").json()
+    served = {op["operationId"] for methods in spec["paths"].values() for op in methods.values()}
+    assert served == {r.name for r in ROUTES}
+
+
+def test_401_and_403(cluster: Cluster) -> None:
+    with cluster.client() as admin:
+        for user, role in ((unique("reader"), "reader"), (unique("writer"), "writer")):
+            body = {"username": user, "password": "password-" + user, "roles": [role]}
+            assert admin.post("/v1/auth/users", json=body).status_code == 201
+            with cluster.client(Credentials(user, "password-" + user)) as api:
+                assert api.get("/v1/kv/nothing-here").status_code == 404
+                expected = 403 if role == "reader" else 200
+                assert api.put(f"/v1/kv/{user}", content=b"x").status_code == expected
+                assert api.post("/v1/auth/users", json={**body, "username": unique("x")}).status_code == 403
+    with cluster.client() as api:
+        assert api.get("/v1/kv/x", authenticate=False).status_code == 401
+        assert api.get("/v1/kv/x", authenticate=False, headers={"Authorization": "Bearer not.a.jwt"}).status_code == 401
+
+
+def test_tls_is_verified_against_the_cluster_ca(cluster: Cluster) -> None:
+    url = cluster.endpoints[0]
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(url + "/healthz")
+    trusted = httpx.get(url + "/ca.pem", verify=ssl.create_default_context(cafile=str(cluster.ca_file)))
+    assert trusted.content.decode() == cluster.ca_file.read_text()
+
+
+def test_services_cannot_see_each_others_namespaces(cluster: Cluster) -> None:
+    with cluster.client() as api:
+        queue = unique("iso")
+        assert api.post(f"/v1/queue/{queue}/jobs", json=1).status_code == 201
+        for lookalike in ("users/admin", "meta/marker", f"jobs/{queue}", "../auth/users/admin"):
+            assert api.get(f"/v1/kv/{lookalike}").status_code == 404, lookalike
+        assert api.put("/v1/kv/users/admin", content=b"not a user record").status_code == 200
+        assert api.login()  # the auth service's admin record is untouched
+        listed = [i["key"] for i in api.get("/v1/kv", params={"limit": 1000}).json()["items"]]
+        assert all(not k.startswith(("jobs/", "meta/")) for k in listed)
+
+
+def test_queue_claim_hides_ack_removes_expired_lease_returns(cluster: Cluster) -> None:
+    with cluster.client() as api:
+        base = f"/v1/queue/{unique('sem')}"
+        job = api.post(f"{base}/jobs", json="work").json()["id"]
+        first = api.post(f"{base}/claim", params={"lease": "1"}).json()
+        assert first["id"] == job
+        assert api.post(f"{base}/claim").status_code == 204
+        again = topologies.wait_until(lambda: (r := api.post(f"{base}/claim", params={"lease": "30"})).status_code == 200
+                                      and r.json(), timeout=15, interval=0.1, message="expired lease returns the job")
+        assert again["id"] == job and again["attempts"] == 2
+        assert api.post(f"{base}/jobs/{job}/ack", json={"lease_id": first["lease_id"]}).status_code == 409
+        assert api.post(f"{base}/jobs/{job}/ack", json={"lease_id": again["lease_id"]}).status_code == 204
+        assert api.get(f"{base}/jobs/{job}").status_code == 404
+
+
+def test_the_image_refuses_to_start_without_services() -> None:
+    code, output = topologies.run_image([])
+    assert code == 2
+    assert "refusing to start: services: no services given" in output
+    code, output = topologies.run_image(["serve", "--services", "kv,warp"])
+    assert code == 2 and "unknown service 'warp'" in output

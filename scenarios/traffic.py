@@ -1,0 +1,201 @@
+"""Concurrent clients that record a history: kv reads, writes, CAS and deletes on a bounded
+set of keys, and queue enqueue / claim / ack. Bounded in ops and in time; stops by itself.
+
+Every written value is unique (``<client>-<n>``), so a read names the write it saw.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from scenarios.history import FAIL, OK, UNKNOWN, History, Op
+from topologies import Cluster, ClusterClient
+
+Result = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Traffic:
+    kv_clients: int = 4
+    queue_clients: int = 2
+    keys: int = 12
+    timeout: float = 6.0  # a little over the runtime's own DB timeout (5 s)
+    think_s: float = 0.02  # pause between one client's ops: bounds the rate
+    lease_s: float = 2.0
+    max_ops_per_client: int = 20_000
+    max_seconds: float = 900.0
+
+
+def classify(kind: str, call: Callable[[], httpx.Response], parse: Callable[[httpx.Response], dict[str, Any]]) -> Result:
+    """Run one call and say what it means for the history."""
+    try:
+        reply = call()
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        return FAIL, {"error": type(exc).__name__}  # no endpoint took the connection: nothing was sent
+    except httpx.HTTPError as exc:
+        return UNKNOWN, {"error": type(exc).__name__}
+    status = reply.status_code
+    if status in (200, 201, 204):
+        return OK, {"status": status, **parse(reply)}
+    if status == 404 and kind in ("read", "final-read"):
+        return OK, {"status": 404, "value": None}
+    if status == 404 and kind == "delete":
+        return OK, {"status": 404, "deleted": False}
+    if status >= 500:
+        return UNKNOWN, {"status": status, "error": reply.text[:200]}
+    return FAIL, {"status": status, "error": reply.text[:200]}
+
+
+def _revision(reply: httpx.Response) -> dict[str, Any]:
+    return {"revision": int(reply.json()["revision"])}
+
+
+def _read(reply: httpx.Response) -> dict[str, Any]:
+    return {"value": reply.content.decode(), "revision": int(reply.headers["etag"].strip('"'))}
+
+
+class TrafficRun:
+    def __init__(self, cluster: Cluster, traffic: Traffic, history: History, tag: str, seed: int = 0) -> None:
+        self.cluster, self.traffic, self.history, self.tag, self.seed = cluster, traffic, history, tag, seed
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.errors: list[str] = []
+
+    def keys(self) -> list[str]:
+        return [f"{self.tag}-k{i}" for i in range(self.traffic.keys)]
+
+    @property
+    def queue(self) -> str:
+        return f"{self.tag}-q"
+
+    def start(self) -> None:
+        workers = [(f"kv{i}", self._kv_worker) for i in range(self.traffic.kv_clients)]
+        workers += [(f"q{i}", self._queue_worker) for i in range(self.traffic.queue_clients)]
+        for name, target in workers:
+            thread = threading.Thread(target=self._guard, args=(name, target), name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def run_for(self, seconds: float) -> None:
+        """Let traffic flow for ``seconds`` (the traffic window, not a wait for a condition)."""
+        self._stop.wait(seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self.traffic.timeout * 3)
+
+    def _guard(self, name: str, target: Callable[[str, ClusterClient], None]) -> None:
+        try:
+            with self.cluster.client(timeout=self.traffic.timeout) as client:
+                target(name, client)
+        except Exception as exc:  # recorded, and reported by the scenario
+            self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    def _running(self, started: float, count: int) -> bool:
+        return (not self._stop.is_set() and count < self.traffic.max_ops_per_client
+                and time.monotonic() - started < self.traffic.max_seconds)
+
+    def record(self, client: str, kind: str, key: str, args: dict[str, Any], call: Callable[[], httpx.Response],
+               parse: Callable[[httpx.Response], dict[str, Any]]) -> Op:
+        began = time.monotonic()
+        outcome, result = classify(kind, call, parse)
+        op = Op(client, kind, key, began, time.monotonic(), outcome, args, result)
+        self.history.add(op)
+        return op
+
+    def _kv_worker(self, name: str, api: ClusterClient) -> None:
+        rng = random.Random(f"{self.seed}-{name}")
+        revisions: dict[str, int] = {}
+        started, count = time.monotonic(), 0
+        while self._running(started, count):
+            count += 1
+            key = rng.choice(self.keys())
+            op = self._kv_op(name, api, rng.random(), key, f"{name}-{count}", revisions.get(key, 0))
+            if op.outcome == OK and "revision" in op.result:
+                revisions[key] = op.result["revision"]
+            elif op.kind == "delete" and op.outcome == OK:
+                revisions[key] = 0
+            self._stop.wait(self.traffic.think_s)
+
+    def _kv_op(self, name: str, api: ClusterClient, dice: float, key: str, value: str, known: int) -> Op:
+        path = f"/v1/kv/{key}"
+        if dice < 0.4:
+            return self.record(name, "read", key, {}, lambda: api.get(path), _read)
+        if dice < 0.7:
+            return self.record(name, "write", key, {"value": value}, lambda: api.put(path, content=value.encode()),
+                               _revision)
+        if dice < 0.9:
+            header = {"If-Match": str(known)} if known else {"If-None-Match": "*"}
+            return self.record(name, "cas", key, {"value": value, "expected": known},
+                               lambda: api.put(path, content=value.encode(), headers=header), _revision)
+        return self.record(name, "delete", key, {}, lambda: api.delete(path), lambda _: {"deleted": True})
+
+    def _queue_worker(self, name: str, api: ClusterClient) -> None:
+        started, count = time.monotonic(), 0
+        base = f"/v1/queue/{self.queue}"
+        while self._running(started, count):
+            count += 1
+            self.record(name, "enqueue", self.queue, {"payload": f"{name}-{count}"},
+                        lambda: api.post(f"{base}/jobs", json=f"{name}-{count}"), lambda r: {"id": r.json()["id"]})
+            claim = self.record(name, "claim", self.queue, {"lease": self.traffic.lease_s},
+                                lambda: api.post(f"{base}/claim", params={"lease": self.traffic.lease_s}),
+                                lambda r: r.json() if r.status_code == 200 else {})
+            job = claim.result.get("id")
+            if claim.outcome == OK and job:
+                lease = claim.result["lease_id"]
+                self.record(name, "ack", self.queue, {"id": job},
+                            lambda: api.post(f"{base}/jobs/{job}/ack", json={"lease_id": lease}), lambda _: {})
+            self._stop.wait(self.traffic.think_s)
+
+    # -- after healing ----------------------------------------------------------------------
+
+    def final_reads(self, api: ClusterClient, timeout: float = 60.0) -> None:
+        for key in self.keys():
+            self._until_answered(lambda key=key: self.record(
+                "final", "final-read", key, {}, lambda: api.get(f"/v1/kv/{key}"), _read), timeout)
+
+    def drain(self, api: ClusterClient, timeout: float = 60.0, max_jobs: int = 100_000, rounds: int = 3) -> None:
+        """Claim and ack everything left. Leases still held by traffic expire first; a claim
+        whose outcome was unknown may hide a job for its lease, so drain again after it."""
+        lease = 5.0
+        self._stop.wait(self.traffic.lease_s + 0.5)
+        for _ in range(rounds):
+            if not self._drain_round(api, timeout, max_jobs, lease):
+                return
+            self._stop.wait(lease + 0.5)
+
+    def _drain_round(self, api: ClusterClient, timeout: float, max_jobs: int, lease: float) -> bool:
+        """One pass until the queue answers empty; True if some claim's outcome was unknown."""
+        base = f"/v1/queue/{self.queue}"
+        uncertain = False
+        for _ in range(max_jobs):
+            attempts = self._until_answered(lambda: self.record(
+                "drain", "final-claim", self.queue, {}, lambda: api.post(f"{base}/claim", params={"lease": lease}),
+                lambda r: r.json() if r.status_code == 200 else {}), timeout)
+            uncertain = uncertain or any(a.outcome == UNKNOWN for a in attempts)
+            claim = attempts[-1]
+            job = claim.result.get("id")
+            if claim.outcome != OK or not job:
+                return uncertain
+            lease_id = claim.result["lease_id"]
+            self._until_answered(lambda job=job, lease_id=lease_id: self.record(
+                "drain", "final-ack", self.queue, {"id": job},
+                lambda: api.post(f"{base}/jobs/{job}/ack", json={"lease_id": lease_id}), lambda _: {}), timeout)
+        return uncertain
+
+    def _until_answered(self, attempt: Callable[[], Op], timeout: float) -> list[Op]:
+        """Repeat ``attempt`` until its outcome is known; every attempt, the last one last."""
+        deadline = time.monotonic() + timeout
+        attempts = [attempt()]
+        while attempts[-1].outcome == UNKNOWN and time.monotonic() < deadline:
+            time.sleep(0.2)  # back off between retries of a call whose outcome was unknown
+            attempts.append(attempt())
+        return attempts

@@ -1,0 +1,170 @@
+"""Checkers against hand-made histories: ones that must fail, and ones that must pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scenarios.checkers import FAIL, PASS, UNKNOWN, availability, linearizable_kv, no_lost_writes, queue_safety
+from scenarios.history import Op
+
+
+def op(kind: str, key: str, call: float, ret: float, outcome: str = "ok", client: str = "c1",
+       **fields: Any) -> Op:
+    args = {k: fields.pop(k) for k in ("value", "expected", "id") if k in fields and kind not in ("read", "final-read")}
+    if kind in ("read", "final-read") and "value" in fields:
+        fields.setdefault("revision", None)
+    return Op(client, kind, key, call, ret, outcome, args, fields)
+
+
+def write(key: str, value: str, call: float, ret: float, rev: int | None = None, outcome: str = "ok",
+          client: str = "c1") -> Op:
+    return op("write", key, call, ret, outcome, client, value=value, **({"revision": rev} if rev else {}))
+
+
+def read(key: str, value: str | None, call: float, ret: float, rev: int | None = None, kind: str = "read") -> Op:
+    return Op("c2", kind, key, call, ret, "ok", {}, {"value": value, "revision": rev})
+
+
+# -- lost writes --------------------------------------------------------------------------
+
+
+def test_lost_acknowledged_write_fails() -> None:
+    history = [write("k", "a", 0, 1, 10), write("k", "b", 2, 3, 11), read("k", "a", 10, 11, 10, "final-read")]
+    verdict = no_lost_writes(history)
+    assert verdict.result == FAIL and "'b'" in verdict.detail
+
+
+def test_final_value_nobody_wrote_fails() -> None:
+    assert no_lost_writes([write("k", "a", 0, 1, 10), read("k", "zzz", 5, 6, 99, "final-read")]).result == FAIL
+
+
+def test_final_value_from_a_failed_write_fails() -> None:
+    history = [write("k", "a", 0, 1, 10), op("cas", "k", 2, 3, "fail", value="b", expected=3),
+               read("k", "b", 5, 6, 11, "final-read")]
+    assert no_lost_writes(history).result == FAIL
+
+
+def test_concurrent_writes_either_may_win() -> None:
+    history = [write("k", "a", 0, 3, 10), write("k", "b", 1, 2, 11, client="c2"), read("k", "a", 5, 6, 10, "final-read")]
+    assert no_lost_writes(history).result == PASS
+
+
+def test_an_unknown_write_may_land_late_and_win() -> None:
+    history = [write("k", "a", 0, 1, outcome="unknown"), write("k", "b", 2, 3, 11),
+               read("k", "a", 5, 6, 12, "final-read")]
+    assert no_lost_writes(history).result == PASS
+
+
+def test_absent_after_a_delete_passes_and_unread_keys_are_unknown() -> None:
+    history = [write("k", "a", 0, 1, 10), op("delete", "k", 2, 3, deleted=True), read("k", None, 5, 6, kind="final-read")]
+    assert no_lost_writes(history).result == PASS
+    assert no_lost_writes([write("k", "a", 0, 1, 10)]).result == UNKNOWN
+
+
+# -- linearizability ----------------------------------------------------------------------
+
+
+def test_stale_read_after_a_completed_write_is_not_linearizable() -> None:
+    history = [write("k", "a", 0, 1, 10), write("k", "b", 2, 3, 11), read("k", "a", 4, 5, 10)]
+    verdict = linearizable_kv(history)
+    assert verdict.result == FAIL and "k" in verdict.detail
+
+
+def test_read_of_a_revision_that_does_not_match_its_value_fails() -> None:
+    history = [write("k", "a", 0, 1, 10), read("k", "a", 2, 3, 17)]
+    assert linearizable_kv(history).result == FAIL
+
+
+def test_concurrent_read_may_see_old_or_new() -> None:
+    for seen, rev in (("a", 10), ("b", 11)):
+        history = [write("k", "a", 0, 1, 10), write("k", "b", 2, 6, 11), read("k", seen, 3, 4, rev)]
+        assert linearizable_kv(history).result == PASS, seen
+
+
+def test_cas_against_a_stale_revision_must_not_succeed() -> None:
+    history = [write("k", "a", 0, 1, 10), write("k", "b", 2, 3, 11),
+               op("cas", "k", 4, 5, value="c", expected=10, revision=12)]
+    assert linearizable_kv(history).result == FAIL
+
+
+def test_failed_cas_is_fine_when_the_revision_moved() -> None:
+    history = [write("k", "a", 0, 1, 10), write("k", "b", 2, 3, 11), op("cas", "k", 4, 5, "fail", value="c", expected=10),
+               read("k", "b", 6, 7, 11)]
+    assert linearizable_kv(history).result == PASS
+
+
+def test_unknown_write_may_or_may_not_apply() -> None:
+    base = [write("k", "a", 0, 1, 10), write("k", "x", 2, 3, outcome="unknown")]
+    assert linearizable_kv([*base, read("k", "a", 4, 5, 10)]).result == PASS
+    assert linearizable_kv([*base, read("k", "x", 4, 5, 12), read("k", "x", 6, 7, 12)]).result == PASS
+    assert linearizable_kv([*base, read("k", "x", 4, 5, 12), read("k", "a", 6, 7, 10)]).result == FAIL
+
+
+def test_delete_then_read_absent_and_revisions_must_grow() -> None:
+    ok = [write("k", "a", 0, 1, 10), op("delete", "k", 2, 3, deleted=True), read("k", None, 4, 5)]
+    assert linearizable_kv(ok).result == PASS
+    shrinking = [write("k", "a", 0, 1, 10), write("k", "b", 2, 3, 9)]
+    assert linearizable_kv(shrinking).result == FAIL
+
+
+def test_over_budget_is_unknown_never_pass() -> None:
+    many = [write("k", f"v{i}", 0, 100, outcome="unknown", client=f"c{i}") for i in range(40)]
+    verdict = linearizable_kv([*many, read("k", "nope", 200, 201, 5)], budget_s=0.01)
+    assert verdict.result in (UNKNOWN, FAIL)
+    assert verdict.result != PASS
+
+
+# -- queue --------------------------------------------------------------------------------
+
+
+def enq(job: str, t: float, outcome: str = "ok") -> Op:
+    return Op("c1", "enqueue", "q", t, t + 1, outcome, {}, {"id": job} if outcome == "ok" else {})
+
+
+def ack(job: str, t: float, outcome: str = "ok", kind: str = "ack") -> Op:
+    return Op("c1", kind, "q", t, t + 1, outcome, {"id": job}, {})
+
+
+def drained(job: str | None, t: float) -> Op:
+    return Op("drain", "final-claim", "q", t, t + 1, "ok", {}, {"id": job} if job else {})
+
+
+def test_double_ack_fails() -> None:
+    verdict = queue_safety([enq("j1", 0), ack("j1", 2), ack("j1", 3), drained(None, 9)])
+    assert verdict.result == FAIL and "j1" in verdict.detail
+
+
+def test_vanished_job_fails() -> None:
+    assert queue_safety([enq("j1", 0), enq("j2", 1), ack("j1", 2), drained(None, 9)]).result == FAIL
+
+
+def test_every_job_acked_or_drained_passes() -> None:
+    history = [enq("j1", 0), enq("j2", 1), enq("j3", 1, "unknown"), ack("j1", 2), ack("j4", 3, "unknown"),
+               drained("j2", 8), drained(None, 9)]
+    assert queue_safety(history).result == PASS
+
+
+def test_unfinished_drain_is_unknown() -> None:
+    assert queue_safety([enq("j1", 0)]).result == UNKNOWN
+
+
+# -- availability -------------------------------------------------------------------------
+
+
+def test_availability_measures_the_gap_and_the_recovery() -> None:
+    history = [write("k", "a", 0, 1, 10), write("k", "b", 1, 2, 11), write("k", "c", 2, 9, outcome="unknown"),
+               write("k", "d", 9, 10, 12)]
+    verdict = availability(history, [(3.0, "apply kill"), (8.0, "heal kill"), (8.5, "healthy")])
+    assert verdict.result == PASS
+    assert verdict.numbers["longest_write_gap_s"] == 8.0 and verdict.numbers["heal_to_first_write_s"] == [2.0]
+
+
+def test_no_write_after_heal_fails() -> None:
+    history = [write("k", "a", 0, 1, 10), write("k", "b", 5, 6, outcome="unknown")]
+    assert availability(history, [(2.0, "heal kill")]).result == FAIL
+
+
+def test_create_only_cas_on_an_absent_key_cannot_fail() -> None:
+    assert linearizable_kv([op("cas", "k", 0, 1, "fail", value="a", expected=0)]).result == FAIL
+    history = [write("k", "a", 0, 1, 10), op("cas", "k", 2, 3, "fail", value="b", expected=0)]
+    assert linearizable_kv(history).result == PASS
