@@ -27,9 +27,12 @@ __all__ = [
     "assemble_context",
     "bootstrap",
     "build",
+    "build_reaper",
+    "cache_dir",
     "content_tag",
     "docker_client",
     "ensure_base",
     "image_inputs",
     "image_ref",
+    "wheelhouse_dir",
 ]

@@ -52,8 +52,7 @@ CATALOGUE: tuple[Scenario, ...] = (
     Scenario("pause-node", lambda c, r, i: Pause(_any(c, r, i))),
     Scenario("partition-one", lambda c, r, i: Partition.isolating(_any(c, r, i), c)),
     Scenario("partition-leader", lambda c, r, i: Partition.isolating(_leader(c, r, i), c)),
-    Scenario("rolling-restart", lambda c, r, i: Restart(c.nodes[i].name), cycles=lambda c: len(c.nodes),
-             during_s=0.5),
+    Scenario("rolling-restart", lambda c, r, i: Restart(c.nodes[i].name), cycles=lambda c: len(c.nodes), during_s=0.5),
 )
 
 

@@ -14,15 +14,20 @@ from scenarios.runner import Result
 def write_json(results: list[Result], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     totals = {
-        "scenarios": len(results), "faults": sum(len(r.faults) for r in results),
+        "scenarios": len(results),
+        "faults": sum(len(r.faults) for r in results),
         "ops": sum(r.counts["ops"] for r in results),
         "lost_writes": sum(_number(r, "no-lost-writes", "lost") for r in results),
         "linearizability_violations": sum(_number(r, "linearizable-kv", "violations") for r in results),
         "double_acks": sum(_number(r, "queue-safety", "double_acks") for r in results),
         "passed": all(r.passed for r in results),
     }
-    path.write_text(json.dumps({"totals": totals, "unavailability": unavailability(results),
-                                "scenarios": [r.summary() for r in results]}, indent=2))
+    path.write_text(
+        json.dumps(
+            {"totals": totals, "unavailability": unavailability(results), "scenarios": [r.summary() for r in results]},
+            indent=2,
+        )
+    )
 
 
 def _number(result: Result, check: str, name: str) -> int:
@@ -45,12 +50,21 @@ def unavailability(results: list[Result]) -> dict[str, dict[str, dict[str, float
 
 def write_junit(results: list[Result], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    suite = ET.Element("testsuite", name="failover", tests=str(sum(len(r.verdicts) for r in results)),
-                       failures=str(sum(not v.passed for r in results for v in r.verdicts)))
+    suite = ET.Element(
+        "testsuite",
+        name="failover",
+        tests=str(sum(len(r.verdicts) for r in results)),
+        failures=str(sum(not v.passed for r in results for v in r.verdicts)),
+    )
     for r in results:
         for verdict in r.verdicts:
-            case = ET.SubElement(suite, "testcase", classname=f"failover.{r.mode}.{r.scenario}", name=verdict.check,
-                                 time=f"{r.seconds:.1f}")
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"failover.{r.mode}.{r.scenario}",
+                name=verdict.check,
+                time=f"{r.seconds:.1f}",
+            )
             if not verdict.passed:
                 failure = ET.SubElement(case, "failure", message=f"{verdict.result}: {verdict.detail}")
                 failure.text = json.dumps(verdict.numbers)
@@ -59,13 +73,19 @@ def write_junit(results: list[Result], path: Path) -> None:
 
 def table(results: list[Result]) -> str:
     checks = ["no-lost-writes", "linearizable-kv", "queue-safety", "availability"]
-    header = f"{'mode':7} {'scenario':18} {'faults':>6} {'ops':>6} {'ok':>6} {'unkn':>5} " + " ".join(
-        f"{c[:14]:>14}" for c in checks) + f" {'gap s':>6}"
+    header = (
+        f"{'mode':7} {'scenario':18} {'faults':>6} {'ops':>6} {'ok':>6} {'unkn':>5} "
+        + " ".join(f"{c[:14]:>14}" for c in checks)
+        + f" {'gap s':>6}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         results_by_check = {v.check: v.result for v in r.verdicts}
         gap = next((v.numbers.get("longest_write_gap_s") for v in r.verdicts if v.check == "availability"), None)
-        lines.append(f"{r.mode:7} {r.scenario:18} {len(r.faults):>6} {r.counts['ops']:>6} {r.counts['ok']:>6} "
-                     f"{r.counts['unknown']:>5} " + " ".join(f"{results_by_check.get(c, '-'):>14}" for c in checks)
-                     + f" {gap if gap is not None else '-':>6}")
+        lines.append(
+            f"{r.mode:7} {r.scenario:18} {len(r.faults):>6} {r.counts['ops']:>6} {r.counts['ok']:>6} "
+            f"{r.counts['unknown']:>5} "
+            + " ".join(f"{results_by_check.get(c, '-'):>14}" for c in checks)
+            + f" {gap if gap is not None else '-':>6}"
+        )
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Run one failover scenario against a live cluster and judge its history.
 
-    healthy -> traffic -> (fault, traffic, heal, healthy, traffic) x cycles -> stop traffic
-            -> final reads and queue drain -> checkers
+healthy -> traffic -> (fault, traffic, heal, healthy, traffic) x cycles -> stop traffic
+        -> final reads and queue drain -> checkers
 """
 
 from __future__ import annotations
@@ -37,16 +37,23 @@ class Result:
     def summary(self) -> dict[str, Any]:
         gap = next((v.numbers for v in self.verdicts if v.check == "availability"), {})
         return {
-            "scenario": self.scenario, "mode": self.mode, "faults": self.faults, **self.counts,
-            "seconds": round(self.seconds, 1), "passed": self.passed, "traffic_errors": self.traffic_errors,
-            "unavailability": {"longest_write_gap_s": gap.get("longest_write_gap_s"),
-                               "heal_to_first_write_s": gap.get("heal_to_first_write_s")},
+            "scenario": self.scenario,
+            "mode": self.mode,
+            "faults": self.faults,
+            **self.counts,
+            "seconds": round(self.seconds, 1),
+            "passed": self.passed,
+            "traffic_errors": self.traffic_errors,
+            "unavailability": {
+                "longest_write_gap_s": gap.get("longest_write_gap_s"),
+                "heal_to_first_write_s": gap.get("heal_to_first_write_s"),
+            },
             "checks": [{"check": v.check, "result": v.result, "detail": v.detail, **v.numbers} for v in self.verdicts],
         }
 
 
 def run(cluster: Cluster, scenario: Scenario, *, seed: int | None = None) -> Result:
-    seed = seed if seed is not None else random.randrange(1 << 30)  # noqa: S311 - choice of victims, not crypto
+    seed = seed if seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     history = History()
     traffic = TrafficRun(cluster, scenario.traffic, history, tag=f"{scenario.name}-{seed}", seed=seed)
@@ -77,5 +84,13 @@ def run(cluster: Cluster, scenario: Scenario, *, seed: int | None = None) -> Res
         traffic.drain(api)
     ops = history.ops
     verdicts = [no_lost_writes(ops), linearizable_kv(ops), queue_safety(ops), availability(ops, history.events)]
-    return Result(scenario.name, cluster.mode, faults, verdicts, history.counts(), time.monotonic() - started,
-                  traffic.errors, history)
+    return Result(
+        scenario.name,
+        cluster.mode,
+        faults,
+        verdicts,
+        history.counts(),
+        time.monotonic() - started,
+        traffic.errors,
+        history,
+    )

@@ -21,10 +21,12 @@ from topologies.pytest_plugin import selected_modes
 pytestmark = [pytest.mark.failover, pytest.mark.ha]
 
 
-@pytest.mark.parametrize(("fault", "check"), [("ack-without-commit", "no-lost-writes"),
-                                              ("stale-reads", "linearizable-kv")])
-def test_a_broken_runtime_fails_the_check(request: pytest.FixtureRequest, fault: str, check: str,
-                                          failover_results: list[Result]) -> None:
+@pytest.mark.parametrize(
+    ("fault", "check"), [("ack-without-commit", "no-lost-writes"), ("stale-reads", "linearizable-kv")]
+)
+def test_a_broken_runtime_fails_the_check(
+    request: pytest.FixtureRequest, fault: str, check: str, failover_results: list[Result]
+) -> None:
     if "ha" not in selected_modes(request.config):
         pytest.skip("runs with --mode ha")
     scenario = replace(by_name("kill-follower"), name=f"broken-{fault}", cycles=1)

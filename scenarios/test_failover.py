@@ -1,6 +1,6 @@
 """Failover scenarios: traffic, faults, heal, final reads, then pure checks of the history.
 
-    tox -e ha-failover          (pytest scenarios/test_failover.py --mode ha)
+tox -e ha-failover          (pytest scenarios/test_failover.py --mode ha)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The same functional checks in every mode: what "ingress routing is always the same" means.
 
-    pytest scenarios/test_functional.py --mode single,ha,scaled
+pytest scenarios/test_functional.py --mode single,ha,scaled
 """
 
 from __future__ import annotations
@@ -92,8 +92,12 @@ def test_queue_claim_hides_ack_removes_expired_lease_returns(cluster: Cluster) -
         first = api.post(f"{base}/claim", params={"lease": "1"}).json()
         assert first["id"] == job
         assert api.post(f"{base}/claim").status_code == 204
-        again = topologies.wait_until(lambda: (r := api.post(f"{base}/claim", params={"lease": "30"})).status_code == 200
-                                      and r.json(), timeout=15, interval=0.1, message="expired lease returns the job")
+        again = topologies.wait_until(
+            lambda: (r := api.post(f"{base}/claim", params={"lease": "30"})).status_code == 200 and r.json(),
+            timeout=15,
+            interval=0.1,
+            message="expired lease returns the job",
+        )
         assert again["id"] == job and again["attempts"] == 2
         assert api.post(f"{base}/jobs/{job}/ack", json={"lease_id": first["lease_id"]}).status_code == 409
         assert api.post(f"{base}/jobs/{job}/ack", json={"lease_id": again["lease_id"]}).status_code == 204

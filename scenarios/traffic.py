@@ -33,7 +33,9 @@ class Traffic:
     max_seconds: float = 900.0
 
 
-def classify(kind: str, call: Callable[[], httpx.Response], parse: Callable[[httpx.Response], dict[str, Any]]) -> Result:
+def classify(
+    kind: str, call: Callable[[], httpx.Response], parse: Callable[[httpx.Response], dict[str, Any]]
+) -> Result:
     """Run one call and say what it means for the history."""
     try:
         reply = call()
@@ -100,11 +102,21 @@ class TrafficRun:
             self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
 
     def _running(self, started: float, count: int) -> bool:
-        return (not self._stop.is_set() and count < self.traffic.max_ops_per_client
-                and time.monotonic() - started < self.traffic.max_seconds)
+        return (
+            not self._stop.is_set()
+            and count < self.traffic.max_ops_per_client
+            and time.monotonic() - started < self.traffic.max_seconds
+        )
 
-    def record(self, client: str, kind: str, key: str, args: dict[str, Any], call: Callable[[], httpx.Response],
-               parse: Callable[[httpx.Response], dict[str, Any]]) -> Op:
+    def record(
+        self,
+        client: str,
+        kind: str,
+        key: str,
+        args: dict[str, Any],
+        call: Callable[[], httpx.Response],
+        parse: Callable[[httpx.Response], dict[str, Any]],
+    ) -> Op:
         began = time.monotonic()
         outcome, result = classify(kind, call, parse)
         op = Op(client, kind, key, began, time.monotonic(), outcome, args, result)
@@ -130,12 +142,19 @@ class TrafficRun:
         if dice < 0.4:
             return self.record(name, "read", key, {}, lambda: api.get(path), _read)
         if dice < 0.7:
-            return self.record(name, "write", key, {"value": value}, lambda: api.put(path, content=value.encode()),
-                               _revision)
+            return self.record(
+                name, "write", key, {"value": value}, lambda: api.put(path, content=value.encode()), _revision
+            )
         if dice < 0.9:
             header = {"If-Match": str(known)} if known else {"If-None-Match": "*"}
-            return self.record(name, "cas", key, {"value": value, "expected": known},
-                               lambda: api.put(path, content=value.encode(), headers=header), _revision)
+            return self.record(
+                name,
+                "cas",
+                key,
+                {"value": value, "expected": known},
+                lambda: api.put(path, content=value.encode(), headers=header),
+                _revision,
+            )
         return self.record(name, "delete", key, {}, lambda: api.delete(path), lambda _: {"deleted": True})
 
     def _queue_worker(self, name: str, api: ClusterClient) -> None:
@@ -143,24 +162,43 @@ class TrafficRun:
         base = f"/v1/queue/{self.queue}"
         while self._running(started, count):
             count += 1
-            self.record(name, "enqueue", self.queue, {"payload": f"{name}-{count}"},
-                        lambda: api.post(f"{base}/jobs", json=f"{name}-{count}"), lambda r: {"id": r.json()["id"]})
-            claim = self.record(name, "claim", self.queue, {"lease": self.traffic.lease_s},
-                                lambda: api.post(f"{base}/claim", params={"lease": self.traffic.lease_s}),
-                                lambda r: r.json() if r.status_code == 200 else {})
+            self.record(
+                name,
+                "enqueue",
+                self.queue,
+                {"payload": f"{name}-{count}"},
+                lambda payload=f"{name}-{count}": api.post(f"{base}/jobs", json=payload),
+                lambda r: {"id": r.json()["id"]},
+            )
+            claim = self.record(
+                name,
+                "claim",
+                self.queue,
+                {"lease": self.traffic.lease_s},
+                lambda: api.post(f"{base}/claim", params={"lease": self.traffic.lease_s}),
+                lambda r: r.json() if r.status_code == 200 else {},
+            )
             job = claim.result.get("id")
             if claim.outcome == OK and job:
                 lease = claim.result["lease_id"]
-                self.record(name, "ack", self.queue, {"id": job},
-                            lambda: api.post(f"{base}/jobs/{job}/ack", json={"lease_id": lease}), lambda _: {})
+                self.record(
+                    name,
+                    "ack",
+                    self.queue,
+                    {"id": job},
+                    lambda job=job, lease=lease: api.post(f"{base}/jobs/{job}/ack", json={"lease_id": lease}),
+                    lambda _: {},
+                )
             self._stop.wait(self.traffic.think_s)
 
     # -- after healing ----------------------------------------------------------------------
 
     def final_reads(self, api: ClusterClient, timeout: float = 60.0) -> None:
         for key in self.keys():
-            self._until_answered(lambda key=key: self.record(
-                "final", "final-read", key, {}, lambda: api.get(f"/v1/kv/{key}"), _read), timeout)
+            self._until_answered(
+                lambda key=key: self.record("final", "final-read", key, {}, lambda: api.get(f"/v1/kv/{key}"), _read),
+                timeout,
+            )
 
     def drain(self, api: ClusterClient, timeout: float = 60.0, max_jobs: int = 100_000, rounds: int = 3) -> None:
         """Claim and ack everything left. Leases still held by traffic expire first; a claim
@@ -177,18 +215,34 @@ class TrafficRun:
         base = f"/v1/queue/{self.queue}"
         uncertain = False
         for _ in range(max_jobs):
-            attempts = self._until_answered(lambda: self.record(
-                "drain", "final-claim", self.queue, {}, lambda: api.post(f"{base}/claim", params={"lease": lease}),
-                lambda r: r.json() if r.status_code == 200 else {}), timeout)
+            attempts = self._until_answered(
+                lambda: self.record(
+                    "drain",
+                    "final-claim",
+                    self.queue,
+                    {},
+                    lambda: api.post(f"{base}/claim", params={"lease": lease}),
+                    lambda r: r.json() if r.status_code == 200 else {},
+                ),
+                timeout,
+            )
             uncertain = uncertain or any(a.outcome == UNKNOWN for a in attempts)
             claim = attempts[-1]
             job = claim.result.get("id")
             if claim.outcome != OK or not job:
                 return uncertain
             lease_id = claim.result["lease_id"]
-            self._until_answered(lambda job=job, lease_id=lease_id: self.record(
-                "drain", "final-ack", self.queue, {"id": job},
-                lambda: api.post(f"{base}/jobs/{job}/ack", json={"lease_id": lease_id}), lambda _: {}), timeout)
+            self._until_answered(
+                lambda job=job, lease_id=lease_id: self.record(
+                    "drain",
+                    "final-ack",
+                    self.queue,
+                    {"id": job},
+                    lambda: api.post(f"{base}/jobs/{job}/ack", json={"lease_id": lease_id}),
+                    lambda _: {},
+                ),
+                timeout,
+            )
         return uncertain
 
     def _until_answered(self, attempt: Callable[[], Op], timeout: float) -> list[Op]:

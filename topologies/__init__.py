@@ -8,8 +8,23 @@ from topologies.spec import ModeSpec, available, load
 from topologies.wait import WaitTimeout, wait_until
 
 __all__ = [
-    "Cluster", "ClusterClient", "Credentials", "FaultError", "ModeSpec", "Node", "NotFound", "SpecError",
-    "StartTimeout", "TopologyError", "WaitTimeout", "attach", "available", "launch", "load", "remove_run", "run_image",
+    "Cluster",
+    "ClusterClient",
+    "Credentials",
+    "FaultError",
+    "ModeSpec",
+    "Node",
+    "NotFound",
+    "SpecError",
+    "StartTimeout",
+    "TopologyError",
+    "WaitTimeout",
+    "attach",
+    "available",
+    "launch",
+    "load",
+    "remove_run",
+    "run_image",
     "start",
     "wait_until",
 ]

@@ -1,10 +1,10 @@
 """The ``modematrix`` command: build the image, start modes, break them, tear them down.
 
-    modematrix images build            modematrix up ha [--json]
-    modematrix images base             modematrix status [--json]
-    modematrix images wheels --dest D  modematrix down RUN_ID | --all
-    modematrix images context DIR      modematrix fault RUN_ID NODE kill|stop|start|restart|pause|unpause|partition|heal
-    modematrix images check [TAG]
+modematrix images build            modematrix up ha [--json]
+modematrix images base             modematrix status [--json]
+modematrix images wheels --dest D  modematrix down RUN_ID | --all
+modematrix images context DIR      modematrix fault RUN_ID NODE kill|stop|start|restart|pause|unpause|partition|heal
+modematrix images check [TAG]
 """
 
 from __future__ import annotations
@@ -113,7 +113,10 @@ def _down(args: argparse.Namespace) -> int:
 
 
 FAULTS: dict[str, Callable[[str], faults.Fault]] = {
-    "kill": faults.Kill, "stop": faults.Stop, "restart": faults.Restart, "pause": faults.Pause,
+    "kill": faults.Kill,
+    "stop": faults.Stop,
+    "restart": faults.Restart,
+    "pause": faults.Pause,
 }
 
 

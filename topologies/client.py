@@ -29,8 +29,15 @@ class Credentials:
 
 
 class ClusterClient:
-    def __init__(self, endpoints: Sequence[str], ca_file: Path, credentials: Credentials | None = None,
-                 *, timeout: float = 5.0, login: bool = True) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        ca_file: Path,
+        credentials: Credentials | None = None,
+        *,
+        timeout: float = 5.0,
+        login: bool = True,
+    ) -> None:
         if not endpoints:
             raise ValueError("a cluster client needs at least one endpoint")
         self.endpoints = list(endpoints)

@@ -39,7 +39,12 @@ from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyEr
 from topologies.node import Node
 from topologies.wait import WaitTimeout, wait_until
 
-LABEL_RUN, LABEL_MODE, LABEL_NODE, LABEL_ROLE = "modematrix.run", "modematrix.mode", "modematrix.node", "modematrix.role"
+LABEL_RUN, LABEL_MODE, LABEL_NODE, LABEL_ROLE = (
+    "modematrix.run",
+    "modematrix.mode",
+    "modematrix.node",
+    "modematrix.role",
+)
 READY_POLL = 0.2  # seconds between /readyz polls while starting (faster than Docker's health interval)
 
 
@@ -50,8 +55,15 @@ def _free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, run_id: str, mode: spec.ModeSpec, image: str, client: docker.DockerClient,
-                 workdir: Path, admin: Credentials) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        mode: spec.ModeSpec,
+        image: str,
+        client: docker.DockerClient,
+        workdir: Path,
+        admin: Credentials,
+    ) -> None:
         self.run_id, self.spec, self.image, self.docker = run_id, mode, image, client
         self.workdir, self.admin = workdir, admin
         self.nodes: list[Node] = []
@@ -91,10 +103,12 @@ class Cluster:
     def tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
-    def client(self, credentials: Credentials | None = None, *, timeout: float = 5.0,
-               endpoints: Sequence[str] | None = None) -> ClusterClient:
-        return ClusterClient(list(endpoints or self.endpoints), self.ca_file, credentials or self.admin,
-                             timeout=timeout)
+    def client(
+        self, credentials: Credentials | None = None, *, timeout: float = 5.0, endpoints: Sequence[str] | None = None
+    ) -> ClusterClient:
+        return ClusterClient(
+            list(endpoints or self.endpoints), self.ca_file, credentials or self.admin, timeout=timeout
+        )
 
     def db_leader(self) -> Node:
         """The node whose etcd member is the leader, asked of the members themselves."""
@@ -105,8 +119,18 @@ class Cluster:
             member = self.node(node.name)
             if not member.running:
                 continue
-            code, out = member.exec(["etcdctl", "--endpoints", "http://127.0.0.1:2379", "--command-timeout=2s",
-                                     "endpoint", "status", "-w", "json"])
+            code, out = member.exec(
+                [
+                    "etcdctl",
+                    "--endpoints",
+                    "http://127.0.0.1:2379",
+                    "--command-timeout=2s",
+                    "endpoint",
+                    "status",
+                    "-w",
+                    "json",
+                ]
+            )
             answers.append(f"{member.name}: {out.strip()[:200]}")
             if code == 0:
                 status = json.loads(out)[0]["Status"]
@@ -117,10 +141,22 @@ class Cluster:
     def describe(self) -> dict[str, Any]:
         """What ``modematrix up --json`` prints."""
         return {
-            "mode": self.mode, "run_id": self.run_id, "endpoints": self.endpoints, "ca_file": str(self.ca_file),
+            "mode": self.mode,
+            "run_id": self.run_id,
+            "endpoints": self.endpoints,
+            "ca_file": str(self.ca_file),
             "admin": {"username": self.admin.username, "password": self.admin.password},
-            "nodes": [{"name": n.name, "container": n.container.name, "services": list(n.services),
-                       "db_member": n.db_member, "url": n.url, "ip": n.ip} for n in self.nodes],
+            "nodes": [
+                {
+                    "name": n.name,
+                    "container": n.container.name,
+                    "services": list(n.services),
+                    "db_member": n.db_member,
+                    "url": n.url,
+                    "ip": n.ip,
+                }
+                for n in self.nodes
+            ],
         }
 
     # -- readiness ------------------------------------------------------------------------
@@ -138,8 +174,7 @@ class Cluster:
                 return last["answer"][0] == 200
 
             try:
-                wait_until(ready, timeout=timeout, interval=READY_POLL, message=f"{node.name} ready",
-                           ignore=(OSError,))
+                wait_until(ready, timeout=timeout, interval=READY_POLL, message=f"{node.name} ready", ignore=(OSError,))
             except (WaitTimeout, StartTimeout) as exc:
                 raise StartTimeout(
                     f"node {node.name} ({node.container.name}) not ready after {timeout:.0f} s: {exc}; "
@@ -162,9 +197,14 @@ class Cluster:
         of the same image with NET_ADMIN: the node itself never gets that capability."""
         script = " && ".join(commands) if commands else "true"
         helper = self.docker.containers.run(
-            self.image, entrypoint=["sh", "-c", script], network_mode=f"container:{node.container.id}",
-            cap_add=["NET_ADMIN"], user="root", detach=True,
-            labels={**self.reaped_labels(f"{node.name}-netns"), LABEL_ROLE: "helper"})
+            self.image,
+            entrypoint=["sh", "-c", script],
+            network_mode=f"container:{node.container.id}",
+            cap_add=["NET_ADMIN"],
+            user="root",
+            detach=True,
+            labels={**self.reaped_labels(f"{node.name}-netns"), LABEL_ROLE: "helper"},
+        )
         try:
             code = helper.wait(timeout=60)["StatusCode"]
             output = helper.logs().decode(errors="replace")
@@ -218,13 +258,30 @@ def attach(run_id: str, client: docker.DockerClient | None = None) -> Cluster:
         raise NotFound(f"run {run_id} has no node containers left")
     members.sort(key=lambda c: _ip(c).split(".")[-1].zfill(3))
     env = dict(e.split("=", 1) for e in members[0].attrs["Config"]["Env"])
-    node_specs = tuple(spec.NodeSpec(c.labels[LABEL_NODE], tuple(c.labels.get("modematrix.services", "").split(",")),
-                                     c.labels.get("modematrix.db_member") == "true") for c in members)
+    node_specs = tuple(
+        spec.NodeSpec(
+            c.labels[LABEL_NODE],
+            tuple(c.labels.get("modematrix.services", "").split(",")),
+            c.labels.get("modematrix.db_member") == "true",
+        )
+        for c in members
+    )
     lb_spec = spec.LoadBalancerSpec(lbs[0].labels[LABEL_NODE]) if lbs else None
-    mode = spec.ModeSpec(members[0].labels[LABEL_MODE], "", "etcd" if env.get("RUNTIME_DB_BACKEND") == "etcd" else "sqlite",
-                         node_specs, load_balancer=lb_spec)
-    cluster = Cluster(run_id, mode, members[0].image.tags[0] if members[0].image.tags else members[0].image.id,
-                      client, run_dir(run_id), Credentials("admin", env.get("RUNTIME_ADMIN_PASSWORD", "")))
+    mode = spec.ModeSpec(
+        members[0].labels[LABEL_MODE],
+        "",
+        "etcd" if env.get("RUNTIME_DB_BACKEND") == "etcd" else "sqlite",
+        node_specs,
+        load_balancer=lb_spec,
+    )
+    cluster = Cluster(
+        run_id,
+        mode,
+        members[0].image.tags[0] if members[0].image.tags else members[0].image.id,
+        client,
+        run_dir(run_id),
+        Credentials("admin", env.get("RUNTIME_ADMIN_PASSWORD", "")),
+    )
     cluster.nodes = [Node(s, _ip(c), _host_port(c), c) for s, c in zip(node_specs, members, strict=True)]
     if lbs and lb_spec is not None:
         cluster.lb = Node(spec.NodeSpec(lb_spec.name, ()), _ip(lbs[0]), _host_port(lbs[0]), lbs[0], role="lb")
@@ -282,11 +339,14 @@ def no_reaper() -> None:
 def _create_network(client: docker.DockerClient, cluster: Cluster) -> str:
     """A dedicated network on a free /24 of 10.213-10.252.x.0; returns the address prefix."""
     for _ in range(20):
-        prefix = f"10.{random.randint(213, 252)}.{random.randint(0, 255)}"  # noqa: S311 - not crypto
+        prefix = f"10.{random.randint(213, 252)}.{random.randint(0, 255)}"
         try:
             cluster.network = client.networks.create(
-                f"mm-{cluster.run_id}", driver="bridge", labels=cluster.reaped_labels("network"),
-                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=f"{prefix}.0/24", gateway=f"{prefix}.1")]))
+                f"mm-{cluster.run_id}",
+                driver="bridge",
+                labels=cluster.reaped_labels("network"),
+                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=f"{prefix}.0/24", gateway=f"{prefix}.1")]),
+            )
             return prefix
         except docker.errors.APIError as exc:
             if "overlap" not in str(exc).lower():
@@ -296,16 +356,21 @@ def _create_network(client: docker.DockerClient, cluster: Cluster) -> str:
 
 def _node_container(cluster: Cluster, node: spec.NodeSpec, ip: str, env: dict[str, str]) -> tuple[DockerContainer, int]:
     port = _free_port()
-    volume = cluster.docker.volumes.create(f"mm-{cluster.run_id}-{node.name}",
-                                          labels=cluster.reaped_labels(node.name))
+    volume = cluster.docker.volumes.create(f"mm-{cluster.run_id}-{node.name}", labels=cluster.reaped_labels(node.name))
     container = (
         DockerContainer(cluster.image)
         .with_command(["serve"])
         .with_name(f"mm-{cluster.run_id}-{node.name}")
         .with_kwargs(
-            labels={**cluster.labels(node.name), LABEL_ROLE: "node", "modematrix.services": ",".join(node.services),
-                    "modematrix.db_member": str(node.db_member).lower()},
-            hostname=node.name, network=cluster.network.name, mem_limit=cluster.spec.memory,
+            labels={
+                **cluster.labels(node.name),
+                LABEL_ROLE: "node",
+                "modematrix.services": ",".join(node.services),
+                "modematrix.db_member": str(node.db_member).lower(),
+            },
+            hostname=node.name,
+            network=cluster.network.name,
+            mem_limit=cluster.spec.memory,
             networking_config={cluster.network.name: EndpointConfig("1.41", aliases=[node.name], ipv4_address=ip)},
             mounts=[Mount(plan.DATA_DIR, volume.name, type="volume")],
         )
@@ -318,8 +383,10 @@ def _node_container(cluster: Cluster, node: spec.NodeSpec, ip: str, env: dict[st
 
 def _start_nodes(cluster: Cluster, prefix: str, secrets_: plan.Secrets, extra_env: Mapping[str, str]) -> None:
     ips = plan.addresses(cluster.spec, prefix)
-    made = [(n, *_node_container(cluster, n, ips[n.name], {**plan.node_env(cluster.spec, n, ips, secrets_), **extra_env}))
-            for n in cluster.spec.nodes]
+    made = [
+        (n, *_node_container(cluster, n, ips[n.name], {**plan.node_env(cluster.spec, n, ips, secrets_), **extra_env}))
+        for n in cluster.spec.nodes
+    ]
     with ThreadPoolExecutor(max_workers=len(made)) as pool:
         list(pool.map(lambda item: item[1].start(), made))
     cluster.nodes = [Node(n, ips[n.name], port, c.get_wrapped_container()) for n, c, port in made]
@@ -330,8 +397,10 @@ def _fetch_ca(cluster: Cluster, timeout: float) -> None:
         running = [n for n in cluster.nodes if n.running]
         if not running:
             first = cluster.nodes[0]
-            raise StartTimeout(f"every node exited before creating the cluster CA; {first.name} "
-                               f"({first.container.name}) logs:\n{first.logs(25)}")
+            raise StartTimeout(
+                f"every node exited before creating the cluster CA; {first.name} "
+                f"({first.container.name}) logs:\n{first.logs(25)}"
+            )
         for node in running:
             code, out = node.exec(["cat", f"{plan.DATA_DIR}/ca.pem"])
             if code == 0 and "BEGIN CERTIFICATE" in out:
@@ -339,12 +408,18 @@ def _fetch_ca(cluster: Cluster, timeout: float) -> None:
         return None
 
     try:
-        pem = wait_until(read, timeout=timeout, interval=READY_POLL, message="a node wrote the cluster CA",
-                         ignore=(docker.errors.APIError,))
+        pem = wait_until(
+            read,
+            timeout=timeout,
+            interval=READY_POLL,
+            message="a node wrote the cluster CA",
+            ignore=(docker.errors.APIError,),
+        )
     except WaitTimeout as exc:
         first = cluster.nodes[0]
-        raise StartTimeout(f"no node created the cluster CA within {timeout:.0f} s ({exc}); "
-                           f"{first.name} logs:\n{first.logs(25)}") from exc
+        raise StartTimeout(
+            f"no node created the cluster CA within {timeout:.0f} s ({exc}); {first.name} logs:\n{first.logs(25)}"
+        ) from exc
     cluster.ca_file.write_text(pem)
 
 
@@ -357,11 +432,19 @@ def _start_load_balancer(cluster: Cluster, prefix: str) -> None:
     lb_spec = spec.NodeSpec(lb.name, ())
     container, port = (DockerContainer(cluster.image), _free_port())
     container.with_name(f"mm-{cluster.run_id}-{lb.name}").with_env("HAPROXY_CONFIG", config).with_env(
-        "CLUSTER_CA", cluster.ca_file.read_text()).with_kwargs(
-        entrypoint=["/usr/bin/tini", "--", "sh", "-c",
-                    'printf "%s" "$CLUSTER_CA" > /tmp/ca.pem && printf "%s" "$HAPROXY_CONFIG" > /tmp/haproxy.cfg '
-                    "&& exec haproxy -W -db -f /tmp/haproxy.cfg"],
-        labels={**cluster.labels(lb.name), LABEL_ROLE: "lb"}, hostname=lb.name, network=cluster.network.name,
+        "CLUSTER_CA", cluster.ca_file.read_text()
+    ).with_kwargs(
+        entrypoint=[
+            "/usr/bin/tini",
+            "--",
+            "sh",
+            "-c",
+            'printf "%s" "$CLUSTER_CA" > /tmp/ca.pem && printf "%s" "$HAPROXY_CONFIG" > /tmp/haproxy.cfg '
+            "&& exec haproxy -W -db -f /tmp/haproxy.cfg",
+        ],
+        labels={**cluster.labels(lb.name), LABEL_ROLE: "lb"},
+        hostname=lb.name,
+        network=cluster.network.name,
         mem_limit="64m",
         networking_config={cluster.network.name: EndpointConfig("1.41", aliases=[lb.name], ipv4_address=ips[lb.name])},
     )
@@ -371,9 +454,16 @@ def _start_load_balancer(cluster: Cluster, prefix: str) -> None:
 
 
 @contextmanager
-def start(mode: str | Path | spec.ModeSpec, *, image: str | None = None, reaper: bool = True,
-          timeout: float = 180.0, keep: bool = False, quiet: bool = True,
-          env: Mapping[str, str] | None = None) -> Iterator[Cluster]:
+def start(
+    mode: str | Path | spec.ModeSpec,
+    *,
+    image: str | None = None,
+    reaper: bool = True,
+    timeout: float = 180.0,
+    keep: bool = False,
+    quiet: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Cluster]:
     """Start ``mode`` and yield the ready cluster; remove it on exit unless ``keep``.
     ``env`` adds runtime settings to every node (``{"RUNTIME_LOG_LEVEL": "debug"}``)."""
     cluster = launch(mode, image=image, reaper=reaper, timeout=timeout, quiet=quiet, env=env)
@@ -384,8 +474,15 @@ def start(mode: str | Path | spec.ModeSpec, *, image: str | None = None, reaper:
             cluster.stop()
 
 
-def launch(mode: str | Path | spec.ModeSpec, *, image: str | None = None, reaper: bool = True,
-           timeout: float = 180.0, quiet: bool = True, env: Mapping[str, str] | None = None) -> Cluster:
+def launch(
+    mode: str | Path | spec.ModeSpec,
+    *,
+    image: str | None = None,
+    reaper: bool = True,
+    timeout: float = 180.0,
+    quiet: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> Cluster:
     mode_spec = mode if isinstance(mode, spec.ModeSpec) else spec.load(mode)
     client = images.docker_client()
     image = image or images.build(quiet=quiet, client=client).tag
@@ -409,8 +506,9 @@ def launch(mode: str | Path | spec.ModeSpec, *, image: str | None = None, reaper
     return cluster
 
 
-def run_image(args: Sequence[str], *, image: str | None = None, env: Mapping[str, str] | None = None,
-              timeout: float = 60.0) -> tuple[int, str]:
+def run_image(
+    args: Sequence[str], *, image: str | None = None, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> tuple[int, str]:
     """Run the image once with ``args`` (after the entry point) and return (exit code, output)."""
     client = images.docker_client()
     image = image or images.build(quiet=True, client=client).tag

@@ -1,10 +1,10 @@
 """Errors of the topology layer.
 
-    TopologyError
-    ├── SpecError         a mode file is invalid; lists every offender
-    ├── StartTimeout      a node did not become ready; names it, with its logs and readiness
-    ├── FaultError        a fault could not be applied or healed
-    └── NotFound          no such run, node or mode
+TopologyError
+├── SpecError         a mode file is invalid; lists every offender
+├── StartTimeout      a node did not become ready; names it, with its logs and readiness
+├── FaultError        a fault could not be applied or healed
+└── NotFound          no such run, node or mode
 """
 
 from __future__ import annotations

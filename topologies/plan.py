@@ -39,12 +39,17 @@ def node_env(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str], secrets: Se
         "RUNTIME_LOG_LEVEL": "info",
     }
     if spec.db == "etcd":
-        env.update(RUNTIME_MODE="cluster", RUNTIME_DB_BACKEND="etcd",
-                   RUNTIME_DB_ENDPOINTS=",".join(db_endpoints(spec, node, ips)))
+        env.update(
+            RUNTIME_MODE="cluster",
+            RUNTIME_DB_BACKEND="etcd",
+            RUNTIME_DB_ENDPOINTS=",".join(db_endpoints(spec, node, ips)),
+        )
     if node.db_member:
-        env.update(RUNTIME_DB_MEMBER_NAME=node.name, RUNTIME_DB_MEMBER_HOST=ips[node.name],
-                   RUNTIME_DB_INITIAL_CLUSTER=",".join(f"{m.name}=http://{ips[m.name]}:{DB_PEER_PORT}"
-                                                      for m in spec.members))
+        env.update(
+            RUNTIME_DB_MEMBER_NAME=node.name,
+            RUNTIME_DB_MEMBER_HOST=ips[node.name],
+            RUNTIME_DB_INITIAL_CLUSTER=",".join(f"{m.name}=http://{ips[m.name]}:{DB_PEER_PORT}" for m in spec.members),
+        )
     peers = peer_setting(spec, node, ips)
     if peers:
         env["RUNTIME_PEERS"] = peers
@@ -121,8 +126,14 @@ def partition_rules(groups: Sequence[Sequence[str]], ips: Mapping[str, str]) -> 
     for group in groups:
         others = [name for name in listed if name not in group]
         for name in group:
-            rules[name] = [rule for other in others for rule in (
-                f"iptables -A INPUT -s {ips[other]} -j DROP", f"iptables -A OUTPUT -d {ips[other]} -j DROP")]
+            rules[name] = [
+                rule
+                for other in others
+                for rule in (
+                    f"iptables -A INPUT -s {ips[other]} -j DROP",
+                    f"iptables -A OUTPUT -d {ips[other]} -j DROP",
+                )
+            ]
     return rules
 
 
@@ -136,8 +147,10 @@ def loss_rules(percent: float) -> list[str]:
     if not 0 < percent < 100:
         raise ValueError(f"loss percent must be between 0 and 100, got {percent}")
     p = percent / 100
-    return [f"iptables -A INPUT -m statistic --mode random --probability {p:.4f} -j DROP",
-            f"iptables -A OUTPUT -m statistic --mode random --probability {p:.4f} -j DROP"]
+    return [
+        f"iptables -A INPUT -m statistic --mode random --probability {p:.4f} -j DROP",
+        f"iptables -A OUTPUT -m statistic --mode random --probability {p:.4f} -j DROP",
+    ]
 
 
 def delay_rules(ms: int, jitter_ms: int = 0) -> list[str]:

@@ -17,8 +17,11 @@ MODES = ("single", "ha", "scaled", "k3d")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--mode", default="single",
-                     help="comma-separated modes to run scenarios against (single, ha, scaled, k3d); default single")
+    parser.addoption(
+        "--mode",
+        default="single",
+        help="comma-separated modes to run scenarios against (single, ha, scaled, k3d); default single",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

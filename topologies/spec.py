@@ -123,7 +123,9 @@ def _nodes(raw: Any, problems: list[str]) -> list[NodeSpec]:
         expanded = SERVICES if services == ["all"] else tuple(str(s) for s in services)
         bad = [s for s in expanded if s not in SERVICES]
         if bad:
-            problems.append(f"{where}.services: unknown service {bad[0]!r}; expected some of {', '.join(SERVICES)}, all")
+            problems.append(
+                f"{where}.services: unknown service {bad[0]!r}; expected some of {', '.join(SERVICES)}, all"
+            )
             continue
         extra = set(item) - {"name", "services", "db_member"}
         problems += [f"{where}.{key}: unknown key" for key in sorted(extra)]

@@ -121,7 +121,7 @@ def main() -> int:
     first_connect = seconds(os.environ.get("RYUK_CONNECTION_TIMEOUT", ""), 60.0)
     port = int(os.environ.get("REAPER_PORT", "8080"))
     reaper = Reaper(reconnect, first_connect)
-    server = socket.create_server(("0.0.0.0", port))  # noqa: S104 - reached through a published port
+    server = socket.create_server(("0.0.0.0", port))
     server.settimeout(0.5)
     print(f"modematrix reaper on :{port}: Started!", flush=True)
     while not reaper.should_prune():

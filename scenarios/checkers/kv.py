@@ -64,6 +64,8 @@ def _explain(key: str, final: Op, mutations: list[Op]) -> str | None:
     if later:
         lost = later[-1]
         shown = "absent" if value is None else repr(value)
-        return (f"{key}: final read shows {shown}, but acknowledged {lost.kind} {lost.args.get('value')!r} "
-                f"by {lost.client} began after it and is lost")
+        return (
+            f"{key}: final read shows {shown}, but acknowledged {lost.kind} {lost.args.get('value')!r} "
+            f"by {lost.client} began after it and is lost"
+        )
     return None

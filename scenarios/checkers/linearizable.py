@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from scenarios.checkers.base import FAIL, PASS, UNKNOWN, Verdict
 from scenarios.history import FAIL as OP_FAIL
-from scenarios.history import OK, UNKNOWN as OP_UNKNOWN
-from scenarios.history import Op
+from scenarios.history import OK, Op
+from scenarios.history import UNKNOWN as OP_UNKNOWN
 
 State = tuple[str, int | None] | None  # None: absent; revision None: written by an unknown op, not yet seen
 KINDS = ("read", "final-read", "write", "cas", "delete")
@@ -128,11 +128,16 @@ def linearizable_kv(ops: list[Op], *, budget_s: float = 20.0) -> Verdict:
                 bad.append(key)
         except OverBudget:
             undecided.append(key)
-    numbers = {"keys": len(by_key), "ops": sum(map(len, by_key.values())), "violations": len(bad),
-               "undecided": len(undecided)}
+    numbers = {
+        "keys": len(by_key),
+        "ops": sum(map(len, by_key.values())),
+        "violations": len(bad),
+        "undecided": len(undecided),
+    }
     if bad:
         return Verdict("linearizable-kv", FAIL, f"no linearization for key(s) {', '.join(bad)}", numbers)
     if undecided:
-        return Verdict("linearizable-kv", UNKNOWN, f"over the {budget_s:.0f} s budget on {', '.join(undecided)}",
-                       numbers)
+        return Verdict(
+            "linearizable-kv", UNKNOWN, f"over the {budget_s:.0f} s budget on {', '.join(undecided)}", numbers
+        )
     return Verdict("linearizable-kv", PASS, f"{numbers['ops']} ops on {len(by_key)} keys linearizable", numbers)

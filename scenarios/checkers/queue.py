@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import Counter
 
 from scenarios.checkers.base import FAIL, PASS, UNKNOWN, Verdict
-from scenarios.history import OK, UNKNOWN as OP_UNKNOWN
-from scenarios.history import Op
+from scenarios.history import OK, Op
+from scenarios.history import UNKNOWN as OP_UNKNOWN
 
 
 def queue_safety(ops: list[Op]) -> Verdict:
@@ -22,13 +22,19 @@ def queue_safety(ops: list[Op]) -> Verdict:
     drain_done = any(op.kind == "final-claim" and op.outcome == OK and not op.result.get("id") for op in ops)
     twice = sorted(job for job, n in acks.items() if n > 1)
     lost = sorted(enqueued - set(acks) - maybe_acked - drained)
-    numbers = {"enqueued": len(enqueued), "acked": len(acks), "drained": len(drained), "double_acks": len(twice),
-               "lost": len(lost)}
+    numbers = {
+        "enqueued": len(enqueued),
+        "acked": len(acks),
+        "drained": len(drained),
+        "double_acks": len(twice),
+        "lost": len(lost),
+    }
     if twice:
         return Verdict("queue-safety", FAIL, f"acked more than once: {', '.join(twice[:5])}", numbers)
     if lost and drain_done:
         return Verdict("queue-safety", FAIL, f"enqueued, never acked, not claimable: {', '.join(lost[:5])}", numbers)
     if lost:
         return Verdict("queue-safety", UNKNOWN, "the final drain did not finish", numbers)
-    return Verdict("queue-safety", PASS, f"{len(enqueued)} jobs: {len(acks)} acked once, {len(drained)} drained",
-                   numbers)
+    return Verdict(
+        "queue-safety", PASS, f"{len(enqueued)} jobs: {len(acks)} acked once, {len(drained)} drained", numbers
+    )

@@ -8,16 +8,16 @@ from scenarios.checkers import FAIL, PASS, UNKNOWN, availability, linearizable_k
 from scenarios.history import Op
 
 
-def op(kind: str, key: str, call: float, ret: float, outcome: str = "ok", client: str = "c1",
-       **fields: Any) -> Op:
+def op(kind: str, key: str, call: float, ret: float, outcome: str = "ok", client: str = "c1", **fields: Any) -> Op:
     args = {k: fields.pop(k) for k in ("value", "expected", "id") if k in fields and kind not in ("read", "final-read")}
     if kind in ("read", "final-read") and "value" in fields:
         fields.setdefault("revision", None)
     return Op(client, kind, key, call, ret, outcome, args, fields)
 
 
-def write(key: str, value: str, call: float, ret: float, rev: int | None = None, outcome: str = "ok",
-          client: str = "c1") -> Op:
+def write(
+    key: str, value: str, call: float, ret: float, rev: int | None = None, outcome: str = "ok", client: str = "c1"
+) -> Op:
     return op("write", key, call, ret, outcome, client, value=value, **({"revision": rev} if rev else {}))
 
 
@@ -39,24 +39,38 @@ def test_final_value_nobody_wrote_fails() -> None:
 
 
 def test_final_value_from_a_failed_write_fails() -> None:
-    history = [write("k", "a", 0, 1, 10), op("cas", "k", 2, 3, "fail", value="b", expected=3),
-               read("k", "b", 5, 6, 11, "final-read")]
+    history = [
+        write("k", "a", 0, 1, 10),
+        op("cas", "k", 2, 3, "fail", value="b", expected=3),
+        read("k", "b", 5, 6, 11, "final-read"),
+    ]
     assert no_lost_writes(history).result == FAIL
 
 
 def test_concurrent_writes_either_may_win() -> None:
-    history = [write("k", "a", 0, 3, 10), write("k", "b", 1, 2, 11, client="c2"), read("k", "a", 5, 6, 10, "final-read")]
+    history = [
+        write("k", "a", 0, 3, 10),
+        write("k", "b", 1, 2, 11, client="c2"),
+        read("k", "a", 5, 6, 10, "final-read"),
+    ]
     assert no_lost_writes(history).result == PASS
 
 
 def test_an_unknown_write_may_land_late_and_win() -> None:
-    history = [write("k", "a", 0, 1, outcome="unknown"), write("k", "b", 2, 3, 11),
-               read("k", "a", 5, 6, 12, "final-read")]
+    history = [
+        write("k", "a", 0, 1, outcome="unknown"),
+        write("k", "b", 2, 3, 11),
+        read("k", "a", 5, 6, 12, "final-read"),
+    ]
     assert no_lost_writes(history).result == PASS
 
 
 def test_absent_after_a_delete_passes_and_unread_keys_are_unknown() -> None:
-    history = [write("k", "a", 0, 1, 10), op("delete", "k", 2, 3, deleted=True), read("k", None, 5, 6, kind="final-read")]
+    history = [
+        write("k", "a", 0, 1, 10),
+        op("delete", "k", 2, 3, deleted=True),
+        read("k", None, 5, 6, kind="final-read"),
+    ]
     assert no_lost_writes(history).result == PASS
     assert no_lost_writes([write("k", "a", 0, 1, 10)]).result == UNKNOWN
 
@@ -82,14 +96,21 @@ def test_concurrent_read_may_see_old_or_new() -> None:
 
 
 def test_cas_against_a_stale_revision_must_not_succeed() -> None:
-    history = [write("k", "a", 0, 1, 10), write("k", "b", 2, 3, 11),
-               op("cas", "k", 4, 5, value="c", expected=10, revision=12)]
+    history = [
+        write("k", "a", 0, 1, 10),
+        write("k", "b", 2, 3, 11),
+        op("cas", "k", 4, 5, value="c", expected=10, revision=12),
+    ]
     assert linearizable_kv(history).result == FAIL
 
 
 def test_failed_cas_is_fine_when_the_revision_moved() -> None:
-    history = [write("k", "a", 0, 1, 10), write("k", "b", 2, 3, 11), op("cas", "k", 4, 5, "fail", value="c", expected=10),
-               read("k", "b", 6, 7, 11)]
+    history = [
+        write("k", "a", 0, 1, 10),
+        write("k", "b", 2, 3, 11),
+        op("cas", "k", 4, 5, "fail", value="c", expected=10),
+        read("k", "b", 6, 7, 11),
+    ]
     assert linearizable_kv(history).result == PASS
 
 
@@ -139,8 +160,15 @@ def test_vanished_job_fails() -> None:
 
 
 def test_every_job_acked_or_drained_passes() -> None:
-    history = [enq("j1", 0), enq("j2", 1), enq("j3", 1, "unknown"), ack("j1", 2), ack("j4", 3, "unknown"),
-               drained("j2", 8), drained(None, 9)]
+    history = [
+        enq("j1", 0),
+        enq("j2", 1),
+        enq("j3", 1, "unknown"),
+        ack("j1", 2),
+        ack("j4", 3, "unknown"),
+        drained("j2", 8),
+        drained(None, 9),
+    ]
     assert queue_safety(history).result == PASS
 
 
@@ -152,8 +180,12 @@ def test_unfinished_drain_is_unknown() -> None:
 
 
 def test_availability_measures_the_gap_and_the_recovery() -> None:
-    history = [write("k", "a", 0, 1, 10), write("k", "b", 1, 2, 11), write("k", "c", 2, 9, outcome="unknown"),
-               write("k", "d", 9, 10, 12)]
+    history = [
+        write("k", "a", 0, 1, 10),
+        write("k", "b", 1, 2, 11),
+        write("k", "c", 2, 9, outcome="unknown"),
+        write("k", "d", 9, 10, 12),
+    ]
     verdict = availability(history, [(3.0, "apply kill"), (8.0, "heal kill"), (8.5, "healthy")])
     assert verdict.result == PASS
     assert verdict.numbers["longest_write_gap_s"] == 8.0 and verdict.numbers["heal_to_first_write_s"] == [2.0]

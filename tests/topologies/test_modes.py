@@ -76,7 +76,7 @@ def test_ha_killing_the_db_leaders_node_writes_resume_through_survivors(ha: topo
     with ha.client(timeout=15) as api:
         assert api.put("/v1/kv/before-kill", content=b"1").status_code == 200
         with faults.injected(ha, faults.Kill(leader.name)):
-            reply, outage = until_ok(lambda: api.put("/v1/kv/after-kill", content=b"2"))
+            _, outage = until_ok(lambda: api.put("/v1/kv/after-kill", content=b"2"))
             assert ha.db_leader().name != leader.name
             assert api.get("/v1/kv/before-kill").content == b"1"
         print(f"\nha: writes resumed {outage:.2f} s after killing leader {leader.name}")
@@ -114,9 +114,13 @@ def test_scaled_losing_one_node_of_each_service_keeps_every_api_answering(
     victim = next(n for n in scaled.nodes if n.services == (service,))
     with scaled.client(timeout=15) as api, faults.injected(scaled, faults.Kill(victim.name)):
         started = time.monotonic()
-        topologies.wait_until(lambda: exercise_every_api(api, f"without-{victim.name}") is None, timeout=30,
-                              interval=0.2, message=f"every API through the LB without {victim.name}",
-                              ignore=(AssertionError, httpx.HTTPError, KeyError, ValueError))
+        topologies.wait_until(
+            lambda: exercise_every_api(api, f"without-{victim.name}") is None,
+            timeout=30,
+            interval=0.2,
+            message=f"every API through the LB without {victim.name}",
+            ignore=(AssertionError, httpx.HTTPError, KeyError, ValueError),
+        )
         print(f"\nscaled: every API answered {time.monotonic() - started:.2f} s after killing {victim.name}")
 
 
@@ -140,12 +144,18 @@ def test_killed_runner_leaves_nothing_behind_within_30_s() -> None:
         killed_at = time.monotonic()
 
         def leftovers() -> list[str]:
-            return ([c.name for c in client.containers.list(all=True, filters=selector)]
-                    + [n.name for n in client.networks.list(filters=selector)]
-                    + [v.name for v in client.volumes.list(filters=selector)])
+            return (
+                [c.name for c in client.containers.list(all=True, filters=selector)]
+                + [n.name for n in client.networks.list(filters=selector)]
+                + [v.name for v in client.volumes.list(filters=selector)]
+            )
 
-        topologies.wait_until(lambda: not leftovers(), timeout=30, interval=0.5,
-                              message=f"nothing of run {run_id} left 30 s after SIGKILL")
+        topologies.wait_until(
+            lambda: not leftovers(),
+            timeout=30,
+            interval=0.5,
+            message=f"nothing of run {run_id} left 30 s after SIGKILL",
+        )
         print(f"\nreaper removed run {run_id} {time.monotonic() - killed_at:.1f} s after SIGKILL")
     finally:
         if runner.poll() is None:

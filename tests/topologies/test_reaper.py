@@ -35,12 +35,16 @@ def test_reaper_acks_and_removes_labelled_things_after_the_client_leaves() -> No
     label = {"reaper-test": session}
     network = client.networks.create(f"reaper-{session[:8]}", labels=label)
     victim = client.containers.run(image, ["600"], entrypoint=["sleep"], detach=True, labels=label)
-    bystander = client.containers.run(image, ["600"], entrypoint=["sleep"], detach=True,
-                                      labels={"reaper-test": "other"})
+    bystander = client.containers.run(
+        image, ["600"], entrypoint=["sleep"], detach=True, labels={"reaper-test": "other"}
+    )
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(REAPER)], env={"REAPER_PORT": str(port),
-                            "RYUK_RECONNECTION_TIMEOUT": "1s", "PATH": "/usr/bin:/bin"},
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(REAPER)],
+        env={"REAPER_PORT": str(port), "RYUK_RECONNECTION_TIMEOUT": "1s", "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "Started!" in (proc.stdout.readline() if proc.stdout else "")
         with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:

@@ -26,10 +26,12 @@ def test_scaled_default_split() -> None:
 
 def test_a_new_split_is_a_yaml_change(tmp_path: Path) -> None:
     path = tmp_path / "wide.yaml"
-    path.write_text("mode: wide\ndb: etcd\nnodes:\n"
-                    "  - {name: a, services: [ingress, auth], db_member: true}\n"
-                    "  - {name: b, services: [kv], db_member: true}\n"
-                    "  - {name: c, services: [kv, queue], db_member: true}\n")
+    path.write_text(
+        "mode: wide\ndb: etcd\nnodes:\n"
+        "  - {name: a, services: [ingress, auth], db_member: true}\n"
+        "  - {name: b, services: [kv], db_member: true}\n"
+        "  - {name: c, services: [kv, queue], db_member: true}\n"
+    )
     wide = spec.load(path)
     assert [n.name for n in wide.peers_of("kv")] == ["b", "c"]
 
@@ -41,13 +43,34 @@ def test_a_new_split_is_a_yaml_change(tmp_path: Path) -> None:
         ({"mode": "x", "db": "mysql", "nodes": [{"name": "a", "services": ["all"]}]}, "db: expected sqlite or etcd"),
         ({"mode": "x", "db": "sqlite", "nodes": [{"name": "a", "services": ["kvv"]}]}, "unknown service 'kvv'"),
         ({"mode": "x", "db": "sqlite", "nodes": [{"name": "A", "services": ["all"]}]}, "nodes[0].name"),
-        ({"mode": "x", "db": "etcd", "nodes": [{"name": "a", "services": ["all"], "db_member": True},
-                                                {"name": "b", "services": ["all"], "db_member": True}]},
-         "needs 1, 3 or 5 db_member nodes, got 2"),
-        ({"mode": "x", "db": "sqlite", "nodes": [{"name": "a", "services": ["kv"]}]}, "no node runs auth, ingress, queue"),
-        ({"mode": "x", "db": "sqlite", "nodes": [{"name": "a", "services": ["all"], "colour": 1}]}, "colour: unknown key"),
-        ({"mode": "x", "db": "sqlite", "nodes": [{"name": "a", "services": ["all"]}], "resources": {"memory": "lots"}},
-         "resources.memory"),
+        (
+            {
+                "mode": "x",
+                "db": "etcd",
+                "nodes": [
+                    {"name": "a", "services": ["all"], "db_member": True},
+                    {"name": "b", "services": ["all"], "db_member": True},
+                ],
+            },
+            "needs 1, 3 or 5 db_member nodes, got 2",
+        ),
+        (
+            {"mode": "x", "db": "sqlite", "nodes": [{"name": "a", "services": ["kv"]}]},
+            "no node runs auth, ingress, queue",
+        ),
+        (
+            {"mode": "x", "db": "sqlite", "nodes": [{"name": "a", "services": ["all"], "colour": 1}]},
+            "colour: unknown key",
+        ),
+        (
+            {
+                "mode": "x",
+                "db": "sqlite",
+                "nodes": [{"name": "a", "services": ["all"]}],
+                "resources": {"memory": "lots"},
+            },
+            "resources.memory",
+        ),
     ],
 )
 def test_invalid_specs_name_the_key(raw: dict, problem: str) -> None:
@@ -80,7 +103,10 @@ def test_every_node_gets_every_member_and_edges_get_peers() -> None:
         assert ("RUNTIME_PEERS" in env) == node.is_edge
         assert ("RUNTIME_DB_MEMBER_NAME" in env) == node.db_member
     edge = plan.node_env(scaled, scaled.nodes[0], ips, secrets)["RUNTIME_PEERS"]
-    assert edge == "auth=10.9.9.14:8443,10.9.9.15:8443;kv=10.9.9.16:8443,10.9.9.17:8443;queue=10.9.9.18:8443,10.9.9.19:8443"
+    assert (
+        edge
+        == "auth=10.9.9.14:8443,10.9.9.15:8443;kv=10.9.9.16:8443,10.9.9.17:8443;queue=10.9.9.18:8443,10.9.9.19:8443"
+    )
 
 
 def test_ha_nodes_use_their_own_member_first() -> None:
