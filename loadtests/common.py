@@ -12,6 +12,14 @@ an existing cluster is used.
 
 from __future__ import annotations
 
+import sys
+
+# Locust runs under gevent's monkey-patching, which removes select.epoll; trio (pulled in by
+# some environments) fails to import then, and httpcore (under httpx, which topologies use)
+# imports trio if it can. httpcore treats an ImportError as "trio absent", so say so up front.
+if "trio" not in sys.modules:
+    sys.modules["trio"] = None  # type: ignore[assignment]
+
 import json
 import logging
 import random
@@ -82,10 +90,22 @@ class RuntimeUser(FastHttpUser):
 
     def __init__(self, environment: Environment) -> None:
         RuntimeUser._count += 1
+        self._endpoint = RuntimeUser._count
         if TARGET.endpoints:  # HA: spread users over every node, as its clients would
-            self.host = TARGET.endpoints[RuntimeUser._count % len(TARGET.endpoints)]
+            self.host = TARGET.endpoints[self._endpoint % len(TARGET.endpoints)]
         super().__init__(environment)
         self.prefix = f"load-{TARGET.mode}"
+        self._send = self.client.request
+        self.client.request = self._request  # type: ignore[method-assign]
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> Any:
+        """Like an HA client that knows every address: after a connection failure, the next
+        request goes to the next endpoint (the failed one is still counted as failed)."""
+        reply = self._send(method, url, **kwargs)
+        if isinstance(getattr(reply, "error", None), OSError) and len(TARGET.endpoints) > 1:
+            self._endpoint += 1
+            self.client.base_url = TARGET.endpoints[self._endpoint % len(TARGET.endpoints)]
+        return reply
 
     def on_start(self) -> None:
         self.login()
@@ -344,7 +364,11 @@ def _report(environment: Environment) -> None:
     breaches = slo_breaches(environment.stats, options)
     for breach in breaches:
         log.error(breach)
-    if breaches:
-        environment.process_exit_code = 1
-    else:
+    crashed = bool(environment.runner and environment.runner.exceptions)
+    if crashed:
+        log.error("user code raised exceptions: see the exceptions report")
+    # The SLOs decide, not locust's default "any failed request exits 1": a failover run
+    # with a short error spike inside the failure budget is a pass.
+    environment.process_exit_code = 1 if breaches or crashed else 0
+    if not breaches:
         log.info("all SLOs met")

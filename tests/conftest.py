@@ -38,52 +38,49 @@ def free_port() -> int:
 
 @dataclass
 class EtcdMember:
+    """One etcd member on loopback: the host's etcd binary if there is one, else the etcd
+    inside the project's own image, run with host networking (so a fresh machine with only
+    Python and Docker runs these tests too)."""
+
     name: str
     client_port: int
     peer_port: int
     data_dir: Path
     process: subprocess.Popen[bytes] | None = None
+    container: object | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.client_port}"
 
+    def argv(self, initial_cluster: str, data_dir: str) -> list[str]:
+        return ["--name", self.name, "--data-dir", data_dir,
+                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+                "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
+                "--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "warn"]
+
     def start(self, initial_cluster: str) -> None:
-        with open(self.data_dir.with_suffix(".log"), "ab") as log:  # the child keeps its own copy
-            self.process = subprocess.Popen(
-                [
-                    "etcd",
-                    "--name",
-                    self.name,
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--listen-client-urls",
-                    self.url,
-                    "--advertise-client-urls",
-                    self.url,
-                    "--listen-peer-urls",
-                    f"http://127.0.0.1:{self.peer_port}",
-                    "--initial-advertise-peer-urls",
-                    f"http://127.0.0.1:{self.peer_port}",
-                    "--initial-cluster",
-                    initial_cluster,
-                    "--initial-cluster-state",
-                    "new",
-                    "--heartbeat-interval",
-                    "50",
-                    "--election-timeout",
-                    "500",
-                    "--log-level",
-                    "warn",
-                ],
-                stdout=log,
-                stderr=log,
-            )
+        if shutil.which("etcd"):
+            with open(self.data_dir.with_suffix(".log"), "ab") as log:  # the child keeps its own copy
+                self.process = subprocess.Popen(["etcd", *self.argv(initial_cluster, str(self.data_dir))],
+                                                stdout=log, stderr=log)
+            return
+        import images
+
+        client = images.docker_client()
+        self.container = client.containers.run(
+            images.build(quiet=True, client=client).tag, self.argv(initial_cluster, f"/tmp/{self.name}"),
+            entrypoint=["etcd"], network_mode="host", detach=True, labels={"modematrix.run": "tests-etcd"})
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+        if self.container is not None:
+            self.container.remove(force=True)  # type: ignore[attr-defined]
+            self.container = None
 
 
 class EtcdCluster:
@@ -114,15 +111,9 @@ class EtcdCluster:
             member.kill()
 
 
-def _need_etcd() -> None:
-    if shutil.which("etcd") is None:
-        pytest.fail("the etcd binary is missing: install Debian's etcd-server (.ci/run does)")
-
-
 @pytest.fixture(scope="session")
 def etcd() -> Iterator[EtcdCluster]:
     """One real etcd member for the whole session."""
-    _need_etcd()
     with tempfile.TemporaryDirectory(prefix="etcd-") as root:
         cluster = EtcdCluster(Path(root), 1).start()
         yield cluster
@@ -132,7 +123,6 @@ def etcd() -> Iterator[EtcdCluster]:
 @pytest.fixture(scope="session")
 def etcd_degraded() -> Iterator[EtcdCluster]:
     """A 3-member cluster whose first member (the endpoint clients try first) is dead."""
-    _need_etcd()
     with tempfile.TemporaryDirectory(prefix="etcd3-") as root:
         cluster = EtcdCluster(Path(root), 3).start()
         cluster.members[0].kill()
@@ -150,7 +140,6 @@ def etcd_degraded() -> Iterator[EtcdCluster]:
 @pytest.fixture
 def etcd3(tmp_path: Path) -> Iterator[EtcdCluster]:
     """A fresh 3-member etcd cluster, for tests that kill members."""
-    _need_etcd()
     cluster = EtcdCluster(tmp_path, 3).start()
     yield cluster
     cluster.stop()
