@@ -1,8 +1,10 @@
 """Start the one image in each deployment mode, reach it, and break it on purpose."""
 
+from topologies.attach import attach
 from topologies.client import ClusterClient, Credentials
-from topologies.cluster import Cluster, attach, launch, remove_run, run_image, start
+from topologies.cluster import Cluster, remove_run
 from topologies.exceptions import FaultError, NotFound, SpecError, StartTimeout, TopologyError
+from topologies.launch import launch, run_image, start
 from topologies.node import Node
 from topologies.spec import ModeSpec, available, load
 from topologies.wait import WaitTimeout, wait_until

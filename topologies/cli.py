@@ -21,7 +21,9 @@ import images
 from images.progress import step
 from topologies import cluster as clusters
 from topologies import faults, spec
+from topologies.attach import attach
 from topologies.exceptions import TopologyError
+from topologies.launch import launch
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
 
@@ -61,7 +63,7 @@ def _images(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with step(f"starting {args.mode}", quiet=args.json):
-        cluster = clusters.launch(args.mode, reaper=False, timeout=args.timeout, quiet=args.json)
+        cluster = launch(args.mode, reaper=False, timeout=args.timeout, quiet=args.json)
     if args.json:
         print(json.dumps(cluster.describe(), indent=2))
         return 0
@@ -121,7 +123,7 @@ FAULTS: dict[str, Callable[[str], faults.Fault]] = {
 
 
 def _fault(args: argparse.Namespace) -> int:
-    cluster = clusters.attach(args.run_id)
+    cluster = attach(args.run_id)
     node = cluster.node(args.node)
     if args.action in FAULTS:
         FAULTS[args.action](node.name).apply(cluster)
