@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -69,6 +70,13 @@ def _create_network(client: docker.DockerClient, cluster: Cluster) -> str:
     raise TopologyError("no free /24 found for the run's network after 20 tries")
 
 
+def _on_network(cluster: Cluster, name: str, ip: str) -> dict[str, Any]:
+    """Container settings for a fixed address and a name on the run's network."""
+    network = cluster.network.name
+    endpoint = EndpointConfig("1.41", aliases=[name], ipv4_address=ip)
+    return {"hostname": name, "network": network, "networking_config": {network: endpoint}}
+
+
 def _node_container(cluster: Cluster, node: spec.NodeSpec, ip: str, env: dict[str, str]) -> tuple[DockerContainer, int]:
     port = _free_port()
     volume = cluster.docker.volumes.create(f"mm-{cluster.run_id}-{node.name}", labels=cluster.reaped_labels(node.name))
@@ -83,10 +91,8 @@ def _node_container(cluster: Cluster, node: spec.NodeSpec, ip: str, env: dict[st
                 "modematrix.services": ",".join(node.services),
                 "modematrix.db_member": str(node.db_member).lower(),
             },
-            hostname=node.name,
-            network=cluster.network.name,
+            **_on_network(cluster, node.name, ip),
             mem_limit=cluster.spec.memory,
-            networking_config={cluster.network.name: EndpointConfig("1.41", aliases=[node.name], ipv4_address=ip)},
             mounts=[Mount(plan.DATA_DIR, volume.name, type="volume")],
         )
     )
@@ -158,10 +164,8 @@ def _start_load_balancer(cluster: Cluster, prefix: str) -> None:
             "&& exec haproxy -W -db -f /tmp/haproxy.cfg",
         ],
         labels={**cluster.labels(lb.name), LABEL_ROLE: "lb"},
-        hostname=lb.name,
-        network=cluster.network.name,
+        **_on_network(cluster, lb.name, ips[lb.name]),
         mem_limit="64m",
-        networking_config={cluster.network.name: EndpointConfig("1.41", aliases=[lb.name], ipv4_address=ips[lb.name])},
     )
     container.ports = {f"{plan.API_PORT}/tcp": ("127.0.0.1", port)}
     container.start()
