@@ -41,6 +41,9 @@ def unavailability(results: list[Result]) -> dict[str, dict[str, dict[str, float
         numbers = next((v.numbers for v in r.verdicts if v.check == "availability"), {})
         recoveries = [x for x in numbers.get("heal_to_first_write_s", []) if x is not None]
         grouped[r.mode][r.scenario] = {
+            "faults": len(r.faults),
+            "write_unavailability_median_s": numbers.get("fault_unavailability_median_s"),
+            "write_unavailability_worst_s": numbers.get("fault_unavailability_worst_s"),
             "longest_write_gap_s": numbers.get("longest_write_gap_s"),
             "heal_to_first_write_median_s": round(statistics.median(recoveries), 3) if recoveries else None,
             "heal_to_first_write_worst_s": max(recoveries) if recoveries else None,
@@ -81,7 +84,8 @@ def table(results: list[Result]) -> str:
     lines = [header, "-" * len(header)]
     for r in results:
         results_by_check = {v.check: v.result for v in r.verdicts}
-        gap = next((v.numbers.get("longest_write_gap_s") for v in r.verdicts if v.check == "availability"), None)
+        numbers = next((v.numbers for v in r.verdicts if v.check == "availability"), {})
+        gap = f"{numbers.get('fault_unavailability_median_s')}/{numbers.get('fault_unavailability_worst_s')}"
         lines.append(
             f"{r.mode:7} {r.scenario:18} {len(r.faults):>6} {r.counts['ops']:>6} {r.counts['ok']:>6} "
             f"{r.counts['unknown']:>5} "

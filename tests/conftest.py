@@ -54,25 +54,49 @@ class EtcdMember:
         return f"http://127.0.0.1:{self.client_port}"
 
     def argv(self, initial_cluster: str, data_dir: str) -> list[str]:
-        return ["--name", self.name, "--data-dir", data_dir,
-                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-                "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-                "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
-                "--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "warn"]
+        return [
+            "--name",
+            self.name,
+            "--data-dir",
+            data_dir,
+            "--listen-client-urls",
+            self.url,
+            "--advertise-client-urls",
+            self.url,
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{self.peer_port}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{self.peer_port}",
+            "--initial-cluster",
+            initial_cluster,
+            "--initial-cluster-state",
+            "new",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+            "--log-level",
+            "warn",
+        ]
 
     def start(self, initial_cluster: str) -> None:
         if shutil.which("etcd"):
             with open(self.data_dir.with_suffix(".log"), "ab") as log:  # the child keeps its own copy
-                self.process = subprocess.Popen(["etcd", *self.argv(initial_cluster, str(self.data_dir))],
-                                                stdout=log, stderr=log)
+                self.process = subprocess.Popen(
+                    ["etcd", *self.argv(initial_cluster, str(self.data_dir))], stdout=log, stderr=log
+                )
             return
         import images
 
         client = images.docker_client()
         self.container = client.containers.run(
-            images.build(quiet=True, client=client).tag, self.argv(initial_cluster, f"/tmp/{self.name}"),
-            entrypoint=["etcd"], network_mode="host", detach=True, labels={"modematrix.run": "tests-etcd"})
+            images.build(quiet=True, client=client).tag,
+            self.argv(initial_cluster, f"/tmp/{self.name}"),
+            entrypoint=["etcd"],
+            network_mode="host",
+            detach=True,
+            labels={"modematrix.run": "tests-etcd"},
+        )
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -1,16 +1,33 @@
-"""Availability: the longest window with no successful write, and heal -> first success.
+"""Availability: how long writes stopped succeeding around each fault, and heal -> first success.
 
-Reported as numbers; the verdict fails only when writes never came back after healing.
+For each fault cycle (from ``apply`` to ``healthy``) the write unavailability is the longest
+gap between successful writes that overlaps the cycle. Reported per cycle, with median and
+worst; the verdict fails only when writes never came back after a heal.
 """
 
 from __future__ import annotations
 
 import itertools
+import statistics
 
 from scenarios.checkers.base import FAIL, PASS, UNKNOWN, Verdict
 from scenarios.history import OK, Op
 
 WRITE_KINDS = ("write", "cas", "delete", "enqueue")
+
+
+def _cycles(events: list[tuple[float, str]], end: float) -> list[tuple[float, float]]:
+    """(applied, healthy) for each fault, from the timeline."""
+    cycles, applied = [], None
+    for at, event in sorted(events):
+        if event.startswith("apply "):
+            applied = at
+        elif event == "healthy" and applied is not None:
+            cycles.append((applied, at))
+            applied = None
+    if applied is not None:
+        cycles.append((applied, end))
+    return cycles
 
 
 def availability(ops: list[Op], events: list[tuple[float, str]]) -> Verdict:
@@ -19,17 +36,22 @@ def availability(ops: list[Op], events: list[tuple[float, str]]) -> Verdict:
         return Verdict("availability", UNKNOWN, "no traffic recorded")
     start, end = min(op.call for op in traffic), max(op.ret for op in traffic)
     successes = sorted(op.ret for op in traffic if op.kind in WRITE_KINDS and op.outcome == OK)
-    marks = [start, *successes, end]
-    gaps = [b - a for a, b in itertools.pairwise(marks)]
-    longest = max(gaps) if gaps else end - start
-    heals = [at for at, event in events if event.startswith("heal ")]
+    gaps = list(itertools.pairwise([start, *successes, end]))
+    longest = max((b - a for a, b in gaps), default=end - start)
+    per_fault = [
+        max((b - a for a, b in gaps if b >= applied and a <= healthy), default=0.0)
+        for applied, healthy in _cycles(events, end)
+    ]
     recovery = []
-    for healed in heals:
+    for healed in (at for at, event in events if event.startswith("heal ")):
         after = [t for t in successes if t >= healed]
-        recovery.append(after[0] - healed if after else None)
+        recovery.append(round(after[0] - healed, 3) if after else None)
     numbers = {
         "longest_write_gap_s": round(longest, 3),
-        "heal_to_first_write_s": [None if r is None else round(r, 3) for r in recovery],
+        "fault_unavailability_s": [round(g, 3) for g in per_fault],
+        "fault_unavailability_median_s": round(statistics.median(per_fault), 3) if per_fault else None,
+        "fault_unavailability_worst_s": round(max(per_fault), 3) if per_fault else None,
+        "heal_to_first_write_s": recovery,
         "successful_writes": len(successes),
     }
     if any(r is None for r in recovery):

@@ -14,9 +14,27 @@ pytestmark = pytest.mark.docker
 
 
 def locust(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "single.py"), "--headless",
-                           "-u", "4", "-r", "4", "-t", "6s", *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=180)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(ROOT / "loadtests" / "single.py"),
+            "--headless",
+            "-u",
+            "4",
+            "-r",
+            "4",
+            "-t",
+            "6s",
+            *args,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_a_run_starts_its_cluster_meets_its_slos_writes_reports_and_cleans_up(tmp_path: Path) -> None:
@@ -35,7 +53,9 @@ def test_an_impossible_threshold_fails_the_run_and_names_it(tmp_path: Path) -> N
 
 
 def test_recovery_is_measured_from_the_fault() -> None:
-    code = ("from loadtests.common import recovery; "
-            "print(recovery({10: [9, 1], 11: [0, 10], 12: [10, 0], 13: [10, 0], 14: [10, 0]}, 11.0))")
+    code = (
+        "from loadtests.common import recovery; "
+        "print(recovery({10: [9, 1], 11: [0, 10], 12: [10, 0], 13: [10, 0], 14: [10, 0]}, 11.0))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "(1.0, 1.0)"

@@ -191,3 +191,18 @@ def test_sigterm_drains_an_in_flight_request(tmp_path: Path) -> None:
         reply = c.put("/v1/kv/slow", content=body())
     assert reply.status_code == 200
     assert proc.process.wait(30) == 0
+
+
+def test_insecure_http_serves_plain_http_and_warns(tmp_path: Path) -> None:
+    proc = RuntimeProcess(tmp_path / "node", env={"RUNTIME_INSECURE_HTTP": "true"}).start()
+    url = f"http://127.0.0.1:{proc.port}"
+    wait_until(
+        lambda: httpx.get(url + "/readyz", timeout=1).status_code == 200,
+        timeout=30,
+        interval=0.1,
+        message="plain HTTP readyz",
+        ignore=(httpx.HTTPError,),
+    )
+    log = proc.log_file.read_text()
+    assert "serving plain HTTP (--insecure-http)" in log and '"level": "warning"' in log
+    proc.kill()

@@ -189,6 +189,15 @@ def test_availability_measures_the_gap_and_the_recovery() -> None:
     verdict = availability(history, [(3.0, "apply kill"), (8.0, "heal kill"), (8.5, "healthy")])
     assert verdict.result == PASS
     assert verdict.numbers["longest_write_gap_s"] == 8.0 and verdict.numbers["heal_to_first_write_s"] == [2.0]
+    assert verdict.numbers["fault_unavailability_s"] == [8.0]
+
+
+def test_unavailability_is_measured_per_fault_cycle() -> None:
+    history = [write("k", str(t), t, t + 0.1, int(t * 10) + 1) for t in (0, 1, 2, 5, 6, 7, 10, 11)]
+    events = [(1.5, "apply a"), (4.0, "heal a"), (4.5, "healthy"), (7.5, "apply b"), (9.0, "heal b"), (9.5, "healthy")]
+    verdict = availability(history, events)
+    assert verdict.numbers["fault_unavailability_s"] == [3.0, 3.0]  # 2.1 -> 5.1 and 7.1 -> 10.1
+    assert verdict.numbers["fault_unavailability_median_s"] == 3.0
 
 
 def test_no_write_after_heal_fails() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -177,3 +178,27 @@ def test_a_failed_start_names_the_node_shows_its_log_and_cleans_up() -> None:
     assert "refusing to start: db_endpoints" in message
     after = {c.id for c in client.containers.list(all=True, filters={"label": LABEL_RUN})}
     assert after <= before
+
+
+def test_ha_packet_loss_is_applied_in_the_nodes_namespace_and_healed(ha: topologies.Cluster) -> None:
+    node = ha.nodes[1]
+    with faults.injected(ha, faults.Loss(node.name, 30)):
+        rules = ha.in_netns(node, ["iptables -S INPUT", "iptables -S OUTPUT"])
+        # iptables keeps the probability as a 32-bit fraction: 0.3 reads back as 0.29999999981
+        assert len(re.findall(r"statistic --mode random --probability 0\.(?:2999|3000)", rules)) == 2, rules
+        with ha.client(timeout=15) as api:
+            until_ok(lambda: api.put("/v1/kv/lossy", content=b"1"))
+    assert "statistic" not in ha.in_netns(node, ["iptables -S"]), "heal must remove every rule"
+
+
+def test_delay_runs_where_the_kernel_has_netem_and_says_why_not_elsewhere(ha: topologies.Cluster) -> None:
+    fault = faults.Delay(ha.nodes[2].name, 50, 10)
+    reason = fault.applies_to(ha)
+    if reason is not None:
+        assert "netem" in reason
+        with pytest.raises(topologies.FaultError, match="does not apply"):
+            with faults.injected(ha, fault):
+                pass
+        pytest.skip(reason)
+    with faults.injected(ha, fault):
+        assert "netem" in ha.in_netns(ha.nodes[2], ["tc qdisc show dev eth0"])
