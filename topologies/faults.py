@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from topologies import plan
@@ -162,7 +162,6 @@ class Delay:
     node: str
     ms: int
     jitter_ms: int = 0
-    _probe: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
