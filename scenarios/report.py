@@ -79,7 +79,7 @@ def table(results: list[Result]) -> str:
     header = (
         f"{'mode':7} {'scenario':18} {'faults':>6} {'ops':>6} {'ok':>6} {'unkn':>5} "
         + " ".join(f"{c[:14]:>14}" for c in checks)
-        + f" {'gap s':>6}"
+        + f" {'unavail med/worst s':>20}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -90,6 +90,6 @@ def table(results: list[Result]) -> str:
             f"{r.mode:7} {r.scenario:18} {len(r.faults):>6} {r.counts['ops']:>6} {r.counts['ok']:>6} "
             f"{r.counts['unknown']:>5} "
             + " ".join(f"{results_by_check.get(c, '-'):>14}" for c in checks)
-            + f" {gap if gap is not None else '-':>6}"
+            + f" {gap:>20}"
         )
     return "\n".join(lines)

@@ -80,8 +80,8 @@ class TrafficRun:
     def start(self) -> None:
         workers = [(f"kv{i}", self._kv_worker) for i in range(self.traffic.kv_clients)]
         workers += [(f"q{i}", self._queue_worker) for i in range(self.traffic.queue_clients)]
-        for name, target in workers:
-            thread = threading.Thread(target=self._guard, args=(name, target), name=name, daemon=True)
+        for index, (name, target) in enumerate(workers):
+            thread = threading.Thread(target=self._guard, args=(index, name, target), name=name, daemon=True)
             self._threads.append(thread)
             thread.start()
 
@@ -94,9 +94,10 @@ class TrafficRun:
         for thread in self._threads:
             thread.join(self.traffic.timeout * 3)
 
-    def _guard(self, name: str, target: Callable[[str, ClusterClient], None]) -> None:
+    def _guard(self, index: int, name: str, target: Callable[[str, ClusterClient], None]) -> None:
+        """Run one client; clients start on different endpoints, as real HA clients would."""
         try:
-            with self.cluster.client(timeout=self.traffic.timeout) as client:
+            with self.cluster.client(timeout=self.traffic.timeout, first=index) as client:
                 target(name, client)
         except Exception as exc:  # recorded, and reported by the scenario
             self.errors.append(f"{name}: {type(exc).__name__}: {exc}")

@@ -37,6 +37,7 @@ class ClusterClient:
         *,
         timeout: float = 5.0,
         login: bool = True,
+        first: int = 0,
     ) -> None:
         if not endpoints:
             raise ValueError("a cluster client needs at least one endpoint")
@@ -44,7 +45,7 @@ class ClusterClient:
         self.credentials = credentials
         context = ssl.create_default_context(cafile=str(ca_file))
         self._clients = {e: httpx.Client(base_url=e, verify=context, timeout=timeout) for e in self.endpoints}
-        self._current = 0
+        self._current = first % len(self.endpoints)  # spread many clients over the endpoints
         self.token: str | None = None
         if login and credentials is not None:
             self.login()

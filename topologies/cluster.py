@@ -88,10 +88,16 @@ class Cluster:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
     def client(
-        self, credentials: Credentials | None = None, *, timeout: float = 5.0, endpoints: Sequence[str] | None = None
+        self,
+        credentials: Credentials | None = None,
+        *,
+        timeout: float = 5.0,
+        endpoints: Sequence[str] | None = None,
+        first: int = 0,
     ) -> ClusterClient:
+        """A client of the front door; ``first`` picks which endpoint it tries first."""
         return ClusterClient(
-            list(endpoints or self.endpoints), self.ca_file, credentials or self.admin, timeout=timeout
+            list(endpoints or self.endpoints), self.ca_file, credentials or self.admin, timeout=timeout, first=first
         )
 
     def db_leader(self) -> Node:
