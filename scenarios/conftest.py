@@ -32,6 +32,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     modes = "-".join(sorted({r.mode for r in RESULTS}))
     report.write_json(RESULTS, folder / f"{modes}-summary.json")
     report.write_junit(RESULTS, folder / f"{modes}-junit.xml")
+    for result in RESULTS:  # the evidence behind every failed check
+        if not result.passed and result.history is not None:
+            (folder / f"{result.mode}-{result.scenario}-history.json").write_text(result.history.dump())
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

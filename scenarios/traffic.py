@@ -205,11 +205,13 @@ class TrafficRun:
         """Claim and ack everything left. Leases still held by traffic expire first; a claim
         whose outcome was unknown may hide a job for its lease, so drain again after it."""
         lease = 5.0
-        self._stop.wait(self.traffic.lease_s + 0.5)
+        # Traffic has stopped (its stop event is set), so wait for the clock itself: a lease
+        # taken by traffic, or by an uncertain claim, hides its job until it ends.
+        time.sleep(self.traffic.lease_s + 0.5)
         for _ in range(rounds):
             if not self._drain_round(api, timeout, max_jobs, lease):
                 return
-            self._stop.wait(lease + 0.5)
+            time.sleep(lease + 0.5)
 
     def _drain_round(self, api: ClusterClient, timeout: float, max_jobs: int, lease: float) -> bool:
         """One pass until the queue answers empty; True if some claim's outcome was unknown."""

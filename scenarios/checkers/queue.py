@@ -19,7 +19,8 @@ def queue_safety(ops: list[Op]) -> Verdict:
     acks = Counter(op.args["id"] for op in ops if op.kind in ("ack", "final-ack") and op.outcome == OK)
     maybe_acked = {op.args["id"] for op in ops if op.kind in ("ack", "final-ack") and op.outcome == OP_UNKNOWN}
     drained = {op.result["id"] for op in ops if op.kind == "final-claim" and op.outcome == OK and op.result.get("id")}
-    drain_done = any(op.kind == "final-claim" and op.outcome == OK and not op.result.get("id") for op in ops)
+    finals = [op for op in ops if op.kind == "final-claim"]
+    drain_done = bool(finals) and finals[-1].outcome == OK and not finals[-1].result.get("id")
     twice = sorted(job for job, n in acks.items() if n > 1)
     lost = sorted(enqueued - set(acks) - maybe_acked - drained)
     numbers = {

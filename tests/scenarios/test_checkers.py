@@ -209,3 +209,9 @@ def test_create_only_cas_on_an_absent_key_cannot_fail() -> None:
     assert linearizable_kv([op("cas", "k", 0, 1, "fail", value="a", expected=0)]).result == FAIL
     history = [write("k", "a", 0, 1, 10), op("cas", "k", 2, 3, "fail", value="b", expected=0)]
     assert linearizable_kv(history).result == PASS
+
+
+def test_a_drain_that_ended_on_an_error_is_not_a_finished_drain() -> None:
+    ended_badly = Op("drain", "final-claim", "q", 10, 11, "fail", {}, {"status": 401})
+    history = [enq("j1", 0), drained(None, 5), ended_badly]
+    assert queue_safety(history).result == UNKNOWN
