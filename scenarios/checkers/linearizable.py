@@ -10,6 +10,7 @@ Ops:
 An ``unknown`` op may take effect at any time after its call, or never; a search may leave
 it out. Reads whose outcome is unknown observed nothing and are dropped. Each key is checked
 on its own (P-compositionality). Over the time budget the verdict is ``unknown``, never pass.
+A failed op is kept only when it observed something: a 412 says the revision differed.
 """
 
 from __future__ import annotations
@@ -117,8 +118,8 @@ def linearizable_kv(ops: list[Op], *, budget_s: float = 20.0) -> Verdict:
             continue
         if op.kind in ("read", "final-read") and op.outcome != OK:
             continue  # a read that did not answer observed nothing
-        if op.kind == "delete" and op.outcome == OP_FAIL and op.result.get("status") != 412:
-            continue
+        if op.outcome == OP_FAIL and op.result.get("status") != 412:
+            continue  # a definite failure (refused connection, 4xx) had no effect and observed nothing
         by_key[op.key].append(op)
     deadline = time.monotonic() + budget_s
     bad, undecided = [], []

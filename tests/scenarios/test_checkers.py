@@ -108,7 +108,7 @@ def test_failed_cas_is_fine_when_the_revision_moved() -> None:
     history = [
         write("k", "a", 0, 1, 10),
         write("k", "b", 2, 3, 11),
-        op("cas", "k", 4, 5, "fail", value="c", expected=10),
+        op("cas", "k", 4, 5, "fail", value="c", expected=10, status=412),
         read("k", "b", 6, 7, 11),
     ]
     assert linearizable_kv(history).result == PASS
@@ -206,8 +206,8 @@ def test_no_write_after_heal_fails() -> None:
 
 
 def test_create_only_cas_on_an_absent_key_cannot_fail() -> None:
-    assert linearizable_kv([op("cas", "k", 0, 1, "fail", value="a", expected=0)]).result == FAIL
-    history = [write("k", "a", 0, 1, 10), op("cas", "k", 2, 3, "fail", value="b", expected=0)]
+    assert linearizable_kv([op("cas", "k", 0, 1, "fail", value="a", expected=0, status=412)]).result == FAIL
+    history = [write("k", "a", 0, 1, 10), op("cas", "k", 2, 3, "fail", value="b", expected=0, status=412)]
     assert linearizable_kv(history).result == PASS
 
 
@@ -215,3 +215,11 @@ def test_a_drain_that_ended_on_an_error_is_not_a_finished_drain() -> None:
     ended_badly = Op("drain", "final-claim", "q", 10, 11, "fail", {}, {"status": 401})
     history = [enq("j1", 0), drained(None, 5), ended_badly]
     assert queue_safety(history).result == UNKNOWN
+
+
+def test_a_write_that_failed_to_connect_had_no_effect() -> None:
+    """Found by a real scaled run: a write refused at connect must not be linearized."""
+    refused = Op("c3", "write", "k", 2, 2.1, "fail", {"value": "never"}, {"error": "ConnectError"})
+    refused_cas = Op("c3", "cas", "k", 2, 2.1, "fail", {"value": "never", "expected": 10}, {"error": "ConnectError"})
+    history = [write("k", "a", 0, 1, 10), refused, refused_cas, read("k", "a", 3, 4, 10)]
+    assert linearizable_kv(history).result == PASS
