@@ -2,7 +2,7 @@
 
 Peers are a static list of fixed addresses per service. A background loop checks each
 peer's ``/readyz``; requests go round-robin over the healthy ones, falling back to the
-others only when none is healthy. Retrying is decided per failure:
+others only when none is healthy. Retrying is :func:`runtime.retry.may_retry`:
 
 - the connection was never made: nothing was sent, try the next peer whatever the method;
 - it failed after the request left: only an idempotent route is retried; otherwise the
@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from runtime import http
 from runtime.metrics import Metrics
+from runtime.retry import Outcome, may_retry
 
 log = logging.getLogger("runtime.proxy")
 FORWARD_HEADERS = ("authorization", "content-type", "if-match", "if-none-match", "x-request-id")
@@ -91,7 +92,8 @@ class PeerPool:
             except httpx.TransportError as exc:
                 failures.append(f"{peer.address}: {type(exc).__name__}")
                 peer.healthy = False
-                if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and not idempotent:
+                sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                if not may_retry(Outcome.LOST if sent else Outcome.NOT_SENT, idempotent=idempotent):
                     self.metrics.forwarded.labels(service, "unknown").inc()
                     return http.error(
                         503,

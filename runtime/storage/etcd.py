@@ -1,7 +1,7 @@
 """etcd v3 through its JSON gateway (``/v3/kv/*``), with failover across endpoints.
 
 Every key is stored as ``/modematrix/<namespace>/<key>``. Reads are linearizable (etcd's
-default for range). When to try another endpoint is decided per failure:
+default for range). When to try another endpoint is :func:`runtime.retry.may_retry`, with reads idempotent:
 
 - the connection was never made: nothing was sent, so any operation moves on to the next;
 - etcd answered "no leader": the request was refused before it was proposed, same;
@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from runtime.exceptions import Conflict, StorageUnavailable
+from runtime.retry import Outcome, may_retry
 from runtime.storage.base import Entry, prefix_end, range_start
 
 ROOT = "/modematrix/"
@@ -121,25 +122,33 @@ class EtcdBackend:
                 break
             try:
                 response = await self._client.post(endpoint + path, json=body)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                failures.append(f"{endpoint}: {type(exc).__name__}")
-                continue
             except httpx.HTTPError as exc:
                 failures.append(f"{endpoint}: {type(exc).__name__}")
+                outcome = _outcome_of(exc)
+            else:
+                reply = _json(response)
+                if response.status_code == 200:
+                    self._current = (self._current + attempt) % len(self.endpoints)
+                    return reply
+                message = str(reply.get("error") or reply.get("message") or response.text)
+                failures.append(f"{endpoint}: {message}")
+                outcome = Outcome.REFUSED if message.startswith(_REFUSED_BEFORE_PROPOSAL) else Outcome.LOST
+            if outcome is Outcome.LOST:
                 self._current = (self._current + attempt + 1) % len(self.endpoints)
-                if write:
-                    raise StorageUnavailable(f"etcd write outcome unknown: {'; '.join(failures)}") from exc
-                continue
-            try:
-                reply: dict[str, Any] = response.json()
-            except ValueError:
-                reply = {"error": f"HTTP {response.status_code}: {response.text[:200]}"}
-            if response.status_code == 200:
-                self._current = (self._current + attempt) % len(self.endpoints)
-                return reply
-            message = str(reply.get("error") or reply.get("message") or response.text)
-            failures.append(f"{endpoint}: {message}")
-            if write and not message.startswith(_REFUSED_BEFORE_PROPOSAL):
-                self._current = (self._current + attempt + 1) % len(self.endpoints)
+            if not may_retry(outcome, idempotent=not write):
                 raise StorageUnavailable(f"etcd write outcome unknown: {'; '.join(failures)}")
         raise StorageUnavailable(f"no etcd endpoint answered: {'; '.join(failures) or 'deadline passed'}")
+
+
+def _outcome_of(exc: httpx.HTTPError) -> Outcome:
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return Outcome.NOT_SENT
+    return Outcome.LOST
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        reply: dict[str, Any] = response.json()
+    except ValueError:
+        reply = {"error": f"HTTP {response.status_code}: {response.text[:200]}"}
+    return reply
