@@ -77,38 +77,53 @@ def step(state: State, op: Op) -> tuple[bool, State]:
     raise ValueError(f"not a kv op: {kind}")
 
 
+@dataclass
+class _Frame:
+    """One node of the search: the ops done so far, the register's state, and the ops that
+    may go next (invoked before every pending op's return), tried in order."""
+
+    done: int
+    state: State
+    candidates: list[Entry]
+    tried: int = 0
+
+
+def _frame(entries: list[Entry], done: int, state: State) -> _Frame:
+    pending = [e for e in entries if not done & (1 << e.index)]
+    horizon = min(e.op.effective_ret for e in pending)  # nothing invoked after this may go first
+    return _Frame(done, state, [e for e in pending if e.op.call <= horizon])
+
+
 def check_key(ops: list[Op], deadline: float) -> bool:
-    """True if some linearization explains every definite op of one key."""
+    """True if some linearization explains every definite op of one key.
+
+    Depth-first over an explicit stack, so a history of any length needs no recursion;
+    (done, state) pairs already explored are not explored again (Lowe's memoisation).
+    """
     entries = [Entry(op, i) for i, op in enumerate(sorted(ops, key=lambda o: o.call))]
     required = sum(1 << e.index for e in entries if not e.optional)
-    seen: set[tuple[int, State]] = set()
-
-    def search(done: int, state: State) -> bool:
+    if required == 0:
+        return True
+    seen: set[tuple[int, State]] = {(0, None)}
+    stack = [_frame(entries, 0, None)]
+    while stack:
+        top = stack[-1]
+        if top.tried == len(top.candidates):
+            stack.pop()
+            continue
+        entry = top.candidates[top.tried]
+        top.tried += 1
+        ok, after = step(top.state, entry.op)
+        done = top.done | (1 << entry.index)
+        if not ok or (done, after) in seen:
+            continue
         if done & required == required:
             return True
-        if (done, state) in seen:
-            return False
         if time.monotonic() > deadline:
             raise OverBudget
-        seen.add((done, state))
-        pending = [e for e in entries if not done & (1 << e.index)]
-        horizon = min(e.op.effective_ret for e in pending)  # nothing invoked after this may go first
-        for entry in pending:
-            if entry.op.call > horizon:
-                break
-            ok, after = step(state, entry.op)
-            if ok and search(done | (1 << entry.index), after):
-                return True
-        return False
-
-    import sys
-
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 10 * len(entries) + 1000))
-    try:
-        return search(0, None)
-    finally:
-        sys.setrecursionlimit(limit)
+        seen.add((done, after))
+        stack.append(_frame(entries, done, after))
+    return False
 
 
 def linearizable_kv(ops: list[Op], *, budget_s: float = 20.0) -> Verdict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from scenarios.checkers import FAIL, PASS, UNKNOWN, availability, linearizable_kv, no_lost_writes, queue_safety
@@ -9,7 +10,9 @@ from scenarios.history import Op
 
 
 def op(kind: str, key: str, call: float, ret: float, outcome: str = "ok", client: str = "c1", **fields: Any) -> Op:
-    args = {k: fields.pop(k) for k in ("value", "expected", "id") if k in fields and kind not in ("read", "final-read")}
+    args: dict[str, Any] = {
+        k: fields.pop(k) for k in ("value", "expected", "id") if k in fields and kind not in ("read", "final-read")
+    }
     if kind in ("read", "final-read") and "value" in fields:
         fields.setdefault("revision", None)
     return Op(client, kind, key, call, ret, outcome, args, fields)
@@ -223,3 +226,22 @@ def test_a_write_that_failed_to_connect_had_no_effect() -> None:
     refused_cas = Op("c3", "cas", "k", 2, 2.1, "fail", {"value": "never", "expected": 10}, {"error": "ConnectError"})
     history = [write("k", "a", 0, 1, 10), refused, refused_cas, read("k", "a", 3, 4, 10)]
     assert linearizable_kv(history).result == PASS
+
+
+def long_history(length: int) -> list[Op]:
+    """One client writing then reading its write, ``length`` times in a row on one key."""
+    ops = []
+    for i in range(length):
+        t = 4.0 * i
+        ops.append(op("write", "k", t, t + 1, value=f"v{i}", revision=i + 1))
+        ops.append(op("read", "k", t + 2, t + 3, value=f"v{i}", revision=i + 1))
+    return ops
+
+
+def test_a_history_deeper_than_the_recursion_limit_is_checked_without_raising_it() -> None:
+    limit = sys.getrecursionlimit()
+    depth = 2 * limit  # a recursive search would need one frame per op
+    assert linearizable_kv(long_history(depth // 2 + 1)).result == PASS
+    stale = [*long_history(depth // 2), op("read", "k", 1e9, 1e9 + 1, value="v0", revision=1)]
+    assert linearizable_kv(stale).result == FAIL
+    assert sys.getrecursionlimit() == limit
