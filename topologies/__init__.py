@@ -2,10 +2,22 @@
 
 from topologies.attach import attach
 from topologies.client import ClusterClient, Credentials
-from topologies.cluster import Cluster, remove_run
-from topologies.exceptions import FaultError, NotFound, SpecError, StartTimeout, TopologyError
+from topologies.cluster import Cluster
+from topologies.exceptions import (
+    FaultError,
+    ImageFailed,
+    NotFound,
+    PlatformError,
+    PlatformUnavailable,
+    PortInUse,
+    SpecError,
+    StartTimeout,
+    TopologyError,
+    UsageError,
+)
 from topologies.launch import launch, run_image, start
 from topologies.node import Node
+from topologies.platforms import Platform
 from topologies.spec import ModeSpec, available, load
 from topologies.wait import WaitTimeout, wait_until
 
@@ -14,18 +26,23 @@ __all__ = [
     "ClusterClient",
     "Credentials",
     "FaultError",
+    "ImageFailed",
     "ModeSpec",
     "Node",
     "NotFound",
+    "Platform",
+    "PlatformError",
+    "PlatformUnavailable",
+    "PortInUse",
     "SpecError",
     "StartTimeout",
     "TopologyError",
+    "UsageError",
     "WaitTimeout",
     "attach",
     "available",
     "launch",
     "load",
-    "remove_run",
     "run_image",
     "start",
     "wait_until",

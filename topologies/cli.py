@@ -1,10 +1,13 @@
 """The ``modematrix`` command: build the image, start modes, break them, tear them down.
 
-modematrix images build            modematrix up ha [--json]
+modematrix images build            modematrix up ha [--json] [--platform docker]
 modematrix images base             modematrix status [--json]
 modematrix images wheels --dest D  modematrix down RUN_ID | --all
 modematrix images context DIR      modematrix fault RUN_ID NODE kill|stop|start|restart|pause|unpause|partition|heal
 modematrix images check [TAG]
+
+Every failure is one line on stderr: exit 2 for bad input (an unknown mode, run or node, an
+invalid mode file), 1 for a run that failed. ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import json
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import images
 from images.progress import step
-from topologies import cluster as clusters
-from topologies import faults, spec
+from topologies import faults, platforms, spec
 from topologies.attach import attach
-from topologies.exceptions import TopologyError
+from topologies.constants import LABEL_MODE, LABEL_RUN, PLATFORMS
+from topologies.exceptions import StartTimeout, TopologyError
 from topologies.launch import launch
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -62,8 +66,10 @@ def _images(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    with step(f"starting {args.mode}", quiet=args.json):
-        cluster = launch(args.mode, reaper=False, timeout=args.timeout, quiet=args.json)
+    mode = spec.load(args.mode)  # bad input is refused before anything starts
+    platform = platforms.get(args.platform, reaper=False)
+    with step(f"starting {mode.mode}", quiet=args.json):
+        cluster = launch(mode, reaper=False, timeout=args.timeout, quiet=args.json, platform=platform)
     if args.json:
         print(json.dumps(cluster.describe(), indent=2))
         return 0
@@ -79,17 +85,25 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    client = images.docker_client()
-    rows = []
-    for run_id, containers in sorted(clusters.runs(client).items()):
-        mode = containers[0].labels.get(clusters.LABEL_MODE, "?")
-        running = sum(c.status == "running" for c in containers)
-        rows.append({"run_id": run_id, "mode": mode, "containers": len(containers), "running": running})
+    platform = platforms.get(args.platform, reaper=False)
+    by_run: dict[str, list[platforms.Handle]] = {}
+    for handle in platform.list_run(None):
+        by_run.setdefault(handle.labels.get(LABEL_RUN, "?"), []).append(handle)
+    rows = [
+        {
+            "run_id": run_id,
+            "mode": handles[0].labels.get(LABEL_MODE, "?"),
+            "containers": len(handles),
+            "running": sum(platform.state(h) == platforms.RUNNING for h in handles),
+        }
+        for run_id, handles in sorted(by_run.items())
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
-    elif not rows:
+        return 0
+    if not rows:
         print("no modematrix runs")
-    for row in [] if args.json else rows:
+    for row in rows:
         print(f"{row['run_id']}  {row['mode']:8} {row['running']}/{row['containers']} running")
     return 0
 
@@ -98,19 +112,15 @@ def _down(args: argparse.Namespace) -> int:
     if not args.all and not args.run_id:
         print("modematrix down: expected a RUN_ID or --all", file=sys.stderr)
         return EXIT_USAGE
-    client = images.docker_client()
-    targets = list(clusters.runs(client)) if args.all else [args.run_id]
+    platform = platforms.get(args.platform, reaper=False)
+    targets = {h.labels.get(LABEL_RUN, "") for h in platform.list_run(None)} if args.all else {args.run_id}
     for run_id in targets:
         shutil.rmtree(images.cache_dir() / "runs" / run_id, ignore_errors=True)
-    if args.all:
-        removed = clusters.remove_run(client, None)  # also networks/volumes whose containers are gone
-        print(f"removed {removed} from {len(targets)} run(s)")
-        return 0
-    removed = clusters.remove_run(client, args.run_id)
-    if not any(removed.values()):
-        print(f"modematrix down: no run {args.run_id!r}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"removed run {args.run_id}: {removed}")
+    removed = platform.remove_run(None if args.all else args.run_id)  # --all: also orphaned networks, volumes
+    if not args.all and not any(removed.values()):
+        print(f"modematrix down: no run {args.run_id!r}; `modematrix status` lists the runs", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"removed {'run ' + args.run_id if not args.all else f'{len(targets)} run(s)'}: {removed}")
     return 0
 
 
@@ -123,7 +133,7 @@ FAULTS: dict[str, Callable[[str], faults.Fault]] = {
 
 
 def _fault(args: argparse.Namespace) -> int:
-    cluster = attach(args.run_id)
+    cluster = attach(args.run_id, args.platform)
     node = cluster.node(args.node)
     if args.action in FAULTS:
         FAULTS[args.action](node.name).apply(cluster)
@@ -139,6 +149,8 @@ def _fault(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modematrix", description="one image, every deployment mode")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    parser.add_argument("--platform", default="docker", choices=PLATFORMS, help="where nodes run (default %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
     img = sub.add_parser("images", help="build and inspect the runtime image")
     img.add_argument("action", choices=["build", "base", "wheels", "context", "check"])
@@ -175,9 +187,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.run(args))
-    except (TopologyError, images.ImageError) as exc:
-        print(f"modematrix: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except TopologyError as exc:
+        return _fail(args, exc, exc.exit_code)
+    except images.ImageError as exc:
+        return _fail(args, exc, EXIT_FAILED)
+    except KeyboardInterrupt:
+        print("modematrix: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: still one line, with the way to see more
+        return _fail(args, exc, EXIT_FAILED, unexpected=True)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, code: int, *, unexpected: bool = False) -> int:
+    if args.debug:
+        traceback.print_exc()
+    kind = f"unexpected {type(exc).__name__}: " if unexpected else ""
+    hint = "" if args.debug else " (--debug shows the traceback)" if unexpected else ""
+    if isinstance(exc, StartTimeout) and exc.logs:
+        kept = images.cache_dir() / "logs" / f"{exc.node or 'node'}-{int(time.time())}.log"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(exc.logs)
+        hint += f"; its last log lines: {kept}"
+    print(f"modematrix: {kind}{exc}{hint}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,12 +1,8 @@
 """An HTTP client for a whole cluster: trusts the cluster CA, carries a token, fails over.
 
-Failover rules (the same reasoning as the runtime's own forwarding):
-
-- the connection could not be made: nothing was sent, try the next endpoint;
-- a read (GET/HEAD) got 503 from a node that cannot reach its DB: try the next endpoint;
-- anything else is returned (or raised) to the caller, who knows whether a retry is safe.
-
-It sticks to the endpoint that answered last, so a healthy cluster sees one connection.
+When to try the next endpoint is :func:`topologies.retry.after`; anything it does not retry
+is returned (or raised) to the caller, who knows whether a retry is safe. The client sticks
+to the endpoint that answered last, so a healthy cluster sees one connection.
 """
 
 from __future__ import annotations
@@ -19,7 +15,8 @@ from typing import Any
 
 import httpx
 
-SAFE = ("GET", "HEAD")
+from topologies import retry
+from topologies.retry import Outcome
 
 
 @dataclass(frozen=True)
@@ -86,16 +83,19 @@ class ClusterClient:
             index = (self._current + step) % len(self.endpoints)
             try:
                 reply = self._clients[self.endpoints[index]].request(method, path, headers=headers, **kwargs)
+                outcome = retry.of_status(reply.status_code)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                last = exc
-                continue
+                last, outcome = exc, Outcome.NOT_SENT
             except httpx.TransportError:
-                self._current = (index + 1) % len(self.endpoints)  # the caller judges this op; the next goes elsewhere
+                outcome = Outcome.LOST
+                if retry.after(method, outcome).rotate:
+                    self._current = (index + 1) % len(self.endpoints)
                 raise
-            if reply.status_code == 503 and method in SAFE:
-                continue
-            self._current = (index + 1) % len(self.endpoints) if reply.status_code == 503 else index
-            return reply
+            decision = retry.after(method, outcome)
+            if decision.rotate:
+                self._current = (index + 1) % len(self.endpoints)
+            if not decision.retry_elsewhere and reply is not None:
+                return reply
         if reply is not None:
             return reply
         raise last if last else httpx.ConnectError("no endpoint")

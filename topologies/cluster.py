@@ -1,12 +1,12 @@
-"""Start a mode's containers, wait until every node is ready, hand out a :class:`Cluster`.
+"""A started mode: its nodes, its front door, readiness, and the way to remove it.
 
     with topologies.start("ha") as cluster:
         with cluster.client() as api:
             api.put("/v1/kv/x", content=b"1")
 
-Every container, network and volume carries ``modematrix.run=<id>``, ``modematrix.mode`` and
-``modematrix.node`` labels, plus testcontainers' session label, which the reaper uses to
-remove them if this process dies without cleaning up.
+Every node, network and volume carries ``modematrix.run=<id>``, ``modematrix.mode`` and
+``modematrix.node`` labels, which the platform's reaper uses to remove them if this process
+dies without cleaning up. The cluster talks to its nodes only through the Platform protocol.
 """
 
 from __future__ import annotations
@@ -18,23 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
-from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
-
 import images
 from topologies import spec
 from topologies.client import ClusterClient, Credentials
+from topologies.constants import DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_RUN
 from topologies.exceptions import FaultError, NotFound, StartTimeout
 from topologies.node import Node
+from topologies.platforms import Platform
 from topologies.wait import WaitTimeout, wait_until
 
-LABEL_RUN, LABEL_MODE, LABEL_NODE, LABEL_ROLE = (
-    "modematrix.run",
-    "modematrix.mode",
-    "modematrix.node",
-    "modematrix.role",
-)
 READY_POLL = 0.2  # seconds between /readyz polls while starting (faster than Docker's health interval)
 
 
@@ -44,15 +36,16 @@ class Cluster:
         run_id: str,
         mode: spec.ModeSpec,
         image: str,
-        client: docker.DockerClient,
+        platform: Platform,
         workdir: Path,
         admin: Credentials,
     ) -> None:
-        self.run_id, self.spec, self.image, self.docker = run_id, mode, image, client
+        self.run_id, self.spec, self.image, self.platform = run_id, mode, image, platform
         self.workdir, self.admin = workdir, admin
         self.nodes: list[Node] = []
         self.lb: Node | None = None
-        self.network: Any = None
+        self.network = f"mm-{run_id}"
+        self.facts: dict[str, str | None] = {}  # what was probed once about the platform (netem)
 
     # -- what users reach -----------------------------------------------------------------
 
@@ -113,7 +106,7 @@ class Cluster:
                 [
                     "etcdctl",
                     "--endpoints",
-                    "http://127.0.0.1:2379",
+                    f"http://127.0.0.1:{DB_CLIENT_PORT}",
                     "--command-timeout=2s",
                     "endpoint",
                     "status",
@@ -122,7 +115,7 @@ class Cluster:
                 ]
             )
             answers.append(f"{member.name}: {out.strip()[:200]}")
-            if code == 0:
+            if code == 0 and out.lstrip().startswith("["):
                 status = json.loads(out)[0]["Status"]
                 if status["leader"] == status["header"]["member_id"]:
                     return member
@@ -139,7 +132,7 @@ class Cluster:
             "nodes": [
                 {
                     "name": n.name,
-                    "container": n.container.name,
+                    "container": n.container,
                     "services": list(n.services),
                     "db_member": n.db_member,
                     "url": n.url,
@@ -166,9 +159,12 @@ class Cluster:
             try:
                 wait_until(ready, timeout=timeout, interval=READY_POLL, message=f"{node.name} ready", ignore=(OSError,))
             except (WaitTimeout, StartTimeout) as exc:
+                logs = node.logs(30)
                 raise StartTimeout(
-                    f"node {node.name} ({node.container.name}) not ready after {timeout:.0f} s: {exc}; "
-                    f"last /readyz answer: {last.get('answer')}\n--- last log lines ---\n{node.logs(25)}"
+                    f"node {node.name} ({node.container}) not ready after {timeout:.0f} s: {exc}; "
+                    f"last /readyz answer: {last.get('answer')}",
+                    node=node.name,
+                    logs=logs,
                 ) from exc
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
@@ -183,40 +179,21 @@ class Cluster:
     # -- faults need a shell in a node's network namespace -------------------------------
 
     def in_netns(self, node: Node, commands: Sequence[str]) -> str:
-        """Run shell commands as root in ``node``'s network namespace, from a helper container
-        of the same image with NET_ADMIN: the node itself never gets that capability."""
+        """Run shell commands as root in ``node``'s network namespace, with network-admin
+        rights that the node itself never holds (the platform uses a helper)."""
         script = " && ".join(commands) if commands else "true"
-        helper = self.docker.containers.run(
-            self.image,
-            entrypoint=["sh", "-c", script],
-            network_mode=f"container:{node.container.id}",
-            cap_add=["NET_ADMIN"],
-            user="root",
-            detach=True,
-            labels={**self.reaped_labels(f"{node.name}-netns"), LABEL_ROLE: "helper"},
-        )
-        try:
-            code = helper.wait(timeout=60)["StatusCode"]
-            output = helper.logs().decode(errors="replace")
-        finally:
-            helper.remove(force=True)
+        code, output = self.platform.netns_exec(node.handle, script, self.image)
         if code != 0:
             raise FaultError(f"on {node.name}: `{script}` exited {code}: {output.strip()[-500:]}")
-        return str(output)
+        return output
 
     def labels(self, node: str) -> dict[str, str]:
-        """Our labels. testcontainers adds its session label to the containers it starts."""
         return {LABEL_RUN: self.run_id, LABEL_MODE: self.mode, LABEL_NODE: node}
-
-    def reaped_labels(self, node: str) -> dict[str, str]:
-        """For what testcontainers does not create (networks, volumes, helpers): with the
-        session label, so the reaper removes them too if this process dies."""
-        return {**self.labels(node), LABEL_SESSION_ID: SESSION_ID}
 
     # -- teardown -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        remove_run(self.docker, self.run_id)
+        self.platform.remove_run(self.run_id)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -225,31 +202,3 @@ def run_dir(run_id: str) -> Path:
     path = images.cache_dir() / "runs" / run_id
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def runs(client: docker.DockerClient) -> dict[str, list[Any]]:
-    """run id -> its containers, for every run Docker knows of."""
-    found: dict[str, list[Any]] = {}
-    for container in client.containers.list(all=True, filters={"label": LABEL_RUN}):
-        found.setdefault(container.labels[LABEL_RUN], []).append(container)
-    return found
-
-
-def remove_run(client: docker.DockerClient, run_id: str | None) -> dict[str, int]:
-    """Remove every container, network and volume of a run (``None``: of every run)."""
-    selector = {"label": f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN}
-    removed = {"containers": 0, "networks": 0, "volumes": 0}
-    for container in client.containers.list(all=True, filters=selector):
-        try:
-            container.remove(force=True, v=True)
-            removed["containers"] += 1
-        except docker.errors.NotFound:
-            pass
-    for kind, collection in (("networks", client.networks), ("volumes", client.volumes)):
-        for item in collection.list(filters=selector):
-            try:
-                item.remove(force=True) if kind == "volumes" else item.remove()
-                removed[kind] += 1
-            except docker.errors.NotFound:
-                pass
-    return removed

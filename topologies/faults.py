@@ -1,8 +1,11 @@
 """Faults are values: each says whether it applies to a cluster, how to apply it, how to heal.
 
     fault = faults.Partition.isolating("node-2", cluster)
-    with faults.injected(cluster, fault):      # health checked before; healed and checked after
+    with faults.injected(cluster, fault, mark=print):   # health checked before; healed and checked after
         ...traffic...
+
+:func:`injected` is the one fault cycle (check, apply, hold, heal, check) used by the pytest
+plugin, the scenarios and the load tests; ``mark`` hears ``apply X``, ``heal X``, ``healthy``.
 
 Network faults run in the node's network namespace from a helper container
 (:meth:`Cluster.in_netns`); the node never holds NET_ADMIN. :func:`heal_all` restores
@@ -12,14 +15,16 @@ everything it can, even after a failed step, and reports what it could not.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 from topologies import plan
 from topologies.cluster import Cluster
-from topologies.exceptions import FaultError
+from topologies.exceptions import FaultError, TopologyError
+from topologies.platforms import PAUSED, STOPPED
 
 log = logging.getLogger("topologies.faults")
 
@@ -96,7 +101,7 @@ class Pause(Kill):
 
     def heal(self, cluster: Cluster) -> None:
         node = cluster.node(self.node)
-        if node.status == "paused":
+        if node.paused:
             node.unpause()
 
 
@@ -177,19 +182,16 @@ class Delay:
         _flush(cluster, self.node)
 
 
-_NETEM: dict[str, str | None] = {}
-
-
 def netem_missing(cluster: Cluster) -> str | None:
-    """None when tc netem works on this host; else why not (probed once per process)."""
-    if "answer" not in _NETEM:
+    """None when tc netem works on this host; else why not (probed once per cluster)."""
+    if "netem" not in cluster.facts:
         node = next(n for n in cluster.nodes if n.running)
         try:
             cluster.in_netns(node, ["tc qdisc add dev lo root netem delay 1ms", "tc qdisc del dev lo root"])
-            _NETEM["answer"] = None
+            cluster.facts["netem"] = None
         except FaultError as exc:
-            _NETEM["answer"] = f"tc netem is not available in this host's kernel (sch_netem): {exc}"
-    return _NETEM["answer"]
+            cluster.facts["netem"] = f"tc netem is not available in this host's kernel (sch_netem): {exc}"
+    return cluster.facts["netem"]
 
 
 def _flush(cluster: Cluster, name: str) -> None:
@@ -205,35 +207,63 @@ def heal_all(cluster: Cluster) -> None:
     for node in cluster.nodes:
         try:
             status = node.status
-            if status == "paused":
+            if status == PAUSED:
                 node.unpause()
-            elif status in ("exited", "created", "dead"):
+            elif status in STOPPED:
                 node.start()
             if node.running:
                 cluster.in_netns(node, plan.HEAL_RULES)
-        except Exception as exc:  # keep healing the others
+        except TopologyError as exc:  # keep healing the others
             failures.append(f"{node.name}: {exc}")
     if failures:
         raise FaultError("could not heal: " + "; ".join(failures))
 
 
+def heal(cluster: Cluster, fault: Fault, *, tries: int = 3, backoff: float = 1.0) -> None:
+    """Heal ``fault`` and then everything else; a failed step is retried, then reported."""
+    last: TopologyError | None = None
+    for attempt in range(tries):
+        try:
+            fault.heal(cluster)
+            heal_all(cluster)
+            return
+        except TopologyError as exc:
+            last = exc
+            log.warning("healing %s failed (try %d of %d): %s", fault.name, attempt + 1, tries, exc)
+            time.sleep(backoff * (attempt + 1))  # the platform may need a moment (a container still stopping)
+    raise FaultError(f"could not heal {fault.name} after {tries} tries: {last}") from last
+
+
+def _ignore(event: str) -> None:
+    pass
+
+
 @contextmanager
-def injected(cluster: Cluster, fault: Fault, *, timeout: float = 120.0) -> Iterator[Fault]:
-    """Check health, apply the fault, yield; always heal everything, then check health again."""
+def injected(
+    cluster: Cluster,
+    fault: Fault,
+    *,
+    timeout: float = 120.0,
+    mark: Callable[[str], None] = _ignore,
+    heal_tries: int = 3,
+) -> Iterator[Fault]:
+    """The fault cycle: refuse a fault that does not apply, check health, apply, yield; on
+    every way out (an exception, KeyboardInterrupt) heal everything, retrying a failed heal
+    step, then check health again."""
     reason = fault.applies_to(cluster)
     if reason:
         raise FaultError(f"{fault.name} does not apply: {reason}")
     cluster.wait_healthy(timeout=timeout)
     log.info("applying %s", fault.name)
+    mark(f"apply {fault.name}")
     try:
         fault.apply(cluster)
         yield fault
     finally:
-        try:
-            fault.heal(cluster)
-        finally:
-            heal_all(cluster)
+        heal(cluster, fault, tries=heal_tries)
+        mark(f"heal {fault.name}")
         cluster.wait_healthy(timeout=timeout)
+        mark("healthy")
 
 
 def rolling_restart(cluster: Cluster, names: Sequence[str] | None = None, timeout: float = 120.0) -> None:

@@ -1,145 +1,106 @@
 """Starting a mode: network, nodes in parallel, the cluster CA, readiness, the balancer.
 
-Everything started is labelled (see :mod:`topologies.cluster`); if this process dies, the
-Ryuk-compatible reaper removes it.
+What each node gets is decided in :mod:`topologies.plan`; this module hands it to the
+platform. Everything started is labelled with the run, so the platform's reaper removes it
+if this process dies.
 """
 
 from __future__ import annotations
 
-import random
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import docker
-import docker.errors
-from docker.types import EndpointConfig, IPAMConfig, IPAMPool, Mount
-from testcontainers.core.config import testcontainers_config
-from testcontainers.core.container import DockerContainer
-from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
-
-import images
-from topologies import plan, spec
+from topologies import plan, platforms, spec
 from topologies.client import Credentials
-from topologies.cluster import LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN, READY_POLL, Cluster, run_dir
-from topologies.exceptions import StartTimeout, TopologyError
+from topologies.cluster import READY_POLL, Cluster, run_dir
+from topologies.constants import (
+    API_PORT,
+    DATA_DIR,
+    LABEL_DB_MEMBER,
+    LABEL_MODE,
+    LABEL_NODE,
+    LABEL_ROLE,
+    LABEL_RUN,
+    LABEL_SERVICES,
+)
+from topologies.exceptions import PlatformError, StartTimeout
 from topologies.node import Node
+from topologies.platforms import Launch, Platform
 from topologies.wait import WaitTimeout, wait_until
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def use_reaper(image: str, client: docker.DockerClient) -> None:
-    """Point testcontainers at our own Ryuk-compatible reaper (built here, never pulled)."""
-    testcontainers_config.ryuk_image = images.build_reaper(image, quiet=True, client=client)
-    testcontainers_config.ryuk_disabled = False
-    from testcontainers.core.container import Reaper
-
-    Reaper.get_instance()
-
-
-def no_reaper() -> None:
-    testcontainers_config.ryuk_disabled = True
-
-
-def _create_network(client: docker.DockerClient, cluster: Cluster) -> str:
-    """A dedicated network on a free /24 of 10.213-10.252.x.0; returns the address prefix."""
-    for _ in range(20):
-        prefix = f"10.{random.randint(213, 252)}.{random.randint(0, 255)}"
-        try:
-            cluster.network = client.networks.create(
-                f"mm-{cluster.run_id}",
-                driver="bridge",
-                labels=cluster.reaped_labels("network"),
-                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=f"{prefix}.0/24", gateway=f"{prefix}.1")]),
-            )
-            return prefix
-        except docker.errors.APIError as exc:
-            if "overlap" not in str(exc).lower():
-                raise TopologyError(f"could not create the run's network: {exc}") from exc
-    raise TopologyError("no free /24 found for the run's network after 20 tries")
-
-
-def _on_network(cluster: Cluster, name: str, ip: str) -> dict[str, Any]:
-    """Container settings for a fixed address and a name on the run's network."""
-    network = cluster.network.name
-    endpoint = EndpointConfig("1.41", aliases=[name], ipv4_address=ip)
-    return {"hostname": name, "network": network, "networking_config": {network: endpoint}}
-
-
-def _node_container(cluster: Cluster, node: spec.NodeSpec, ip: str, env: dict[str, str]) -> tuple[DockerContainer, int]:
-    port = _free_port()
-    volume = cluster.docker.volumes.create(f"mm-{cluster.run_id}-{node.name}", labels=cluster.reaped_labels(node.name))
-    container = (
-        DockerContainer(cluster.image)
-        .with_command(["serve"])
-        .with_name(f"mm-{cluster.run_id}-{node.name}")
-        .with_kwargs(
-            labels={
-                **cluster.labels(node.name),
-                LABEL_ROLE: "node",
-                "modematrix.services": ",".join(node.services),
-                "modematrix.db_member": str(node.db_member).lower(),
-            },
-            **_on_network(cluster, node.name, ip),
-            mem_limit=cluster.spec.memory,
-            mounts=[Mount(plan.DATA_DIR, volume.name, type="volume")],
-        )
+def _node_launch(cluster: Cluster, node: spec.NodeSpec, ip: str, env: Mapping[str, str]) -> Launch:
+    labels = {
+        **cluster.labels(node.name),
+        LABEL_ROLE: "node",
+        LABEL_SERVICES: ",".join(node.services),
+        LABEL_DB_MEMBER: str(node.db_member).lower(),
+    }
+    return Launch(
+        name=f"mm-{cluster.run_id}-{node.name}",
+        image=cluster.image,
+        labels=labels,
+        command=("serve",),
+        env=dict(env),
+        network=cluster.network,
+        hostname=node.name,
+        ip=ip,
+        publish=(API_PORT,),
+        memory=cluster.spec.memory,
+        volume=f"mm-{cluster.run_id}-{node.name}",
+        volume_path=DATA_DIR,
     )
-    for key, value in env.items():
-        container.with_env(key, value)
-    container.ports = {f"{plan.API_PORT}/tcp": ("127.0.0.1", port)}
-    return container, port
 
 
 def _start_nodes(cluster: Cluster, prefix: str, secrets_: plan.Secrets, extra_env: Mapping[str, str]) -> None:
     ips = plan.addresses(cluster.spec, prefix)
-    made = [
-        (n, *_node_container(cluster, n, ips[n.name], {**plan.node_env(cluster.spec, n, ips, secrets_), **extra_env}))
+    launches = [
+        (n, _node_launch(cluster, n, ips[n.name], {**plan.node_env(cluster.spec, n, ips, secrets_), **extra_env}))
         for n in cluster.spec.nodes
     ]
-    with ThreadPoolExecutor(max_workers=len(made)) as pool:
-        list(pool.map(lambda item: item[1].start(), made))
-    cluster.nodes = [Node(n, ips[n.name], port, c.get_wrapped_container()) for n, c, port in made]
+    with ThreadPoolExecutor(max_workers=len(launches)) as pool:
+        handles = list(pool.map(lambda item: cluster.platform.launch(item[1]), launches))
+    cluster.nodes = [
+        Node(n, ips[n.name], handle.ports[API_PORT], handle, cluster.platform)
+        for (n, _), handle in zip(launches, handles, strict=True)
+    ]
 
 
 def fetch_ca(cluster: Cluster, timeout: float) -> None:
-    def read() -> str | None:
+    """Copy the cluster CA, written by whichever node created it first, to the run's folder."""
+
+    def read() -> str:
         running = [n for n in cluster.nodes if n.running]
         if not running:
             first = cluster.nodes[0]
+            logs = first.logs(30)
             raise StartTimeout(
-                f"every node exited before creating the cluster CA; {first.name} "
-                f"({first.container.name}) logs:\n{first.logs(25)}"
+                f"every node exited before creating the cluster CA; {first.name} ({first.container}) exited first",
+                node=first.name,
+                logs=logs,
             )
         for node in running:
-            code, out = node.exec(["cat", f"{plan.DATA_DIR}/ca.pem"])
+            code, out = node.exec(["cat", f"{DATA_DIR}/ca.pem"])
             if code == 0 and "BEGIN CERTIFICATE" in out:
                 return out
-        return None
+        return ""
 
     try:
         pem = wait_until(
-            read,
-            timeout=timeout,
-            interval=READY_POLL,
-            message="a node wrote the cluster CA",
-            ignore=(docker.errors.APIError,),
+            read, timeout=timeout, interval=READY_POLL, message="a node wrote the cluster CA", ignore=(PlatformError,)
         )
     except WaitTimeout as exc:
         first = cluster.nodes[0]
+        logs = first.logs(30)
         raise StartTimeout(
-            f"no node created the cluster CA within {timeout:.0f} s ({exc}); {first.name} logs:\n{first.logs(25)}"
+            f"no node created the cluster CA within {timeout:.0f} s ({exc})",
+            node=first.name,
+            logs=logs,
         ) from exc
     cluster.ca_file.write_text(pem)
 
@@ -149,27 +110,28 @@ def _start_load_balancer(cluster: Cluster, prefix: str) -> None:
     if lb is None:
         return
     ips = plan.addresses(cluster.spec, prefix)
-    config = plan.haproxy_config(lb, cluster.spec.edges, ips)
-    lb_spec = spec.NodeSpec(lb.name, ())
-    container, port = (DockerContainer(cluster.image), _free_port())
-    container.with_name(f"mm-{cluster.run_id}-{lb.name}").with_env("HAPROXY_CONFIG", config).with_env(
-        "CLUSTER_CA", cluster.ca_file.read_text()
-    ).with_kwargs(
-        entrypoint=[
-            "/usr/bin/tini",
-            "--",
-            "sh",
-            "-c",
-            'printf "%s" "$CLUSTER_CA" > /tmp/ca.pem && printf "%s" "$HAPROXY_CONFIG" > /tmp/haproxy.cfg '
-            "&& exec haproxy -W -db -f /tmp/haproxy.cfg",
-        ],
-        labels={**cluster.labels(lb.name), LABEL_ROLE: "lb"},
-        **_on_network(cluster, lb.name, ips[lb.name]),
-        mem_limit="64m",
+    script = (
+        'printf "%s" "$CLUSTER_CA" > /tmp/ca.pem && printf "%s" "$HAPROXY_CONFIG" > /tmp/haproxy.cfg '
+        "&& exec haproxy -W -db -f /tmp/haproxy.cfg"
     )
-    container.ports = {f"{plan.API_PORT}/tcp": ("127.0.0.1", port)}
-    container.start()
-    cluster.lb = Node(lb_spec, ips[lb.name], port, container.get_wrapped_container(), role="lb")
+    handle = cluster.platform.launch(
+        Launch(
+            name=f"mm-{cluster.run_id}-{lb.name}",
+            image=cluster.image,
+            labels={**cluster.labels(lb.name), LABEL_ROLE: "lb"},
+            entrypoint=("/usr/bin/tini", "--", "sh", "-c", script),
+            env={
+                "HAPROXY_CONFIG": plan.haproxy_config(lb, cluster.spec.edges, ips),
+                "CLUSTER_CA": cluster.ca_file.read_text(),
+            },
+            network=cluster.network,
+            hostname=lb.name,
+            ip=ips[lb.name],
+            publish=(API_PORT,),
+            memory="64m",
+        )
+    )
+    cluster.lb = Node(spec.NodeSpec(lb.name, ()), ips[lb.name], handle.ports[API_PORT], handle, cluster.platform, "lb")
 
 
 @contextmanager
@@ -182,10 +144,11 @@ def start(
     keep: bool = False,
     quiet: bool = True,
     env: Mapping[str, str] | None = None,
+    platform: Platform | str = "docker",
 ) -> Iterator[Cluster]:
     """Start ``mode`` and yield the ready cluster; remove it on exit unless ``keep``.
     ``env`` adds runtime settings to every node (``{"RUNTIME_LOG_LEVEL": "debug"}``)."""
-    cluster = launch(mode, image=image, reaper=reaper, timeout=timeout, quiet=quiet, env=env)
+    cluster = launch(mode, image=image, reaper=reaper, timeout=timeout, quiet=quiet, env=env, platform=platform)
     try:
         yield cluster
     finally:
@@ -201,18 +164,21 @@ def launch(
     timeout: float = 180.0,
     quiet: bool = True,
     env: Mapping[str, str] | None = None,
+    platform: Platform | str = "docker",
 ) -> Cluster:
+    """Start ``mode`` on ``platform`` and return it once every node is ready; on any failure
+    remove whatever was started, then raise."""
     mode_spec = mode if isinstance(mode, spec.ModeSpec) else spec.load(mode)
-    client = images.docker_client()
-    image = image or images.build(quiet=quiet, client=client).tag
-    use_reaper(image, client) if reaper else no_reaper()
+    where = platforms.get(platform, reaper=reaper) if isinstance(platform, str) else platform
+    image = image or where.image(quiet=quiet)
+    where.guard(image)
     run_id = uuid.uuid4().hex[:8]
-    workdir = run_dir(run_id)
     secrets_ = plan.Secrets(secrets.token_urlsafe(32), secrets.token_urlsafe(16))
-    cluster = Cluster(run_id, mode_spec, image, client, workdir, Credentials("admin", secrets_.admin_password))
+    admin = Credentials("admin", secrets_.admin_password)
+    cluster = Cluster(run_id, mode_spec, image, where, run_dir(run_id), admin)
     started = time.monotonic()
     try:
-        prefix = _create_network(client, cluster)
+        prefix = where.create_network(cluster.network, cluster.labels("network"))
         _start_nodes(cluster, prefix, secrets_, env or {})
         fetch_ca(cluster, timeout)
         cluster.wait_ready(timeout=max(10.0, timeout - (time.monotonic() - started)))
@@ -226,16 +192,15 @@ def launch(
 
 
 def run_image(
-    args: Sequence[str], *, image: str | None = None, env: Mapping[str, str] | None = None, timeout: float = 60.0
+    args: Sequence[str],
+    *,
+    image: str | None = None,
+    env: Mapping[str, str] | None = None,
+    platform: Platform | str = "docker",
 ) -> tuple[int, str]:
     """Run the image once with ``args`` (after the entry point) and return (exit code, output)."""
-    client = images.docker_client()
-    image = image or images.build(quiet=True, client=client).tag
+    where = platforms.get(platform, reaper=False) if isinstance(platform, str) else platform
+    image = image or where.image()
     run_id = uuid.uuid4().hex[:8]
-    labels = {LABEL_RUN: run_id, LABEL_MODE: "oneshot", LABEL_NODE: "oneshot", LABEL_SESSION_ID: SESSION_ID}
-    container = client.containers.run(image, list(args), detach=True, labels=labels, environment=dict(env or {}))
-    try:
-        code = int(container.wait(timeout=timeout)["StatusCode"])
-        return code, container.logs().decode(errors="replace")
-    finally:
-        container.remove(force=True)
+    labels = {LABEL_RUN: run_id, LABEL_MODE: "oneshot", LABEL_NODE: "oneshot"}
+    return where.run_once(image, args, env or {}, labels)

@@ -1,23 +1,25 @@
-"""One server of a topology: a container with a name, services, a fixed address and port.
-
-Every Docker call about a single container goes through here, so faults and scenarios
-never touch the Docker API.
+"""One server of a topology: a name, its services, a fixed address and port, and the platform
+handle through which it is started, stopped and broken. Faults and scenarios go through here,
+never through the platform's own API.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 
-import docker.errors
 import httpx
-from docker.models.containers import Container
 
+from topologies.platforms import PAUSED, RUNNING, Handle, Platform
 from topologies.spec import NodeSpec
 
 
 class Node:
-    def __init__(self, spec: NodeSpec, ip: str, host_port: int, container: Container, role: str = "node") -> None:
-        self.spec, self.ip, self.host_port, self.container, self.role = spec, ip, host_port, container, role
+    def __init__(
+        self, spec: NodeSpec, ip: str, host_port: int, handle: Handle, platform: Platform, role: str = "node"
+    ) -> None:
+        self.spec, self.ip, self.host_port, self.role = spec, ip, host_port, role
+        self.handle, self.platform = handle, platform
 
     def __repr__(self) -> str:
         return f"Node({self.name!r}, {self.ip}, {self.status})"
@@ -25,6 +27,11 @@ class Node:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def container(self) -> str:
+        """The platform's name for it (``mm-<run>-<node>``)."""
+        return self.handle.name
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -41,43 +48,39 @@ class Node:
 
     @property
     def status(self) -> str:
-        try:
-            self.container.reload()
-        except docker.errors.NotFound:
-            return "removed"
-        return str(self.container.status)
+        return self.platform.state(self.handle)
 
     @property
     def running(self) -> bool:
-        return self.status == "running"
+        return self.status == RUNNING
+
+    @property
+    def paused(self) -> bool:
+        return self.status == PAUSED
 
     def kill(self) -> None:
-        self.container.kill(signal="SIGKILL")
+        self.platform.kill(self.handle)
 
     def stop(self, timeout: int = 20) -> None:
-        self.container.stop(timeout=timeout)
+        self.platform.stop(self.handle, timeout)
 
     def start(self) -> None:
-        self.container.start()
+        self.platform.start(self.handle)
 
     def restart(self, timeout: int = 20) -> None:
-        self.container.restart(timeout=timeout)
+        self.platform.restart(self.handle, timeout)
 
     def pause(self) -> None:
-        self.container.pause()
+        self.platform.pause(self.handle)
 
     def unpause(self) -> None:
-        self.container.unpause()
+        self.platform.unpause(self.handle)
 
     def logs(self, tail: int = 30) -> str:
-        try:
-            return str(self.container.logs(tail=tail).decode(errors="replace"))
-        except docker.errors.APIError as exc:
-            return f"(no logs: {exc})"
+        return self.platform.logs(self.handle, tail)
 
-    def exec(self, command: list[str], user: str = "") -> tuple[int, str]:
-        result = self.container.exec_run(command, user=user)
-        return int(result.exit_code), result.output.decode(errors="replace")
+    def exec(self, command: Sequence[str], user: str = "") -> tuple[int, str]:
+        return self.platform.exec(self.handle, command, user)
 
     def readiness(self, context: ssl.SSLContext | None, timeout: float = 2.0) -> tuple[int, str]:
         """(HTTP status, body) of /readyz; (0, why) when it could not be reached."""

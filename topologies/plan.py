@@ -1,6 +1,6 @@
 """Decide, purely, what each container gets: environment, HAProxy config, firewall rules.
 
-Nothing here talks to Docker. :mod:`topologies.cluster` applies the plan; the partition
+Nothing here talks to a platform. :mod:`topologies.launch` and the faults apply the plan; the partition
 rules are computed from the groups before any rule is written (Jepsen's grudge, then nemesis).
 """
 
@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from topologies.spec import SERVICES, LoadBalancerSpec, ModeSpec, NodeSpec
-
-API_PORT, DB_CLIENT_PORT, DB_PEER_PORT = 8443, 2379, 2380
-DATA_DIR = "/var/lib/modematrix/data"
+from topologies.constants import API_PORT, DB_CLIENT_PORT, DB_PEER_PORT, ROUTED_SERVICES
+from topologies.spec import LoadBalancerSpec, ModeSpec, NodeSpec
 
 
 @dataclass(frozen=True)
@@ -74,8 +72,8 @@ def peer_setting(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str]) -> str:
     if not node.is_edge:
         return ""
     groups = []
-    for service in SERVICES:
-        if service == "ingress" or service in node.services:
+    for service in ROUTED_SERVICES:
+        if service in node.services:
             continue
         hosts = ",".join(f"{ips[p.name]}:{API_PORT}" for p in spec.peers_of(service))
         groups.append(f"{service}={hosts}")

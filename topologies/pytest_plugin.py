@@ -1,10 +1,12 @@
-"""pytest plugin: ``--mode``, a session-scoped ``cluster`` fixture per mode, mode markers.
+"""pytest plugin: ``--mode``, ``--platform``, a session-scoped ``cluster`` fixture per mode,
+mode markers.
 
-    pytest scenarios --mode single,ha
+    pytest scenarios --mode single,ha --platform docker
 
 Every test that takes ``cluster`` runs once per selected mode. A test marked with mode
 markers (``@pytest.mark.ha``) runs only in those modes. Each mode's cluster starts once per
-session and is removed when the session ends (or by the reaper, if the session dies).
+session and is removed when the session ends (or by the reaper, if the session dies). A
+cluster that fails to start is a fixture error naming the node, with its last log lines.
 """
 
 from __future__ import annotations
@@ -13,14 +15,21 @@ from collections.abc import Iterator
 
 import pytest
 
-MODES = ("single", "ha", "scaled", "k3d")
+from topologies.constants import MODES, PLATFORMS
+from topologies.exceptions import StartTimeout, TopologyError
+
+NOT_BUILT = {"k8s": "the k8s mode is not built yet (see the README's Kubernetes section)"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
+    group = parser.getgroup("modematrix")
+    group.addoption(
         "--mode",
         default="single",
-        help="comma-separated modes to run scenarios against (single, ha, scaled, k3d); default single",
+        help=f"comma-separated modes to run scenarios against ({', '.join(MODES)}); default single",
+    )
+    group.addoption(
+        "--platform", default="docker", choices=PLATFORMS, help="where the modes' nodes run; default docker"
     )
 
 
@@ -46,12 +55,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("cluster", modes, indirect=True, scope="session")
 
 
+def start_failure(exc: TopologyError) -> str:
+    """What a fixture error says: the error, and for a node that did not start, its logs."""
+    if isinstance(exc, StartTimeout) and exc.logs:
+        tail = "\n".join(exc.logs.splitlines()[-30:])
+        return f"{exc}\n--- last 30 log lines of {exc.node} ---\n{tail}"
+    return str(exc)
+
+
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[object]:
     import topologies
 
     mode = request.param
-    if mode == "k3d":
-        pytest.skip("the k3d mode is not implemented yet (it needs a k3s image; see the README)")
-    with topologies.start(mode) as started:
+    if mode in NOT_BUILT:
+        pytest.skip(NOT_BUILT[mode])
+    try:
+        started = topologies.launch(mode, platform=request.config.getoption("--platform"))
+    except TopologyError as exc:
+        pytest.fail(f"the {mode} cluster did not start: {start_failure(exc)}", pytrace=False)
+    try:
         yield started
+    finally:
+        started.stop()

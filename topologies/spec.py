@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
+from topologies.constants import SERVICES
 from topologies.exceptions import NotFound, SpecError
 
 MODES_DIR = Path(__file__).resolve().parent / "modes"
-SERVICES = ("auth", "ingress", "kv", "queue")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _MEMORY = re.compile(r"^\d+[kmg]$")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -25,7 +25,7 @@ class WaitTimeout(TimeoutError):
 
 
 def wait_until(
-    condition: Callable[[], T],
+    condition: Callable[[], T | Literal[False] | None],
     *,
     timeout: float,
     interval: float = 0.1,
@@ -39,7 +39,7 @@ def wait_until(
     """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
-    value: T | None = None
+    value: T | Literal[False] | None = None
     while True:
         try:
             value = condition()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -15,7 +15,7 @@ import pytest
 import images
 import topologies
 from topologies import faults
-from topologies.cluster import LABEL_RUN
+from topologies.constants import LABEL_RUN
 
 pytestmark = pytest.mark.docker
 
@@ -53,7 +53,7 @@ def test_a_write_through_one_endpoint_reads_back_through_every_other(any_cluster
             assert (reply.status_code, reply.content) == (200, b"seen"), url
 
 
-def until_ok(call: object, timeout: float = 30.0) -> tuple[httpx.Response, float]:
+def until_ok(call: Callable[[], httpx.Response], timeout: float = 30.0) -> tuple[httpx.Response, float]:
     """Retry ``call`` until it answers 2xx; returns the answer and how long it took."""
     started = time.monotonic()
     last: object = None
@@ -61,7 +61,7 @@ def until_ok(call: object, timeout: float = 30.0) -> tuple[httpx.Response, float
     def attempt() -> httpx.Response | None:
         nonlocal last
         try:
-            reply = call()  # type: ignore[operator]
+            reply = call()
         except httpx.HTTPError as exc:
             last = exc
             return None
@@ -99,13 +99,14 @@ def test_ha_partitioned_node_refuses_writes_then_heal_brings_it_back(ha: topolog
         assert alone.get("/v1/kv/split").content == b"majority"
 
 
-def exercise_every_api(api: topologies.ClusterClient, tag: str) -> None:
+def exercise_every_api(api: topologies.ClusterClient, tag: str) -> bool:
     assert api.login()
     assert api.get("/v1/auth/whoami").json()["username"] == "admin"
     assert api.put(f"/v1/kv/{tag}", content=tag.encode()).status_code == 200
     assert api.get(f"/v1/kv/{tag}").content == tag.encode()
     assert api.post("/v1/queue/every/jobs", json=tag).status_code == 201
     assert api.post("/v1/queue/every/claim", params={"lease": "1"}).status_code in (200, 204)
+    return True
 
 
 @pytest.mark.parametrize("service", ["ingress", "auth", "kv", "queue"])
@@ -116,7 +117,7 @@ def test_scaled_losing_one_node_of_each_service_keeps_every_api_answering(
     with scaled.client(timeout=15) as api, faults.injected(scaled, faults.Kill(victim.name)):
         started = time.monotonic()
         topologies.wait_until(
-            lambda: exercise_every_api(api, f"without-{victim.name}") is None,
+            lambda: exercise_every_api(api, f"without-{victim.name}"),
             timeout=30,
             interval=0.2,
             message=f"every API through the LB without {victim.name}",
@@ -173,9 +174,8 @@ def test_a_failed_start_names_the_node_shows_its_log_and_cleans_up() -> None:
     before = {c.id for c in client.containers.list(all=True, filters={"label": LABEL_RUN})}
     with pytest.raises(topologies.StartTimeout) as caught:
         topologies.launch(broken, timeout=20)
-    message = str(caught.value)
-    assert "node-1" in message
-    assert "refusing to start: db_endpoints" in message
+    assert "node-1" in str(caught.value) and caught.value.node == "node-1"
+    assert "refusing to start: db_endpoints" in caught.value.logs
     after = {c.id for c in client.containers.list(all=True, filters={"label": LABEL_RUN})}
     assert after <= before
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from topologies import plan, spec
+from topologies.constants import SERVICES
 from topologies.exceptions import NotFound, SpecError
 
 
@@ -18,7 +20,7 @@ def test_shipped_modes_load(mode: str) -> None:
 
 def test_scaled_default_split() -> None:
     scaled = spec.load("scaled")
-    counts = {s: len(scaled.peers_of(s)) for s in spec.SERVICES}
+    counts = {s: len(scaled.peers_of(s)) for s in SERVICES}
     assert counts == {"ingress": 3, "auth": 2, "kv": 2, "queue": 2}
     assert all(len(n.services) == 1 for n in scaled.nodes)
     assert len(scaled.members) == 3 and len({m.services for m in scaled.members}) == 3
@@ -73,7 +75,7 @@ def test_a_new_split_is_a_yaml_change(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_invalid_specs_name_the_key(raw: dict, problem: str) -> None:
+def test_invalid_specs_name_the_key(raw: dict[str, Any], problem: str) -> None:
     with pytest.raises(SpecError) as caught:
         spec.parse(raw, source="t.yaml")
     assert problem in str(caught.value)

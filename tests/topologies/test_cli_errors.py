@@ -1,0 +1,93 @@
+"""Every failure a user can cause or meet is one line, with exit 2 for bad input and 1 for a
+failed run, and no traceback unless --debug. Run as the user runs it: a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import docker.errors
+import pytest
+import requests
+
+from topologies.exceptions import NotFound, PlatformError, PlatformUnavailable, PortInUse
+from topologies.platforms.docker import translated
+
+NO_DAEMON = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+
+
+def modematrix(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "topologies.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["up", "nosuchmode"], 2, "no mode 'nosuchmode'; expected one of ha, scaled, single"),
+        (["up", "ha"], 1, "no Docker daemon answers"),
+        (["status"], 1, "no Docker daemon answers"),
+        (["down", "abc"], 1, "no Docker daemon answers"),
+        (["fault", "abc", "node-1", "kill"], 1, "no Docker daemon answers"),
+    ],
+)
+def test_without_a_daemon_or_with_bad_input_the_cli_says_one_line(args: list[str], code: int, says: str) -> None:
+    result = modematrix(*args, env=NO_DAEMON)
+    assert result.returncode == code, result.stderr
+    assert says in one_line(result)
+
+
+def test_an_invalid_mode_file_exits_2_naming_every_offender(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("mode: Mine\ndb: mysql\nnodes: []\n")
+    line = one_line(result := modematrix("up", str(tmp_path / "mine.yaml"), env=NO_DAEMON))
+    assert result.returncode == 2
+    assert "mode: expected a lower-case name" in line and "db: expected sqlite or etcd" in line
+
+
+def test_debug_shows_the_traceback() -> None:
+    result = modematrix("--debug", "status", env=NO_DAEMON)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "PlatformUnavailable" in result.stderr
+
+
+class _Reply:
+    status_code, reason, url = 409, "Conflict", "http://docker/x"
+
+    def json(self) -> dict[str, str]:
+        return {"message": "x"}
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected", "says"),
+    [
+        (docker.errors.NotFound("No such container: abc"), NotFound, "No such container"),
+        (
+            docker.errors.APIError("500", explanation="Bind for 127.0.0.1:8443 failed: port is already allocated"),
+            PortInUse,
+            "a host port is already in use",
+        ),
+        (docker.errors.APIError("409", explanation="conflict: name in use"), PlatformError, "Docker refused"),
+        (requests.exceptions.ConnectionError("Connection refused"), PlatformUnavailable, "no Docker daemon"),
+        (docker.errors.DockerException("Error while fetching server API version"), PlatformUnavailable, "DOCKER_HOST"),
+    ],
+)
+def test_docker_errors_are_translated_at_the_boundary(raised: Exception, expected: type, says: str) -> None:
+    with pytest.raises(expected, match=says) as caught:
+        with translated("starting mm-x-node-1"):
+            raise raised
+    assert caught.value.__cause__ is raised and "starting mm-x-node-1" in str(caught.value)

@@ -1,0 +1,39 @@
+"""Names the whole project agrees on, defined once: modes, services, ports, paths, labels.
+
+The service names come from the runtime itself, so a mode file, a peer list and the image
+can never disagree about them.
+"""
+
+from __future__ import annotations
+
+from runtime.config import ROUTED_SERVICES, SERVICES
+
+MODES = ("single", "ha", "scaled", "k8s")  # every mode the plugin and the CLI know
+PLATFORMS = ("docker",)  # where a mode's nodes run; "kubernetes" comes with the k8s mode
+
+API_PORT, DB_CLIENT_PORT, DB_PEER_PORT = 8443, 2379, 2380
+DATA_DIR = "/var/lib/modematrix/data"
+
+LABEL_RUN = "modematrix.run"
+LABEL_MODE = "modematrix.mode"
+LABEL_NODE = "modematrix.node"
+LABEL_ROLE = "modematrix.role"
+LABEL_SERVICES = "modematrix.services"
+LABEL_DB_MEMBER = "modematrix.db_member"
+
+__all__ = [
+    "API_PORT",
+    "DATA_DIR",
+    "DB_CLIENT_PORT",
+    "DB_PEER_PORT",
+    "LABEL_DB_MEMBER",
+    "LABEL_MODE",
+    "LABEL_NODE",
+    "LABEL_ROLE",
+    "LABEL_RUN",
+    "LABEL_SERVICES",
+    "MODES",
+    "PLATFORMS",
+    "ROUTED_SERVICES",
+    "SERVICES",
+]

@@ -1,0 +1,105 @@
+"""The Platform protocol: everything topologies ask of the system that runs their nodes.
+
+Docker implements it today (:mod:`topologies.platforms.docker`), a recording fake for unit
+tests (:mod:`topologies.platforms.fake`); a Kubernetes platform comes with the k8s mode.
+Nothing above this seam (specs, readiness, faults, the reaper, the CLI, the pytest plugin,
+scenarios, load tests) knows which one it talks to.
+
+A node is described by a :class:`Launch` (what to start) and known afterwards by a
+:class:`Handle` (what was started, and how to reach it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+# Container states every platform reports in: what faults and readiness reason about.
+RUNNING, PAUSED, EXITED, CREATED, REMOVED = "running", "paused", "exited", "created", "removed"
+STOPPED = (EXITED, CREATED, "dead")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What to start: one node (or balancer, or helper) of a run.
+
+    ``publish`` lists container ports that get a fixed loopback port on the host, stable
+    across restarts; ``volume`` is a named volume, created with the node's labels and
+    mounted at ``volume_path``.
+    """
+
+    name: str
+    image: str
+    labels: Mapping[str, str]
+    command: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    network: str | None = None
+    hostname: str | None = None
+    ip: str | None = None
+    publish: tuple[int, ...] = ()
+    memory: str | None = None
+    volume: str | None = None
+    volume_path: str = ""
+
+
+@dataclass(frozen=True)
+class Handle:
+    """A started node as the platform knows it. ``ports`` maps container port -> host port."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    ip: str = ""
+    ports: Mapping[int, int] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    image: str = ""
+
+
+@runtime_checkable
+class Platform(Protocol):
+    """Where nodes run. Every method raises only :class:`~topologies.exceptions.TopologyError`."""
+
+    name: str
+
+    def image(self, *, quiet: bool = True) -> str:
+        """The runtime image's reference, built or reused."""
+
+    def guard(self, image: str) -> None:
+        """Make sure what this process starts is removed if the process dies (the reaper)."""
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        """Create an isolated network on a free /24; return its prefix (``10.213.7``)."""
+
+    def connect(self, network: str, handle: Handle, ip: str | None = None) -> None: ...
+    def disconnect(self, network: str, handle: Handle) -> None: ...
+    def launch(self, spec: Launch) -> Handle: ...
+    def state(self, handle: Handle) -> str:
+        """One of running, paused, exited, created, dead, removed."""
+
+    def start(self, handle: Handle) -> None: ...
+    def stop(self, handle: Handle, timeout: int = 20) -> None: ...
+    def kill(self, handle: Handle) -> None: ...
+    def restart(self, handle: Handle, timeout: int = 20) -> None: ...
+    def pause(self, handle: Handle) -> None: ...
+    def unpause(self, handle: Handle) -> None: ...
+    def remove(self, handle: Handle) -> None: ...
+    def exec(self, handle: Handle, command: Sequence[str], user: str = "") -> tuple[int, str]:
+        """Run ``command`` inside the node; (exit code, output)."""
+
+    def netns_exec(self, handle: Handle, script: str, image: str) -> tuple[int, str]:
+        """Run a shell script as root with network-admin rights in the node's network
+        namespace, without giving the node itself those rights."""
+
+    def logs(self, handle: Handle, tail: int = 30) -> str: ...
+    def list_run(self, run_id: str | None) -> list[Handle]:
+        """Every node of a run (``None``: of every run), by the run label."""
+
+    def remove_run(self, run_id: str | None) -> dict[str, int]:
+        """Remove everything labelled with the run; counts of what was removed, by kind."""
+
+    def run_once(
+        self, image: str, args: Sequence[str], env: Mapping[str, str], labels: Mapping[str, str]
+    ) -> tuple[int, str]:
+        """Run the image to completion with ``args``; (exit code, output)."""

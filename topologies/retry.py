@@ -1,0 +1,46 @@
+"""The client side of failover, decided once: after what, may a request go to the next
+endpoint, and where do later requests start? Pure; the HTTP clients of topologies and the
+load tests both ask it. (The runtime has its own copy of the rule for node-to-node calls,
+in ``runtime/retry.py``: the runtime imports nothing from here.)
+
+    >>> after("PUT", Outcome.NOT_SENT)      # nothing reached a server: safe to send elsewhere
+    Next(retry_elsewhere=True, rotate=True)
+    >>> after("PUT", Outcome.LOST)          # it may have been applied: only the caller knows
+    Next(retry_elsewhere=False, rotate=True)
+    >>> after("GET", Outcome.BUSY)          # a node that cannot reach its DB: a read goes on
+    Next(retry_elsewhere=True, rotate=True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Outcome(Enum):
+    NOT_SENT = "not-sent"  # the connection was never made
+    LOST = "lost"  # failed after the request left (timeout, reset): it may have been applied
+    BUSY = "busy"  # the endpoint answered 503: it cannot serve now
+    ANSWERED = "answered"
+
+
+@dataclass(frozen=True)
+class Next:
+    retry_elsewhere: bool  # send this same request to the next endpoint
+    rotate: bool  # later requests start at the next endpoint
+
+
+def after(method: str, outcome: Outcome) -> Next:
+    if outcome is Outcome.NOT_SENT:
+        return Next(retry_elsewhere=True, rotate=True)
+    if outcome is Outcome.BUSY:
+        return Next(retry_elsewhere=method.upper() in SAFE_METHODS, rotate=True)
+    if outcome is Outcome.LOST:
+        return Next(retry_elsewhere=False, rotate=True)
+    return Next(retry_elsewhere=False, rotate=False)
+
+
+def of_status(status: int) -> Outcome:
+    return Outcome.BUSY if status == 503 else Outcome.ANSWERED
