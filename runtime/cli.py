@@ -73,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(serve(settings))
     except (RefusedToStart, SecurityError) as exc:
         return refuse(str(exc))
+    except OSError as exc:  # a path the runtime was given cannot be used: one line, not a traceback
+        print(f"runtime: stopped: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
 

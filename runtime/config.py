@@ -186,6 +186,8 @@ def _secret_file(raw: object) -> str:
         return path.read_text().strip()
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
 
 
 PARSERS: dict[str, Callable[[object], Any]] = {
@@ -236,6 +238,10 @@ def _read_yaml(file: Path) -> dict[str, object]:
         loaded = yaml.safe_load(file.read_text())
     except OSError as exc:
         raise ConfigError([f"config: cannot read {file}: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"config: {file} is not UTF-8 text (byte {exc.start}); save it as UTF-8"]) from None
+    except RecursionError:
+        raise ConfigError([f"config: {file} is nested too deeply; settings are a flat mapping"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"config: {file} is not valid YAML: {str(exc).splitlines()[0]}"]) from None
     if loaded is None:

@@ -47,7 +47,12 @@ def check_data_dir(config: Config) -> bool:
 
 
 def claim_data_dir(config: Config) -> None:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RefusedToStart(
+            f"data_dir: cannot create {config.data_dir}: {exc.strerror}; expected a writable directory"
+        ) from exc
     owner = data_dir_owner(config)
     if not owner.exists():
         write_atomic(owner, json.dumps({"services": list(config.services), "node": config.node_name}).encode())

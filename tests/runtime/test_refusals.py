@@ -144,3 +144,25 @@ async def test_a_namespace_marker_of_another_schema_refuses_start() -> None:
     await ensure_marker(ns, "kv", 1)  # the same version starts again
     with pytest.raises(RefusedToStart, match=re.escape("expects {'service': 'kv', 'schema': 2}")):
         await ensure_marker(ns, "kv", 2)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\xff\xfeservices: kv\n", "is not UTF-8 text (byte 0)"),
+        (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "is nested too deeply"),
+    ],
+)
+def test_a_config_file_that_cannot_be_parsed_is_one_line(tmp_path: Path, content: bytes, problem: str) -> None:
+    (tmp_path / "settings.yaml").write_bytes(content)
+    result = run(tmp_path, "serve", "--services", "kv", "--config", "settings.yaml")
+    assert result.returncode == 2 and problem in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_data_dir_that_cannot_be_created_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    result = run(tmp_path, "serve", "--services", "kv", "--data-dir", "file/data")
+    assert result.returncode == 2, result.stderr
+    assert "data_dir: cannot create file/data: Not a directory" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
