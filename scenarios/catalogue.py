@@ -1,7 +1,8 @@
-"""Failover scenarios as data: which fault, how often, how long, against which modes.
+"""Failover scenarios as data: which fault, how often, how long, against which modes, judged
+by which checks.
 
-Each scenario picks a concrete fault per cycle from the live cluster (the etcd leader, a
-random follower, ...), so "kill the leader" means the leader at that moment.
+Each scenario picks a concrete fault per cycle from the live cluster (through
+:mod:`topologies.victims`), so "kill the leader" means the leader at that moment.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from scenarios.checkers import CHECKS
 from scenarios.traffic import Traffic
 from topologies import Cluster
 from topologies.faults import Fault, Kill, Partition, Pause, Restart
+from topologies.victims import choose
 
 Chooser = Callable[[Cluster, random.Random, int], Fault]
+ALL_CHECKS = tuple(CHECKS)
+REPLICATED = ("ha", "scaled")
 
 
 @dataclass(frozen=True)
@@ -22,36 +27,43 @@ class Scenario:
     name: str
     choose: Chooser
     cycles: int | Callable[[Cluster], int] = 3
-    modes: tuple[str, ...] = ("ha", "scaled")
+    modes: tuple[str, ...] = REPLICATED
+    checks: tuple[str, ...] = ALL_CHECKS
     traffic: Traffic = field(default_factory=Traffic)
     warmup_s: float = 1.5
     during_s: float = 4.0
     settle_s: float = 1.0
 
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.checks if c not in CHECKS]
+        if unknown:
+            raise ValueError(
+                f"scenario {self.name}: unknown check {unknown[0]!r}; expected some of {', '.join(CHECKS)}"
+            )
+
     def cycles_for(self, cluster: Cluster) -> int:
         return self.cycles(cluster) if callable(self.cycles) else self.cycles
 
-
-def _leader(cluster: Cluster, rng: random.Random, cycle: int) -> str:
-    return cluster.db_leader().name
-
-
-def _follower(cluster: Cluster, rng: random.Random, cycle: int) -> str:
-    leader = cluster.db_leader().name
-    return rng.choice([n.name for n in cluster.nodes if n.db_member and n.name != leader])
+    def skip_reason(self, mode: str) -> str | None:
+        """None if the scenario applies to ``mode``, else why not."""
+        if mode in self.modes:
+            return None
+        return f"{self.name} applies to {', '.join(self.modes)}, not {mode}"
 
 
-def _any(cluster: Cluster, rng: random.Random, cycle: int) -> str:
-    return rng.choice([n.name for n in cluster.nodes])
+def _node(which: str) -> Callable[[Cluster, random.Random], str]:
+    return lambda cluster, rng: choose(cluster, which, rng)
 
+
+leader, follower, anyone = _node("leader"), _node("follower"), _node("random")
 
 CATALOGUE: tuple[Scenario, ...] = (
-    Scenario("kill-leader", lambda c, r, i: Kill(_leader(c, r, i))),
-    Scenario("kill-follower", lambda c, r, i: Kill(_follower(c, r, i))),
-    Scenario("kill-random-node", lambda c, r, i: Kill(_any(c, r, i))),
-    Scenario("pause-node", lambda c, r, i: Pause(_any(c, r, i))),
-    Scenario("partition-one", lambda c, r, i: Partition.isolating(_any(c, r, i), c)),
-    Scenario("partition-leader", lambda c, r, i: Partition.isolating(_leader(c, r, i), c)),
+    Scenario("kill-leader", lambda c, r, i: Kill(leader(c, r))),
+    Scenario("kill-follower", lambda c, r, i: Kill(follower(c, r))),
+    Scenario("kill-random-node", lambda c, r, i: Kill(anyone(c, r))),
+    Scenario("pause-node", lambda c, r, i: Pause(anyone(c, r))),
+    Scenario("partition-one", lambda c, r, i: Partition.isolating(anyone(c, r), c)),
+    Scenario("partition-leader", lambda c, r, i: Partition.isolating(leader(c, r), c)),
     Scenario("rolling-restart", lambda c, r, i: Restart(c.nodes[i].name), cycles=lambda c: len(c.nodes), during_s=0.5),
 )
 

@@ -1,7 +1,10 @@
 """Run one failover scenario against a live cluster and judge its history.
 
 healthy -> traffic -> (fault, traffic, heal, healthy, traffic) x cycles -> stop traffic
-        -> final reads and queue drain -> checkers
+        -> final reads and queue drain -> the scenario's checks
+
+Each cycle is :func:`topologies.faults.injected`, the one fault cycle. A scenario that does
+not apply to the cluster's mode is not run: its result says skipped, and why.
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scenarios.catalogue import Scenario
-from scenarios.checkers import Verdict, availability, linearizable_kv, no_lost_writes, queue_safety
+from scenarios.checkers import CHECKS, Verdict
 from scenarios.history import History
 from scenarios.traffic import TrafficRun
 from topologies import Cluster
-from topologies.faults import heal_all
+from topologies.faults import injected
 
 
 @dataclass
@@ -29,10 +32,11 @@ class Result:
     seconds: float
     traffic_errors: list[str] = field(default_factory=list)
     history: History | None = None
+    skipped: str | None = None  # why the scenario did not run against this mode
 
     @property
     def passed(self) -> bool:
-        return all(v.passed for v in self.verdicts) and not self.traffic_errors
+        return self.skipped is None and all(v.passed for v in self.verdicts) and not self.traffic_errors
 
     def summary(self) -> dict[str, Any]:
         gap = next((v.numbers for v in self.verdicts if v.check == "availability"), {})
@@ -43,6 +47,7 @@ class Result:
             **self.counts,
             "seconds": round(self.seconds, 1),
             "passed": self.passed,
+            "skipped": self.skipped,
             "traffic_errors": self.traffic_errors,
             "unavailability": {
                 "longest_write_gap_s": gap.get("longest_write_gap_s"),
@@ -53,6 +58,9 @@ class Result:
 
 
 def run(cluster: Cluster, scenario: Scenario, *, seed: int | None = None) -> Result:
+    skipped = scenario.skip_reason(cluster.mode)
+    if skipped:
+        return Result(scenario.name, cluster.mode, [], [], {}, 0.0, skipped=skipped)
     seed = seed if seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     history = History()
@@ -66,31 +74,14 @@ def run(cluster: Cluster, scenario: Scenario, *, seed: int | None = None) -> Res
         for cycle in range(scenario.cycles_for(cluster)):
             fault = scenario.choose(cluster, rng, cycle)
             faults.append(fault.name)
-            history.mark(time.monotonic(), f"apply {fault.name}")
-            try:
-                fault.apply(cluster)
+            with injected(cluster, fault, mark=lambda event: history.mark(time.monotonic(), event)):
                 traffic.run_for(scenario.during_s)
-            finally:
-                fault.heal(cluster)
-                heal_all(cluster)
-                history.mark(time.monotonic(), f"heal {fault.name}")
-            cluster.wait_healthy(timeout=120)
-            history.mark(time.monotonic(), "healthy")
             traffic.run_for(scenario.settle_s)
     finally:
         traffic.stop()
     with cluster.client(timeout=scenario.traffic.timeout) as api:
         traffic.final_reads(api)
         traffic.drain(api)
-    ops = history.ops
-    verdicts = [no_lost_writes(ops), linearizable_kv(ops), queue_safety(ops), availability(ops, history.events)]
-    return Result(
-        scenario.name,
-        cluster.mode,
-        faults,
-        verdicts,
-        history.counts(),
-        time.monotonic() - started,
-        traffic.errors,
-        history,
-    )
+    verdicts = [CHECKS[name](history) for name in scenario.checks]
+    elapsed = time.monotonic() - started
+    return Result(scenario.name, cluster.mode, faults, verdicts, history.counts(), elapsed, traffic.errors, history)

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
@@ -168,7 +169,7 @@ class TrafficRun:
                 "enqueue",
                 self.queue,
                 {"payload": f"{name}-{count}"},
-                lambda payload=f"{name}-{count}": api.post(f"{base}/jobs", json=payload),
+                partial(api.post, f"{base}/jobs", json=f"{name}-{count}"),
                 lambda r: {"id": r.json()["id"]},
             )
             claim = self.record(
@@ -187,7 +188,7 @@ class TrafficRun:
                     "ack",
                     self.queue,
                     {"id": job},
-                    lambda job=job, lease=lease: api.post(f"{base}/jobs/{job}/ack", json={"lease_id": lease}),
+                    partial(api.post, f"{base}/jobs/{job}/ack", json={"lease_id": lease}),
                     lambda _: {},
                 )
             self._stop.wait(self.traffic.think_s)
@@ -197,7 +198,7 @@ class TrafficRun:
     def final_reads(self, api: ClusterClient, timeout: float = 60.0) -> None:
         for key in self.keys():
             self._until_answered(
-                lambda key=key: self.record("final", "final-read", key, {}, lambda: api.get(f"/v1/kv/{key}"), _read),
+                partial(self.record, "final", "final-read", key, {}, partial(api.get, f"/v1/kv/{key}"), _read),
                 timeout,
             )
 
@@ -236,12 +237,13 @@ class TrafficRun:
                 return uncertain
             lease_id = claim.result["lease_id"]
             self._until_answered(
-                lambda job=job, lease_id=lease_id: self.record(
+                partial(
+                    self.record,
                     "drain",
                     "final-ack",
                     self.queue,
                     {"id": job},
-                    lambda: api.post(f"{base}/jobs/{job}/ack", json={"lease_id": lease_id}),
+                    partial(api.post, f"{base}/jobs/{job}/ack", json={"lease_id": lease_id}),
                     lambda _: {},
                 ),
                 timeout,

@@ -1,13 +1,39 @@
 """Checkers: pure functions of a history, each returning a :class:`Verdict`.
 
 A verdict is ``pass``, ``fail`` or ``unknown``; a checker that could not decide (over its time
-budget, or without the observations it needs) says ``unknown``, never ``pass``.
+budget, or without the observations it needs) says ``unknown``, never ``pass``. A scenario
+names the checks it runs; :data:`CHECKS` maps each name to the function of a whole history.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
 
 from scenarios.checkers.availability import availability
 from scenarios.checkers.base import FAIL, PASS, UNKNOWN, Verdict
 from scenarios.checkers.kv import no_lost_writes
 from scenarios.checkers.linearizable import linearizable_kv
 from scenarios.checkers.queue import queue_safety
+from scenarios.history import History
 
-__all__ = ["FAIL", "PASS", "UNKNOWN", "Verdict", "availability", "linearizable_kv", "no_lost_writes", "queue_safety"]
+Check = Callable[[History], Verdict]
+
+CHECKS: dict[str, Check] = {
+    "no-lost-writes": lambda history: no_lost_writes(history.ops),
+    "linearizable-kv": lambda history: linearizable_kv(history.ops),
+    "queue-safety": lambda history: queue_safety(history.ops),
+    "availability": lambda history: availability(history.ops, history.events),
+}
+
+__all__ = [
+    "CHECKS",
+    "FAIL",
+    "PASS",
+    "UNKNOWN",
+    "Check",
+    "Verdict",
+    "availability",
+    "linearizable_kv",
+    "no_lost_writes",
+    "queue_safety",
+]
