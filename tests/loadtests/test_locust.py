@@ -54,7 +54,7 @@ def test_an_impossible_threshold_fails_the_run_and_names_it(tmp_path: Path) -> N
 
 def test_recovery_is_measured_from_the_fault() -> None:
     code = (
-        "from loadtests.common import recovery; "
+        "from loadtests.timeline import recovery; "
         "print(recovery({10: [9, 1], 11: [0, 10], 12: [10, 0], 13: [10, 0], 14: [10, 0]}, 11.0))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
