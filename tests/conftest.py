@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -123,7 +124,7 @@ class EtcdCluster:
             member.start(initial)
         for member in self.members:
             wait_until(
-                lambda m=member: httpx.get(m.url + "/health", timeout=1).json()["health"] == "true",
+                functools.partial(_healthy, member.url),
                 timeout=30,
                 interval=0.1,
                 message=f"etcd member {member.name} healthy",
@@ -274,3 +275,7 @@ def spawn(tmp_path: Path) -> Iterator[object]:
     yield make
     for proc in started:
         proc.kill()
+
+
+def _healthy(url: str) -> bool:
+    return bool(httpx.get(url + "/health", timeout=1).json()["health"] == "true")

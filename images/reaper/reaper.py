@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from typing import Any
 
 DOCKER_SOCKET = os.environ.get("REAPER_DOCKER_SOCKET", "/var/run/docker.sock")
 
@@ -63,19 +64,25 @@ def docker(method: str, path: str) -> object:
         conn.close()
 
 
+def _listed(answer: object) -> list[dict[str, Any]]:
+    """The Docker API's list answer, or nothing when it answered otherwise (or not at all)."""
+    return [item for item in answer if isinstance(item, dict)] if isinstance(answer, list) else []
+
+
 def prune(filter_sets: list[dict[str, list[str]]]) -> dict[str, int]:
     removed = {"containers": 0, "networks": 0, "volumes": 0}
     for filters in filter_sets:
         query = urllib.parse.quote(json.dumps(filters))
-        for c in docker("GET", f"/containers/json?all=1&filters={query}") or []:  # type: ignore[union-attr]
+        for c in _listed(docker("GET", f"/containers/json?all=1&filters={query}")):
             docker("DELETE", f"/containers/{c['Id']}?force=1&v=1")
             removed["containers"] += 1
     for filters in filter_sets:  # networks once their containers are gone
         query = urllib.parse.quote(json.dumps(filters))
-        for n in docker("GET", f"/networks?filters={query}") or []:  # type: ignore[union-attr]
+        for n in _listed(docker("GET", f"/networks?filters={query}")):
             docker("DELETE", f"/networks/{n['Id']}")
             removed["networks"] += 1
-        for v in (docker("GET", f"/volumes?filters={query}") or {}).get("Volumes") or []:  # type: ignore[union-attr]
+        volumes = docker("GET", f"/volumes?filters={query}")
+        for v in _listed(volumes.get("Volumes") if isinstance(volumes, dict) else None):
             docker("DELETE", f"/volumes/{v['Name']}?force=1")
             removed["volumes"] += 1
     return removed

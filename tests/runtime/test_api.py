@@ -8,6 +8,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -97,7 +98,9 @@ def test_size_limit_is_413_and_nothing_is_written(api: httpx.Client) -> None:
         ("POST", "/v1/auth/users", {"json": {"username": "u", "password": "long-enough", "roles": ["god"]}}),
     ],
 )
-def test_bad_input_is_400_with_the_error_shape(api: httpx.Client, method: str, path: str, kwargs: dict) -> None:
+def test_bad_input_is_400_with_the_error_shape(
+    api: httpx.Client, method: str, path: str, kwargs: dict[str, Any]
+) -> None:
     reply = api.request(method, path, **kwargs)
     assert reply.status_code == 400, reply.text
     assert error_shape(reply)["error"] == "invalid"
