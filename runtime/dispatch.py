@@ -119,9 +119,7 @@ class RuntimeApp:
         except InvalidInput as exc:
             return http.error(400, "invalid", str(exc))
         except StorageUnavailable as exc:
-            return http.error(
-                503, "unavailable", f"the DB did not confirm in time; a write's outcome is unknown ({exc})"
-            )
+            return unavailable(exc)
 
     async def _authenticate(self, request: Request, permission: str) -> Principal | None:
         header = request.headers.get("authorization")
@@ -209,3 +207,16 @@ async def _read_body(request: Request) -> bytes:
             raise ValueTooLarge(f"body is over the limit of {VALUE_MAX_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+def unavailable(exc: StorageUnavailable) -> Response:
+    """503 that tells a client whether sending the request again is safe: ``not_applied``
+    (it had no effect: retry anywhere) or ``outcome_unknown`` (it may have taken effect)."""
+    if exc.applied is False:
+        return http.error(503, "not_applied", f"the DB is unavailable; nothing was applied ({exc})", RETRY_AFTER)
+    return http.error(
+        503, "outcome_unknown", f"the DB did not confirm in time; it may have applied it ({exc})", RETRY_AFTER
+    )

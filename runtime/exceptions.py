@@ -11,7 +11,7 @@
     └── SecurityError          a secret did not decrypt, a certificate could not be made
         └── InvalidToken       a bearer token that must be answered with 401
 
-Foreign exceptions (sqlite3, httpx, cryptography) are translated where they are caught,
+Foreign exceptions (sqlite3, grpc, aiohttp, cryptography) are translated where they are caught,
 with ``raise X(...) from exc``, so callers only ever handle this tree.
 """
 
@@ -55,7 +55,15 @@ class Conflict(StorageError):
 
 
 class StorageUnavailable(StorageError):
-    """The DB could not be reached or did not confirm the operation in time."""
+    """The DB could not be reached or did not confirm the operation in time.
+
+    ``applied`` is False when the operation certainly had no effect (nothing was sent, or the
+    DB refused it before proposing it), None when it may or may not have taken effect.
+    """
+
+    def __init__(self, message: str, *, applied: bool | None = None) -> None:
+        self.applied = applied
+        super().__init__(message)
 
 
 class SecurityError(RuntimeFailure):

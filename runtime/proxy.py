@@ -18,7 +18,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -67,14 +67,18 @@ class PeerPool:
         self.peers = {s: [Peer(s, a) for a in addresses] for s, addresses in peers.items()}
         self.scheme, self.metrics = scheme, metrics
         self._counters = {s: itertools.count() for s in peers}
-        self._client = httpx.AsyncClient(
-            verify=ssl_context or False,
-            timeout=httpx.Timeout(timeout, connect=1.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        # aiohttp keeps one queue of idle connections per peer: a request's cost does not grow
+        # with the pool (httpx checked every pooled connection on every request).
+        connector = aiohttp.TCPConnector(ssl=ssl_context or False, limit=256, keepalive_timeout=30)
+        self._client = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=1.0),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     def summary(self) -> dict[str, dict[str, int]]:
         return {s: {"healthy": sum(p.healthy for p in ps), "total": len(ps)} for s, ps in self.peers.items()}
@@ -85,14 +89,15 @@ class PeerPool:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         failures: list[str] = []
         for peer in order(self.peers[service], next(self._counters[service])):
+            url = f"{self.scheme}://{peer.address}{target}"
             try:
-                reply = await self._client.request(
-                    request.method, f"{self.scheme}://{peer.address}{target}", headers=headers, content=body
-                )
-            except httpx.TransportError as exc:
+                async with self._client.request(request.method, url, headers=headers, data=body) as reply:
+                    content = await reply.read()
+                    status, returned = reply.status, {h: reply.headers[h] for h in RETURN_HEADERS if h in reply.headers}
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 failures.append(f"{peer.address}: {type(exc).__name__}")
                 peer.healthy = False
-                sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                sent = not isinstance(exc, aiohttp.ClientConnectorError)
                 if not may_retry(Outcome.LOST if sent else Outcome.NOT_SENT, idempotent=idempotent):
                     self.metrics.forwarded.labels(service, "unknown").inc()
                     return http.error(
@@ -100,26 +105,24 @@ class PeerPool:
                         "outcome_unknown",
                         f"{service} peer {peer.address} failed after the request was sent; "
                         "it may or may not have been applied",
+                        {"Retry-After": "1"},
                     )
                 continue
             self.metrics.forwarded.labels(service, "ok").inc()
-            return Response(
-                reply.content,
-                status_code=reply.status_code,
-                headers={h: reply.headers[h] for h in RETURN_HEADERS if h in reply.headers},
-            )
+            return Response(content, status_code=status, headers=returned)
         self.metrics.forwarded.labels(service, "unavailable").inc()
-        return http.error(503, "unavailable", f"no {service} peer answered: {'; '.join(failures)}")
+        return http.error(
+            503, "not_applied", f"no {service} peer took the request: {'; '.join(failures)}", {"Retry-After": "1"}
+        )
 
     async def check_once(self) -> None:
         async def check(peer: Peer) -> None:
             try:
-                reply = await self._client.get(f"{self.scheme}://{peer.address}/readyz", timeout=2.0)
-                healthy, error = (
-                    reply.status_code == 200,
-                    "" if reply.status_code == 200 else f"HTTP {reply.status_code}",
-                )
-            except httpx.HTTPError as exc:
+                url = f"{self.scheme}://{peer.address}/readyz"
+                async with self._client.get(url, timeout=aiohttp.ClientTimeout(total=2.0)) as reply:
+                    await reply.read()
+                    healthy, error = reply.status == 200, "" if reply.status == 200 else f"HTTP {reply.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 healthy, error = False, type(exc).__name__
             if healthy != peer.healthy:
                 log.info(

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 
 from scenarios.history import FAIL, OK, UNKNOWN, History, Op
-from topologies import Cluster, ClusterClient
+from topologies import Cluster, ClusterClient, retry
+from topologies.retry import Outcome
 
 Result = tuple[str, dict[str, Any]]
 
@@ -51,6 +52,8 @@ def classify(
         return OK, {"status": 404, "value": None}
     if status == 404 and kind == "delete":
         return OK, {"status": 404, "deleted": False}
+    if status == 503 and retry.of_reply(status, reply.text) is Outcome.REFUSED:
+        return FAIL, {"status": status, "error": reply.text[:200]}  # the runtime says nothing was applied
     if status >= 500:
         return UNKNOWN, {"status": status, "error": reply.text[:200]}
     return FAIL, {"status": status, "error": reply.text[:200]}

@@ -99,6 +99,16 @@ class EtcdMember:
             labels={"modematrix.run": "tests-etcd"},
         )
 
+    def pause(self) -> None:
+        """SIGSTOP: the member keeps its sockets but answers nothing (a hung peer)."""
+        if self.process is None:
+            pytest.skip("pausing a member needs the host's etcd binary")
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.kill()

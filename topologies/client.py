@@ -83,7 +83,7 @@ class ClusterClient:
             index = (self._current + step) % len(self.endpoints)
             try:
                 reply = self._clients[self.endpoints[index]].request(method, path, headers=headers, **kwargs)
-                outcome = retry.of_status(reply.status_code)
+                outcome = retry.of_reply(reply.status_code, reply.text)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last, outcome = exc, Outcome.NOT_SENT
             except httpx.TransportError:

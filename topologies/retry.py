@@ -9,10 +9,13 @@ in ``runtime/retry.py``: the runtime imports nothing from here.)
     Next(retry_elsewhere=False, rotate=True)
     >>> after("GET", Outcome.BUSY)          # a node that cannot reach its DB: a read goes on
     Next(retry_elsewhere=True, rotate=True)
+    >>> after("PUT", Outcome.REFUSED)       # 503 not_applied: it had no effect, send it again
+    Next(retry_elsewhere=True, rotate=True)
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import Enum
 
@@ -22,7 +25,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class Outcome(Enum):
     NOT_SENT = "not-sent"  # the connection was never made
     LOST = "lost"  # failed after the request left (timeout, reset): it may have been applied
-    BUSY = "busy"  # the endpoint answered 503: it cannot serve now
+    BUSY = "busy"  # the endpoint answered 503: it cannot serve now, and may have applied it
+    REFUSED = "refused"  # 503 not_applied: the runtime says it had no effect
     ANSWERED = "answered"
 
 
@@ -33,7 +37,7 @@ class Next:
 
 
 def after(method: str, outcome: Outcome) -> Next:
-    if outcome is Outcome.NOT_SENT:
+    if outcome in (Outcome.NOT_SENT, Outcome.REFUSED):
         return Next(retry_elsewhere=True, rotate=True)
     if outcome is Outcome.BUSY:
         return Next(retry_elsewhere=method.upper() in SAFE_METHODS, rotate=True)
@@ -42,5 +46,25 @@ def after(method: str, outcome: Outcome) -> Next:
     return Next(retry_elsewhere=False, rotate=False)
 
 
-def of_status(status: int) -> Outcome:
-    return Outcome.BUSY if status == 503 else Outcome.ANSWERED
+def of_reply(status: int, body: str = "") -> Outcome:
+    """What an answer means; a 503's body carries the runtime's error code.
+
+    >>> of_reply(503, '{"error": "not_applied", "detail": "no leader"}')
+    <Outcome.REFUSED: 'refused'>
+    >>> of_reply(503, '{"error": "outcome_unknown"}'), of_reply(200)
+    (<Outcome.BUSY: 'busy'>, <Outcome.ANSWERED: 'answered'>)
+    """
+    if status != 503:
+        return Outcome.ANSWERED
+    return Outcome.REFUSED if _error_code(body) == NOT_APPLIED else Outcome.BUSY
+
+
+def _error_code(body: str) -> str:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return ""
+    return str(parsed.get("error", "")) if isinstance(parsed, dict) else ""
+
+
+NOT_APPLIED = "not_applied"  # the runtime's 503 code for "nothing was applied"

@@ -1,92 +1,121 @@
-"""etcd v3 through its JSON gateway (``/v3/kv/*``), with failover across endpoints.
+"""etcd v3 over its native gRPC API, with failover across members.
+
+The stubs are aetcd's generated ones (``aetcd.rpc``); the channels are our own ``grpc.aio``
+channels, one per member, with keepalive, so a dead member is noticed without a request
+waiting on it. Every call carries a deadline and etcd's ``hasleader`` metadata: a member
+without a leader refuses at once ("etcdserver: no leader") instead of holding the request.
 
 Every key is stored as ``/modematrix/<namespace>/<key>``. Reads are linearizable (etcd's
-default for range). When to try another endpoint is :func:`runtime.retry.may_retry`, with reads idempotent:
+default). When to try another member is :func:`runtime.retry.may_retry`, reads idempotent:
 
-- the connection was never made: nothing was sent, so any operation moves on to the next;
-- etcd answered "no leader": the request was refused before it was proposed, same;
-- anything else after the request left (timeout, reset, "request timed out"): a read moves
-  on; a write raises ``StorageUnavailable`` because it may or may not have been applied,
-  and only the caller can record that outcome as unknown.
+- the connection was never made, or the member refused before proposing (no leader): any
+  operation moves on, and when every member refused it waits a moment and goes round again,
+  until the operation's deadline;
+- anything else after the request left (deadline, reset, "request timed out"): a read moves
+  on; a write raises ``StorageUnavailable(applied=None)``: it may or may not have been applied.
+
+Within ``deadline`` seconds every call returns or raises: nothing waits longer.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+import grpc
+import grpc.aio
+from aetcd import rpc
 
 from runtime.exceptions import Conflict, StorageUnavailable
 from runtime.retry import Outcome, may_retry
 from runtime.storage.base import Entry, prefix_end, range_start
 
 ROOT = "/modematrix/"
+REQUIRE_LEADER = (("hasleader", "true"),)  # etcd's rpctypes.MetadataRequireLeaderKey
 _REFUSED_BEFORE_PROPOSAL = ("etcdserver: no leader", "etcdserver: not capable")
+_NOT_CONNECTED = ("failed to connect to all addresses", "connection refused", "no route to host")
+_ROUND_PAUSE = 0.05  # between rounds in which every member refused: an election takes ~1 s
+_CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 2_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    ("grpc.min_reconnect_backoff_ms", 100),
+)
 
 
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
+@dataclass
+class _Member:
+    target: str
+    channel: grpc.aio.Channel
+    kv: Any  # aetcd.rpc.KVStub: generated, untyped
 
 
-def _unb64(text: str | None) -> bytes:
-    return base64.b64decode(text) if text else b""
+def _target(endpoint: str) -> str:
+    """``http://10.0.0.5:2379`` -> ``10.0.0.5:2379``."""
+    parts = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
+    if not parts.hostname or not parts.port:
+        raise ValueError(f"etcd endpoint {endpoint!r}: expected http://HOST:PORT")
+    return f"{parts.hostname}:{parts.port}"
 
 
 class EtcdBackend:
     name = "etcd"
 
-    def __init__(self, endpoints: list[str], *, timeout: float = 5.0) -> None:
+    def __init__(self, endpoints: list[str], *, deadline: float = 1.8) -> None:
         if not endpoints:
             raise ValueError("EtcdBackend needs at least one endpoint")
-        self.endpoints = [e.rstrip("/") for e in endpoints]
-        self.timeout = timeout
+        self.targets = [_target(e) for e in endpoints]
+        self.deadline = deadline
         self._current = 0
-        self._client: httpx.AsyncClient | None = None
+        self._members: list[_Member] = []
 
     async def open(self) -> None:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout, connect=1.0), limits=limits)
+        for target in self.targets:
+            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            self._members.append(_Member(target, channel, rpc.KVStub(channel)))
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        members, self._members = self._members, []
+        await asyncio.gather(*(m.channel.close() for m in members), return_exceptions=True)
 
     async def ping(self) -> None:
-        await self._call("/v3/kv/range", {"key": _b64(ROOT.encode()), "limit": 1}, write=False)
+        await self._call("Range", rpc.RangeRequest(key=ROOT.encode(), limit=1), write=False)
 
     async def get(self, ns: str, key: str) -> Entry | None:
-        reply = await self._call("/v3/kv/range", {"key": _b64(self._full(ns, key))}, write=False)
-        kvs = reply.get("kvs") or []
-        return self._entry(ns, kvs[0]) if kvs else None
+        reply = await self._call("Range", rpc.RangeRequest(key=self._full(ns, key)), write=False)
+        return self._entry(ns, reply.kvs[0]) if reply.kvs else None
 
     async def put(self, ns: str, key: str, value: bytes, if_revision: int | None) -> int:
         full = self._full(ns, key)
-        request = {"request_put": {"key": _b64(full), "value": _b64(value)}}
+        request = rpc.PutRequest(key=full, value=value)
         if if_revision is None:
-            reply = await self._call("/v3/kv/put", request["request_put"], write=True)
-            return int(reply["header"]["revision"])
-        reply = await self._txn(full, if_revision, request)
-        return int(reply["header"]["revision"])
+            reply = await self._call("Put", request, write=True)
+        else:
+            reply = await self._txn(full, if_revision, rpc.RequestOp(request_put=request))
+        return int(reply.header.revision)
 
     async def delete(self, ns: str, key: str, if_revision: int | None) -> bool:
         full = self._full(ns, key)
+        request = rpc.DeleteRangeRequest(key=full)
         if if_revision is None:
-            reply = await self._call("/v3/kv/deleterange", {"key": _b64(full)}, write=True)
-            return int(reply.get("deleted", 0)) > 0
-        reply = await self._txn(full, if_revision, {"request_delete_range": {"key": _b64(full)}})
-        deleted = reply["responses"][0].get("response_delete_range", {}).get("deleted", 0)
-        return int(deleted) > 0
+            reply = await self._call("DeleteRange", request, write=True)
+            return int(reply.deleted) > 0
+        txn = await self._txn(full, if_revision, rpc.RequestOp(request_delete_range=request))
+        return int(txn.responses[0].response_delete_range.deleted) > 0
 
     async def range(self, ns: str, prefix: str, after: str | None, limit: int) -> list[Entry]:
         base = self._full(ns, "")
         start = base + range_start(prefix, after)
-        end = prefix_end(base + prefix.encode())
-        body = {"key": _b64(start), "range_end": _b64(end or b"\x00"), "limit": limit}
-        reply = await self._call("/v3/kv/range", body, write=False)
-        return [self._entry(ns, kv) for kv in reply.get("kvs") or []]
+        end = prefix_end(base + prefix.encode()) or b"\x00"
+        reply = await self._call("Range", rpc.RangeRequest(key=start, range_end=end, limit=limit), write=False)
+        return [self._entry(ns, kv) for kv in reply.kvs]
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -94,61 +123,61 @@ class EtcdBackend:
     def _full(ns: str, key: str) -> bytes:
         return f"{ROOT}{ns}/".encode() + key.encode()
 
-    def _entry(self, ns: str, kv: dict[str, Any]) -> Entry:
-        key = _unb64(kv["key"])[len(self._full(ns, "")) :].decode()
-        return Entry(key, _unb64(kv.get("value")), int(kv["mod_revision"]))
+    def _entry(self, ns: str, kv: Any) -> Entry:
+        key = bytes(kv.key)[len(self._full(ns, "")) :].decode()
+        return Entry(key, bytes(kv.value), int(kv.mod_revision))
 
-    async def _txn(self, full: bytes, if_revision: int, request: dict[str, Any]) -> dict[str, Any]:
-        body = {
-            "compare": [{"key": _b64(full), "target": "MOD", "result": "EQUAL", "mod_revision": str(if_revision)}],
-            "success": [request],
-            "failure": [{"request_range": {"key": _b64(full)}}],
-        }
-        reply = await self._call("/v3/kv/txn", body, write=True)
-        if not reply.get("succeeded"):
-            kvs = reply["responses"][0]["response_range"].get("kvs") or []
-            current = int(kvs[0]["mod_revision"]) if kvs else 0
+    async def _txn(self, full: bytes, if_revision: int, request: Any) -> Any:
+        compare = rpc.Compare(key=full, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=if_revision)
+        failure = rpc.RequestOp(request_range=rpc.RangeRequest(key=full))
+        reply = await self._call(
+            "Txn", rpc.TxnRequest(compare=[compare], success=[request], failure=[failure]), write=True
+        )
+        if not reply.succeeded:
+            kvs = reply.responses[0].response_range.kvs
+            current = int(kvs[0].mod_revision) if kvs else 0
             raise Conflict(full.decode(errors="replace").split("/", 3)[-1], if_revision, current)
         return reply
 
-    async def _call(self, path: str, body: dict[str, Any], *, write: bool) -> dict[str, Any]:
-        if self._client is None:
-            raise StorageUnavailable("etcd client is not open")
-        deadline = time.monotonic() + self.timeout
+    async def _call(self, method: str, request: Any, *, write: bool) -> Any:
+        if not self._members:
+            raise StorageUnavailable("etcd client is not open", applied=False)
+        ends = time.monotonic() + self.deadline
         failures: list[str] = []
-        for attempt in range(len(self.endpoints) * 2):
-            endpoint = self.endpoints[(self._current + attempt) % len(self.endpoints)]
-            if attempt and time.monotonic() > deadline:
+        while True:
+            for step in range(len(self._members)):
+                index = (self._current + step) % len(self._members)
+                member = self._members[index]
+                remaining = ends - time.monotonic()
+                if remaining <= 0:
+                    break
+                call: Callable[..., Awaitable[Any]] = getattr(member.kv, method)
+                try:
+                    reply = await call(request, timeout=remaining, metadata=REQUIRE_LEADER)
+                except grpc.aio.AioRpcError as exc:
+                    failures.append(f"{member.target}: {exc.code().name} {exc.details()}")
+                    outcome = _outcome_of(exc)
+                    self._current = (index + 1) % len(self._members)
+                    if not may_retry(outcome, idempotent=not write):
+                        raise StorageUnavailable(
+                            f"etcd write outcome unknown: {'; '.join(failures[-3:])}", applied=None
+                        ) from exc
+                    continue
+                self._current = index
+                return reply
+            if time.monotonic() + _ROUND_PAUSE >= ends:
                 break
-            try:
-                response = await self._client.post(endpoint + path, json=body)
-            except httpx.HTTPError as exc:
-                failures.append(f"{endpoint}: {type(exc).__name__}")
-                outcome = _outcome_of(exc)
-            else:
-                reply = _json(response)
-                if response.status_code == 200:
-                    self._current = (self._current + attempt) % len(self.endpoints)
-                    return reply
-                message = str(reply.get("error") or reply.get("message") or response.text)
-                failures.append(f"{endpoint}: {message}")
-                outcome = Outcome.REFUSED if message.startswith(_REFUSED_BEFORE_PROPOSAL) else Outcome.LOST
-            if outcome is Outcome.LOST:
-                self._current = (self._current + attempt + 1) % len(self.endpoints)
-            if not may_retry(outcome, idempotent=not write):
-                raise StorageUnavailable(f"etcd write outcome unknown: {'; '.join(failures)}")
-        raise StorageUnavailable(f"no etcd endpoint answered: {'; '.join(failures) or 'deadline passed'}")
+            await asyncio.sleep(_ROUND_PAUSE)
+        raise StorageUnavailable(
+            f"no etcd member answered within {self.deadline:g} s: {'; '.join(failures[-3:]) or 'deadline passed'}",
+            applied=False,
+        )
 
 
-def _outcome_of(exc: httpx.HTTPError) -> Outcome:
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+def _outcome_of(exc: grpc.aio.AioRpcError) -> Outcome:
+    details = (exc.details() or "").lower()
+    if exc.code() is grpc.StatusCode.UNAVAILABLE and details.startswith(_REFUSED_BEFORE_PROPOSAL):
+        return Outcome.REFUSED
+    if exc.code() is grpc.StatusCode.UNAVAILABLE and any(text in details for text in _NOT_CONNECTED):
         return Outcome.NOT_SENT
     return Outcome.LOST
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        reply: dict[str, Any] = response.json()
-    except ValueError:
-        reply = {"error": f"HTTP {response.status_code}: {response.text[:200]}"}
-    return reply
