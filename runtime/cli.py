@@ -7,11 +7,12 @@ that does not open the cluster's keys) prints one line on stderr and exits 2.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import uvloop
 
 from runtime import __version__, config, logs, routing
 from runtime.exceptions import ConfigError, RefusedToStart, SecurityError
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from runtime.server import serve  # the server stack is only imported to serve
 
     try:
-        return asyncio.run(serve(settings))
+        return uvloop.run(serve(settings))
     except (RefusedToStart, SecurityError) as exc:
         return refuse(str(exc))
     except OSError as exc:  # a path the runtime was given cannot be used: one line, not a traceback

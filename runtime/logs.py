@@ -37,5 +37,5 @@ def configure(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "httpx", "httpcore"):
+    for noisy in ("uvicorn.access", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

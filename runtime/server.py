@@ -15,7 +15,7 @@ import ssl
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from runtime.app import Node, data_dir_owner, open_node
 from runtime.config import Config
@@ -58,8 +58,9 @@ def claim_data_dir(config: Config) -> None:
         write_atomic(owner, json.dumps({"services": list(config.services), "node": config.node_name}).encode())
 
 
-class MemberAwareH11(H11Protocol):
-    """uvicorn's h11 protocol, plus the verified client certificate in ``scope["extensions"]["tls"]``.
+class MemberAwareHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol (the C parser), plus the verified client certificate in
+    ``scope["extensions"]["tls"]``.
 
     The server context verifies a client certificate against the cluster CA when one is
     presented (CERT_OPTIONAL), so a non-empty ``client_cert`` means "a cluster member".
@@ -88,7 +89,8 @@ def _uvicorn_config(node: Node) -> uvicorn.Config:
         RuntimeApp(node),
         host=config.listen_host,
         port=config.listen_port,
-        http=MemberAwareH11,
+        http=MemberAwareHttp,
+        loop="none",  # the caller's loop: uvloop, from runtime.cli
         ssl_context_factory=(lambda _cfg, _default: context) if context is not None else None,
         lifespan="off",
         log_config=None,
