@@ -27,6 +27,7 @@ from runtime.exceptions import Conflict, InvalidToken, SecurityError
 from runtime.security import tls, tokens
 from runtime.security.authz import Principal
 from runtime.security.secretbox import SecretBox
+from runtime.security.verified import VerifiedTokens
 from runtime.storage import Namespace
 
 log = logging.getLogger("runtime.security")
@@ -60,6 +61,7 @@ class KeyStore:
         self._keys: dict[str, tokens.SigningKey] = {}
         self._current: str | None = None
         self._last_reload = 0.0
+        self._verified = VerifiedTokens()
 
     # -- the CA -------------------------------------------------------------------------
 
@@ -97,7 +99,10 @@ class KeyStore:
         if entry is None:
             raise SecurityError(f"{KEYS_RECORD}: no signing keys in the DB")
         keys = [self._key_from(r) for r in json.loads(entry.value)["keys"]]
-        self._keys = {k.kid: k for k in keys}
+        loaded = {k.kid: k for k in keys}
+        if {(k.kid, k.retire_at) for k in loaded.values()} != {(k.kid, k.retire_at) for k in self._keys.values()}:
+            self._verified.clear()  # a key retired or went away: its tokens are checked afresh
+        self._keys = loaded
         self._current = max(keys, key=lambda k: k.created_at).kid
         self._last_reload = self._clock()
 
@@ -156,9 +161,17 @@ class KeyStore:
         return tokens.sign(self._keys[self._current], username, roles, self._clock(), self.token_ttl)
 
     def verify(self, token: str) -> Principal:
+        """Check a bearer token; one checked before is taken from the cache of verified tokens
+        until it expires or its key retires."""
         now = self._clock()
+        cached = self._verified.get(token, now=now)
+        if cached is not None:
+            return cached
         usable = {kid: k for kid, k in self._keys.items() if k.retire_at is None or k.retire_at > now}
-        return tokens.verify(token, usable, now)
+        principal, kid = tokens.verify_with_kid(token, usable, now)
+        retire_at = usable[kid].retire_at
+        self._verified.put(token, principal, until=min(principal.expires_at, retire_at or principal.expires_at))
+        return principal
 
     async def verify_fresh(self, token: str) -> Principal:
         """Verify; on an unknown ``kid`` reload the keys once (at most every 2 s) and retry,

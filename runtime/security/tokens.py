@@ -51,13 +51,19 @@ def sign(key: SigningKey, username: str, roles: tuple[str, ...], now: float, ttl
 
 
 def verify(token: str, keys: Mapping[str, SigningKey], now: float) -> Principal:
+    return verify_with_kid(token, keys, now)[0]
+
+
+def verify_with_kid(token: str, keys: Mapping[str, SigningKey], now: float) -> tuple[Principal, str]:
+    """The token's principal, and the ``kid`` of the key that signed it."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
         raise InvalidToken("token is not a well-formed JWT") from exc
     if header.get("alg") != ALGORITHM:
         raise InvalidToken(f"token algorithm {str(header.get('alg'))[:16]!r} is not accepted; expected {ALGORITHM}")
-    key = keys.get(str(header.get("kid")))
+    kid = str(header.get("kid"))
+    key = keys.get(kid)
     if key is None:
         raise InvalidToken("token is signed by a key this cluster does not know")
     try:
@@ -75,7 +81,7 @@ def verify(token: str, keys: Mapping[str, SigningKey], now: float) -> Principal:
     roles = claims.get("roles")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise InvalidToken("token roles claim is not a list of names")
-    return Principal(str(claims["sub"]), tuple(roles), float(claims["exp"]))
+    return Principal(str(claims["sub"]), tuple(roles), float(claims["exp"])), kid
 
 
 def jwk(key: SigningKey) -> dict[str, str]:
