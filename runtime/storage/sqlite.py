@@ -1,7 +1,13 @@
-"""The embedded backend: one SQLite file in WAL mode, fsync on every commit.
+"""The embedded backend: one SQLite file in WAL mode, fsync on every commit, group commit.
 
-All statements run on one dedicated thread, so writes are serialised and the revision
-counter (stored in the DB, not in memory) is strictly increasing even across restarts.
+Writes go to one writer thread. While it commits a batch, new writes queue up; the next
+batch takes all of them into one transaction, so concurrent writes share one fsync. Each
+write in a batch is checked and applied on its own (a lost compare-and-swap fails only that
+write), and none is acknowledged before its batch's COMMIT returned. Reads run on their own
+connection and thread: WAL lets them proceed while a batch commits, and they see every write
+acknowledged before they started.
+
+The revision counter lives in the DB, not in memory, so it grows strictly across restarts.
 """
 
 from __future__ import annotations
@@ -11,12 +17,13 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from runtime.exceptions import Conflict, StorageUnavailable
 from runtime.storage.base import Entry, prefix_end, range_start
 
 T = TypeVar("T")
+Write = Callable[[sqlite3.Connection], Any]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -31,108 +38,171 @@ INSERT OR IGNORE INTO counters VALUES ('revision', 0);
 class SqliteBackend:
     name = "sqlite"
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+    def __init__(self, path: Path, *, batch_max: int = 512) -> None:
+        self.path, self.batch_max = path, batch_max
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-write")
+        self._read_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
+        self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._committer: asyncio.Task[None] | None = None
+        self.batches = 0  # commits so far: with concurrent writers, fewer than the writes
 
     async def open(self) -> None:
-        await self._run(self._open)
+        self._writer = await self._on(self._write_thread, self._open_writer)
+        self._reader = await self._on(self._read_thread, self._connect)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._run(self._conn.close)
-            self._conn = None
-        self._executor.shutdown(wait=True)
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
+        for thread, conn in ((self._write_thread, self._writer), (self._read_thread, self._reader)):
+            if conn is not None:
+                await self._on(thread, conn.close)
+        self._writer = self._reader = None
+        self._write_thread.shutdown(wait=True)
+        self._read_thread.shutdown(wait=True)
 
     async def ping(self) -> None:
-        await self._run(lambda: self._db.execute("SELECT 1").fetchone())
+        await self._read(lambda db: db.execute("SELECT 1").fetchone())
 
     async def get(self, ns: str, key: str) -> Entry | None:
-        row = await self._run(self._select_one, ns, key.encode())
+        row = await self._read(lambda db: _select_one(db, ns, key.encode()))
         return Entry(key, row[0], row[1]) if row else None
 
     async def put(self, ns: str, key: str, value: bytes, if_revision: int | None) -> int:
-        return await self._run(self._put, ns, key, value, if_revision)
+        revision: int = await self._write(lambda db: _put(db, ns, key, value, if_revision))
+        return revision
 
     async def delete(self, ns: str, key: str, if_revision: int | None) -> bool:
-        return await self._run(self._delete, ns, key, if_revision)
+        deleted: bool = await self._write(lambda db: _delete(db, ns, key, if_revision))
+        return deleted
 
     async def range(self, ns: str, prefix: str, after: str | None, limit: int) -> list[Entry]:
-        rows = await self._run(self._range, ns, range_start(prefix, after), prefix_end(prefix.encode()), limit)
+        start, end = range_start(prefix, after), prefix_end(prefix.encode())
+        rows = await self._read(lambda db: _range(db, ns, start, end, limit))
         return [Entry(bytes(k).decode(), v, r) for k, v, r in rows]
 
-    # -- on the DB thread -------------------------------------------------------------
+    # -- writes: one committer, batches ----------------------------------------------------
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StorageUnavailable(f"SQLite database {self.path} is not open")
-        return self._conn
+    async def _write(self, write: Write) -> Any:
+        if self._writer is None:
+            raise StorageUnavailable(f"SQLite database {self.path} is not open", applied=False)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((write, done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.ensure_future(self._commit_pending())
+        return await asyncio.shield(done)  # a cancelled caller does not cancel the batch
 
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    async def _commit_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.batch_max], self._pending[self.batch_max :]
+            try:
+                results = await self._on(self._write_thread, self._apply, [w for w, _ in batch])
+            except Exception as exc:  # the whole batch rolled back: every write in it failed
+                results = [exc] * len(batch)
+            self.batches += 1
+            for (_, done), result in zip(batch, results, strict=True):
+                if done.cancelled():
+                    continue
+                if isinstance(result, Exception):
+                    done.set_exception(result)
+                else:
+                    done.set_result(result)
+
+    def _apply(self, writes: list[Write]) -> list[Any]:
+        """On the writer thread: every write of the batch in one transaction, one COMMIT."""
+        db = self._db(self._writer)
+        db.execute("BEGIN IMMEDIATE")
+        results: list[Any] = []
+        try:
+            for write in writes:
+                try:
+                    results.append(write(db))
+                except Conflict as exc:  # checked before the write touched anything
+                    results.append(exc)
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageUnavailable(f"SQLite {self.path}: {exc}", applied=False) from exc
+            raise
+        return results
+
+    # -- reads and plumbing ----------------------------------------------------------------
+
+    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._on(self._read_thread, lambda: read(self._db(self._reader)))
+
+    def _db(self, conn: sqlite3.Connection | None) -> sqlite3.Connection:
+        if conn is None:
+            raise StorageUnavailable(f"SQLite database {self.path} is not open", applied=False)
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    def _open_writer(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
-        self._conn = conn
+        return conn
 
-    def _select_one(self, ns: str, key: bytes) -> tuple[bytes, int] | None:
-        row = self._db.execute("SELECT value, revision FROM entries WHERE ns=? AND key=?", (ns, key)).fetchone()
-        return (row[0], row[1]) if row else None
-
-    def _write(self, ns: str, key: str, if_revision: int | None, action: Callable[[int], object]) -> int:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
+    async def _on(self, thread: ThreadPoolExecutor, fn: Callable[..., T], *args: object) -> T:
         try:
-            found = self._select_one(ns, key.encode())
-            current = found[1] if found else 0
-            if if_revision is not None and current != if_revision:
-                raise Conflict(key, if_revision, current)
-            db.execute("UPDATE counters SET value = value + 1 WHERE name = 'revision'")
-            revision: int = db.execute("SELECT value FROM counters WHERE name = 'revision'").fetchone()[0]
-            action(revision)
-            db.execute("COMMIT")
-            return revision
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    def _put(self, ns: str, key: str, value: bytes, if_revision: int | None) -> int:
-        def write(revision: int) -> None:
-            self._db.execute(
-                "INSERT OR REPLACE INTO entries (ns, key, value, revision) VALUES (?, ?, ?, ?)",
-                (ns, key.encode(), value, revision),
-            )
-
-        return self._write(ns, key, if_revision, write)
-
-    def _delete(self, ns: str, key: str, if_revision: int | None) -> bool:
-        found = self._select_one(ns, key.encode())
-        current = found[1] if found else 0
-        if if_revision is not None and current != if_revision:
-            raise Conflict(key, if_revision, current)
-        if found is None:
-            return False
-        self._write(
-            ns, key, current, lambda _: self._db.execute("DELETE FROM entries WHERE ns=? AND key=?", (ns, key.encode()))
-        )
-        return True
-
-    def _range(self, ns: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes, int]]:
-        sql = "SELECT key, value, revision FROM entries WHERE ns=? AND key>=?"
-        args: list[object] = [ns, start]
-        if end is not None:
-            sql += " AND key<?"
-            args.append(end)
-        rows = self._db.execute(sql + " ORDER BY key LIMIT ?", (*args, limit)).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
-
-    async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(thread, fn, *args)
         except sqlite3.Error as exc:
-            raise StorageUnavailable(f"SQLite {self.path}: {exc}") from exc
+            raise StorageUnavailable(f"SQLite {self.path}: {exc}", applied=False) from exc
+
+
+# -- statements (run on the DB threads, inside the writer's transaction for writes) ----------
+
+
+def _select_one(db: sqlite3.Connection, ns: str, key: bytes) -> tuple[bytes, int] | None:
+    row = db.execute("SELECT value, revision FROM entries WHERE ns=? AND key=?", (ns, key)).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def _next_revision(db: sqlite3.Connection) -> int:
+    db.execute("UPDATE counters SET value = value + 1 WHERE name = 'revision'")
+    revision: int = db.execute("SELECT value FROM counters WHERE name = 'revision'").fetchone()[0]
+    return revision
+
+
+def _current(db: sqlite3.Connection, ns: str, key: str, if_revision: int | None) -> tuple[bytes, int] | None:
+    found = _select_one(db, ns, key.encode())
+    current = found[1] if found else 0
+    if if_revision is not None and current != if_revision:
+        raise Conflict(key, if_revision, current)
+    return found
+
+
+def _put(db: sqlite3.Connection, ns: str, key: str, value: bytes, if_revision: int | None) -> int:
+    _current(db, ns, key, if_revision)
+    revision = _next_revision(db)
+    db.execute(
+        "INSERT OR REPLACE INTO entries (ns, key, value, revision) VALUES (?, ?, ?, ?)",
+        (ns, key.encode(), value, revision),
+    )
+    return revision
+
+
+def _delete(db: sqlite3.Connection, ns: str, key: str, if_revision: int | None) -> bool:
+    if _current(db, ns, key, if_revision) is None:
+        return False
+    _next_revision(db)
+    db.execute("DELETE FROM entries WHERE ns=? AND key=?", (ns, key.encode()))
+    return True
+
+
+def _range(db: sqlite3.Connection, ns: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[Any, ...]]:
+    sql = "SELECT key, value, revision FROM entries WHERE ns=? AND key>=?"
+    args: list[object] = [ns, start]
+    if end is not None:
+        sql += " AND key<?"
+        args.append(end)
+    return [tuple(r) for r in db.execute(sql + " ORDER BY key LIMIT ?", (*args, limit)).fetchall()]

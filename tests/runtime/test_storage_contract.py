@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -150,7 +151,7 @@ async def test_etcd_leader_killed_mid_use_keeps_acknowledged_writes(etcd3: objec
     import anyio
 
     cluster = etcd3
-    backend = EtcdBackend(cluster.endpoints, timeout=10)  # type: ignore[attr-defined]
+    backend = EtcdBackend(cluster.endpoints)  # type: ignore[attr-defined]
     await backend.open()
     space = Namespace(backend, "kv")
     before = await space.put("a", b"1")
@@ -180,3 +181,80 @@ async def test_etcd_leader_killed_mid_use_keeps_acknowledged_writes(etcd3: objec
     with pytest.raises(Conflict):
         await space.put("a", b"3", if_revision=before)
     await backend.close()
+
+
+@pytest.mark.etcd
+async def test_etcd_without_quorum_answers_every_write_within_the_deadline(etcd3: object) -> None:
+    """Two of three members dead. Until the survivor notices (one election timeout) it takes
+    proposals that can never commit: those writes end unknown. After that it refuses before
+    proposing, and the error says nothing was applied. Every write ends within the deadline."""
+    cluster = etcd3
+    backend = EtcdBackend(cluster.endpoints)  # type: ignore[attr-defined]
+    await backend.open()
+    space = Namespace(backend, "kv")
+    await space.put("a", b"1")
+    cluster.members[0].kill()  # type: ignore[attr-defined]
+    cluster.members[1].kill()  # type: ignore[attr-defined]
+    outcomes: list[tuple[bool | None, float]] = []
+    for _ in range(10):
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable) as failed:
+            await space.put("a", b"2")
+        outcomes.append((failed.value.applied, time.monotonic() - started))
+        if failed.value.applied is False:
+            break
+    print(f"\nno quorum: (applied, seconds) per write: {outcomes}")
+    assert outcomes[-1][0] is False, f"the survivor never refused before proposing: {outcomes}"
+    assert all(seconds < backend.deadline + 1.0 for _, seconds in outcomes), outcomes
+    await backend.close()
+
+
+@pytest.mark.etcd
+async def test_a_hung_member_makes_a_write_unknown_not_a_hang(etcd3: object) -> None:
+    """The only endpoint is frozen (SIGSTOP): the write's fate is unknown, said within the deadline."""
+    cluster = etcd3
+    backend = EtcdBackend([cluster.members[2].url])  # type: ignore[attr-defined]
+    await backend.open()
+    space = Namespace(backend, "kv")
+    await space.put("a", b"1")
+    cluster.members[2].pause()  # type: ignore[attr-defined]
+    try:
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable) as unknown:
+            await space.put("a", b"2")
+        elapsed = time.monotonic() - started
+        assert unknown.value.applied is None and "outcome unknown" in str(unknown.value)
+        assert elapsed < backend.deadline + 1.0
+        with pytest.raises(StorageUnavailable) as read:
+            await space.get("a")
+        assert read.value.applied is False, "a read never applies anything"
+    finally:
+        cluster.members[2].resume()  # type: ignore[attr-defined]
+    await backend.close()
+
+
+async def test_sqlite_concurrent_writes_share_commits_and_each_is_durable(tmp_path: Path) -> None:
+    """Group commit: 200 concurrent puts take fewer commits than puts; every one is acknowledged
+    with its own revision, a lost CAS in a batch fails alone, and all are there after reopening."""
+    import asyncio
+
+    backend = SqliteBackend(tmp_path / "db.sqlite")
+    await backend.open()
+    space = Namespace(backend, "kv")
+    await space.put("cas", b"0")
+    writes = [space.put(f"k{i}", str(i).encode()) for i in range(200)]
+    doomed = space.put("cas", b"lost", if_revision=999_999)
+    results = await asyncio.gather(*writes, doomed, return_exceptions=True)
+    revisions, lost = results[:-1], results[-1]
+    assert isinstance(lost, Conflict)
+    assert all(isinstance(r, int) for r in revisions) and len(set(revisions)) == 200
+    assert backend.batches < 200, f"{backend.batches} commits for 200 concurrent writes"
+    print(f"\ngroup commit: 200 concurrent puts in {backend.batches} commits")
+    await backend.close()
+    again = SqliteBackend(tmp_path / "db.sqlite")
+    await again.open()
+    assert [e.value for e in await Namespace(again, "kv").range("k", limit=1000)] == sorted(
+        str(i).encode() for i in range(200)
+    )
+    assert (await Namespace(again, "kv").get("cas")).value == b"0"  # type: ignore[union-attr]
+    await again.close()
