@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 OK, FAIL, UNKNOWN = "ok", "fail", "unknown"
+WRITE_KINDS = ("write", "cas", "delete", "enqueue")  # the ops whose success means "writes work"
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,9 @@ def run(cluster: Cluster, scenario: Scenario, *, seed: int | None = None) -> Res
             faults.append(fault.name)
             with injected(cluster, fault, mark=lambda event: history.mark(time.monotonic(), event)):
                 traffic.run_for(scenario.during_s)
+            healed = time.monotonic()
             traffic.run_for(scenario.settle_s)
+            traffic.run_until_write_after(healed, timeout=2 * scenario.traffic.timeout)
     finally:
         traffic.stop()
     with cluster.client(timeout=scenario.traffic.timeout) as api:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from scenarios.history import FAIL, OK, UNKNOWN, History, Op
+from scenarios.history import FAIL, OK, UNKNOWN, WRITE_KINDS, History, Op
 from topologies import Cluster, ClusterClient, retry
 from topologies.retry import Outcome
 
@@ -92,6 +92,17 @@ class TrafficRun:
     def run_for(self, seconds: float) -> None:
         """Let traffic flow for ``seconds`` (the traffic window, not a wait for a condition)."""
         self._stop.wait(seconds)
+
+    def run_until_write_after(self, since: float, timeout: float) -> bool:
+        """Let traffic flow until some write that started after ``since`` succeeded, at most
+        ``timeout`` s: after a heal, clients blocked on a call from before it need that long to
+        come back. False if none did (the availability check then says so)."""
+        deadline = time.monotonic() + timeout
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if any(op.outcome == OK and op.kind in WRITE_KINDS and op.call >= since for op in self.history.ops):
+                return True
+            self._stop.wait(0.1)
+        return False
 
     def stop(self) -> None:
         self._stop.set()

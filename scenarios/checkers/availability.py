@@ -11,9 +11,7 @@ import itertools
 import statistics
 
 from scenarios.checkers.base import FAIL, PASS, UNKNOWN, Verdict
-from scenarios.history import OK, Op
-
-WRITE_KINDS = ("write", "cas", "delete", "enqueue")
+from scenarios.history import OK, WRITE_KINDS, Op
 
 
 def _cycles(events: list[tuple[float, str]], end: float) -> list[tuple[float, float]]:
