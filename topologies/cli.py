@@ -4,7 +4,7 @@ modematrix images build            modematrix up ha [--json] [--platform docker]
 modematrix images base             modematrix status [--json]
 modematrix images wheels --dest D  modematrix down RUN_ID | --all
 modematrix images context DIR      modematrix fault RUN_ID NODE kill|stop|start|restart|pause|unpause|partition|heal
-modematrix images check [TAG]
+modematrix images check [TAG]      modematrix bench --mode single,ha,scaled   (from loadtests)
 
 Every failure is one line on stderr: exit 2 for bad input (an unknown mode, run or node, an
 invalid mode file), 1 for a run that failed. ``--debug`` adds the traceback.
@@ -13,6 +13,7 @@ invalid mode file), 1 for a run that failed. ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import shutil
 import sys
@@ -177,7 +178,15 @@ def _parser() -> argparse.ArgumentParser:
     fault.add_argument("node")
     fault.add_argument("action", choices=[*FAULTS, "start", "unpause", "partition", "heal"])
     fault.set_defaults(run=_fault)
+    _add_commands(sub)
     return parser
+
+
+def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Subcommands that other packages register in the ``modematrix.commands`` entry point group
+    (``bench`` from loadtests): the CLI lives here, yet topologies imports none of them."""
+    for entry in importlib.metadata.entry_points(group="modematrix.commands"):
+        entry.load()(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,6 +46,7 @@ class Cluster:
         self.lb: Node | None = None
         self.network = f"mm-{run_id}"
         self.facts: dict[str, str | None] = {}  # what was probed once about the platform (netem)
+        self.cpuset: str | None = None  # host cores every container of the run is pinned to
 
     # -- what users reach -----------------------------------------------------------------
 

@@ -52,6 +52,7 @@ def _node_launch(cluster: Cluster, node: spec.NodeSpec, ip: str, env: Mapping[st
         ip=ip,
         publish=(API_PORT,),
         memory=cluster.spec.memory,
+        cpuset=cluster.cpuset,
         volume=f"mm-{cluster.run_id}-{node.name}",
         volume_path=DATA_DIR,
     )
@@ -129,6 +130,7 @@ def _start_load_balancer(cluster: Cluster, prefix: str) -> None:
             ip=ips[lb.name],
             publish=(API_PORT,),
             memory="64m",
+            cpuset=cluster.cpuset,
         )
     )
     cluster.lb = Node(spec.NodeSpec(lb.name, ()), ips[lb.name], handle.ports[API_PORT], handle, cluster.platform, "lb")
@@ -145,10 +147,14 @@ def start(
     quiet: bool = True,
     env: Mapping[str, str] | None = None,
     platform: Platform | str = "docker",
+    cpuset: str | None = None,
 ) -> Iterator[Cluster]:
     """Start ``mode`` and yield the ready cluster; remove it on exit unless ``keep``.
-    ``env`` adds runtime settings to every node (``{"RUNTIME_LOG_LEVEL": "debug"}``)."""
-    cluster = launch(mode, image=image, reaper=reaper, timeout=timeout, quiet=quiet, env=env, platform=platform)
+    ``env`` adds runtime settings to every node (``{"RUNTIME_LOG_LEVEL": "debug"}``);
+    ``cpuset`` pins every container to those host cores."""
+    cluster = launch(
+        mode, image=image, reaper=reaper, timeout=timeout, quiet=quiet, env=env, platform=platform, cpuset=cpuset
+    )
     try:
         yield cluster
     finally:
@@ -165,6 +171,7 @@ def launch(
     quiet: bool = True,
     env: Mapping[str, str] | None = None,
     platform: Platform | str = "docker",
+    cpuset: str | None = None,
 ) -> Cluster:
     """Start ``mode`` on ``platform`` and return it once every node is ready; on any failure
     remove whatever was started, then raise."""
@@ -176,6 +183,7 @@ def launch(
     secrets_ = plan.Secrets(secrets.token_urlsafe(32), secrets.token_urlsafe(16))
     admin = Credentials("admin", secrets_.admin_password)
     cluster = Cluster(run_id, mode_spec, image, where, run_dir(run_id), admin)
+    cluster.cpuset = cpuset
     started = time.monotonic()
     try:
         prefix = where.create_network(cluster.network, cluster.labels("network"))

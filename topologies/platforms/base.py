@@ -40,6 +40,7 @@ class Launch:
     ip: str | None = None
     publish: tuple[int, ...] = ()
     memory: str | None = None
+    cpuset: str | None = None  # pin to these host cores ("0", "0-1"): benchmarks pin servers apart from load
     volume: str | None = None
     volume_path: str = ""
 

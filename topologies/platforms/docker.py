@@ -129,6 +129,8 @@ class DockerPlatform:
             kwargs["entrypoint"] = list(spec.entrypoint)
         if spec.memory:
             kwargs["mem_limit"] = spec.memory
+        if spec.cpuset:
+            kwargs["cpuset_cpus"] = spec.cpuset
         if spec.network:
             endpoint = EndpointConfig("1.41", aliases=[spec.hostname or spec.name], ipv4_address=spec.ip)
             kwargs.update(network=spec.network, networking_config={spec.network: endpoint})

@@ -1,0 +1,263 @@
+"""``modematrix bench``: requests per second and latency of each mode, as ratios against
+baselines measured in the same run.
+
+    modematrix bench --mode single,ha,scaled [--seconds 8] [--connections 64]
+
+The load generator is wrk (compiled; Debian's ``wrk``), pinned with ``taskset`` to another
+core than every server container (all pinned to ``--server-core``), so the generator never
+takes the server's CPU. Baselines, in the same run:
+
+- bare Starlette JSON on the runtime's own stack (uvicorn, httptools, uvloop, TLS), in a
+  container of the runtime image (``loadtests/baseline_app.py``);
+- raw puts to the same etcd cluster (its JSON gateway, one member) for ha and scaled.
+
+Rows go to stdout as a table and to ``results/bench/`` as JSON and Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+import topologies
+from topologies import platforms
+from topologies.constants import API_PORT, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
+from topologies.wait import wait_until
+
+BASELINE_APP = Path(__file__).with_name("baseline_app.py")
+BARE = "bare Starlette JSON (TLS), same stack"
+RAW_ETCD = "raw etcd puts, same cluster"
+
+
+@dataclass(frozen=True)
+class Measured:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+@dataclass(frozen=True)
+class Row:
+    mode: str
+    target: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    baseline: str = ""
+    ratio: float | None = None
+
+
+# -- wrk ---------------------------------------------------------------------------------------
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    """``812.00us`` -> 0.812; ``1.23ms`` -> 1.23; ``2.00s`` -> 2000.0"""
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if found is None:
+        raise ValueError(f"wrk latency {text!r}: expected a number with us, ms, s or m")
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
+
+def parse_wrk(output: str) -> Measured:
+    """Read wrk's ``--latency`` report.
+
+    >>> parse_wrk('''  Latency Distribution
+    ...      50%    1.20ms
+    ...      99%    9.50ms
+    ...   12000 requests in 8.00s, 1.2MB read
+    ...   Socket errors: connect 0, read 2, write 0, timeout 1
+    ...   Non-2xx or 3xx responses: 4
+    ... Requests/sec:   1500.10''')
+    Measured(rps=1500.1, p50_ms=1.2, p99_ms=9.5, errors=7)
+    """
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
+    if not (rps and p50 and p99):
+        raise ValueError(f"wrk printed no latency report:\n{output[-800:]}")
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = (sum(map(int, socket.groups())) if socket else 0) + (int(non_2xx.group(1)) if non_2xx else 0)
+    return Measured(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), errors)
+
+
+def _lua_put(path_prefix: str, keys: int = 1000) -> str:
+    return f"""
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("PUT", "{path_prefix}" .. (counter % {keys}), nil, "value-" .. counter)
+end
+"""
+
+
+def _lua_etcd_put(keys: int = 1000) -> str:
+    names = ",".join(f'"{base64.b64encode(f"/bench/raw-{i}".encode()).decode()}"' for i in range(keys))
+    value = base64.b64encode(b"value-raw").decode()
+    return f"""
+keys = {{{names}}}
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = '{{"key":"' .. keys[(counter % {keys}) + 1] .. '","value":"{value}"}}'
+  return wrk.format("POST", "/v3/kv/put", {{["Content-Type"] = "application/json"}}, body)
+end
+"""
+
+
+@dataclass(frozen=True)
+class Wrk:
+    seconds: float
+    connections: int
+    core: int
+
+    def run(self, url: str, *, token: str = "", script: str = "") -> Measured:
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+            lua.write(script)
+            lua.flush()
+            argv = ["taskset", "-c", str(self.core), "wrk", "-t1", f"-c{self.connections}", f"-d{self.seconds:g}s"]
+            argv += ["--latency", "--timeout", "5s"]
+            argv += ["-H", f"Authorization: Bearer {token}"] if token else []
+            argv += ["-s", lua.name] if script else []
+            done = subprocess.run([*argv, url], capture_output=True, text=True, timeout=self.seconds + 60)
+        if done.returncode != 0:
+            raise RuntimeError(f"wrk exited {done.returncode}: {done.stderr.strip()[-500:]}")
+        return parse_wrk(done.stdout)
+
+
+# -- what is measured --------------------------------------------------------------------------
+
+
+@contextmanager
+def bare_starlette(image: str, core: str) -> Iterator[str]:
+    """The baseline server in a container of the runtime image; yields its URL."""
+    platform = platforms.get("docker")
+    platform.guard(image)
+    run_id = f"bench-{uuid.uuid4().hex[:6]}"
+    labels = {LABEL_RUN: run_id, LABEL_MODE: "bench", LABEL_NODE: "baseline", LABEL_ROLE: "baseline"}
+    launch = platforms.Launch(
+        name=f"mm-{run_id}-baseline",
+        image=image,
+        labels=labels,
+        entrypoint=("python3", "-c", BASELINE_APP.read_text()),
+        publish=(API_PORT,),
+        cpuset=core,
+    )
+    handle = platform.launch(launch)
+    url = f"https://127.0.0.1:{handle.ports[API_PORT]}/hello"
+    try:
+        wait_until(
+            lambda: httpx.get(url, verify=False, timeout=1).status_code == 200,  # noqa: S501 (self-signed, loopback)
+            timeout=30,
+            interval=0.2,
+            message="the baseline server answers",
+        )
+        yield url
+    finally:
+        platform.remove_run(run_id)
+
+
+def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row) -> list[Row]:
+    with topologies.start(mode, cpuset=core) as cluster, cluster.client() as api:
+        token = api.token or api.login()
+        seeded = api.put("/v1/kv/bench-get", content=b"x" * 64)
+        if seeded.status_code != 200:
+            raise topologies.TopologyError(f"{mode}: could not write the GET key: {seeded.status_code} {seeded.text}")
+        url = cluster.endpoints[0]
+        get = wrk.run(f"{url}/v1/kv/bench-get", token=token)
+        put = wrk.run(f"{url}/v1/kv/", token=token, script=_lua_put(f"/v1/kv/bench-{mode}-"))
+        if cluster.spec.db != "etcd":
+            return [_row(mode, "kv GET", get, bare), _row(mode, "kv PUT", put, bare)]
+        member = next(n for n in cluster.nodes if n.db_member)
+        raw = wrk.run(f"http://{member.ip}:{DB_CLIENT_PORT}/v3/kv/put", script=_lua_etcd_put())
+        raw_row = _row(mode, RAW_ETCD, raw, None)
+        through = "through one node" if cluster.lb is None else "through the load balancer"
+        return [
+            raw_row,
+            _row(mode, f"kv PUT {through}", put, raw_row),
+            _row(mode, f"kv GET {through}", get, raw_row),
+        ]
+
+
+def _row(mode: str, target: str, measured: Measured, baseline: Row | None) -> Row:
+    ratio = round(measured.rps / baseline.rps, 2) if baseline and baseline.rps else None
+    return Row(mode, target, **asdict(measured), baseline=baseline.target if baseline else "", ratio=ratio)
+
+
+def render(rows: Sequence[Row], wrk: Wrk) -> str:
+    head = f"wrk -t1 -c{wrk.connections} -d{wrk.seconds:g}s on core {wrk.core}; servers pinned to another core\n"
+    lines = [
+        "| mode | target | req/s | p50 ms | p99 ms | errors | ratio | to |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "1.00x"
+        lines.append(
+            f"| {r.mode} | {r.target} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {ratio} "
+            f"| {r.baseline or '(baseline)'} |"
+        )
+    return head + "\n".join(lines)
+
+
+def bench(modes: Sequence[str], wrk: Wrk, server_core: str, results: Path) -> list[Row]:
+    image = platforms.get("docker").image(quiet=False)
+    with bare_starlette(image, server_core) as url:
+        bare = _row("-", BARE, wrk.run(url), None)
+    rows = [bare]
+    for mode in modes:
+        rows += _rows_for(mode, wrk, server_core, bare)
+    results.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (results / f"bench-{stamp}.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    (results / "bench.md").write_text(render(rows, wrk) + "\n")
+    return rows
+
+
+# -- the `modematrix bench` subcommand ----------------------------------------------------------
+
+
+def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Registered through the ``modematrix.commands`` entry point group."""
+    parser = sub.add_parser("bench", help="requests/s and latency per mode, against same-run baselines (wrk)")
+    parser.add_argument("--mode", default="single,ha,scaled", help="comma-separated modes (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per row (default %(default)s)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--server-core", default="0", help="host core(s) every server container is pinned to")
+    parser.add_argument("--load-core", type=int, default=1, help="host core wrk is pinned to")
+    parser.add_argument("--results", type=Path, default=Path("results/bench"))
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in topologies.available()]
+    if unknown or not modes:
+        raise topologies.NotFound(
+            f"--mode: no mode {unknown[0] if unknown else ''!r}; expected some of single,ha,scaled"
+        )
+    if shutil.which("wrk") is None or shutil.which("taskset") is None:
+        raise topologies.UsageError("modematrix bench needs wrk and taskset: sudo apt-get install wrk util-linux")
+    if args.seconds <= 0 or args.connections < 1:
+        raise topologies.UsageError("--seconds must be positive and --connections at least 1")
+    wrk = Wrk(args.seconds, args.connections, args.load_core)
+    rows = bench(modes, wrk, args.server_core, args.results)
+    print(render(rows, wrk))
+    print(f"written to {args.results}/")
+    return 0
