@@ -48,21 +48,29 @@ class Node:
         return "ingress" in self.config.services
 
     def background(self) -> list[Coroutine[Any, Any, None]]:
-        jobs = [self.cert.renew_forever(), self._keys_forever()]
+        jobs = [self.cert.renew_forever(), self._rotate_keys_forever(), self._follow_keys()]
         if self.peers is not None:
             jobs.append(self.peers.check_forever())
         return jobs
 
-    async def _keys_forever(self) -> None:
+    async def _rotate_keys_forever(self) -> None:
+        """Rotate the signing key when it is due (whichever node gets there first wins)."""
         interval = min(30.0, self.keys.rotation / 10)
         while True:
             await asyncio.sleep(interval)
             try:
-                if not await self.keys.rotate_if_due():
-                    await self.keys.reload()
+                await self.keys.rotate_if_due()
             except StorageUnavailable as exc:
-                log.warning("could not refresh signing keys", extra={"fields": {"error": str(exc)}})
+                log.warning("could not rotate signing keys", extra={"fields": {"error": str(exc)}})
             self.metrics.cert_renewal.set(self.cert.seconds_until_renewal())
+
+    async def _follow_keys(self) -> None:
+        """Reload the signing keys whenever any node changes them (the DB's watch, not polling)."""
+        async for _ in self.keys.changes():
+            try:
+                await self.keys.reload()
+            except StorageUnavailable as exc:
+                log.warning("could not reload signing keys", extra={"fields": {"error": str(exc)}})
 
     async def close(self) -> None:
         if self.peers is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -105,6 +105,10 @@ class KeyStore:
         self._keys = loaded
         self._current = max(keys, key=lambda k: k.created_at).kid
         self._last_reload = self._clock()
+
+    def changes(self) -> AsyncIterator[None]:
+        """Wakes whenever the signing keys may have changed, on any node."""
+        return self._ns.changes(KEYS_RECORD)
 
     async def rotate_if_due(self) -> bool:
         """Replace the current key once it is ``rotation`` old; keep the old one to verify

@@ -9,7 +9,7 @@ whose methods take ``(namespace, key)``; only the runtime's wiring ever holds on
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,6 +35,9 @@ class Backend(Protocol):
     async def put(self, ns: str, key: str, value: bytes, if_revision: int | None) -> int: ...
     async def delete(self, ns: str, key: str, if_revision: int | None) -> bool: ...
     async def range(self, ns: str, prefix: str, after: str | None, limit: int) -> list[Entry]: ...
+    def changes(self, ns: str, key: str) -> AsyncIterator[None]:
+        """Wakes at once, then whenever ``key`` may have changed, written by any node. Never ends
+        on its own; a backend reconnects by itself (and wakes, since it may have missed one)."""
 
 
 Observer = Callable[[str, float], None]
@@ -83,6 +86,10 @@ class Namespace:
             return await self.__backend.delete(self.__name, _key(key), if_revision)
         finally:
             self.__observe("delete", time.perf_counter() - started)
+
+    def changes(self, key: str) -> AsyncIterator[None]:
+        """Wakes at once, then whenever ``key`` may have changed (see :meth:`Backend.changes`)."""
+        return self.__backend.changes(self.__name, _key(key))
 
     async def range(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> list[Entry]:
         if prefix:

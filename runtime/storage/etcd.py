@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,6 +55,7 @@ class _Member:
     target: str
     channel: grpc.aio.Channel
     kv: Any  # aetcd.rpc.KVStub: generated, untyped
+    watch: Any  # aetcd.rpc.WatchStub
 
 
 def _target(endpoint: str) -> str:
@@ -79,7 +80,7 @@ class EtcdBackend:
     async def open(self) -> None:
         for target in self.targets:
             channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-            self._members.append(_Member(target, channel, rpc.KVStub(channel)))
+            self._members.append(_Member(target, channel, rpc.KVStub(channel), rpc.WatchStub(channel)))
 
     async def close(self) -> None:
         members, self._members = self._members, []
@@ -116,6 +117,36 @@ class EtcdBackend:
         end = prefix_end(base + prefix.encode()) or b"\x00"
         reply = await self._call("Range", rpc.RangeRequest(key=start, range_end=end, limit=limit), write=False)
         return [self._entry(ns, kv) for kv in reply.kvs]
+
+    async def changes(self, ns: str, key: str) -> AsyncIterator[None]:
+        """etcd's watch on one key, on one member at a time; on a broken stream the next
+        member, waking once on every (re)connect because an event may have been missed."""
+        full = self._full(ns, key)
+        failures = 0
+        while self._members:
+            member = self._members[(self._current + failures) % len(self._members)]
+            try:
+                async for _ in self._watch(member, full):
+                    failures = 0
+                    yield
+            except grpc.aio.AioRpcError:
+                failures += 1
+            await asyncio.sleep(min(2.0, 0.1 * failures))
+
+    async def _watch(self, member: _Member, full: bytes) -> AsyncIterator[None]:
+        async def requests() -> AsyncIterator[Any]:
+            yield rpc.WatchRequest(create_request=rpc.WatchCreateRequest(key=full))
+            await asyncio.Event().wait()  # keep the stream open until it is cancelled
+
+        call = member.watch.Watch(requests(), metadata=REQUIRE_LEADER)
+        try:
+            async for response in call:
+                if response.created or response.events:
+                    yield
+                if response.canceled:
+                    return
+        finally:
+            call.cancel()
 
     # -- helpers ------------------------------------------------------------------------
 

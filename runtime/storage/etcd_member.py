@@ -58,7 +58,7 @@ async def start_member(config: Config) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(*member_argv(config, etcd))
 
 
-async def stop_member(process: asyncio.subprocess.Process, timeout: float = 10.0) -> None:
+async def stop_member(process: asyncio.subprocess.Process, timeout: float = 5.0) -> None:
     if process.returncode is not None:
         return
     process.terminate()

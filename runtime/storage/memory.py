@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from runtime.exceptions import Conflict
 from runtime.storage.base import Entry, prefix_end, range_start
+from runtime.storage.changes import LocalChanges
 
 
 class MemoryBackend:
@@ -12,6 +15,10 @@ class MemoryBackend:
     def __init__(self) -> None:
         self._data: dict[tuple[str, str], Entry] = {}
         self._revision = 0
+        self._changes = LocalChanges()
+
+    def changes(self, ns: str, key: str) -> AsyncIterator[None]:
+        return self._changes.follow(ns, key)
 
     async def open(self) -> None:
         return None
@@ -29,6 +36,7 @@ class MemoryBackend:
         self._check(ns, key, if_revision)
         self._revision += 1
         self._data[(ns, key)] = Entry(key, value, self._revision)
+        self._changes.notify(ns, key)
         return self._revision
 
     async def delete(self, ns: str, key: str, if_revision: int | None) -> bool:
@@ -36,6 +44,7 @@ class MemoryBackend:
         if self._data.pop((ns, key), None) is None:
             return False
         self._revision += 1
+        self._changes.notify(ns, key)
         return True
 
     async def range(self, ns: str, prefix: str, after: str | None, limit: int) -> list[Entry]:

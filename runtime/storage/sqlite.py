@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from runtime.exceptions import Conflict, StorageUnavailable
 from runtime.storage.base import Entry, prefix_end, range_start
+from runtime.storage.changes import LocalChanges
 
 T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], Any]
@@ -44,7 +45,8 @@ class SqliteBackend:
         self._reader: sqlite3.Connection | None = None
         self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-write")
         self._read_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
-        self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Write, asyncio.Future[Any], tuple[str, str]]] = []
+        self._changes = LocalChanges()
         self._committer: asyncio.Task[None] | None = None
         self.batches = 0  # commits so far: with concurrent writers, fewer than the writes
 
@@ -70,12 +72,16 @@ class SqliteBackend:
         return Entry(key, row[0], row[1]) if row else None
 
     async def put(self, ns: str, key: str, value: bytes, if_revision: int | None) -> int:
-        revision: int = await self._write(lambda db: _put(db, ns, key, value, if_revision))
+        revision: int = await self._write((ns, key), lambda db: _put(db, ns, key, value, if_revision))
         return revision
 
     async def delete(self, ns: str, key: str, if_revision: int | None) -> bool:
-        deleted: bool = await self._write(lambda db: _delete(db, ns, key, if_revision))
+        deleted: bool = await self._write((ns, key), lambda db: _delete(db, ns, key, if_revision))
         return deleted
+
+    def changes(self, ns: str, key: str) -> AsyncIterator[None]:
+        """Only this process writes the file: a committed write of ``key`` wakes its followers."""
+        return self._changes.follow(ns, key)
 
     async def range(self, ns: str, prefix: str, after: str | None, limit: int) -> list[Entry]:
         start, end = range_start(prefix, after), prefix_end(prefix.encode())
@@ -84,11 +90,11 @@ class SqliteBackend:
 
     # -- writes: one committer, batches ----------------------------------------------------
 
-    async def _write(self, write: Write) -> Any:
+    async def _write(self, where: tuple[str, str], write: Write) -> Any:
         if self._writer is None:
             raise StorageUnavailable(f"SQLite database {self.path} is not open", applied=False)
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((write, done))
+        self._pending.append((write, done, where))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.ensure_future(self._commit_pending())
         return await asyncio.shield(done)  # a cancelled caller does not cancel the batch
@@ -97,11 +103,13 @@ class SqliteBackend:
         while self._pending:
             batch, self._pending = self._pending[: self.batch_max], self._pending[self.batch_max :]
             try:
-                results = await self._on(self._write_thread, self._apply, [w for w, _ in batch])
+                results = await self._on(self._write_thread, self._apply, [w for w, _, _ in batch])
             except Exception as exc:  # the whole batch rolled back: every write in it failed
                 results = [exc] * len(batch)
             self.batches += 1
-            for (_, done), result in zip(batch, results, strict=True):
+            for (_, done, (ns, key)), result in zip(batch, results, strict=True):
+                if not isinstance(result, Exception):
+                    self._changes.notify(ns, key)
                 if done.cancelled():
                     continue
                 if isinstance(result, Exception):

@@ -258,3 +258,22 @@ async def test_sqlite_concurrent_writes_share_commits_and_each_is_durable(tmp_pa
     )
     assert (await Namespace(again, "kv").get("cas")).value == b"0"  # type: ignore[union-attr]
     await again.close()
+
+
+async def test_changes_wake_at_once_then_on_every_write_of_the_key(backend: Backend) -> None:
+    """Every backend: a follower reads the current state first, then hears each write of its
+    key by any client of the same DB."""
+    import asyncio
+
+    name = f"t{next(_counter)}"
+    follower, writer = Namespace(backend, name), Namespace(backend, name)
+    wakes = aiter(follower.changes("watched"))
+    await asyncio.wait_for(anext(wakes), 5)  # at once: read what is there
+    await writer.put("other", b"x")
+    await writer.put("watched", b"1")
+    await asyncio.wait_for(anext(wakes), 5)
+    assert (await follower.get("watched")).value == b"1"  # type: ignore[union-attr]
+    await writer.delete("watched")
+    await asyncio.wait_for(anext(wakes), 5)
+    assert await follower.get("watched") is None
+    await wakes.aclose()  # type: ignore[attr-defined]
