@@ -81,7 +81,7 @@ def run(cluster: Cluster, scenario: Scenario, *, seed: int | None = None) -> Res
             traffic.run_until_write_after(healed, timeout=2 * scenario.traffic.timeout)
     finally:
         traffic.stop()
-    with cluster.client(timeout=scenario.traffic.timeout) as api:
+    with cluster.client(timeout=scenario.traffic.timeout, resend_idempotent=False) as api:
         traffic.final_reads(api)
         traffic.drain(api)
     verdicts = [CHECKS[name](history) for name in scenario.checks]

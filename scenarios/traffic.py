@@ -112,7 +112,7 @@ class TrafficRun:
     def _guard(self, index: int, name: str, target: Callable[[str, ClusterClient], None]) -> None:
         """Run one client; clients start on different endpoints, as real HA clients would."""
         try:
-            with self.cluster.client(timeout=self.traffic.timeout, first=index) as client:
+            with self.cluster.client(timeout=self.traffic.timeout, first=index, resend_idempotent=False) as client:
                 target(name, client)
         except Exception as exc:  # recorded, and reported by the scenario
             self.errors.append(f"{name}: {type(exc).__name__}: {exc}")

@@ -35,7 +35,11 @@ class ClusterClient:
         timeout: float = 5.0,
         login: bool = True,
         first: int = 0,
+        resend_idempotent: bool = True,
     ) -> None:
+        """``resend_idempotent``: after an unknown outcome, send a read or an unconditional PUT
+        or DELETE to the next endpoint (a user's write right after a leader kill then succeeds);
+        a recorder of histories turns it off, so that each call is one operation."""
         if not endpoints:
             raise ValueError("a cluster client needs at least one endpoint")
         self.endpoints = list(endpoints)
@@ -43,6 +47,7 @@ class ClusterClient:
         context = ssl.create_default_context(cafile=str(ca_file))
         self._clients = {e: httpx.Client(base_url=e, verify=context, timeout=timeout) for e in self.endpoints}
         self._current = first % len(self.endpoints)  # spread many clients over the endpoints
+        self.resend_idempotent = resend_idempotent
         self.token: str | None = None
         if login and credentials is not None:
             self.login()
@@ -77,6 +82,7 @@ class ClusterClient:
         return reply
 
     def _send(self, method: str, path: str, headers: dict[str, str], kwargs: dict[str, Any]) -> httpx.Response:
+        resend = self.resend_idempotent and retry.idempotent(method, headers)
         last: Exception | None = None
         reply: httpx.Response | None = None
         for step in range(len(self.endpoints)):
@@ -86,15 +92,16 @@ class ClusterClient:
                 outcome = retry.of_reply(reply.status_code, reply.text)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last, outcome = exc, Outcome.NOT_SENT
-            except httpx.TransportError:
-                outcome = Outcome.LOST
-                if retry.after(method, outcome).rotate:
-                    self._current = (index + 1) % len(self.endpoints)
-                raise
-            decision = retry.after(method, outcome)
+            except httpx.TransportError as exc:
+                last, outcome = exc, Outcome.LOST
+            decision = retry.after(method, outcome, idempotent=resend)
             if decision.rotate:
                 self._current = (index + 1) % len(self.endpoints)
-            if not decision.retry_elsewhere and reply is not None:
+            if decision.retry_elsewhere:
+                continue
+            if outcome is Outcome.LOST and last is not None:
+                raise last
+            if reply is not None:
                 return reply
         if reply is not None:
             return reply

@@ -88,10 +88,17 @@ class Cluster:
         timeout: float = 5.0,
         endpoints: Sequence[str] | None = None,
         first: int = 0,
+        resend_idempotent: bool = True,
     ) -> ClusterClient:
-        """A client of the front door; ``first`` picks which endpoint it tries first."""
+        """A client of the front door; ``first`` picks which endpoint it tries first (see
+        :class:`ClusterClient` for ``resend_idempotent``)."""
         return ClusterClient(
-            list(endpoints or self.endpoints), self.ca_file, credentials or self.admin, timeout=timeout, first=first
+            list(endpoints or self.endpoints),
+            self.ca_file,
+            credentials or self.admin,
+            timeout=timeout,
+            first=first,
+            resend_idempotent=resend_idempotent,
         )
 
     def db_leader(self) -> Node:

@@ -11,11 +11,14 @@ in ``runtime/retry.py``: the runtime imports nothing from here.)
     Next(retry_elsewhere=True, rotate=True)
     >>> after("PUT", Outcome.REFUSED)       # 503 not_applied: it had no effect, send it again
     Next(retry_elsewhere=True, rotate=True)
+    >>> after("PUT", Outcome.LOST, idempotent=True)   # a plain PUT twice is a PUT once (RFC 9110)
+    Next(retry_elsewhere=True, rotate=True)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -36,14 +39,27 @@ class Next:
     rotate: bool  # later requests start at the next endpoint
 
 
-def after(method: str, outcome: Outcome) -> Next:
+def after(method: str, outcome: Outcome, *, idempotent: bool = False) -> Next:
+    """``idempotent``: the caller may resend this request after an unknown outcome (see
+    :func:`idempotent`); a client that records histories must not, or one call could count twice."""
     if outcome in (Outcome.NOT_SENT, Outcome.REFUSED):
         return Next(retry_elsewhere=True, rotate=True)
     if outcome is Outcome.BUSY:
-        return Next(retry_elsewhere=method.upper() in SAFE_METHODS, rotate=True)
+        return Next(retry_elsewhere=idempotent or method.upper() in SAFE_METHODS, rotate=True)
     if outcome is Outcome.LOST:
-        return Next(retry_elsewhere=False, rotate=True)
+        return Next(retry_elsewhere=idempotent, rotate=True)
     return Next(retry_elsewhere=False, rotate=False)
+
+
+def idempotent(method: str, headers: Mapping[str, str]) -> bool:
+    """Safe to send twice: a read, or an unconditional PUT or DELETE (RFC 9110 9.2.2). A
+    conditional write is not resent: its second try would answer 412 for the first's success.
+
+    >>> idempotent("PUT", {}), idempotent("PUT", {"If-Match": "7"}), idempotent("POST", {})
+    (True, False, False)
+    """
+    conditional = any(h.lower() in ("if-match", "if-none-match") for h in headers)
+    return method.upper() in SAFE_METHODS or (method.upper() in ("PUT", "DELETE") and not conditional)
 
 
 def of_reply(status: int, body: str = "") -> Outcome:
