@@ -2,6 +2,7 @@
 
 from images.base import BOOTSTRAPPED, DEFAULT_BASE, bootstrap, ensure_base
 from images.build import (
+    IMAGE_PYTHON,
     REPOSITORY,
     Built,
     assemble_context,
@@ -18,6 +19,7 @@ from images.tag import content_tag, image_inputs
 __all__ = [
     "BOOTSTRAPPED",
     "DEFAULT_BASE",
+    "IMAGE_PYTHON",
     "REPOSITORY",
     "BaseUnavailable",
     "BuildFailed",

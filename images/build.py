@@ -39,6 +39,9 @@ class Built:
     seconds: float
 
 
+IMAGE_PYTHON = "/opt/venv/bin/python"  # the image's interpreter, with the runtime's dependencies (Dockerfile)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("MODEMATRIX_CACHE", Path.home() / ".cache" / "modematrix"))
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+import images
 import topologies
 from topologies import platforms
 from topologies.constants import API_PORT, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
@@ -156,7 +157,7 @@ def bare_starlette(image: str, core: str) -> Iterator[str]:
         name=f"mm-{run_id}-baseline",
         image=image,
         labels=labels,
-        entrypoint=("python3", "-c", BASELINE_APP.read_text()),
+        entrypoint=(images.IMAGE_PYTHON, "-c", BASELINE_APP.read_text()),
         publish=(API_PORT,),
         cpuset=core,
     )

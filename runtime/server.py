@@ -98,6 +98,7 @@ def _uvicorn_config(node: Node) -> uvicorn.Config:
         timeout_graceful_shutdown=8,  # in-flight requests end within the DB deadline; 8 + 5 (member) < Docker's 20 s
         timeout_keep_alive=30,
         server_header=False,
+        proxy_headers=False,  # client addresses are never taken from headers a client can send
     )
 
 

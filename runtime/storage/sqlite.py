@@ -4,8 +4,8 @@ Writes go to one writer thread. While it commits a batch, new writes queue up; t
 batch takes all of them into one transaction, so concurrent writes share one fsync. Each
 write in a batch is checked and applied on its own (a lost compare-and-swap fails only that
 write), and none is acknowledged before its batch's COMMIT returned. Reads run on their own
-connection and thread: WAL lets them proceed while a batch commits, and they see every write
-acknowledged before they started.
+connection, on the event loop: WAL lets them proceed while a batch commits, and they see
+every write acknowledged before they started.
 
 The revision counter lives in the DB, not in memory, so it grows strictly across restarts.
 """
@@ -44,7 +44,6 @@ class SqliteBackend:
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-write")
-        self._read_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._pending: list[tuple[Write, asyncio.Future[Any], tuple[str, str]]] = []
         self._changes = LocalChanges()
         self._committer: asyncio.Task[None] | None = None
@@ -52,17 +51,17 @@ class SqliteBackend:
 
     async def open(self) -> None:
         self._writer = await self._on(self._write_thread, self._open_writer)
-        self._reader = await self._on(self._read_thread, self._connect)
+        self._reader = self._connect()
 
     async def close(self) -> None:
         if self._committer is not None:
             await asyncio.gather(self._committer, return_exceptions=True)
-        for thread, conn in ((self._write_thread, self._writer), (self._read_thread, self._reader)):
-            if conn is not None:
-                await self._on(thread, conn.close)
+        if self._writer is not None:
+            await self._on(self._write_thread, self._writer.close)
+        if self._reader is not None:
+            self._reader.close()
         self._writer = self._reader = None
         self._write_thread.shutdown(wait=True)
-        self._read_thread.shutdown(wait=True)
 
     async def ping(self) -> None:
         await self._read(lambda db: db.execute("SELECT 1").fetchone())
@@ -140,7 +139,12 @@ class SqliteBackend:
     # -- reads and plumbing ----------------------------------------------------------------
 
     async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._on(self._read_thread, lambda: read(self._db(self._reader)))
+        """On the event loop itself: a WAL read never waits for the writer, and a point read
+        takes microseconds, less than handing it to a thread and back."""
+        try:
+            return read(self._db(self._reader))
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"SQLite {self.path}: {exc}", applied=False) from exc
 
     def _db(self, conn: sqlite3.Connection | None) -> sqlite3.Connection:
         if conn is None:
