@@ -45,6 +45,7 @@ def unavailability(results: list[Result]) -> dict[str, dict[str, dict[str, float
             "write_unavailability_median_s": numbers.get("fault_unavailability_median_s"),
             "write_unavailability_worst_s": numbers.get("fault_unavailability_worst_s"),
             "longest_write_gap_s": numbers.get("longest_write_gap_s"),
+            "longest_call_in_fault_s": numbers.get("longest_call_in_fault_s"),
             "heal_to_first_write_median_s": round(statistics.median(recoveries), 3) if recoveries else None,
             "heal_to_first_write_worst_s": max(recoveries) if recoveries else None,
         }
@@ -79,7 +80,7 @@ def table(results: list[Result]) -> str:
     header = (
         f"{'mode':7} {'scenario':18} {'faults':>6} {'ops':>6} {'ok':>6} {'unkn':>5} "
         + " ".join(f"{c[:14]:>14}" for c in checks)
-        + f" {'unavail med/worst s':>20}"
+        + f" {'unavail med/worst s':>20} {'longest call s':>14}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -90,6 +91,6 @@ def table(results: list[Result]) -> str:
             f"{r.mode:7} {r.scenario:18} {len(r.faults):>6} {r.counts['ops']:>6} {r.counts['ok']:>6} "
             f"{r.counts['unknown']:>5} "
             + " ".join(f"{results_by_check.get(c, '-'):>14}" for c in checks)
-            + f" {gap:>20}"
+            + f" {gap:>20} {numbers.get('longest_call_in_fault_s')!s:>14}"
         )
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 For each fault cycle (from ``apply`` to ``healthy``) the write unavailability is the longest
 gap between successful writes that overlaps the cycle. Reported per cycle, with median and
-worst; the verdict fails only when writes never came back after a heal.
+worst, and the longest single call during any cycle (how long a client waited for an
+answer, of any kind); the verdict fails only when writes never came back after a heal.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def availability(ops: list[Op], events: list[tuple[float, str]]) -> Verdict:
         max((b - a for a, b in gaps if b >= applied and a <= healthy), default=0.0)
         for applied, healthy in _cycles(events, end)
     ]
+    longest_call = [
+        max((op.ret - op.call for op in traffic if op.ret >= applied and op.call <= healthy), default=0.0)
+        for applied, healthy in _cycles(events, end)
+    ]
     recovery = []
     for healed in (at for at, event in events if event.startswith("heal ")):
         after = [t for t in successes if t >= healed]
@@ -50,6 +55,7 @@ def availability(ops: list[Op], events: list[tuple[float, str]]) -> Verdict:
         "fault_unavailability_median_s": round(statistics.median(per_fault), 3) if per_fault else None,
         "fault_unavailability_worst_s": round(max(per_fault), 3) if per_fault else None,
         "heal_to_first_write_s": recovery,
+        "longest_call_in_fault_s": round(max(longest_call), 3) if longest_call else None,
         "successful_writes": len(successes),
     }
     if any(r is None for r in recovery):

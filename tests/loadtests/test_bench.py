@@ -1,0 +1,58 @@
+"""modematrix bench: wrk's report read right, and the command run for real (short rows)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtests.bench import Measured, parse_wrk
+
+WRK_REPORT = """Running 8s test @ https://127.0.0.1:40001/v1/kv/bench-get
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     9.63ms    3.20ms  48.27ms   82.03%
+    Req/Sec     6.63k   412.10     7.21k    78.75%
+  Latency Distribution
+     50%    8.71ms
+     75%   10.62ms
+     90%   13.09ms
+     99%   19.52ms
+  52763 requests in 8.00s, 11.58MB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 11
+Requests/sec:   6593.41
+Transfer/sec:      1.45MB
+"""
+
+
+def test_wrk_report_is_read_with_its_units_and_every_error_counted() -> None:
+    assert parse_wrk(WRK_REPORT) == Measured(rps=6593.41, p50_ms=8.71, p99_ms=19.52, errors=16)
+    assert parse_wrk(WRK_REPORT.replace("19.52ms", "1.20s")).p99_ms == 1200.0
+    assert parse_wrk(WRK_REPORT.replace("8.71ms", "812.00us")).p50_ms == pytest.approx(0.812)
+
+
+def test_a_report_without_latency_is_an_error_that_shows_it() -> None:
+    with pytest.raises(ValueError, match="no latency report"):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")
+
+
+@pytest.mark.docker
+def test_bench_single_runs_for_real_and_writes_its_table(tmp_path: Path) -> None:
+    if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
+        pytest.skip("wrk is not installed (apt-get install wrk; .ci/run installs it)")
+    argv = ["bench", "--mode", "single", "--seconds", "1", "--connections", "8", "--results", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "topologies.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    assert [r["target"] for r in rows] == ["bare Starlette JSON (TLS), same stack", "kv GET", "kv PUT"]
+    assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows), rows
+    assert "| single | kv GET |" in (tmp_path / "bench.md").read_text()
