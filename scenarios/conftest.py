@@ -18,6 +18,16 @@ RESULTS: list[Result] = []
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--results", default="results/failover", help="where failover reports go (JSON, JUnit XML)")
+    parser.addoption("--cycles", type=int, default=0, help="fault cycles per scenario (default: the scenario's own)")
+
+
+@pytest.fixture(scope="session")
+def cycles(request: pytest.FixtureRequest) -> int:
+    """0: each scenario's own number of fault cycles; N: N cycles each (a quick run)."""
+    value = int(request.config.getoption("--cycles"))
+    if value < 0:
+        raise pytest.UsageError(f"--cycles: expected 0 (the scenario's own) or more, got {value}")
+    return value
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +42,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     modes = "-".join(sorted({r.mode for r in RESULTS}))
     report.write_json(RESULTS, folder / f"{modes}-summary.json")
     report.write_junit(RESULTS, folder / f"{modes}-junit.xml")
-    for result in RESULTS:  # the evidence behind every failed check
-        if not result.passed and result.history is not None:
+    for result in RESULTS:  # the evidence behind every verdict, and the report's timelines
+        if result.history is not None:
             (folder / f"{result.mode}-{result.scenario}-history.json").write_text(result.history.dump())
 
 

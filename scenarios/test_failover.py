@@ -5,6 +5,8 @@ tox -e ha-failover          (pytest scenarios/test_failover.py --mode ha)
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from scenarios import runner
@@ -16,8 +18,10 @@ pytestmark = [pytest.mark.failover, pytest.mark.ha, pytest.mark.scaled]
 
 
 @pytest.mark.parametrize("scenario", CATALOGUE, ids=[s.name for s in CATALOGUE])
-def test_failover_keeps_every_promise(cluster: Cluster, scenario: Scenario, failover_results: list[Result]) -> None:
-    result = runner.run(cluster, scenario)
+def test_failover_keeps_every_promise(
+    cluster: Cluster, scenario: Scenario, failover_results: list[Result], cycles: int
+) -> None:
+    result = runner.run(cluster, replace(scenario, cycles=cycles) if cycles else scenario)
     if result.skipped:
         pytest.skip(result.skipped)
     failover_results.append(result)
