@@ -153,3 +153,22 @@ def test_report_of_a_missing_empty_or_foreign_folder_exits_2_with_one_line(
         [sys.executable, "-m", "topologies.cli", "report", str(folder)], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2 and says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_runs_of_several_ci_rows_combine_into_one_page(tmp_path: Path) -> None:
+    from scenarios.combine import combine
+
+    for row in ("single", "ha"):
+        folder = tmp_path / "downloaded" / f"report-{row}" / f"2026-{row}"
+        folder.mkdir(parents=True)
+        made_up_run(folder)
+        matrix = json.loads((folder / "matrix.json").read_text())
+        matrix["modes"] = [row]
+        matrix["cells"] = [c for c in matrix["cells"] if c["mode"] == row]
+        (folder / "matrix.json").write_text(json.dumps(matrix))
+    assert combine(tmp_path / "downloaded", tmp_path / "combined") == ["ha", "single"]
+    results = read(tmp_path / "combined")
+    assert {c["mode"] for c in results.matrix["cells"]} == {"single", "ha"}
+    assert {s.name for s in results.scenarios} == {"kill-leader", "stale-read"}
+    with pytest.raises(ValueError, match=r"no matrix\.json"):
+        combine(tmp_path / "nothing-here", tmp_path / "x")
