@@ -76,6 +76,8 @@ def verify_with_kid(token: str, keys: Mapping[str, SigningKey], now: float) -> t
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(f"token rejected: {type(exc).__name__}") from exc
+    if not all(isinstance(claims[c], int | float) and not isinstance(claims[c], bool) for c in ("exp", "iat")):
+        raise InvalidToken("token exp and iat claims are not numbers")
     if float(claims["exp"]) <= now:
         raise InvalidToken("token has expired")
     roles = claims.get("roles")

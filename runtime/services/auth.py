@@ -115,7 +115,7 @@ class AuthService:
             raise InvalidInput(f"username: expected 1-64 of A-Z a-z 0-9 _ . @ -, got {username[:70]!r}")
         if not 8 <= len(password) <= 1024:
             raise InvalidInput(f"password: expected 8 to 1024 characters, got {len(password)}")
-        if not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles):
+        if not isinstance(roles, list) or not roles or any(not isinstance(r, str) or r not in ROLES for r in roles):
             raise InvalidInput(f"roles: expected a non-empty list from {', '.join(ROLES)}, got {str(roles)[:80]}")
         try:
             await self._create(username, password, sorted(set(roles)))

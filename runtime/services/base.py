@@ -10,7 +10,8 @@ from typing import Protocol
 from starlette.requests import Request
 from starlette.responses import Response
 
-from runtime.exceptions import Conflict, InvalidInput, RefusedToStart
+from runtime.exceptions import Conflict, RefusedToStart
+from runtime.jsonbody import strict_loads
 from runtime.security.authz import Principal
 from runtime.storage import Namespace
 
@@ -28,10 +29,7 @@ class Call:
     client: str
 
     def json(self) -> object:
-        try:
-            return json.loads(self.body)
-        except ValueError as exc:
-            raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
+        return strict_loads(self.body)
 
 
 Handler = Callable[[Call], Awaitable[Response]]

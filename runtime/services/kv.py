@@ -20,7 +20,8 @@ from runtime.storage.keys import validate_key
 
 log = logging.getLogger("runtime.kv")
 DATA = "k/"
-_REVISION = re.compile(r'^(?:W/)?"?(\d+)"?$')
+_REVISION = re.compile(r'^(?:W/)?"?([0-9]{1,19})"?$')
+_ASCII_NUMBER = re.compile(r"[0-9]{1,9}")  # str.isdigit() says yes to "²", which int() refuses
 
 
 def parse_if_match(raw: str | None) -> int | None:
@@ -105,7 +106,7 @@ class KvService:
 
 
 def _limit(raw: str) -> int:
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    if not _ASCII_NUMBER.fullmatch(raw) or not 1 <= int(raw) <= 1000:
         raise InvalidInput(f"limit: expected a whole number from 1 to 1000, got {raw[:20]!r}")
     return int(raw)
 
