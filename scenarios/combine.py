@@ -23,7 +23,9 @@ def combine(source: Path, dest: Path) -> list[str]:
     if not runs:
         raise ValueError(f"{source}: no {MATRIX_FILE} below it; expected results folders of `modematrix matrix`")
     dest.mkdir(parents=True, exist_ok=True)
-    cells, modes, quick = [], [], False
+    cells: list[dict[str, object]] = []
+    modes: list[str] = []
+    quick = False
     for matrix_file in runs:
         matrix = json.loads(matrix_file.read_text())
         for mode in matrix.get("modes", []):

@@ -23,7 +23,7 @@ from runtime.files import write_atomic
 from runtime.security.authz import ROLES
 from runtime.security.keystore import KeyStore
 from runtime.security.passwords import hash_password, verify_password
-from runtime.security.throttle import LoginThrottle
+from runtime.security.throttle import LoginThrottle, keys_for
 from runtime.services.base import Call, Handler, ensure_marker
 from runtime.storage import Namespace
 
@@ -84,8 +84,8 @@ class AuthService:
     async def login(self, call: Call) -> Response:
         body = _object(call.json(), "login body")
         username, password = _string(body, "username"), _string(body, "password")
-        throttle_keys = [f"user:{username}", f"addr:{call.client}"]
-        wait = self._throttle.retry_after(throttle_keys, self._clock())
+        throttle_keys = keys_for(username, call.client)
+        wait = self._throttle.begin(throttle_keys, self._clock())  # counted now, before any await
         if wait > 0:
             return http.error(
                 429,
@@ -99,11 +99,10 @@ class AuthService:
             None, verify_password, password, record["password"] if record else None
         )
         if not ok or record is None:
-            self._throttle.failed(throttle_keys, self._clock())
             return http.error(
                 401, "invalid_credentials", "unknown user or wrong password", headers={"WWW-Authenticate": "Bearer"}
             )
-        self._throttle.succeeded(f"user:{username}")
+        self._throttle.succeeded(throttle_keys)
         token, expires_at = self._keys.sign(username, tuple(record["roles"]))
         return http.json({"token": token, "expires_at": expires_at})
 

@@ -1,0 +1,80 @@
+"""Login throttling: atomic under concurrency, bounded in memory, and no lockout for everyone."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runtime.security.throttle import LoginThrottle, keys_for
+from tests.conftest import RuntimeProcess, trust
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RuntimeProcess]:
+    with tempfile.TemporaryDirectory(prefix="rt-throttle-") as root:
+        proc = RuntimeProcess(Path(root) / "node").start().wait_ready()
+        yield proc
+        proc.kill()
+
+
+def test_concurrent_guesses_are_counted_before_any_is_checked(server: RuntimeProcess) -> None:
+    """30 wrong passwords and the right one, all at once from one address: only the free
+    attempts are evaluated; the rest are refused with 429 before their password is checked."""
+    password = (server.data_dir / "admin-password").read_text().strip()
+    guesses = [f"wrong-{i}" for i in range(30)] + [password]
+
+    def login(guess: str) -> int:
+        with httpx.Client(verify=trust(server.ca_file), timeout=30) as client:
+            body = {"username": "admin", "password": guess}
+            return client.post(server.url + "/v1/auth/login", json=body).status_code
+
+    with ThreadPoolExecutor(max_workers=len(guesses)) as pool:
+        statuses = Counter(pool.map(login, guesses))
+    evaluated = statuses[401] + statuses[200]
+    assert evaluated <= LoginThrottle.free, f"{evaluated} passwords were checked: {dict(statuses)}"
+    assert statuses[429] == len(guesses) - evaluated, dict(statuses)
+
+
+def test_a_huge_username_costs_a_fixed_size_key() -> None:
+    pair, address = keys_for("x" * (1 << 20), "10.0.0.9")
+    assert len(pair) == len(address) == 16
+
+
+def test_the_table_is_bounded_and_drops_the_least_recently_tried() -> None:
+    throttle = LoginThrottle(max_keys=100)
+    for n in range(1000):
+        throttle.begin(keys_for(f"user{n}", f"10.0.{n // 250}.{n % 250}"), now=1.0)
+    assert len(throttle) <= 100
+
+
+def test_a_strangers_guesses_lock_the_stranger_out_not_the_user() -> None:
+    throttle = LoginThrottle()
+    for _ in range(6):
+        throttle.begin(keys_for("alice", "10.0.0.66"), now=10.0)
+    assert throttle.begin(keys_for("alice", "10.0.0.66"), now=10.5) > 0, "the guesser waits"
+    assert throttle.begin(keys_for("alice", "10.0.0.7"), now=10.5) == 0, "alice, elsewhere, does not"
+
+
+def test_a_success_clears_the_pair_but_not_the_address() -> None:
+    throttle = LoginThrottle(free=2, per_address_free=3)
+    mallory = keys_for("mallory", "10.0.0.66")
+    throttle.begin(keys_for("alice", "10.0.0.66"), now=1.0)
+    throttle.begin(keys_for("bob", "10.0.0.66"), now=1.0)
+    throttle.begin(mallory, now=1.0)
+    throttle.succeeded(mallory)  # mallory's own account: the address budget is not reset
+    assert throttle.begin(keys_for("carol", "10.0.0.66"), now=1.0) > 0
+
+
+def test_counts_decay_after_the_cap() -> None:
+    throttle = LoginThrottle(free=2, cap=60)
+    key = keys_for("alice", "10.0.0.66")
+    throttle.begin(key, now=0.0)
+    throttle.begin(key, now=0.0)
+    assert throttle.begin(key, now=0.5) > 0
+    assert throttle.begin(key, now=200.0) == 0
