@@ -70,9 +70,9 @@ class RuntimeApp:
 
     def _record(self, request: Request, route: str, status: int, started: float, rid: str) -> None:
         elapsed = time.perf_counter() - started
-        metrics = self.node.metrics
-        metrics.requests.labels(route, request.method, str(status)).inc()
-        metrics.latency.labels(route, request.method).observe(elapsed)
+        metrics, method = self.node.metrics, metric_method(request.method)
+        metrics.requests.labels(route, method, str(status)).inc()
+        metrics.latency.labels(route, method).observe(elapsed)
         level = logging.WARNING if status >= 500 else logging.INFO if status >= 400 else logging.DEBUG
         if log.isEnabledFor(level):
             log.log(
@@ -215,6 +215,17 @@ async def _read_body(request: Request) -> bytes:
 
 
 RETRY_AFTER = {"Retry-After": "1"}
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+def metric_method(method: str) -> str:
+    """A method as a metrics label: one of the known seven, else ``OTHER``, so a client
+    cannot grow /metrics by sending made-up methods.
+
+    >>> metric_method("GET"), metric_method("BREW")
+    ('GET', 'OTHER')
+    """
+    return method if method in KNOWN_METHODS else "OTHER"
 
 
 def unavailable(exc: StorageUnavailable) -> Response:
