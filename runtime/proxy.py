@@ -86,7 +86,7 @@ class PeerPool:
     async def forward(self, service: str, request: Request, body: bytes, *, idempotent: bool, client: str) -> Response:
         headers = {h: request.headers[h] for h in FORWARD_HEADERS if h in request.headers}
         headers["x-forwarded-for"] = client
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        target = _raw_target(request)
         failures: list[str] = []
         for peer in order(self.peers[service], next(self._counters[service])):
             url = f"{self.scheme}://{peer.address}{target}"
@@ -141,3 +141,12 @@ class PeerPool:
         while True:
             await self.check_once()
             await asyncio.sleep(interval)
+
+
+def _raw_target(request: Request) -> str:
+    """The path as the client sent it, still percent-encoded, so the peer decodes it once,
+    exactly as a node that serves the call itself does (``dd%2541`` is the key ``dd%41`` in
+    every mode, not ``ddA`` behind an ingress)."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string") or b""
+    return raw.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")

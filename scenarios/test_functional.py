@@ -110,3 +110,14 @@ def test_the_image_refuses_to_start_without_services() -> None:
     assert "refusing to start: services: no services given" in output
     code, output = topologies.run_image(["serve", "--services", "kv,warp"])
     assert code == 2 and "unknown service 'warp'" in output
+
+
+def test_a_percent_encoded_key_is_decoded_once_through_every_front_door(cluster: Cluster) -> None:
+    """``dd%2541`` names the key ``dd%41`` whichever door it comes through (an ingress used to
+    decode it a second time, into ``ddA``)."""
+    tag = unique("enc")
+    for door in front_doors(cluster):
+        with cluster.client(endpoints=[door]) as api:
+            assert api.put(f"/v1/kv/{tag}%2541", content=door.encode()).status_code == 200
+            assert [i["key"] for i in api.get("/v1/kv", params={"prefix": tag}).json()["items"]] == [f"{tag}%41"]
+            assert api.get(f"/v1/kv/{tag}%2541").content == door.encode()

@@ -51,6 +51,8 @@ def test_ingress_reaches_each_service_and_survives_losing_a_replica(etcd: EtcdCl
             job = api.post("/v1/queue/q/jobs", json={"x": 1}).json()["id"]
             assert api.post("/v1/queue/q/claim").json()["id"] == job
             assert api.get("/v1/auth/whoami").json()["username"] == "admin"
+            assert api.put("/v1/kv/dd%2541", content=b"once").status_code == 200  # decoded once: the key dd%41
+            assert [i["key"] for i in api.get("/v1/kv", params={"prefix": "dd"}).json()["items"]] == ["dd%41"]
 
             # the kv service itself takes calls only from members: a client going around the ingress is refused
             with nodes["kv1"].client(token) as direct:
