@@ -146,7 +146,7 @@ async def open_node(config: Config, *, db_timeout: float = 180.0) -> Node:
         await keys.ensure_signing_keys()
         cert = NodeCertificate(ca, config.node_name, _names(config), config.cert_lifetime, config.data_dir / "tls")
         cert.issue()
-        write_atomic(config.data_dir / "ca.pem", ca.cert_pem)
+        write_atomic(config.data_dir / "ca.pem", ca.cert_pem, mode=0o644)  # public: the cluster's trust anchor
         services = build_services(config, backend, keys, metrics)
         for service in services.values():
             await service.start()

@@ -21,7 +21,7 @@ from runtime.app import Node, data_dir_owner, open_node
 from runtime.config import Config
 from runtime.dispatch import RuntimeApp
 from runtime.exceptions import RefusedToStart
-from runtime.files import write_atomic
+from runtime.files import private_dir, write_atomic
 from runtime.storage.etcd_member import start_member, stop_member
 
 log = logging.getLogger("runtime")
@@ -48,7 +48,7 @@ def check_data_dir(config: Config) -> bool:
 
 def claim_data_dir(config: Config) -> None:
     try:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.data_dir)
     except OSError as exc:
         raise RefusedToStart(
             f"data_dir: cannot create {config.data_dir}: {exc.strerror}; expected a writable directory"

@@ -45,8 +45,8 @@ class NodeCertificate:
         """Issue a fresh certificate and make both contexts use it for new handshakes."""
         now = datetime.fromtimestamp(self._clock(), UTC)
         pair = tls.issue_node_cert(self.ca, self.node_name, self.names, now, self.lifetime)
-        write_atomic(self.ca_file, self.ca.cert_pem)
-        write_atomic(self.cert_file, pair.cert_pem + self.ca.cert_pem)
+        write_atomic(self.ca_file, self.ca.cert_pem, mode=0o644)  # certificates are public
+        write_atomic(self.cert_file, pair.cert_pem + self.ca.cert_pem, mode=0o644)
         write_atomic(self.key_file, pair.key_pem, mode=0o600)
         first = self.current is None
         if first:

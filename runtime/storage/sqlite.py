@@ -13,6 +13,7 @@ The revision counter lives in the DB, not in memory, so it grows strictly across
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from runtime.exceptions import Conflict, StorageUnavailable
+from runtime.files import private_dir
 from runtime.storage.base import Entry, prefix_end, range_start
 from runtime.storage.changes import LocalChanges
 
@@ -157,7 +159,8 @@ class SqliteBackend:
         return conn
 
     def _open_writer(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives its WAL the same mode
         conn = self._connect()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")

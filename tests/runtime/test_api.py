@@ -250,3 +250,37 @@ def test_sigkill_during_concurrent_writes_loses_no_acknowledged_write(tmp_path: 
     print(f"\nSIGKILL after {len(acknowledged)} acknowledged concurrent writes: {len(lost)} lost")
     assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}"
     assert proc.terminate() == 0
+
+
+def test_the_data_dir_is_private_and_its_secrets_and_db_are_owner_only(tmp_path: Path) -> None:
+    """Outside the image (umask 022) the data dir was 0755 and the DB 0644."""
+    import stat
+
+    proc = RuntimeProcess(tmp_path / "node").start().wait_ready()
+    with proc.client(proc.login()) as c:
+        assert c.put("/v1/kv/mode", content=b"x").status_code == 200  # the WAL exists now
+        data = proc.data_dir
+        modes = {p.relative_to(data).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [data, *data.rglob("*")]}
+    public = {"ca.pem", "tls/ca.pem", "tls/node.pem"}  # certificates
+    assert modes["."] == 0o700 and all(m == 0o700 for p, m in modes.items() if (data / p).is_dir()), modes
+    assert all(m == 0o600 for p, m in modes.items() if (data / p).is_file() and p not in public), modes
+    assert {p for p in modes if p.startswith("runtime.db")} >= {"runtime.db", "runtime.db-wal"}
+    assert proc.terminate() == 0
+
+
+def test_an_atomic_write_fsyncs_the_file_and_then_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename is only durable once the directory is synced (a crash could lose it)."""
+    import os
+    import stat
+
+    from runtime.files import write_atomic
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file") or real_fsync(fd)
+    )
+    write_atomic(tmp_path / "sub" / "secret", b"x")
+    assert synced == ["file", "dir"] and (tmp_path / "sub" / "secret").read_bytes() == b"x"
