@@ -148,6 +148,29 @@ def parse_duration(raw: object) -> float:
     return float(found["n"]) * _UNITS[found["unit"]]
 
 
+def _duration_up_to(limit: float, words: str) -> Callable[[object], float]:
+    """A duration no longer than ``limit`` seconds (certificates and tokens are dated, and
+    dates end in year 9999: a longer one would pass here and crash a node later)."""
+
+    def parse(raw: object) -> float:
+        seconds = parse_duration(raw)
+        if seconds > limit:
+            raise _expected(f"a duration of at most {words}", raw)
+        return seconds
+
+    return parse
+
+
+def _int_between(low: int, high: int) -> Callable[[object], int]:
+    def parse(raw: object) -> int:
+        value = _int(raw)
+        if not low <= value <= high:
+            raise _expected(f"a whole number from {low} to {high}", raw)
+        return value
+
+    return parse
+
+
 def parse_bool(raw: object) -> bool:
     text = str(raw).strip().lower()
     if text in ("1", "true", "yes", "on"):
@@ -202,18 +225,18 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "db_member_name": _text,
     "db_member_host": _text,
     "db_initial_cluster": _text,
-    "db_election_timeout_ms": _int,
-    "db_heartbeat_ms": _int,
+    "db_election_timeout_ms": _int_between(100, 50_000),  # etcd's own bounds
+    "db_heartbeat_ms": _int_between(10, 5_000),
     "peers": parse_peers,
     "insecure_http": parse_bool,
     "cluster_secret": _text,
     "cluster_secret_file": _secret_file,
     "admin_password": _text,
     "admin_password_file": _secret_file,
-    "token_ttl": parse_duration,
-    "signing_key_rotation": parse_duration,
-    "cert_lifetime": parse_duration,
-    "ca_lifetime": parse_duration,
+    "token_ttl": _duration_up_to(30 * 86400, "30d"),
+    "signing_key_rotation": _duration_up_to(3650 * 86400, "3650d"),
+    "cert_lifetime": _duration_up_to(3650 * 86400, "3650d"),
+    "ca_lifetime": _duration_up_to(36500 * 86400, "36500d"),
     "metrics_public": parse_bool,
     "log_level": _choice("debug", "info", "warning", "error"),
     "unsafe_fault": _choice("ack-without-commit", "stale-reads"),
@@ -316,6 +339,10 @@ def _cross_check(values: Mapping[str, Any]) -> list[str]:
     problems.extend(_check_member(values))
     if values.get("signing_key_rotation", 7 * 86400.0) <= values.get("token_ttl", 3600.0):
         problems.append("signing_key_rotation: expected longer than token_ttl, so a key outlives the tokens it signed")
+    if values.get("cert_lifetime", 86400.0) >= values.get("ca_lifetime", 3650 * 86400.0):
+        problems.append("cert_lifetime: expected shorter than ca_lifetime; a node certificate cannot outlive its CA")
+    if values.get("db_election_timeout_ms", 1000) < 5 * values.get("db_heartbeat_ms", 100):
+        problems.append("db_election_timeout_ms: expected at least 5 x db_heartbeat_ms (etcd's rule)")
     return problems
 
 

@@ -57,6 +57,10 @@ def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subpro
         (["serve", "--services", "kv"], {**CLUSTER, "RUNTIME_CLUSTER_SECRET": ""}, "cluster_secret:"),
         (["serve", "--services", "ingress"], {**CLUSTER, "RUNTIME_PEERS": "kv=a:1;auth"}, "peers: expected SERVICE="),
         (["serve", "--services", "ingress"], {**CLUSTER, "RUNTIME_PEERS": "kv=a:99999"}, "peers: expected HOST:PORT"),
+        (["serve", "--services", "kv"], {"RUNTIME_CERT_LIFETIME": "100000000d"}, "cert_lifetime: expected a duration"),
+        (["serve", "--services", "kv"], {"RUNTIME_TOKEN_TTL": "400d"}, "token_ttl: expected a duration of at most"),
+        (["serve", "--services", "kv"], {"RUNTIME_CERT_LIFETIME": "3650d"}, "cert_lifetime: expected shorter than"),
+        (["serve", "--services", "kv"], {"RUNTIME_DB_HEARTBEAT_MS": "0"}, "db_heartbeat_ms: expected a whole number"),
         (
             ["serve", "--services", "ingress"],
             {**CLUSTER, "RUNTIME_PEERS": "kv=a:1"},
@@ -166,3 +170,10 @@ def test_a_data_dir_that_cannot_be_created_is_refused_in_one_line(tmp_path: Path
     assert result.returncode == 2, result.stderr
     assert "data_dir: cannot create file/data: Not a directory" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_check_config_refuses_what_serve_would_crash_on(tmp_path: Path) -> None:
+    """check-config and serve share one validation: a certificate lifetime past year 9999
+    used to pass check-config, then crash serve after it had written files."""
+    result = run(tmp_path, "check-config", "--services", "kv", env={"RUNTIME_CERT_LIFETIME": "100000000d"})
+    assert result.returncode == 2 and "cert_lifetime: expected a duration of at most 3650d" in result.stderr
