@@ -279,8 +279,11 @@ def test_an_atomic_write_fsyncs_the_file_and_then_its_directory(
 
     synced: list[str] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(
-        os, "fsync", lambda fd: synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file") or real_fsync(fd)
-    )
+
+    def recording_fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
     write_atomic(tmp_path / "sub" / "secret", b"x")
     assert synced == ["file", "dir"] and (tmp_path / "sub" / "secret").read_bytes() == b"x"
