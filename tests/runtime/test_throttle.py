@@ -78,3 +78,21 @@ def test_counts_decay_after_the_cap() -> None:
     throttle.begin(key, now=0.0)
     assert throttle.begin(key, now=0.5) > 0
     assert throttle.begin(key, now=200.0) == 0
+
+
+def test_x_forwarded_for_from_a_local_client_does_not_change_its_address(server: RuntimeProcess) -> None:
+    """uvicorn's proxy_headers trusted X-Forwarded-For from any process on localhost, so a
+    local client could pose as any address (and dodge its throttle). Now the address is the
+    connection's own; only cluster members (mutual TLS) may name the original client."""
+    password = (server.data_dir / "admin-password").read_text().strip()
+    with httpx.Client(verify=trust(server.ca_file), timeout=30) as client:
+        statuses = [
+            client.post(
+                server.url + "/v1/auth/login",
+                json={"username": "nobody", "password": f"guess-{i}"},
+                headers={"X-Forwarded-For": f"203.0.113.{i}"},
+            ).status_code
+            for i in range(12)
+        ]
+        assert 429 in statuses, f"a fresh X-Forwarded-For per guess dodged the throttle: {statuses}"
+        assert client.post(server.url + "/v1/auth/login", json={"username": "admin", "password": password})
