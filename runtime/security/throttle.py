@@ -1,21 +1,25 @@
 """Slow down repeated failed logins, per (user, client address) and per client address.
 
-An attempt is counted when it begins, before the password is checked: :meth:`begin` runs on
-the event loop with no await inside, so a hundred concurrent guesses cannot all pass the
-check before the first failure is recorded. After ``free`` attempts that did not succeed, a
-key is locked for ``base * 2**(extra attempts)`` seconds, capped at ``cap``; a success clears
-the (user, address) key. Counts decay after ``cap`` seconds without an attempt.
+Attempts for one (user, address) pair run one at a time (:meth:`serialized`), and each checks
+the lock *inside* that turn: a hundred concurrent guesses for one user are not all checked
+before the first failure is recorded; only ``free`` of them are, the rest wait their turn and
+are refused. Concurrent correct logins (a load generator's users) just queue briefly. After
+``free`` failures a pair is locked for ``base * 2**(extra failures)`` seconds, capped at
+``cap``; a success clears the pair. Counts decay after ``cap`` seconds without a failure.
 
-Keys are a 16-byte hash, so a megabyte username costs no more than a short one, and the table
-holds at most ``max_keys`` entries. Locking is per (user, address): a stranger's guesses lock
-the stranger out, not the user everywhere. The address key slows one client spraying many
-users. State is per process: each node throttles what it sees.
+Keys are a 16-byte hash, so a megabyte username costs no more than a short one, and the
+table holds at most ``max_keys`` entries. Locking is per (user, address): a stranger's
+guesses lock the stranger out, not the user everywhere. The address key, with a larger
+budget, slows one client spraying many users. State is per process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 
@@ -39,29 +43,40 @@ class LoginThrottle:
     base: float = 1.0
     cap: float = 300.0
     max_keys: int = 100_000
-    per_address_free: int = 50  # one address may try this many (user, password) pairs
+    per_address_free: int = 50  # failures one address may have, over any users
     _keys: OrderedDict[bytes, _State] = field(default_factory=OrderedDict)
+    _turns: dict[bytes, asyncio.Lock] = field(default_factory=dict)
 
-    def begin(self, keys: list[bytes], now: float) -> float:
-        """0.0, with the attempt counted against every key; or the seconds to wait, counting nothing."""
-        wait = max((self._state(k, now).locked_until - now for k in keys), default=0.0)
-        if wait > 0:
-            return wait
-        for index, key in enumerate(keys):
+    @asynccontextmanager
+    async def serialized(self, pair: bytes) -> AsyncIterator[None]:
+        """One attempt at a time for this (user, address) pair."""
+        turn = self._turns.setdefault(pair, asyncio.Lock())
+        try:
+            async with turn:
+                yield
+        finally:
+            if not turn.locked() and self._turns.get(pair) is turn:
+                del self._turns[pair]  # nobody waits: the table of turns stays small
+
+    def retry_after(self, keys: list[bytes], now: float) -> float:
+        """Seconds to wait before another attempt (0: go ahead)."""
+        return max(0.0, *(self._state(k, now).locked_until - now for k in keys))
+
+    def failed(self, keys: list[bytes], now: float) -> None:
+        for key, free in zip(keys, (self.free, self.per_address_free), strict=False):
             state = self._state(key, now)
-            free = self.free if index == 0 else self.per_address_free
             state.count += 1
             state.last = now
             if state.count >= free:
                 state.locked_until = now + min(self.cap, self.base * 2 ** (state.count - free))
             self._keys[key] = state
             self._keys.move_to_end(key)
-        self._bound(now)
-        return 0.0
+        while len(self._keys) > self.max_keys:
+            self._keys.popitem(last=False)  # the least recently failed
 
     def succeeded(self, keys: list[bytes]) -> None:
-        """The pair's count starts again; the address keeps its count (one good account must
-        not reset a sprayer's budget)."""
+        """The pair starts again; the address keeps its count (one good account must not
+        reset a sprayer's budget)."""
         self._keys.pop(keys[0], None)
 
     def __len__(self) -> int:
@@ -72,7 +87,3 @@ class LoginThrottle:
         if state is None or now - state.last > self.cap:
             return _State(0, 0.0, now)
         return state
-
-    def _bound(self, now: float) -> None:
-        while len(self._keys) > self.max_keys:
-            self._keys.popitem(last=False)  # the least recently tried

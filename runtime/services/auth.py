@@ -85,26 +85,33 @@ class AuthService:
         body = _object(call.json(), "login body")
         username, password = _string(body, "username"), _string(body, "password")
         throttle_keys = keys_for(username, call.client)
-        wait = self._throttle.begin(throttle_keys, self._clock())  # counted now, before any await
-        if wait > 0:
-            return http.error(
-                429,
-                "too_many_attempts",
-                f"too many failed logins; retry in {wait:.0f} s",
-                headers={"Retry-After": str(int(wait) + 1)},
-            )
+        async with self._throttle.serialized(throttle_keys[0]):  # check and outcome in one turn
+            wait = self._throttle.retry_after(throttle_keys, self._clock())
+            if wait > 0:
+                return http.error(
+                    429,
+                    "too_many_attempts",
+                    f"too many failed logins; retry in {wait:.0f} s",
+                    headers={"Retry-After": str(int(wait) + 1)},
+                )
+            record = await self._check(username, password)
+            if record is None:
+                self._throttle.failed(throttle_keys, self._clock())
+                return http.error(
+                    401, "invalid_credentials", "unknown user or wrong password", headers={"WWW-Authenticate": "Bearer"}
+                )
+            self._throttle.succeeded(throttle_keys)
+        token, expires_at = self._keys.sign(username, tuple(record["roles"]))
+        return http.json({"token": token, "expires_at": expires_at})
+
+    async def _check(self, username: str, password: str) -> dict[str, Any] | None:
+        """The user's record if the password is right; constant work whether or not it exists."""
         entry = await self._ns.get(f"users/{username}") if _USERNAME.match(username) else None
         record: dict[str, Any] | None = json.loads(entry.value) if entry else None
         ok = await asyncio.get_running_loop().run_in_executor(
             None, verify_password, password, record["password"] if record else None
         )
-        if not ok or record is None:
-            return http.error(
-                401, "invalid_credentials", "unknown user or wrong password", headers={"WWW-Authenticate": "Bearer"}
-            )
-        self._throttle.succeeded(throttle_keys)
-        token, expires_at = self._keys.sign(username, tuple(record["roles"]))
-        return http.json({"token": token, "expires_at": expires_at})
+        return record if ok and record is not None else None
 
     async def create_user(self, call: Call) -> Response:
         body = _object(call.json(), "user body")

@@ -46,38 +46,57 @@ def test_a_huge_username_costs_a_fixed_size_key() -> None:
     assert len(pair) == len(address) == 16
 
 
-def test_the_table_is_bounded_and_drops_the_least_recently_tried() -> None:
+def test_the_table_is_bounded_and_drops_the_least_recently_failed() -> None:
     throttle = LoginThrottle(max_keys=100)
     for n in range(1000):
-        throttle.begin(keys_for(f"user{n}", f"10.0.{n // 250}.{n % 250}"), now=1.0)
+        throttle.failed(keys_for(f"user{n}", f"10.0.{n // 250}.{n % 250}"), now=1.0)
     assert len(throttle) <= 100
 
 
 def test_a_strangers_guesses_lock_the_stranger_out_not_the_user() -> None:
     throttle = LoginThrottle()
     for _ in range(6):
-        throttle.begin(keys_for("alice", "10.0.0.66"), now=10.0)
-    assert throttle.begin(keys_for("alice", "10.0.0.66"), now=10.5) > 0, "the guesser waits"
-    assert throttle.begin(keys_for("alice", "10.0.0.7"), now=10.5) == 0, "alice, elsewhere, does not"
+        throttle.failed(keys_for("alice", "10.0.0.66"), now=10.0)
+    assert throttle.retry_after(keys_for("alice", "10.0.0.66"), now=10.5) > 0, "the guesser waits"
+    assert throttle.retry_after(keys_for("alice", "10.0.0.7"), now=10.5) == 0, "alice, elsewhere, does not"
 
 
 def test_a_success_clears_the_pair_but_not_the_address() -> None:
     throttle = LoginThrottle(free=2, per_address_free=3)
     mallory = keys_for("mallory", "10.0.0.66")
-    throttle.begin(keys_for("alice", "10.0.0.66"), now=1.0)
-    throttle.begin(keys_for("bob", "10.0.0.66"), now=1.0)
-    throttle.begin(mallory, now=1.0)
+    throttle.failed(keys_for("alice", "10.0.0.66"), now=1.0)
+    throttle.failed(keys_for("bob", "10.0.0.66"), now=1.0)
+    throttle.failed(mallory, now=1.0)
     throttle.succeeded(mallory)  # mallory's own account: the address budget is not reset
-    assert throttle.begin(keys_for("carol", "10.0.0.66"), now=1.0) > 0
+    assert throttle.retry_after(keys_for("carol", "10.0.0.66"), now=1.0) > 0
 
 
 def test_counts_decay_after_the_cap() -> None:
     throttle = LoginThrottle(free=2, cap=60)
     key = keys_for("alice", "10.0.0.66")
-    throttle.begin(key, now=0.0)
-    throttle.begin(key, now=0.0)
-    assert throttle.begin(key, now=0.5) > 0
-    assert throttle.begin(key, now=200.0) == 0
+    throttle.failed(key, now=0.0)
+    throttle.failed(key, now=0.0)
+    assert throttle.retry_after(key, now=0.5) > 0
+    assert throttle.retry_after(key, now=200.0) == 0
+
+
+def test_concurrent_correct_logins_of_one_user_all_succeed(tmp_path: Path) -> None:
+    """A load generator's ten users log in as admin at once from one address: they queue for
+    their turn, and every one gets a token (counting at the start of an attempt refused five)."""
+    server = RuntimeProcess(tmp_path / "node").start().wait_ready()
+    password = (server.data_dir / "admin-password").read_text().strip()
+
+    def login(_: int) -> int:
+        with httpx.Client(verify=trust(server.ca_file), timeout=30) as client:
+            return client.post(
+                server.url + "/v1/auth/login", json={"username": "admin", "password": password}
+            ).status_code
+
+    try:
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            assert list(pool.map(login, range(10))) == [200] * 10
+    finally:
+        server.kill()
 
 
 def test_x_forwarded_for_from_a_local_client_does_not_change_its_address(server: RuntimeProcess) -> None:
