@@ -138,7 +138,7 @@ def _clock(seconds: float) -> str:
 
 def run(modes: Sequence[str], checks: Sequence[str], *, quick: bool, results: Path) -> tuple[Path, bool]:
     run_id = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
-    root = results / run_id
+    root = (results / run_id).resolve()  # absolute: each cell runs with its own folder as cwd
     root.mkdir(parents=True, exist_ok=True)
     cells = plan(modes, checks)
     progress = Progress(cells, quick)

@@ -172,3 +172,16 @@ def test_runs_of_several_ci_rows_combine_into_one_page(tmp_path: Path) -> None:
     assert {s.name for s in results.scenarios} == {"kill-leader", "stale-read"}
     with pytest.raises(ValueError, match=r"no matrix\.json"):
         combine(tmp_path / "nothing-here", tmp_path / "x")
+
+
+def test_every_cell_writes_into_its_own_absolute_folder(tmp_path: Path) -> None:
+    """A cell runs with its folder as cwd: a relative artifact path would land nested twice."""
+    from scenarios.matrix import Cell, argv
+
+    folder = (tmp_path / "run" / "ha" / "load").resolve()
+    for check in ("functional", "failover", "load", "bench"):
+        command = argv(Cell("ha", check), folder, quick=True)
+        paths = [arg for arg in command if arg.startswith(str(tmp_path))]
+        assert paths and all(Path(arg).is_absolute() for arg in paths), command
+    assert "--cycles" in argv(Cell("ha", "failover"), folder, quick=True)
+    assert "--cycles" not in argv(Cell("ha", "failover"), folder, quick=False)
