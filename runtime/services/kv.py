@@ -99,8 +99,9 @@ class KvService:
         limit = _limit(query.get("limit", "100"))
         if prefix:
             validate_key(prefix)
-        entries = await self._ns.range(DATA + prefix, after=DATA + after if after else None, limit=limit + 1)
-        items = [{"key": e.key[len(DATA) :], "revision": e.revision, "size": len(e.value)} for e in entries[:limit]]
+        after_key = DATA + after if after else None
+        entries = await self._ns.range(DATA + prefix, after=after_key, limit=limit + 1, keys_only=True)
+        items = [{"key": e.key[len(DATA) :], "revision": e.revision} for e in entries[:limit]]
         more = len(entries) > limit
         return http.json({"items": items, "next": items[-1]["key"] if more and items else None})
 

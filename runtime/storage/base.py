@@ -34,7 +34,11 @@ class Backend(Protocol):
     async def get(self, ns: str, key: str) -> Entry | None: ...
     async def put(self, ns: str, key: str, value: bytes, if_revision: int | None) -> int: ...
     async def delete(self, ns: str, key: str, if_revision: int | None) -> bool: ...
-    async def range(self, ns: str, prefix: str, after: str | None, limit: int) -> list[Entry]: ...
+    async def range(
+        self, ns: str, prefix: str, after: str | None, limit: int, *, keys_only: bool = False
+    ) -> list[Entry]:
+        """Entries in key order; with ``keys_only`` their values are not read (``b""``)."""
+
     def changes(self, ns: str, key: str) -> AsyncIterator[None]:
         """Wakes at once, then whenever ``key`` may have changed, written by any node. Never ends
         on its own; a backend reconnects by itself (and wakes, since it may have missed one)."""
@@ -91,14 +95,16 @@ class Namespace:
         """Wakes at once, then whenever ``key`` may have changed (see :meth:`Backend.changes`)."""
         return self.__backend.changes(self.__name, _key(key))
 
-    async def range(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> list[Entry]:
+    async def range(
+        self, prefix: str = "", *, after: str | None = None, limit: int = 100, keys_only: bool = False
+    ) -> list[Entry]:
         if prefix:
             _key(prefix)
         if after is not None:
             _key(after)
         started = time.perf_counter()
         try:
-            return await self.__backend.range(self.__name, prefix, after, max(1, min(limit, 1000)))
+            return await self.__backend.range(self.__name, prefix, after, max(1, min(limit, 1000)), keys_only=keys_only)
         finally:
             self.__observe("range", time.perf_counter() - started)
 

@@ -111,11 +111,14 @@ class EtcdBackend:
         txn = await self._txn(full, if_revision, rpc.RequestOp(request_delete_range=request))
         return int(txn.responses[0].response_delete_range.deleted) > 0
 
-    async def range(self, ns: str, prefix: str, after: str | None, limit: int) -> list[Entry]:
+    async def range(
+        self, ns: str, prefix: str, after: str | None, limit: int, *, keys_only: bool = False
+    ) -> list[Entry]:
         base = self._full(ns, "")
         start = base + range_start(prefix, after)
         end = prefix_end(base + prefix.encode()) or b"\x00"
-        reply = await self._call("Range", rpc.RangeRequest(key=start, range_end=end, limit=limit), write=False)
+        request = rpc.RangeRequest(key=start, range_end=end, limit=limit, keys_only=keys_only)
+        reply = await self._call("Range", request, write=False)
         return [self._entry(ns, kv) for kv in reply.kvs]
 
     async def changes(self, ns: str, key: str) -> AsyncIterator[None]:

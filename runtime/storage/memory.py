@@ -47,11 +47,13 @@ class MemoryBackend:
         self._changes.notify(ns, key)
         return True
 
-    async def range(self, ns: str, prefix: str, after: str | None, limit: int) -> list[Entry]:
+    async def range(
+        self, ns: str, prefix: str, after: str | None, limit: int, *, keys_only: bool = False
+    ) -> list[Entry]:
         start, end = range_start(prefix, after), prefix_end(prefix.encode())
         keys = sorted(key.encode() for (space, key) in self._data if space == ns)
-        chosen = [k for k in keys if k >= start and (end is None or k < end)][:limit]
-        return [self._data[(ns, k.decode())] for k in chosen]
+        chosen = [self._data[(ns, k.decode())] for k in keys if k >= start and (end is None or k < end)][:limit]
+        return [Entry(e.key, b"", e.revision) for e in chosen] if keys_only else chosen
 
     def _check(self, ns: str, key: str, if_revision: int | None) -> None:
         if if_revision is None:

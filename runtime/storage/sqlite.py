@@ -84,9 +84,11 @@ class SqliteBackend:
         """Only this process writes the file: a committed write of ``key`` wakes its followers."""
         return self._changes.follow(ns, key)
 
-    async def range(self, ns: str, prefix: str, after: str | None, limit: int) -> list[Entry]:
+    async def range(
+        self, ns: str, prefix: str, after: str | None, limit: int, *, keys_only: bool = False
+    ) -> list[Entry]:
         start, end = range_start(prefix, after), prefix_end(prefix.encode())
-        rows = await self._read(lambda db: _range(db, ns, start, end, limit))
+        rows = await self._read(lambda db: _range(db, ns, start, end, limit, keys_only))
         return [Entry(bytes(k).decode(), v, r) for k, v, r in rows]
 
     # -- writes: one committer, batches ----------------------------------------------------
@@ -214,8 +216,11 @@ def _delete(db: sqlite3.Connection, ns: str, key: str, if_revision: int | None) 
     return True
 
 
-def _range(db: sqlite3.Connection, ns: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[Any, ...]]:
-    sql = "SELECT key, value, revision FROM entries WHERE ns=? AND key>=?"
+def _range(
+    db: sqlite3.Connection, ns: str, start: bytes, end: bytes | None, limit: int, keys_only: bool
+) -> list[tuple[Any, ...]]:
+    columns = "key, x'', revision" if keys_only else "key, value, revision"
+    sql = f"SELECT {columns} FROM entries WHERE ns=? AND key>=?"  # noqa: S608 (columns is one of two constants)
     args: list[object] = [ns, start]
     if end is not None:
         sql += " AND key<?"

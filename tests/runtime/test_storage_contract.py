@@ -277,3 +277,13 @@ async def test_changes_wake_at_once_then_on_every_write_of_the_key(backend: Back
     await asyncio.wait_for(anext(wakes), 5)
     assert await follower.get("watched") is None
     await wakes.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_keys_only_range_reads_no_value(ns: Callable[[str], Namespace]) -> None:
+    """Listing keys must not read values (a list of 1000 one-MiB values read a gigabyte)."""
+    space = ns("t")
+    await space.put("a", b"x" * 1000)
+    await space.put("b", b"y")
+    listed = await space.range("", keys_only=True)
+    assert [(e.key, e.value) for e in listed] == [("a", b""), ("b", b"")]
+    assert [e.revision for e in listed] == [e.revision for e in await space.range("")]
