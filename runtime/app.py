@@ -123,7 +123,7 @@ def build_services(config: Config, backend: Backend, keys: KeyStore, metrics: Me
         if name == "kv":
             made[name] = KvService(ns("kv"), unsafe_fault=config.unsafe_fault)
         elif name == "queue":
-            made[name] = QueueService(ns("queue"))
+            made[name] = QueueService(ns("queue"), max_attempts=config.queue_max_attempts)
         elif name == "auth":
             made[name] = AuthService(ns("auth"), keys, data_dir=config.data_dir, admin_password=config.admin_password)
     return made

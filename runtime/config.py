@@ -57,6 +57,7 @@ class Config:
     cert_lifetime: float = 86400.0
     ca_lifetime: float = 3650 * 86400.0
     metrics_public: bool = False
+    queue_max_attempts: int = 20
     log_level: str = "info"
     unsafe_fault: str | None = None
 
@@ -238,6 +239,7 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "cert_lifetime": _duration_up_to(3650 * 86400, "3650d"),
     "ca_lifetime": _duration_up_to(36500 * 86400, "36500d"),
     "metrics_public": parse_bool,
+    "queue_max_attempts": _int_between(1, 1000),
     "log_level": _choice("debug", "info", "warning", "error"),
     "unsafe_fault": _choice("ack-without-commit", "stale-reads"),
 }

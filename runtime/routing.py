@@ -70,6 +70,15 @@ ROUTES: tuple[Route, ...] = (
     Route("queue.claim", "POST", "/v1/queue/{queue}/claim", "queue", WRITE, "Claim the next job with a lease"),
     Route("queue.ack", "POST", "/v1/queue/{queue}/jobs/{job}/ack", "queue", WRITE, "Acknowledge a claimed job"),
     Route("queue.get", "GET", "/v1/queue/{queue}/jobs/{job}", "queue", READ, "A job's state", idempotent=True),
+    Route(
+        "queue.delete",
+        "DELETE",
+        "/v1/queue/{queue}/jobs/{job}",
+        "queue",
+        WRITE,
+        "Delete a job, in any state",
+        idempotent=True,
+    ),
 )
 
 

@@ -5,11 +5,16 @@ and a fresh ``lease_id`` with a compare-and-swap, so two claimers can never hold
 the loser's CAS fails and it moves to the next job. A claimed job is invisible until its
 lease expires; an unacknowledged job then comes back. Ack is a compare-and-swap delete that
 needs the current ``lease_id`` before the lease ends, so no job is acked twice.
+
+A job claimed ``max_attempts`` times and never acked is dead-lettered: it stays, with state
+``dead``, and is never handed out again (a job no consumer can process must not block or
+crash the queue). ``DELETE .../jobs/{id}`` removes a job in any state.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 import time
@@ -26,6 +31,7 @@ from runtime.storage import Entry, Namespace
 _QUEUE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _JOB = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{8}$")
 SCAN_LIMIT = 200
+log = logging.getLogger("runtime.queue")
 
 
 def _queue(params: Mapping[str, str]) -> str:
@@ -55,12 +61,18 @@ class QueueService:
     name = "queue"
     schema_version = 1
 
-    def __init__(self, ns: Namespace, clock: Callable[[], float] = time.time) -> None:
-        self._ns, self._clock = ns, clock
+    def __init__(self, ns: Namespace, clock: Callable[[], float] = time.time, *, max_attempts: int = 20) -> None:
+        self._ns, self._clock, self.max_attempts = ns, clock, max_attempts
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
-        return {"queue.enqueue": self.enqueue, "queue.claim": self.claim, "queue.ack": self.ack, "queue.get": self.get}
+        return {
+            "queue.enqueue": self.enqueue,
+            "queue.claim": self.claim,
+            "queue.ack": self.ack,
+            "queue.get": self.get,
+            "queue.delete": self.delete,
+        }
 
     async def start(self) -> None:
         await ensure_marker(self._ns, self.name, self.schema_version)
@@ -90,7 +102,10 @@ class QueueService:
     async def _try_claim(self, entry: Entry, lease: float) -> dict[str, Any] | None:
         record = json.loads(entry.value)
         now = self._clock()
-        if record["visible_at"] > now:
+        if record.get("dead") or record["visible_at"] > now:
+            return None
+        if record["attempts"] >= self.max_attempts:
+            await self._dead_letter(entry, record)
             return None
         record.update(visible_at=now + lease, lease_id=secrets.token_hex(8), attempts=record["attempts"] + 1)
         try:
@@ -125,13 +140,30 @@ class QueueService:
             return http.error(409, "lease_mismatch", "the job changed during the ack")
         return Response(status_code=204)
 
+    async def _dead_letter(self, entry: Entry, record: dict[str, Any]) -> None:
+        record.update(dead=True, lease_id=None)
+        try:
+            await self._ns.put(entry.key, _dump(record), if_revision=entry.revision)
+        except Conflict:
+            return  # someone else moved it first
+        log.warning(
+            "job dead-lettered",
+            extra={"fields": {"job": entry.key, "attempts": record["attempts"], "max_attempts": self.max_attempts}},
+        )
+
+    async def delete(self, call: Call) -> Response:
+        queue, job = _queue(call.params), _job_id(call.params["job"])
+        if not await self._ns.delete(f"jobs/{queue}/{job}"):
+            return http.error(404, "not_found", f"no job {job} in queue {queue!r}")
+        return Response(status_code=204)
+
     async def get(self, call: Call) -> Response:
         queue, job = _queue(call.params), _job_id(call.params["job"])
         entry = await self._ns.get(f"jobs/{queue}/{job}")
         if entry is None:
             return http.error(404, "not_found", f"no job {job} in queue {queue!r} (never enqueued, or acked)")
         record = json.loads(entry.value)
-        state = "claimed" if record["visible_at"] > self._clock() else "ready"
+        state = "dead" if record.get("dead") else "claimed" if record["visible_at"] > self._clock() else "ready"
         return http.json(
             {"id": job, "queue": queue, "state": state, "attempts": record["attempts"], "payload": record["payload"]}
         )

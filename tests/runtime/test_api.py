@@ -287,3 +287,34 @@ def test_an_atomic_write_fsyncs_the_file_and_then_its_directory(
     monkeypatch.setattr(os, "fsync", recording_fsync)
     write_atomic(tmp_path / "sub" / "secret", b"x")
     assert synced == ["file", "dir"] and (tmp_path / "sub" / "secret").read_bytes() == b"x"
+
+
+def test_a_job_nobody_acks_is_dead_lettered_and_any_job_can_be_deleted(tmp_path: Path) -> None:
+    """A job no consumer can finish must not be handed out forever: after max_attempts claims
+    without an ack it is dead (kept, visible, never claimed again), and DELETE removes it."""
+    proc = RuntimeProcess(tmp_path / "node", env={"RUNTIME_QUEUE_MAX_ATTEMPTS": "3"}).start().wait_ready()
+    with proc.client(proc.login()) as c:
+        job = c.post("/v1/queue/poison/jobs", json={"x": 1}).json()["id"]
+
+        def claimed_again() -> bool:  # the 0.1 s lease has run out: the job is handed out again
+            reply = c.post("/v1/queue/poison/claim", params={"lease": "0.1"})
+            return reply.status_code == 200 and reply.json()["id"] == job
+
+        for attempt in range(3):
+            wait_until(claimed_again, timeout=10, interval=0.05, message=f"claim {attempt + 1} of the job")
+        wait_until(
+            lambda: (
+                c.post("/v1/queue/poison/claim", params={"lease": "0.1"}).status_code == 204
+                and c.get(f"/v1/queue/poison/jobs/{job}").json()["state"] == "dead"
+            ),
+            timeout=10,
+            interval=0.05,
+            message="the job, claimed 3 times and never acked, dead-lettered",
+        )
+        assert c.post("/v1/queue/poison/claim", params={"lease": "0.1"}).status_code == 204, (
+            "a dead job is never handed out"
+        )
+        assert c.delete(f"/v1/queue/poison/jobs/{job}").status_code == 204
+        assert c.get(f"/v1/queue/poison/jobs/{job}").status_code == 404
+        assert c.delete(f"/v1/queue/poison/jobs/{job}").status_code == 404
+    assert proc.terminate() == 0
