@@ -58,6 +58,8 @@ class Config:
     ca_lifetime: float = 3650 * 86400.0
     metrics_public: bool = False
     queue_max_attempts: int = 20
+    max_connections: int = 1024
+    idle_timeout: float = 15.0
     log_level: str = "info"
     unsafe_fault: str | None = None
 
@@ -240,6 +242,8 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "ca_lifetime": _duration_up_to(36500 * 86400, "36500d"),
     "metrics_public": parse_bool,
     "queue_max_attempts": _int_between(1, 1000),
+    "max_connections": _int_between(1, 100_000),
+    "idle_timeout": _duration_up_to(3600, "1h"),
     "log_level": _choice("debug", "info", "warning", "error"),
     "unsafe_fault": _choice("ack-without-commit", "stale-reads"),
 }

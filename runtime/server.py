@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import signal
 import ssl
 from typing import Any
@@ -60,14 +61,23 @@ def claim_data_dir(config: Config) -> None:
 
 class MemberAwareHttp(HttpToolsProtocol):
     """uvicorn's httptools protocol (the C parser), plus the verified client certificate in
-    ``scope["extensions"]["tls"]``.
+    ``scope["extensions"]["tls"]``, a cap on open connections and an idle timer from the start.
 
     The server context verifies a client certificate against the cluster CA when one is
     presented (CERT_OPTIONAL), so a non-empty ``client_cert`` means "a cluster member".
+    A connection over ``max_connections`` is closed at once; one that sends no request within
+    ``timeout_keep_alive`` of connecting is closed (uvicorn's timer only starts after a
+    response, so an idle connection used to be held for ever).
     """
+
+    max_connections = 1024
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            transport.close()
+            return
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
         ssl_object = transport.get_extra_info("ssl_object")
         peer = ssl_object.getpeercert() if ssl_object is not None else None
         if not peer:
@@ -84,19 +94,20 @@ class MemberAwareHttp(HttpToolsProtocol):
 
 def _uvicorn_config(node: Node) -> uvicorn.Config:
     config = node.config
+    protocol = type("NodeHttp", (MemberAwareHttp,), {"max_connections": config.max_connections})
     context: ssl.SSLContext | None = None if config.insecure_http else node.cert.server_context
     return uvicorn.Config(
         RuntimeApp(node),
         host=config.listen_host,
         port=config.listen_port,
-        http=MemberAwareHttp,
+        http=protocol,
         loop="none",  # the caller's loop: uvloop, from runtime.cli
         ssl_context_factory=(lambda _cfg, _default: context) if context is not None else None,
         lifespan="off",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=8,  # in-flight requests end within the DB deadline; 8 + 5 (member) < Docker's 20 s
-        timeout_keep_alive=30,
+        timeout_keep_alive=math.ceil(config.idle_timeout),
         server_header=False,
         proxy_headers=False,  # client addresses are never taken from headers a client can send
     )

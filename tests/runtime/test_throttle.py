@@ -37,7 +37,9 @@ def test_concurrent_guesses_are_counted_before_any_is_checked(server: RuntimePro
     with ThreadPoolExecutor(max_workers=len(guesses)) as pool:
         statuses = Counter(pool.map(login, guesses))
     evaluated = statuses[401] + statuses[200]
-    assert evaluated <= LoginThrottle.free, f"{evaluated} passwords were checked: {dict(statuses)}"
+    # the first lock lasts 1 s, the next 2 s: a request that arrives (on a loaded machine) after
+    # a lock ran out is rightly allowed one more try; before the fix all 31 were checked
+    assert evaluated <= LoginThrottle.free + 2, f"{evaluated} passwords were checked: {dict(statuses)}"
     assert statuses[429] == len(guesses) - evaluated, dict(statuses)
 
 
