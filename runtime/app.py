@@ -48,7 +48,7 @@ class Node:
         return "ingress" in self.config.services
 
     def background(self) -> list[Coroutine[Any, Any, None]]:
-        jobs = [self.cert.renew_forever(), self._rotate_keys_forever(), self._follow_keys()]
+        jobs = [self.cert.renew_forever(), self._rotate_keys_forever(), self._follow_keys(), self._follow_revocations()]
         if self.peers is not None:
             jobs.append(self.peers.check_forever())
         return jobs
@@ -63,6 +63,14 @@ class Node:
             except StorageUnavailable as exc:
                 log.warning("could not rotate signing keys", extra={"fields": {"error": str(exc)}})
             self.metrics.cert_renewal.set(self.cert.seconds_until_renewal())
+
+    async def _follow_revocations(self) -> None:
+        """Revocations made on any node count here as soon as the DB's watch says so."""
+        async for _ in self.keys.revocation_changes():
+            try:
+                await self.keys.reload_revocations()
+            except StorageUnavailable as exc:
+                log.warning("could not reload revocations", extra={"fields": {"error": str(exc)}})
 
     async def _follow_keys(self) -> None:
         """Reload the signing keys whenever any node changes them (the DB's watch, not polling)."""
@@ -144,6 +152,7 @@ async def open_node(config: Config, *, db_timeout: float = 180.0) -> Node:
         )
         ca = await keys.ensure_ca()
         await keys.ensure_signing_keys()
+        await keys.reload_revocations()
         cert = NodeCertificate(ca, config.node_name, _names(config), config.cert_lifetime, config.data_dir / "tls")
         cert.issue()
         write_atomic(config.data_dir / "ca.pem", ca.cert_pem, mode=0o644)  # public: the cluster's trust anchor

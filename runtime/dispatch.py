@@ -144,7 +144,7 @@ class RuntimeApp:
         route = found.route
         if route.service == routing.OPS:
             return await self._ops[route.name](request)
-        body = await _read_body(request) if request.method in ("PUT", "POST") else b""
+        body = await _read_body(request) if request.method in ("PUT", "POST", "PATCH") else b""
         service = self.node.services.get(route.service)
         if service is not None:
             return await service.handlers[route.name](Call(request, found.params, principal, body, client))

@@ -25,6 +25,8 @@ class Principal:
     username: str
     roles: tuple[str, ...]
     expires_at: float = 0.0
+    issued_at: float = 0.0
+    token_id: str = ""
 
     @property
     def permissions(self) -> frozenset[str]:

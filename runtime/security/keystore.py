@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from runtime.exceptions import Conflict, InvalidToken, SecurityError
 from runtime.security import tls, tokens
 from runtime.security.authz import Principal
+from runtime.security.revocations import RECORD as REVOCATIONS
+from runtime.security.revocations import Revocations
 from runtime.security.secretbox import SecretBox
 from runtime.security.verified import VerifiedTokens
 from runtime.storage import Namespace
@@ -62,6 +64,7 @@ class KeyStore:
         self._current: str | None = None
         self._last_reload = 0.0
         self._verified = VerifiedTokens()
+        self._revocations = Revocations.empty()
 
     # -- the CA -------------------------------------------------------------------------
 
@@ -166,16 +169,54 @@ class KeyStore:
 
     def verify(self, token: str) -> Principal:
         """Check a bearer token; one checked before is taken from the cache of verified tokens
-        until it expires or its key retires."""
+        until it expires or its key retires. Revocations are checked every time."""
         now = self._clock()
         cached = self._verified.get(token, now=now)
         if cached is not None:
-            return cached
+            return self._not_revoked(cached, now)
         usable = {kid: k for kid, k in self._keys.items() if k.retire_at is None or k.retire_at > now}
         principal, kid = tokens.verify_with_kid(token, usable, now)
         retire_at = usable[kid].retire_at
         self._verified.put(token, principal, until=min(principal.expires_at, retire_at or principal.expires_at))
+        return self._not_revoked(principal, now)
+
+    def _not_revoked(self, principal: Principal, now: float) -> Principal:
+        if self._revocations.revoked(principal, now):
+            raise InvalidToken("token has been revoked")
         return principal
+
+    # -- revocation ------------------------------------------------------------------------
+
+    def revocation_changes(self) -> AsyncIterator[None]:
+        """Wakes whenever any node revokes something."""
+        return self._ns.changes(REVOCATIONS)
+
+    async def reload_revocations(self) -> None:
+        entry = await self._ns.get(REVOCATIONS)
+        self._revocations = Revocations.load(entry.value) if entry else Revocations.empty()
+
+    async def revoke_user(self, username: str) -> None:
+        """Every token of ``username`` issued until now stops counting, on every node."""
+        now = self._clock()
+        await self._update_revocations(lambda r: r.revoke_user(username, at=now, token_ttl=self.token_ttl))
+
+    async def revoke_token(self, principal: Principal) -> None:
+        now = self._clock()
+        await self._update_revocations(
+            lambda r: r.revoke_token(principal.token_id, expires_at=principal.expires_at, now=now)
+        )
+
+    async def _update_revocations(self, change: Callable[[Revocations], Revocations]) -> None:
+        for _ in range(20):  # compare-and-swap: another node may be revoking at the same moment
+            entry = await self._ns.get(REVOCATIONS)
+            current = Revocations.load(entry.value) if entry else Revocations.empty()
+            try:
+                await self._ns.put(REVOCATIONS, change(current).dump(), if_revision=entry.revision if entry else 0)
+            except Conflict:
+                continue
+            await self.reload_revocations()
+            return
+        raise SecurityError("revocations: 20 concurrent updates in a row lost their compare-and-swap; try again")
 
     async def verify_fresh(self, token: str) -> Principal:
         """Verify; on an unknown ``kid`` reload the keys once (at most every 2 s) and retry,

@@ -42,7 +42,7 @@ def sign(key: SigningKey, username: str, roles: tuple[str, ...], now: float, ttl
         "iss": ISSUER,
         "sub": username,
         "roles": list(roles),
-        "iat": int(now),
+        "iat": round(now, 3),  # fractional: a revocation at t must not catch a token issued just after t
         "exp": expires_at,
         "jti": secrets.token_hex(8),
     }
@@ -83,7 +83,10 @@ def verify_with_kid(token: str, keys: Mapping[str, SigningKey], now: float) -> t
     roles = claims.get("roles")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise InvalidToken("token roles claim is not a list of names")
-    return Principal(str(claims["sub"]), tuple(roles), float(claims["exp"])), kid
+    principal = Principal(
+        str(claims["sub"]), tuple(roles), float(claims["exp"]), float(claims["iat"]), str(claims.get("jti", ""))
+    )
+    return principal, kid
 
 
 def jwk(key: SigningKey) -> dict[str, str]:

@@ -18,9 +18,9 @@ from typing import Any
 from starlette.responses import Response
 
 from runtime import http
-from runtime.exceptions import Conflict, InvalidInput
+from runtime.exceptions import Conflict, InvalidInput, StorageUnavailable
 from runtime.files import write_atomic
-from runtime.security.authz import ROLES
+from runtime.security.authz import ROLES, Principal
 from runtime.security.keystore import KeyStore
 from runtime.security.passwords import hash_password, verify_password
 from runtime.security.throttle import LoginThrottle, keys_for
@@ -57,6 +57,11 @@ class AuthService:
             "auth.users.create": self.create_user,
             "auth.whoami": self.whoami,
             "auth.jwks": self.jwks,
+            "auth.logout": self.logout,
+            "auth.password": self.change_own_password,
+            "auth.users.delete": self.delete_user,
+            "auth.users.update": self.update_user,
+            "auth.users.password": self.set_password,
         }
 
     async def start(self) -> None:
@@ -95,6 +100,8 @@ class AuthService:
                     headers={"Retry-After": str(int(wait) + 1)},
                 )
             record = await self._check(username, password)
+            if record is not None and record.get("disabled"):
+                return http.error(403, "disabled", f"user {username!r} is disabled")
             if record is None:
                 self._throttle.failed(throttle_keys, self._clock())
                 return http.error(
@@ -119,8 +126,7 @@ class AuthService:
         roles = body.get("roles")
         if not _USERNAME.match(username):
             raise InvalidInput(f"username: expected 1-64 of A-Z a-z 0-9 _ . @ -, got {username[:70]!r}")
-        if not 8 <= len(password) <= 1024:
-            raise InvalidInput(f"password: expected 8 to 1024 characters, got {len(password)}")
+        _check_password(password)
         if not isinstance(roles, list) or not roles or any(not isinstance(r, str) or r not in ROLES for r in roles):
             raise InvalidInput(f"roles: expected a non-empty list from {', '.join(ROLES)}, got {str(roles)[:80]}")
         try:
@@ -128,6 +134,70 @@ class AuthService:
         except Conflict:
             return http.error(409, "exists", f"user {username!r} already exists")
         return http.json({"username": username, "roles": sorted(set(roles))}, status=201)
+
+    # -- the lifecycle of users and tokens: every change revokes what it must, on every node --
+
+    async def logout(self, call: Call) -> Response:
+        principal = _caller(call)
+        await self._keys.revoke_token(principal)
+        return Response(status_code=204)
+
+    async def change_own_password(self, call: Call) -> Response:
+        principal = _caller(call)
+        body = _object(call.json(), "password body")
+        current, new = _string(body, "current"), _string(body, "new")
+        async with self._throttle.serialized(keys_for(principal.username, call.client)[0]):
+            if await self._check(principal.username, current) is None:
+                return http.error(403, "wrong_password", "the current password does not match")
+        return await self._replace_password(principal.username, new)
+
+    async def set_password(self, call: Call) -> Response:
+        return await self._replace_password(_user(call), _string(_object(call.json(), "password body"), "password"))
+
+    async def _replace_password(self, username: str, password: str) -> Response:
+        _check_password(password)
+        hashed = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+        if not await self._change(username, lambda record: {**record, "password": hashed}):
+            return http.error(404, "not_found", f"no user {username!r}")
+        await self._keys.revoke_user(username)
+        return Response(status_code=204)
+
+    async def update_user(self, call: Call) -> Response:
+        username, body = _user(call), _object(call.json(), "user update")
+        disabled = body.get("disabled")
+        if set(body) != {"disabled"} or not isinstance(disabled, bool):
+            raise InvalidInput('user update: expected {"disabled": true|false}')
+        if username == ADMIN and disabled:
+            raise InvalidInput(f"{ADMIN!r} cannot be disabled: it is the way back in")
+        if not await self._change(username, lambda record: {**record, "disabled": disabled}):
+            return http.error(404, "not_found", f"no user {username!r}")
+        if disabled:
+            await self._keys.revoke_user(username)
+        return http.json({"username": username, "disabled": disabled})
+
+    async def delete_user(self, call: Call) -> Response:
+        username = _user(call)
+        if username == ADMIN:
+            raise InvalidInput(f"{ADMIN!r} cannot be deleted: it is the way back in")
+        if not await self._ns.delete(f"users/{username}"):
+            return http.error(404, "not_found", f"no user {username!r}")
+        await self._keys.revoke_user(username)
+        return Response(status_code=204)
+
+    async def _change(self, username: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+        """Compare-and-swap a user's record; False if there is no such user."""
+        for _ in range(20):
+            entry = await self._ns.get(f"users/{username}")
+            if entry is None:
+                return False
+            try:
+                await self._ns.put(
+                    entry.key, json.dumps(change(json.loads(entry.value))).encode(), if_revision=entry.revision
+                )
+                return True
+            except Conflict:
+                continue
+        raise StorageUnavailable(f"user {username!r} changed 20 times during this update; try again", applied=False)
 
     async def whoami(self, call: Call) -> Response:
         principal = call.principal
@@ -152,3 +222,21 @@ def _string(body: Mapping[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidInput(f"{name}: expected a non-empty string")
     return value
+
+
+def _check_password(password: str) -> None:
+    if not 8 <= len(password) <= 1024:
+        raise InvalidInput(f"password: expected 8 to 1024 characters, got {len(password)}")
+
+
+def _user(call: Call) -> str:
+    name = call.params["user"]
+    if not _USERNAME.match(name):
+        raise InvalidInput(f"user: expected 1-64 of A-Z a-z 0-9 _ . @ -, got {name[:70]!r}")
+    return name
+
+
+def _caller(call: Call) -> Principal:
+    if call.principal is None:
+        raise InvalidInput("this call needs a bearer token")
+    return call.principal
