@@ -48,7 +48,9 @@ class Node:
         return "ingress" in self.config.services
 
     def background(self) -> list[Coroutine[Any, Any, None]]:
-        jobs = [self.cert.renew_forever(), self._rotate_keys_forever(), self._follow_keys(), self._follow_revocations()]
+        jobs = [self.cert.renew_forever(), self._follow_keys(), self._follow_revocations()]
+        if self.keys.signer:  # only the nodes that issue tokens make new signing keys
+            jobs.append(self._rotate_keys_forever())
         if self.peers is not None:
             jobs.append(self.peers.check_forever())
         return jobs
@@ -149,6 +151,7 @@ async def open_node(config: Config, *, db_timeout: float = 180.0) -> Node:
             token_ttl=config.token_ttl,
             rotation=config.signing_key_rotation,
             ca_lifetime=config.ca_lifetime,
+            signer="auth" in config.services,
         )
         ca = await keys.ensure_ca()
         await keys.ensure_signing_keys()

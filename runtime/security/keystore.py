@@ -57,8 +57,11 @@ class KeyStore:
         rotation: float,
         ca_lifetime: float,
         clock: Callable[[], float] = time.time,
+        signer: bool = True,
     ) -> None:
-        self._ns, self._box, self._clock = ns, box, clock
+        """``signer``: this node issues tokens (runs ``auth``) and so unseals the private halves
+        of the signing keys; every other node loads only the public halves."""
+        self._ns, self._box, self._clock, self.signer = ns, box, clock, signer
         self.token_ttl, self.rotation, self.ca_lifetime = token_ttl, rotation, ca_lifetime
         self._keys: dict[str, tokens.SigningKey] = {}
         self._current: str | None = None
@@ -153,10 +156,14 @@ class KeyStore:
 
     def _key_from(self, record: dict[str, Any]) -> tokens.SigningKey:
         public = serialization.load_pem_public_key(record["public_pem"].encode())
-        private = serialization.load_pem_private_key(
-            self._box.open(f"{KEYS_RECORD}/{record['kid']}", record["private_sealed"]), password=None
-        )
-        if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(private, ec.EllipticCurvePrivateKey):
+        private = None
+        if self.signer:
+            private = serialization.load_pem_private_key(
+                self._box.open(f"{KEYS_RECORD}/{record['kid']}", record["private_sealed"]), password=None
+            )
+        if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(
+            private, ec.EllipticCurvePrivateKey | None
+        ):
             raise SecurityError(f"{KEYS_RECORD}: key {record['kid']} is not an EC P-256 key")
         return tokens.SigningKey(record["kid"], public, private, record["created_at"], record.get("retire_at"))
 

@@ -43,3 +43,34 @@ def test_a_record_sealed_by_the_earlier_hkdf_version_still_opens() -> None:
     nonce = b"\0" * 12
     legacy = base64.b64encode(nonce + old.encrypt(nonce, b"old key", b"ca")).decode()
     assert SecretBox("an older cluster secret").open("ca", legacy) == b"old key"
+
+
+@pytest.mark.anyio
+async def test_only_a_node_that_issues_tokens_unseals_the_signing_keys() -> None:
+    """A node without ``auth`` verifies tokens with the public halves and never opens a
+    private one (every node used to unseal every signing key)."""
+    from runtime.security.keystore import KeyStore
+    from runtime.storage import MemoryBackend, Namespace
+
+    class CountingBox(SecretBox):
+        opened: list[str] = []
+
+        def open(self, record: str, sealed: str) -> bytes:
+            self.opened.append(record)
+            return super().open(record, sealed)
+
+    backend = MemoryBackend()
+    issuer = KeyStore(
+        Namespace(backend, "_cluster"), SecretBox("s" * 32), token_ttl=60, rotation=3600, ca_lifetime=86400
+    )
+    await issuer.ensure_signing_keys()
+    token, _ = issuer.sign("ann", ("reader",))
+    box = CountingBox("s" * 32)
+    verifier = KeyStore(
+        Namespace(backend, "_cluster"), box, token_ttl=60, rotation=3600, ca_lifetime=86400, signer=False
+    )
+    await verifier.reload()
+    assert verifier.verify(token).username == "ann"
+    assert not [r for r in box.opened if r.startswith("signing-keys")], box.opened
+    with pytest.raises(Exception, match="no private part"):
+        verifier.sign("ann", ("reader",))
