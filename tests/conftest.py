@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,3 +290,25 @@ def spawn(tmp_path: Path) -> Iterator[object]:
 
 def _healthy(url: str) -> bool:
     return bool(httpx.get(url + "/health", timeout=1).json()["health"] == "true")
+
+
+@contextmanager
+def running(env: dict[str, str] | None = None, *, prefix: str = "rt-") -> Iterator[RuntimeProcess]:
+    """A runtime process on its own data dir for as long as the block lasts."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as root:
+        proc = RuntimeProcess(Path(root) / "node", env=env or {}).start().wait_ready()
+        try:
+            yield proc
+        finally:
+            proc.kill()
+
+
+def cluster_env(etcd: EtcdCluster, secret: str, **extra: str) -> dict[str, str]:
+    """The settings of a node of a cluster on ``etcd``."""
+    return {
+        "RUNTIME_MODE": "cluster",
+        "RUNTIME_DB_BACKEND": "etcd",
+        "RUNTIME_DB_ENDPOINTS": ",".join(etcd.endpoints),
+        "RUNTIME_CLUSTER_SECRET": secret,
+        **extra,
+    }

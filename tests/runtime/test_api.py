@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,20 +15,6 @@ import pytest
 from runtime.routing import ROUTES
 from tests.conftest import RuntimeProcess
 from topologies.wait import wait_until
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RuntimeProcess]:
-    with tempfile.TemporaryDirectory(prefix="rt-") as root:
-        proc = RuntimeProcess(Path(root) / "node").start().wait_ready()
-        yield proc
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def api(server: RuntimeProcess) -> Iterator[httpx.Client]:
-    with server.client(server.login()) as client:
-        yield client
 
 
 def error_shape(reply: httpx.Response) -> dict[str, str]:

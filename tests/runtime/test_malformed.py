@@ -4,30 +4,12 @@ payload of NaN, ...) against a real runtime process over TLS."""
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import RuntimeProcess
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RuntimeProcess]:
-    with tempfile.TemporaryDirectory(prefix="rt-bad-") as root:
-        proc = RuntimeProcess(Path(root) / "node").start().wait_ready()
-        yield proc
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def api(server: RuntimeProcess) -> Iterator[httpx.Client]:
-    with server.client(server.login()) as client:
-        yield client
-
 
 NESTED = "[" * 100_000 + "]" * 100_000
 MALFORMED: list[tuple[str, str, dict[str, Any]]] = [

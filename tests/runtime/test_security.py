@@ -22,7 +22,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.conftest import EtcdCluster, RuntimeProcess, trust
+from tests.conftest import EtcdCluster, RuntimeProcess, cluster_env, trust
 from topologies.wait import wait_until
 
 SHORT = {"RUNTIME_TOKEN_TTL": "3s", "RUNTIME_SIGNING_KEY_ROTATION": "5s", "RUNTIME_CERT_LIFETIME": "6s"}
@@ -231,13 +231,7 @@ def test_three_nodes_started_at_once_share_one_ca_and_accept_each_others_tokens(
     etcd: EtcdCluster, tmp_path: Path
 ) -> None:
     prefix = f"/race{time.time_ns()}"  # fresh cluster state on the shared etcd: our own secret
-    env = {
-        "RUNTIME_MODE": "cluster",
-        "RUNTIME_DB_BACKEND": "etcd",
-        "RUNTIME_DB_ENDPOINTS": ",".join(etcd.endpoints),
-        "RUNTIME_CLUSTER_SECRET": SECRET + prefix,
-        "RUNTIME_ADMIN_PASSWORD": ADMIN_PASSWORD,
-    }
+    env = cluster_env(etcd, SECRET + prefix, RUNTIME_ADMIN_PASSWORD=ADMIN_PASSWORD)
     _wipe(etcd)
     nodes = [RuntimeProcess(tmp_path / f"n{i}", env=env).start() for i in range(3)]
     try:

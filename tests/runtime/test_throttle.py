@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,14 +12,6 @@ import pytest
 
 from runtime.security.throttle import LoginThrottle, keys_for
 from tests.conftest import RuntimeProcess, trust
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RuntimeProcess]:
-    with tempfile.TemporaryDirectory(prefix="rt-throttle-") as root:
-        proc = RuntimeProcess(Path(root) / "node").start().wait_ready()
-        yield proc
-        proc.kill()
 
 
 def test_concurrent_guesses_are_counted_before_any_is_checked(server: RuntimeProcess) -> None:

@@ -3,7 +3,6 @@ what it must, and a revocation counts on every node, through the DB's watch."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -12,17 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import EtcdCluster, RuntimeProcess, trust
+from tests.conftest import EtcdCluster, RuntimeProcess, cluster_env, running, trust
 from tests.runtime.test_security import ADMIN_PASSWORD, SECRET, _wipe
 from topologies.wait import wait_until
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RuntimeProcess]:
-    with tempfile.TemporaryDirectory(prefix="rt-users-") as root:
-        proc = RuntimeProcess(Path(root) / "node", env={"RUNTIME_ADMIN_PASSWORD": ADMIN_PASSWORD}).start().wait_ready()
+    with running({"RUNTIME_ADMIN_PASSWORD": ADMIN_PASSWORD}, prefix="rt-users-") as proc:
         yield proc
-        proc.kill()
 
 
 def _client(server: RuntimeProcess, token: str | None = None) -> httpx.Client:
@@ -113,13 +110,7 @@ def test_only_an_admin_manages_users(server: RuntimeProcess) -> None:
 def test_a_revocation_counts_on_every_node(etcd: EtcdCluster, tmp_path: Path) -> None:
     """Three nodes on one etcd: a token revoked through one is refused by the others as soon
     as their watch delivers it (measured, and printed)."""
-    env = {
-        "RUNTIME_MODE": "cluster",
-        "RUNTIME_DB_BACKEND": "etcd",
-        "RUNTIME_DB_ENDPOINTS": ",".join(etcd.endpoints),
-        "RUNTIME_CLUSTER_SECRET": SECRET + "/revoke",
-        "RUNTIME_ADMIN_PASSWORD": ADMIN_PASSWORD,
-    }
+    env = cluster_env(etcd, SECRET + "/revoke", RUNTIME_ADMIN_PASSWORD=ADMIN_PASSWORD)
     _wipe(etcd)
     nodes = [RuntimeProcess(tmp_path / f"n{i}", env=env).start() for i in range(3)]
     try:
