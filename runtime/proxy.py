@@ -76,6 +76,12 @@ class PeerPool:
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
+        # aiohttp resends a PUT or DELETE once when a pooled connection drops, with no public
+        # switch (aio-libs/aiohttp#10790): a write a peer applied could be applied twice, and
+        # the resend's refused connection then read as "nothing sent". Retrying is decided here.
+        if not hasattr(self._client, "_retry_connection"):
+            raise RuntimeError("aiohttp no longer has _retry_connection; check that it does not resend writes")
+        self._client._retry_connection = False
 
     async def close(self) -> None:
         await self._client.close()
