@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,8 @@ def smallest_failing_part(scenario: Scenario, check: str, detail: str, limit: in
     """The ops that show a violation: for linearizability, the shortest prefix (by call
     time) of the first failing key's ops that has no linearization, its last ``limit`` ops;
     for other checks, the ops on the keys the verdict names."""
-    keys = [k for k in {op.key for op in scenario.ops} if k and k in detail]
+    named = set(re.split(r"[\s,;()]+", detail))  # whole keys: "k1" is not named by "k10"
+    keys = [k for k in {op.key for op in scenario.ops} if k and k in named]
     ops = sorted((op for op in scenario.ops if op.key in keys), key=lambda o: o.call)
     if check != "linearizable-kv" or not keys:
         return ops[-limit:]

@@ -185,3 +185,12 @@ def test_every_cell_writes_into_its_own_absolute_folder(tmp_path: Path) -> None:
         assert paths and all(Path(arg).is_absolute() for arg in paths), command
     assert "--cycles" in argv(Cell("ha", "failover"), folder, quick=True)
     assert "--cycles" not in argv(Cell("ha", "failover"), folder, quick=False)
+
+
+def test_the_failing_part_follows_the_named_key_not_keys_that_contain_its_name(tmp_path: Path) -> None:
+    """A verdict about "...-k10" must not pull in "...-k1" (the first version matched by substring)."""
+    results = read(made_up_run(tmp_path))
+    stale = next(s for s in results.scenarios if s.name == "stale-read")
+    stale.ops.append(_op("kv9", "write", "k", 100.0, 100.01, value="other", revision=999))
+    part = smallest_failing_part(stale, "linearizable-kv", "no linearization for key(s) k1")
+    assert {op.key for op in part} == {"k1"}
