@@ -8,6 +8,7 @@ to the endpoint that answered last, so a healthy cluster sees one connection.
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class ClusterClient:
         login: bool = True,
         first: int = 0,
         resend_idempotent: bool = True,
+        budget: float | None = None,
     ) -> None:
         """``resend_idempotent``: after an unknown outcome, send a read or an unconditional PUT
         or DELETE to the next endpoint (a user's write right after a leader kill then succeeds);
@@ -48,6 +50,8 @@ class ClusterClient:
         self._clients = {e: httpx.Client(base_url=e, verify=context, timeout=timeout) for e in self.endpoints}
         self._current = first % len(self.endpoints)  # spread many clients over the endpoints
         self.resend_idempotent = resend_idempotent
+        # a request that may be resent is resent, round after round, for this long (0: one round)
+        self.budget = timeout if budget is None else budget
         self.token: str | None = None
         if login and credentials is not None:
             self.login()
@@ -82,14 +86,22 @@ class ClusterClient:
         return reply
 
     def _send(self, method: str, path: str, headers: dict[str, str], kwargs: dict[str, Any]) -> httpx.Response:
+        """Send to the current endpoint; while :func:`retry.after` says the request may go
+        elsewhere, go on to the next, round after round (a short pause between rounds) until
+        the client's timeout budget is spent. Then the last answer, or the last error."""
         resend = self.resend_idempotent and retry.idempotent(method, headers)
+        ends = time.monotonic() + self.budget
         last: Exception | None = None
         reply: httpx.Response | None = None
-        for step in range(len(self.endpoints)):
-            index = (self._current + step) % len(self.endpoints)
+        for step in range(len(self.endpoints) * 20):
+            if step and step % len(self.endpoints) == 0:
+                if time.monotonic() >= ends:
+                    break
+                time.sleep(0.1)  # every endpoint refused: give an election a moment
+            index = self._current % len(self.endpoints)
             try:
                 reply = self._clients[self.endpoints[index]].request(method, path, headers=headers, **kwargs)
-                outcome = retry.of_reply(reply.status_code, reply.text)
+                outcome, last = retry.of_reply(reply.status_code, reply.text), None
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last, outcome = exc, Outcome.NOT_SENT
             except httpx.TransportError as exc:
@@ -97,15 +109,13 @@ class ClusterClient:
             decision = retry.after(method, outcome, idempotent=resend)
             if decision.rotate:
                 self._current = (index + 1) % len(self.endpoints)
-            if decision.retry_elsewhere:
-                continue
-            if outcome is Outcome.LOST and last is not None:
-                raise last
-            if reply is not None:
-                return reply
-        if reply is not None:
-            return reply
-        raise last if last else httpx.ConnectError("no endpoint")
+            if not decision.retry_elsewhere:
+                break
+        if last is not None and (reply is None or outcome is Outcome.LOST):
+            raise last
+        if reply is None:
+            raise httpx.ConnectError("no endpoint")
+        return reply
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, **kwargs)

@@ -24,6 +24,7 @@ from topologies.node import Node
 from topologies.platforms import EXITED, PAUSED, RUNNING, Handle, Launch
 from topologies.platforms.fake import ExecReply, FakePlatform
 from topologies.spec import ModeSpec, NodeSpec
+from topologies.wait import WaitTimeout
 
 
 class Healthy(Cluster):
@@ -246,3 +247,20 @@ def test_attach_rebuilds_a_run_from_what_the_platform_knows(
     assert cluster.admin.password == "pw" and cluster.ca_file.read_text() == ca_pem
     with pytest.raises(NotFound, match="no run 'nope'"):
         attach("nope", platform)
+
+
+def test_health_waits_for_every_db_member_not_just_node_readiness(platform: FakePlatform, tmp_path: Path) -> None:
+    """A node is ready once it reaches any member; health also needs each member itself."""
+    cluster = Cluster("run1", ModeSpec("ha", "", "etcd", ()), "img", platform, tmp_path, Credentials("admin", "pw"))
+    for i, name in enumerate(("a", "b", "c"), 11):
+        handle = platform.launch(Launch(f"mm-run1-{name}", "img", cluster.labels(name), publish=(API_PORT,)))
+        cluster.nodes.append(Node(NodeSpec(name, ("kv",), db_member=True), f"10.0.0.{i}", 1, handle, platform))
+    cluster.spec = ModeSpec("ha", "", "etcd", tuple(n.spec for n in cluster.nodes))
+    answers = iter([1, 1, 0])  # b's member answers "unhealthy" twice, then healthy
+    platform.on_exec = lambda handle, command: ((next(answers) if handle.name.endswith("-b") else 0), "")
+    cluster.wait_db_members(timeout=5)
+    asked = [call[1] for call in platform.calls if call[0] == "exec" and "endpoint health" in call[2]]
+    assert asked.count("mm-run1-b") == 3 and asked.count("mm-run1-a") == 1
+    platform.on_exec = lambda handle, command: (1, "unhealthy")
+    with pytest.raises(WaitTimeout, match="the DB member on a healthy"):
+        cluster.wait_db_members(timeout=0.3)
