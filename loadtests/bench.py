@@ -9,7 +9,10 @@ takes the server's CPU. Baselines, in the same run:
 
 - bare Starlette JSON on the runtime's own stack (uvicorn, httptools, uvloop, TLS), in a
   container of the runtime image (``loadtests/baseline_app.py``);
-- raw puts to the same etcd cluster (its JSON gateway, one member) for ha and scaled.
+- raw puts to the same etcd cluster (its JSON gateway, one member) for ha and scaled, as
+  etcd's root: etcd takes only client certificates and wrk presents none, so an HAProxy from
+  the runtime image, pinned to wrk's core, originates the TLS (one more hop for the baseline,
+  none for the runtime: the ratios can only flatter etcd).
 
 Rows go to stdout as a table and to ``results/bench/`` as JSON and Markdown.
 """
@@ -36,6 +39,8 @@ import images
 import topologies
 from topologies import platforms
 from topologies.constants import API_PORT, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
+from topologies.pki import RunPki
+from topologies.platforms import Launch
 from topologies.wait import wait_until
 
 BASELINE_APP = Path(__file__).with_name("baseline_app.py")
@@ -187,7 +192,8 @@ def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row) -> list[Row]:
         if cluster.spec.db != "etcd":
             return [_row(mode, "kv GET", get, bare), _row(mode, "kv PUT", put, bare)]
         member = next(n for n in cluster.nodes if n.db_member)
-        raw = wrk.run(f"http://{member.ip}:{DB_CLIENT_PORT}/v3/kv/put", script=_lua_etcd_put())
+        with _tls_origin(cluster, member.ip, wrk.core) as gateway:
+            raw = wrk.run(f"{gateway}/v3/kv/put", script=_lua_etcd_put())
         raw_row = _row(mode, RAW_ETCD, raw, None)
         through = "through one node" if cluster.lb is None else "through the load balancer"
         return [
@@ -195,6 +201,55 @@ def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row) -> list[Row]:
             _row(mode, f"kv PUT {through}", put, raw_row),
             _row(mode, f"kv GET {through}", get, raw_row),
         ]
+
+
+@contextmanager
+def _tls_origin(cluster: topologies.Cluster, member_ip: str, core: int) -> Iterator[str]:
+    """Plain HTTP on a loopback port, forwarded over TLS with root's certificate to one member."""
+    pki = RunPki.load(cluster.workdir)
+    root = pki.root().get("node")
+    assert root is not None
+    config = f"""global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+frontend etcd
+    bind :{DB_CLIENT_PORT}
+    default_backend member
+backend member
+    server m {member_ip}:{DB_CLIENT_PORT} ssl verify required ca-file /tmp/ca.pem crt /tmp/root.pem
+"""
+    script = (
+        'printf "%s" "$CA" > /tmp/ca.pem && printf "%s" "$ROOT" > /tmp/root.pem '
+        '&& printf "%s" "$CONFIG" > /tmp/haproxy.cfg && exec haproxy -db -f /tmp/haproxy.cfg'
+    )
+    handle = cluster.platform.launch(
+        Launch(
+            name=f"mm-{cluster.run_id}-etcd-origin",
+            image=cluster.image,
+            labels={**cluster.labels("etcd-origin"), LABEL_ROLE: "bench"},
+            entrypoint=("/usr/bin/tini", "--", "sh", "-c", script),
+            env={"CA": pki.ca.cert_pem.decode(), "ROOT": (root[0] + root[1]).decode(), "CONFIG": config},
+            network=cluster.network,
+            publish=(DB_CLIENT_PORT,),
+            cpuset=str(core),
+        )
+    )
+    url = f"http://127.0.0.1:{handle.ports[DB_CLIENT_PORT]}"
+    try:
+        wait_until(
+            lambda: httpx.post(f"{url}/v3/kv/range", json={"key": "eA=="}, timeout=2).status_code == 200,
+            timeout=30,
+            interval=0.2,
+            ignore=(httpx.HTTPError,),
+            message="etcd answers through the TLS origin",
+        )
+        yield url
+    finally:
+        cluster.platform.remove(handle)
 
 
 def _row(mode: str, target: str, measured: Measured, baseline: Row | None) -> Row:

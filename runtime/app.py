@@ -1,8 +1,12 @@
 """The one wiring module: a Config becomes a running :class:`Node`.
 
-Order matters and is the same in every mode: open the DB and wait for it, load or create
-the cluster's keys (CA, signing keys), issue this node's certificate, start each service
-(which checks its namespace marker), then connect to peers.
+Order matters and is the same in every mode: put this node's certificates on disk (from
+an earlier start or the launcher's bootstrap bundle: the DB link needs them), open the DB
+and wait for it, load or create the signing keys, start each service (which checks its
+namespace marker), then connect to peers.
+
+Without a bundle (a standalone node, or a development cluster over plain etcd) the CA lives
+in the DB, sealed, and the node issues its own certificate from it.
 """
 
 from __future__ import annotations
@@ -11,20 +15,23 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runtime import __version__
 from runtime.config import Config
-from runtime.exceptions import StorageUnavailable
+from runtime.exceptions import SecurityError, StorageUnavailable
 from runtime.files import write_atomic
 from runtime.metrics import Metrics
 from runtime.proxy import PeerPool
 from runtime.security import KeyStore, NodeCertificate, SecretBox
+from runtime.security.certs import Bundle, LocalIssuer, RemoteIssuer
 from runtime.services import AuthService, KvService, QueueService, Service
 from runtime.storage import Backend, EtcdBackend, Namespace, SqliteBackend
+from runtime.storage.etcd import ClientTls
+from runtime.storage.etcd_auth import user_name
 
 log = logging.getLogger("runtime")
 CLUSTER_NAMESPACE = "_cluster"
@@ -41,6 +48,11 @@ class Node:
     peers: PeerPool | None
     version: str = __version__
     started_at: float = field(default_factory=time.time)
+
+    @property
+    def issuer(self) -> LocalIssuer | None:
+        """Set on nodes that hold the CA key: they renew other nodes' certificates."""
+        return self.cert.issuer if isinstance(self.cert.issuer, LocalIssuer) else None
 
     @property
     def is_edge(self) -> bool:
@@ -88,10 +100,40 @@ class Node:
         await self.backend.close()
 
 
-def make_backend(config: Config) -> Backend:
+def make_backend(config: Config, cert: NodeCertificate | None = None) -> Backend:
     if config.db_backend == "etcd":
-        return EtcdBackend(list(config.db_endpoints))
+        tls = ClientTls(cert.ca_file, cert.cert_file, cert.key_file) if cert is not None and config.db_tls else None
+        if config.db_tls and tls is None:
+            raise SecurityError("db_endpoints: https:// needs this node's certificates (tls_bundle)")
+        return EtcdBackend(list(config.db_endpoints), tls=tls)
     return SqliteBackend(config.data_dir / "runtime.db")
+
+
+def prepare_certificate(config: Config) -> NodeCertificate | None:
+    """From the bootstrap bundle (or the files of an earlier start): this node's certificates
+    on disk before anything needs them (the DB member, the DB link). None without a bundle."""
+    if config.tls_bundle is None:
+        return None
+    bundle = Bundle.load(config.tls_bundle)
+    cert = _certificate(config, bundle.ca_pem, member=config.db_member_name is not None)
+    ca = bundle.ca
+    cert.install(bundle, ca)
+    cert.issuer = (
+        LocalIssuer(ca, config.cert_lifetime) if ca is not None else RemoteIssuer(config.issuers, cert.ca_file)
+    )
+    return cert
+
+
+def _certificate(config: Config, ca_pem: bytes, *, member: bool) -> NodeCertificate:
+    return NodeCertificate(
+        config.data_dir / "tls",
+        ca_pem,
+        node_name=config.node_name,
+        common_name=user_name(config.services),
+        names=_names(config),
+        lifetime=config.cert_lifetime,
+        member=member,
+    )
 
 
 async def wait_for_db(backend: Backend, timeout: float) -> None:
@@ -105,6 +147,19 @@ async def wait_for_db(backend: Backend, timeout: float) -> None:
             log.info("waiting for the DB", extra={"fields": {"error": last}})
             await asyncio.sleep(0.5)
     raise StorageUnavailable(f"the DB did not answer within {timeout:.0f} s; last error: {last}")
+
+
+async def _until_answered(step: Callable[[], Awaitable[None]], timeout: float) -> None:
+    """A start-up step, again while the DB is unavailable (an election, a member restarting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await step()
+        except StorageUnavailable as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.info("start-up step waits for the DB", extra={"fields": {"error": str(exc)}})
+            await asyncio.sleep(0.5)
 
 
 def cluster_secret(config: Config) -> str:
@@ -139,9 +194,10 @@ def build_services(config: Config, backend: Backend, keys: KeyStore, metrics: Me
     return made
 
 
-async def open_node(config: Config, *, db_timeout: float = 180.0) -> Node:
+async def open_node(config: Config, *, db_timeout: float = 180.0, cert: NodeCertificate | None = None) -> Node:
     metrics = Metrics()
-    backend = make_backend(config)
+    cert = cert or prepare_certificate(config)
+    backend = make_backend(config, cert)
     await backend.open()
     try:
         await wait_for_db(backend, db_timeout)
@@ -153,12 +209,19 @@ async def open_node(config: Config, *, db_timeout: float = 180.0) -> Node:
             ca_lifetime=config.ca_lifetime,
             signer="auth" in config.services,
         )
-        ca = await keys.ensure_ca()
-        await keys.ensure_signing_keys()
-        await keys.reload_revocations()
-        cert = NodeCertificate(ca, config.node_name, _names(config), config.cert_lifetime, config.data_dir / "tls")
-        cert.issue()
-        write_atomic(config.data_dir / "ca.pem", ca.cert_pem, mode=0o644)  # public: the cluster's trust anchor
+        if cert is None:  # no launcher's CA: the cluster's own, sealed in the DB
+            ca = await keys.ensure_ca()
+            cert = _certificate(config, ca.cert_pem, member=False)
+            cert.install(None, ca)
+            cert.issuer = LocalIssuer(ca, config.cert_lifetime)
+        if keys.signer:
+            await _until_answered(keys.ensure_signing_keys, db_timeout)
+        else:
+            await keys.wait_for_signing_keys(db_timeout)
+        await _until_answered(keys.reload_revocations, db_timeout)
+        if isinstance(backend, EtcdBackend) and backend.tls is not None:
+            cert.on_renew.append(backend.reconnect)
+        write_atomic(config.data_dir / "ca.pem", cert.ca_pem, mode=0o644)  # public: the cluster's trust anchor
         services = build_services(config, backend, keys, metrics)
         for service in services.values():
             await service.start()

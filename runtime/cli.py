@@ -40,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path)
     check.add_argument("--services")
     sub.add_parser("routes", help="print the route table as JSON (what proxies are configured from)")
+    init = sub.add_parser(
+        "db-init",
+        help="as the DB's root (certificate in RUNTIME_TLS_BUNDLE): create a user per service set, "
+        "their roles, and switch etcd authentication on; idempotent",
+    )
+    init.add_argument("--endpoints", required=True, help="https://HOST:2379[,...]")
+    init.add_argument(
+        "--service-sets", required=True, help="';'-separated service sets, each comma-separated: 'kv;auth,ingress'"
+    )
     return parser
 
 
@@ -60,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command is None:
         return refuse("no command given; expected 'runtime serve --services LIST' (see runtime --help)")
+    if args.command == "db-init":
+        return _db_init(args)
     try:
         settings = config.load(file=args.config, flags=_flags(args))
     except ConfigError as exc:
@@ -79,6 +90,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+
+
+def _db_init(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    from runtime.security.certs import Bundle
+    from runtime.storage import etcd_auth
+    from runtime.storage.etcd import ClientTls
+
+    logs.configure("info")
+    try:
+        endpoints = list(config.parse_urls(args.endpoints))
+        sets = [config.parse_services(part) for part in args.service_sets.split(";") if part.strip()]
+        bundle = Bundle.load(os.environ.get("RUNTIME_TLS_BUNDLE", ""))
+    except ValueError as exc:
+        return refuse(f"db-init: {exc}")
+    root = bundle.get("node")
+    if root is None or not endpoints or not sets:
+        return refuse("db-init: expected --endpoints, --service-sets and root's certificate in RUNTIME_TLS_BUNDLE")
+    with tempfile.TemporaryDirectory() as directory:
+        files = ClientTls(Path(directory, "ca.pem"), Path(directory, "root.pem"), Path(directory, "root-key.pem"))
+        files.ca_file.write_bytes(bundle.ca_pem)
+        files.cert_file.write_bytes(root[0])
+        os.close(os.open(files.key_file, os.O_WRONLY | os.O_CREAT, 0o600))
+        files.key_file.write_bytes(root[1])
+        try:
+            uvloop.run(etcd_auth.ensure(endpoints, files, sets))
+        except Exception as exc:  # one line: the launcher shows it
+            print(f"runtime: db-init failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+    print(f"db-init: authentication on; users {', '.join(etcd_auth.user_name(s) for s in sets)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ class Config:
     insecure_http: bool = False
     cluster_secret: str | None = field(default=None, repr=False)
     admin_password: str | None = field(default=None, repr=False)
+    tls_bundle: str | None = field(default=None, repr=False)
+    issuers: tuple[str, ...] = ()
     token_ttl: float = 3600.0
     signing_key_rotation: float = 7 * 86400.0
     cert_lifetime: float = 86400.0
@@ -60,6 +62,9 @@ class Config:
     queue_max_attempts: int = 20
     max_connections: int = 1024
     idle_timeout: float = 15.0
+    handshake_timeout: float = 10.0
+    proxy_port: int = 0
+    trusted_proxies: tuple[str, ...] = ()
     log_level: str = "info"
     unsafe_fault: str | None = None
 
@@ -70,6 +75,11 @@ class Config:
     @property
     def replicated(self) -> bool:
         return self.mode == "cluster"
+
+    @property
+    def db_tls(self) -> bool:
+        """The DB link is TLS with client certificates (``https://`` endpoints)."""
+        return self.db_backend == "etcd" and all(e.startswith("https://") for e in self.db_endpoints)
 
 
 # -- parsers: each takes the raw value (str from env/flags, or YAML types) and returns the
@@ -141,6 +151,36 @@ def parse_urls(raw: object) -> tuple[str, ...]:
     if bad:
         raise _expected("comma-separated http(s)://HOST:PORT URLs", ", ".join(bad))
     return tuple(urls)
+
+
+def parse_tls_bundle(raw: object) -> str:
+    """The launcher's JSON of PEMs (see :class:`runtime.security.certs.Bundle`), checked now."""
+    from runtime.security.certs import Bundle  # the certificate stack, only when a bundle is given
+
+    text = str(raw)
+    Bundle.load(text)
+    return text
+
+
+def parse_addresses(raw: object) -> tuple[str, ...]:
+    addresses = _words(raw)
+    for address in addresses:
+        parse_hostport(address)
+    return tuple(addresses)
+
+
+def parse_networks(raw: object) -> tuple[str, ...]:
+    """Addresses or networks (``10.0.0.10``, ``10.0.0.0/24``) whose connections start with a
+    PROXY protocol header: the load balancers in front of this node."""
+    import ipaddress
+
+    entries = _words(raw)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise _expected("comma-separated IP addresses or networks (10.0.0.10, 10.0.0.0/24)", entry) from None
+    return tuple(entries)
 
 
 def parse_duration(raw: object) -> float:
@@ -236,6 +276,8 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "cluster_secret_file": _secret_file,
     "admin_password": _text,
     "admin_password_file": _secret_file,
+    "tls_bundle": parse_tls_bundle,
+    "issuers": parse_addresses,
     "token_ttl": _duration_up_to(30 * 86400, "30d"),
     "signing_key_rotation": _duration_up_to(3650 * 86400, "3650d"),
     "cert_lifetime": _duration_up_to(3650 * 86400, "3650d"),
@@ -244,10 +286,15 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "queue_max_attempts": _int_between(1, 1000),
     "max_connections": _int_between(1, 100_000),
     "idle_timeout": _duration_up_to(3600, "1h"),
+    "handshake_timeout": _duration_up_to(60, "60s"),
+    "proxy_port": _int_between(0, 65535),
+    "trusted_proxies": parse_networks,
     "log_level": _choice("debug", "info", "warning", "error"),
     "unsafe_fault": _choice("ack-without-commit", "stale-reads"),
 }
-SECRET_SETTINGS = frozenset({"cluster_secret", "cluster_secret_file", "admin_password", "admin_password_file"})
+SECRET_SETTINGS = frozenset(
+    {"cluster_secret", "cluster_secret_file", "admin_password", "admin_password_file", "tls_bundle"}
+)
 
 
 def gather(*, file: Path | None, env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str, object]:
@@ -322,8 +369,12 @@ def _cross_check(values: Mapping[str, Any]) -> list[str]:
     backend = values.get("db_backend", "sqlite")
     if cluster and backend != "etcd":
         problems.append("db_backend: mode 'cluster' shares one DB between nodes; expected 'etcd', got 'sqlite'")
-    if backend == "etcd" and not values.get("db_endpoints"):
-        problems.append("db_endpoints: db_backend 'etcd' needs its endpoints; expected http://HOST:2379[,...]")
+    endpoints: tuple[str, ...] = values.get("db_endpoints", ())
+    if backend == "etcd" and not endpoints:
+        problems.append("db_endpoints: db_backend 'etcd' needs its endpoints; expected https://HOST:2379[,...]")
+    schemes = {e.split(":", 1)[0] for e in endpoints}
+    if len(schemes) > 1:
+        problems.append("db_endpoints: expected every endpoint https:// (or, unsecured, every one http://)")
     if cluster and not values.get("cluster_secret"):
         problems.append(
             "cluster_secret: mode 'cluster' needs the same secret on every node "
@@ -343,6 +394,11 @@ def _cross_check(values: Mapping[str, Any]) -> list[str]:
                 f"expected peers for {', '.join(missing)}"
             )
     problems.extend(_check_member(values))
+    problems.extend(_check_bundle(values))
+    if bool(values.get("proxy_port")) != bool(values.get("trusted_proxies")):
+        problems.append(
+            "proxy_port: the balancers' port (PROXY protocol) and trusted_proxies, their addresses, go together"
+        )
     if values.get("signing_key_rotation", 7 * 86400.0) <= values.get("token_ttl", 3600.0):
         problems.append("signing_key_rotation: expected longer than token_ttl, so a key outlives the tokens it signed")
     if values.get("cert_lifetime", 86400.0) >= values.get("ca_lifetime", 3650 * 86400.0):
@@ -352,11 +408,28 @@ def _cross_check(values: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _check_bundle(values: Mapping[str, Any]) -> list[str]:
+    bundle = values.get("tls_bundle")
+    if bundle is None:
+        return []
+    from runtime.security.certs import Bundle
+
+    if Bundle.load(bundle).ca_key_pem is None and not values.get("issuers"):
+        return ["issuers: this node's bundle has no CA key, so it needs issuer addresses (HOST:PORT,...) to renew"]
+    return []
+
+
 def _check_member(values: Mapping[str, Any]) -> list[str]:
     name = values.get("db_member_name")
     cluster = values.get("db_initial_cluster")
     if name is None and cluster is None:
         return []
+    bundle = values.get("tls_bundle")
+    if bundle is not None:
+        from runtime.security.certs import Bundle
+
+        if Bundle.load(bundle).get("peer") is None:
+            return ["tls_bundle: a DB member needs peer_cert and peer_key in its bundle"]
     if name is None or cluster is None or values.get("db_member_host") is None:
         return [
             "db_member_name: hosting a DB member needs db_member_name, db_member_host and db_initial_cluster together"
@@ -364,7 +437,7 @@ def _check_member(values: Mapping[str, Any]) -> list[str]:
     members = dict(part.split("=", 1) for part in cluster.split(",") if "=" in part)
     if name not in members:
         return [
-            f"db_initial_cluster: expected NAME=http://HOST:2380,... including this member {name!r}, got {cluster!r}"
+            f"db_initial_cluster: expected NAME=https://HOST:2380,... including this member {name!r}, got {cluster!r}"
         ]
     return []
 

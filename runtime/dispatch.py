@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from cryptography import x509
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -40,6 +41,7 @@ class RuntimeApp:
             "ca": self.ca,
             "metrics": self.metrics,
             "openapi": self.openapi,
+            "cluster.renew": self.renew,
         }
         self._ready: tuple[float, Response | None] = (0.0, None)
         # <random per process>-<counter>: unique across nodes and restarts, and no os.urandom per
@@ -85,6 +87,7 @@ class RuntimeApp:
                         "route": route,
                         "status": status,
                         "ms": round(elapsed * 1000, 3),
+                        "client": request.client.host if request.client else "",
                     }
                 },
             )
@@ -180,7 +183,23 @@ class RuntimeApp:
         return response
 
     async def ca(self, request: Request) -> Response:
-        return Response(self.node.cert.ca.cert_pem, media_type="application/x-pem-file")
+        return Response(self.node.cert.ca_pem, media_type="application/x-pem-file")
+
+    async def renew(self, request: Request) -> Response:
+        """A member renews its own certificate: the one it presents on this connection, for
+        the key in the signing request it sends. Only nodes holding the CA key answer."""
+        issuer = self.node.issuer
+        if issuer is None:
+            return http.error(404, "not_an_issuer", "this node does not hold the CA key; ask an auth node")
+        presented = request.scope.get("extensions", {}).get("tls", {}).get("client_cert_der")
+        if not presented:
+            return http.error(403, "members_only", "renewal needs the certificate being renewed (mutual TLS)")
+        body = await _read_body(request)
+        try:
+            issued = issuer.certify(x509.load_der_x509_certificate(presented), body)
+        except ValueError as exc:
+            return http.error(400, "invalid", str(exc))
+        return Response(issued, media_type="application/x-pem-file")
 
     async def metrics(self, request: Request) -> Response:
         return Response(self.node.metrics.render(), media_type="text/plain; version=0.0.4")

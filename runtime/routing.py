@@ -58,6 +58,7 @@ ROUTES: tuple[Route, ...] = (
     Route("ca", "GET", "/ca.pem", OPS, PUBLIC, "Cluster CA certificate (PEM)", idempotent=True),
     Route("metrics", "GET", "/metrics", OPS, READ, "Prometheus metrics", idempotent=True),
     Route("openapi", "GET", "/openapi.json", OPS, PUBLIC, "This API as OpenAPI 3", idempotent=True),
+    Route("cluster.renew", "POST", "/v1/_cluster/renew", OPS, PUBLIC, "Renew the calling member's certificate"),
     Route("auth.login", "POST", "/v1/auth/login", "auth", PUBLIC, "Exchange username and password for a token"),
     Route("auth.jwks", "GET", "/v1/auth/jwks", "auth", PUBLIC, "Public token-signing keys (JWKS)", idempotent=True),
     Route("auth.whoami", "GET", "/v1/auth/whoami", "auth", READ, "Who the token belongs to", idempotent=True),

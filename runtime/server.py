@@ -12,17 +12,19 @@ import json
 import logging
 import math
 import signal
+import socket
 import ssl
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from runtime.app import Node, data_dir_owner, open_node
+from runtime.app import Node, data_dir_owner, open_node, prepare_certificate
 from runtime.config import Config
 from runtime.dispatch import RuntimeApp
 from runtime.exceptions import RefusedToStart
 from runtime.files import private_dir, write_atomic
+from runtime.front import front_for
 from runtime.storage.etcd_member import start_member, stop_member
 
 log = logging.getLogger("runtime")
@@ -84,25 +86,70 @@ class MemberAwareHttp(HttpToolsProtocol):
             return
         inner = self.app
         subject = dict(item[0] for item in peer.get("subject", ()))
+        der = ssl_object.getpeercert(binary_form=True)
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
-            scope.setdefault("extensions", {})["tls"] = {"client_cert": subject}
+            scope.setdefault("extensions", {})["tls"] = {"client_cert": subject, "client_cert_der": der}
             await inner(scope, receive, send)
 
         self.app = app
 
 
+class NodeServer(uvicorn.Server):
+    """uvicorn's server on our listeners: the API port, TLS by the event loop with a handshake
+    deadline (uvicorn has none: the loop's default is 60 s), and, when configured, the
+    balancers' port (:mod:`runtime.front`: PROXY protocol, then TLS)."""
+
+    def __init__(self, config: uvicorn.Config, node: Node) -> None:
+        super().__init__(config)
+        self.node = node
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config, settings = self.config, self.node.config
+        context: ssl.SSLContext | None = None if settings.insecure_http else self.node.cert.server_context
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            made: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+            return made
+
+        loop = asyncio.get_running_loop()
+        self.servers = [
+            await loop.create_server(
+                create_protocol,
+                host=config.host,
+                port=config.port,
+                backlog=config.backlog,
+                ssl=context,
+                ssl_handshake_timeout=settings.handshake_timeout if context else None,
+            )
+        ]
+        if settings.proxy_port:
+            front = front_for(
+                create_protocol,
+                ssl_context=context,
+                trusted=settings.trusted_proxies,
+                handshake_timeout=settings.handshake_timeout,
+                max_connections=settings.max_connections,
+            )
+            self.servers.append(
+                await loop.create_server(front, host=config.host, port=settings.proxy_port, backlog=config.backlog)
+            )
+        ports = [settings.listen_port, *([settings.proxy_port] if settings.proxy_port else [])]
+        log.info("listening", extra={"fields": {"host": config.host, "ports": ports, "tls": context is not None}})
+        self.started = True
+
+
 def _uvicorn_config(node: Node) -> uvicorn.Config:
     config = node.config
     protocol = type("NodeHttp", (MemberAwareHttp,), {"max_connections": config.max_connections})
-    context: ssl.SSLContext | None = None if config.insecure_http else node.cert.server_context
     return uvicorn.Config(
         RuntimeApp(node),
         host=config.listen_host,
         port=config.listen_port,
         http=protocol,
         loop="none",  # the caller's loop: uvloop, from runtime.cli
-        ssl_context_factory=(lambda _cfg, _default: context) if context is not None else None,
         lifespan="off",
         log_config=None,
         access_log=False,
@@ -125,13 +172,14 @@ async def serve(config: Config) -> int:
     claim_data_dir(config)
     if config.insecure_http:
         log.warning("serving plain HTTP (--insecure-http): tokens and data cross the network unencrypted")
+    cert = prepare_certificate(config)  # a DB member's etcd needs its certificate files first
     member = await start_member(config) if config.db_member_name else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        opening = asyncio.ensure_future(open_node(config))
+        opening = asyncio.ensure_future(open_node(config, cert=cert))
         await asyncio.wait([opening, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         if not opening.done():
             opening.cancel()
@@ -154,7 +202,7 @@ def _already_handled(signum: int, frame: object) -> None:
 async def _run(node: Node, member: asyncio.subprocess.Process | None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _already_handled)
-    server = uvicorn.Server(_uvicorn_config(node))
+    server = NodeServer(_uvicorn_config(node), node)
     state = {"exit": 0}
     tasks = [asyncio.ensure_future(job) for job in node.background()]
     if member is not None:

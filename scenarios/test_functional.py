@@ -5,6 +5,7 @@ pytest scenarios/test_functional.py --mode single,ha,scaled
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 
@@ -13,6 +14,7 @@ import pytest
 
 import topologies
 from topologies import Cluster, Credentials
+from topologies.constants import DATA_DIR
 
 
 def unique(name: str) -> str:
@@ -123,3 +125,41 @@ def test_a_percent_encoded_key_is_decoded_once_through_every_front_door(cluster:
             assert api.put(f"/v1/kv/{tag}%2541", content=door.encode()).status_code == 200
             assert [i["key"] for i in api.get("/v1/kv", params={"prefix": tag}).json()["items"]] == [f"{tag}%41"]
             assert api.get(f"/v1/kv/{tag}%2541").content == door.encode()
+
+
+def test_no_secret_is_stored_in_clear_in_any_data_dir(cluster: Cluster) -> None:
+    """The cluster secret, the admin password, and any private key other than the node's own
+    TLS keys (the CA key, the token-signing keys) appear in no file of any node's data dir:
+    sealed records only, in the DB files too (grep reads SQLite, etcd's WAL and bbolt alike)."""
+    own_keys = {f"{DATA_DIR}/tls/node-key.pem", f"{DATA_DIR}/tls/peer-key.pem"}
+    for node in cluster.nodes:
+        secret, password = node.handle.env["RUNTIME_CLUSTER_SECRET"], node.handle.env["RUNTIME_ADMIN_PASSWORD"]
+        needles = ["-e", secret, "-e", password, "-e", "PRIVATE KEY"]
+        code, out = node.exec(
+            ["grep", "-rlaFz", *needles, DATA_DIR]
+        )  # -z: NUL-separated, so a 64 MB WAL is no one line
+        assert code in (0, 1), f"{node.name}: grep failed: {out}"
+        found = set(out.split())
+        assert found <= own_keys, f"{node.name}: secrets in clear in {sorted(found - own_keys)}"
+        assert f"{DATA_DIR}/tls/node-key.pem" in found, f"{node.name}: positive control: its own key is found"
+
+
+@pytest.mark.scaled
+def test_behind_the_balancer_the_runtime_sees_the_clients_address(cluster: Cluster) -> None:
+    """HAProxy passes TLS through, so the runtime alone sees the request; the PROXY protocol
+    header tells it who sent it. Without it every client would be the balancer."""
+    assert cluster.lb is not None
+    marker = unique("/who-am-i")
+    with cluster.client() as api:
+        assert api.get(marker, authenticate=False).status_code == 404
+    records = [
+        json.loads(line)
+        for node in cluster.nodes
+        if node.spec.is_edge
+        for line in node.logs(200).splitlines()
+        if line.startswith("{") and '"msg": "request"' in line
+    ]
+    clients = {r["client"] for r in records if r["status"] == 404 and r["route"] == "unmatched"}
+    gateway = cluster.lb.ip.rsplit(".", 1)[0] + ".1"  # this machine, as the run's network sees it
+    assert gateway in clients, records[-5:]
+    assert cluster.lb.ip not in clients

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from runtime.security.certs import Bundle
 from topologies import platforms, spec
 from topologies.client import Credentials
 from topologies.cluster import Cluster, run_dir
 from topologies.constants import API_PORT, LABEL_DB_MEMBER, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_SERVICES
 from topologies.exceptions import NotFound
-from topologies.launch import fetch_ca
 from topologies.node import Node
 from topologies.platforms import Handle, Platform
 
@@ -33,8 +33,11 @@ def attach(run_id: str, platform: Platform | str = "docker") -> Cluster:
     cluster.nodes = [Node(s, h.ip, h.ports[API_PORT], h, where) for s, h in zip(node_specs, members, strict=True)]
     if lbs and lb_spec is not None:
         cluster.lb = Node(spec.NodeSpec(lb_spec.name, ()), lbs[0].ip, lbs[0].ports[API_PORT], lbs[0], where, "lb")
-    if not cluster.ca_file.exists():
-        fetch_ca(cluster, timeout=10)
+    if not cluster.ca_file.exists():  # the run's folder went away: the CA certificate is in every bundle
+        bundle = env.get("RUNTIME_TLS_BUNDLE")
+        if bundle is None:
+            raise NotFound(f"run {run_id}: no CA certificate in {cluster.workdir} nor in the nodes' settings")
+        cluster.ca_file.write_bytes(Bundle.load(bundle).ca_pem)
     return cluster
 
 

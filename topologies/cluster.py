@@ -22,7 +22,7 @@ from typing import Any
 import images
 from topologies import spec
 from topologies.client import ClusterClient, Credentials
-from topologies.constants import DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_RUN
+from topologies.constants import DATA_DIR, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_RUN
 from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError
 from topologies.node import Node
 from topologies.platforms import Platform
@@ -113,18 +113,7 @@ class Cluster:
             member = self.node(node.name)
             if not member.running:
                 continue
-            code, out = member.exec(
-                [
-                    "etcdctl",
-                    "--endpoints",
-                    f"http://127.0.0.1:{DB_CLIENT_PORT}",
-                    "--command-timeout=2s",
-                    "endpoint",
-                    "status",
-                    "-w",
-                    "json",
-                ]
-            )
+            code, out = member.exec([*ETCDCTL, "endpoint", "status", "-w", "json"])
             answers.append(f"{member.name}: {out.strip()[:200]}")
             if code == 0 and out.lstrip().startswith("["):
                 status = json.loads(out)[0]["Status"]
@@ -227,9 +216,19 @@ class Cluster:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+# etcdctl inside a member's container, as that node's own DB user (its certificate)
+ETCDCTL = (
+    "etcdctl",
+    f"--endpoints=https://127.0.0.1:{DB_CLIENT_PORT}",
+    f"--cacert={DATA_DIR}/tls/ca.pem",
+    f"--cert={DATA_DIR}/tls/node.pem",
+    f"--key={DATA_DIR}/tls/node-key.pem",
+    "--command-timeout=2s",
+)
+
+
 def _member_healthy(member: Node) -> bool:
-    command = ["etcdctl", "--endpoints", f"http://127.0.0.1:{DB_CLIENT_PORT}", "--command-timeout=2s"]
-    return member.exec([*command, "endpoint", "health"])[0] == 0
+    return member.exec([*ETCDCTL, "endpoint", "health"])[0] == 0
 
 
 def run_dir(run_id: str) -> Path:

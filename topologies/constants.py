@@ -12,6 +12,7 @@ MODES = ("single", "ha", "scaled", "k8s")  # every mode the plugin and the CLI k
 PLATFORMS = ("docker",)  # where a mode's nodes run; "kubernetes" comes with the k8s mode
 
 API_PORT, DB_CLIENT_PORT, DB_PEER_PORT = 8443, 2379, 2380
+PROXY_PORT = 8444  # edge nodes behind a balancer: PROXY protocol v2, then TLS
 DATA_DIR = "/var/lib/modematrix/data"
 
 LABEL_RUN = "modematrix.run"

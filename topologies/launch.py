@@ -15,12 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from topologies import plan, platforms, spec
+from topologies import pki, plan, platforms, spec
 from topologies.client import Credentials
-from topologies.cluster import READY_POLL, Cluster, run_dir
+from topologies.cluster import Cluster, run_dir
 from topologies.constants import (
     API_PORT,
     DATA_DIR,
+    DB_CLIENT_PORT,
     LABEL_DB_MEMBER,
     LABEL_MODE,
     LABEL_NODE,
@@ -28,10 +29,9 @@ from topologies.constants import (
     LABEL_RUN,
     LABEL_SERVICES,
 )
-from topologies.exceptions import PlatformError, StartTimeout
+from topologies.exceptions import StartTimeout
 from topologies.node import Node
 from topologies.platforms import Launch, Platform
-from topologies.wait import WaitTimeout, wait_until
 
 
 def _node_launch(cluster: Cluster, node: spec.NodeSpec, ip: str, env: Mapping[str, str]) -> Launch:
@@ -58,12 +58,15 @@ def _node_launch(cluster: Cluster, node: spec.NodeSpec, ip: str, env: Mapping[st
     )
 
 
-def _start_nodes(cluster: Cluster, prefix: str, secrets_: plan.Secrets, extra_env: Mapping[str, str]) -> None:
+def _start_nodes(
+    cluster: Cluster, prefix: str, secrets_: plan.Secrets, extra_env: Mapping[str, str], run_pki: pki.RunPki
+) -> None:
     ips = plan.addresses(cluster.spec, prefix)
-    launches = [
-        (n, _node_launch(cluster, n, ips[n.name], {**plan.node_env(cluster.spec, n, ips, secrets_), **extra_env}))
-        for n in cluster.spec.nodes
-    ]
+    launches = []
+    for n in cluster.spec.nodes:
+        bundle = run_pki.bundle(cluster.spec, n, ips[n.name]).dump()
+        env = {**plan.node_env(cluster.spec, n, ips, secrets_, bundle), **extra_env}
+        launches.append((n, _node_launch(cluster, n, ips[n.name], env)))
     with ThreadPoolExecutor(max_workers=len(launches)) as pool:
         handles = list(pool.map(lambda item: cluster.platform.launch(item[1]), launches))
     cluster.nodes = [
@@ -72,38 +75,23 @@ def _start_nodes(cluster: Cluster, prefix: str, secrets_: plan.Secrets, extra_en
     ]
 
 
-def fetch_ca(cluster: Cluster, timeout: float) -> None:
-    """Copy the cluster CA, written by whichever node created it first, to the run's folder."""
-
-    def read() -> str:
-        running = [n for n in cluster.nodes if n.running]
-        if not running:
-            first = cluster.nodes[0]
-            logs = first.logs(30)
-            raise StartTimeout(
-                f"every node exited before creating the cluster CA; {first.name} ({first.container}) exited first",
-                node=first.name,
-                logs=logs,
-            )
-        for node in running:
-            code, out = node.exec(["cat", f"{DATA_DIR}/ca.pem"])
-            if code == 0 and "BEGIN CERTIFICATE" in out:
-                return out
-        return ""
-
-    try:
-        pem = wait_until(
-            read, timeout=timeout, interval=READY_POLL, message="a node wrote the cluster CA", ignore=(PlatformError,)
-        )
-    except WaitTimeout as exc:
-        first = cluster.nodes[0]
-        logs = first.logs(30)
-        raise StartTimeout(
-            f"no node created the cluster CA within {timeout:.0f} s ({exc})",
-            node=first.name,
-            logs=logs,
-        ) from exc
-    cluster.ca_file.write_text(pem)
+def init_db(cluster: Cluster, prefix: str, run_pki: pki.RunPki) -> None:
+    """As etcd's root, once the members are up: a DB user and role per service set, then
+    authentication on (``runtime db-init``, from the same image, on the run's network)."""
+    if cluster.spec.db != "etcd" or not cluster.spec.members:
+        return  # without members the nodes refuse to start, and readiness says which and why
+    ips = plan.addresses(cluster.spec, prefix)
+    endpoints = ",".join(f"https://{ips[m.name]}:{DB_CLIENT_PORT}" for m in cluster.spec.members)
+    code, out = cluster.platform.run_once(
+        cluster.image,
+        ["db-init", "--endpoints", endpoints, "--service-sets", plan.service_sets(cluster.spec)],
+        {"RUNTIME_TLS_BUNDLE": run_pki.root().dump()},
+        {**cluster.labels("db-init"), LABEL_ROLE: "db-init"},
+        network=cluster.network,
+    )
+    if code != 0:
+        first = cluster.spec.members[0].name
+        raise StartTimeout(f"db-init exited {code}: {out.strip()[-300:]}", node=first, logs=out)
 
 
 def _start_load_balancer(cluster: Cluster, prefix: str) -> None:
@@ -187,9 +175,10 @@ def launch(
     started = time.monotonic()
     try:
         prefix = where.create_network(cluster.network, cluster.labels("network"))
-        _start_nodes(cluster, prefix, secrets_, env or {})
-        fetch_ca(cluster, timeout)
-        cluster.wait_ready(timeout=max(10.0, timeout - (time.monotonic() - started)))
+        run_pki = pki.RunPki.create(cluster.workdir, env)
+        _start_nodes(cluster, prefix, secrets_, env or {}, run_pki)
+        init_db(cluster, prefix, run_pki)
+        cluster.wait_ready(cluster.nodes, timeout=max(10.0, timeout - (time.monotonic() - started)))
         _start_load_balancer(cluster, prefix)
         if cluster.lb is not None:
             cluster.wait_ready([cluster.lb], timeout=60)

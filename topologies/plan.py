@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from topologies.constants import API_PORT, DB_CLIENT_PORT, DB_PEER_PORT, ROUTED_SERVICES
+from topologies.constants import API_PORT, DB_CLIENT_PORT, DB_PEER_PORT, PROXY_PORT, ROUTED_SERVICES
 from topologies.spec import LoadBalancerSpec, ModeSpec, NodeSpec
 
 
@@ -27,7 +27,10 @@ def addresses(spec: ModeSpec, subnet_prefix: str) -> dict[str, str]:
     return ips
 
 
-def node_env(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str], secrets: Secrets) -> dict[str, str]:
+def node_env(
+    spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str], secrets: Secrets, tls_bundle: str | None = None
+) -> dict[str, str]:
+    """A node's settings; ``tls_bundle`` is its certificates from :mod:`topologies.pki`."""
     env = {
         "RUNTIME_SERVICES": ",".join(node.services),
         "RUNTIME_NODE_NAME": node.name,
@@ -46,25 +49,36 @@ def node_env(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str], secrets: Se
         env.update(
             RUNTIME_DB_MEMBER_NAME=node.name,
             RUNTIME_DB_MEMBER_HOST=ips[node.name],
-            RUNTIME_DB_INITIAL_CLUSTER=",".join(f"{m.name}=http://{ips[m.name]}:{DB_PEER_PORT}" for m in spec.members),
+            RUNTIME_DB_INITIAL_CLUSTER=",".join(f"{m.name}=https://{ips[m.name]}:{DB_PEER_PORT}" for m in spec.members),
         )
+    if tls_bundle is not None:
+        env["RUNTIME_TLS_BUNDLE"] = tls_bundle
+        if "auth" not in node.services:
+            env["RUNTIME_ISSUERS"] = ",".join(f"{ips[n.name]}:{API_PORT}" for n in spec.peers_of("auth"))
     peers = peer_setting(spec, node, ips)
     if peers:
         env["RUNTIME_PEERS"] = peers
+    if spec.load_balancer is not None and node.is_edge:
+        env.update(RUNTIME_PROXY_PORT=str(PROXY_PORT), RUNTIME_TRUSTED_PROXIES=ips[spec.load_balancer.name])
     return env
 
 
 def db_endpoints(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str]) -> list[str]:
     """Every member's client URL, the node's own member first, others rotated by node index
     so that nodes without a member spread their load."""
-    members = [f"http://{ips[m.name]}:{DB_CLIENT_PORT}" for m in spec.members]
+    members = [f"https://{ips[m.name]}:{DB_CLIENT_PORT}" for m in spec.members]
     if not members:
         return []  # the runtime refuses to start without them, and says so
     if node.db_member:
-        own = f"http://{ips[node.name]}:{DB_CLIENT_PORT}"
+        own = f"https://{ips[node.name]}:{DB_CLIENT_PORT}"
         return [own, *[m for m in members if m != own]]
     shift = [n.name for n in spec.nodes].index(node.name) % len(members)
     return members[shift:] + members[:shift]
+
+
+def service_sets(spec: ModeSpec) -> str:
+    """``runtime db-init --service-sets``: each distinct service set of the mode's nodes."""
+    return ";".join(sorted({",".join(n.services) for n in spec.nodes}))
 
 
 def peer_setting(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str]) -> str:
@@ -81,8 +95,11 @@ def peer_setting(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str]) -> str:
 
 
 def haproxy_config(lb: LoadBalancerSpec, edges: Sequence[NodeSpec], ips: Mapping[str, str]) -> str:
-    """TCP pass-through (TLS ends in the runtime), with TLS-verified HTTP checks of /readyz."""
-    servers = "\n".join(f"    server {n.name} {ips[n.name]}:{API_PORT} verifyhost {n.name}" for n in edges)
+    """TCP pass-through (TLS ends in the runtime), with TLS-verified HTTP checks of /readyz;
+    each connection opens with the client's address (PROXY protocol v2) on the nodes' port
+    for balancers, so the runtime throttles and logs by client, not by balancer."""
+    servers = "\n".join(f"    server {n.name} {ips[n.name]}:{PROXY_PORT} verifyhost {n.name}" for n in edges)
+    checks = f"inter {lb.check_interval_ms} fall 2 rise 2 check check-ssl verify required ca-file /tmp/ca.pem"
     return f"""global
     log stdout format raw local0 notice
     maxconn 4096
@@ -102,7 +119,7 @@ backend ingress
     option httpchk
     http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host {lb.name}
     http-check expect status 200
-    default-server inter {lb.check_interval_ms} fall 2 rise 2 check check-ssl verify required ca-file /tmp/ca.pem
+    default-server {checks} send-proxy-v2 check-send-proxy
 {servers}
 """
 

@@ -7,12 +7,19 @@ the others read the winner's record, so a cluster has exactly one CA and one cur
 
 Records::
 
-    ca            {"cert_pem": ..., "key_sealed": ...}
-    signing-keys  {"keys": [{"kid", "public_pem", "private_sealed", "created_at", "retire_at"}]}
+    ca                          {"cert_pem": ..., "key_sealed": ...}   (only without a launcher's CA)
+    signing-keys                {"keys": [{"kid", "public_pem", "created_at", "retire_at"}]}
+    signing-keys-private/<kid>  {"private_sealed": ...}
+
+Public and private halves are apart so that the DB itself keeps the private ones from nodes
+that do not sign: etcd's roles let every node read ``signing-keys`` and ``revocations``, and
+only ``auth`` nodes the rest (:mod:`runtime.storage.etcd_auth`). A private record is written
+before the public record that names it, so a key is never current without its private half.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,7 +30,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from runtime.exceptions import Conflict, InvalidToken, SecurityError
+from runtime.exceptions import Conflict, InvalidToken, SecurityError, StorageUnavailable
 from runtime.security import tls, tokens
 from runtime.security.authz import Principal
 from runtime.security.revocations import RECORD as REVOCATIONS
@@ -35,6 +42,7 @@ from runtime.storage import Namespace
 log = logging.getLogger("runtime.security")
 CA_RECORD = "ca"
 KEYS_RECORD = "signing-keys"
+PRIVATE_PREFIX = "signing-keys-private/"
 
 
 def _pem_public(key: ec.EllipticCurvePublicKey) -> str:
@@ -91,20 +99,36 @@ class KeyStore:
     # -- signing keys -------------------------------------------------------------------
 
     async def ensure_signing_keys(self) -> None:
+        """Signers: create the first key if there is none. Others: wait until a signer has."""
         entry = await self._ns.get(KEYS_RECORD)
-        if entry is None:
-            record = {"keys": [self._new_key_record(self._clock())]}
+        if entry is None and self.signer:
+            record = {"keys": [await self._new_key(self._clock())]}
             try:
                 await self._ns.put(KEYS_RECORD, json.dumps(record).encode(), if_revision=0)
             except Conflict:
                 pass
         await self.reload()
 
+    async def wait_for_signing_keys(self, timeout: float) -> None:
+        """A node that does not sign waits for the first key an ``auth`` node makes."""
+        deadline = self._clock() + timeout
+        while True:
+            try:
+                await self.reload()
+                return
+            except (SecurityError, StorageUnavailable):
+                if self._clock() >= deadline:
+                    raise SecurityError(
+                        f"{KEYS_RECORD}: no signing keys in the DB after {timeout:.0f} s; is an auth node running?"
+                    ) from None
+                log.info("waiting for an auth node to create the signing keys")
+                await asyncio.sleep(0.5)
+
     async def reload(self) -> None:
         entry = await self._ns.get(KEYS_RECORD)
         if entry is None:
             raise SecurityError(f"{KEYS_RECORD}: no signing keys in the DB")
-        keys = [self._key_from(r) for r in json.loads(entry.value)["keys"]]
+        keys = [await self._key_from(r) for r in json.loads(entry.value)["keys"]]
         loaded = {k.kid: k for k in keys}
         if {(k.kid, k.retire_at) for k in loaded.values()} != {(k.kid, k.retire_at) for k in self._keys.values()}:
             self._verified.clear()  # a key retired or went away: its tokens are checked afresh
@@ -128,38 +152,42 @@ class KeyStore:
         if now < newest["created_at"] + self.rotation:
             return False
         kept = [r for r in records if r.get("retire_at") is None or r["retire_at"] > now]
+        gone = [r["kid"] for r in records if r not in kept]
         for r in kept:
             r["retire_at"] = r.get("retire_at") or now + self.token_ttl
+        new = await self._new_key(now)
         try:
-            await self._ns.put(
-                KEYS_RECORD,
-                json.dumps({"keys": [*kept, self._new_key_record(now)]}).encode(),
-                if_revision=entry.revision,
-            )
+            await self._ns.put(KEYS_RECORD, json.dumps({"keys": [*kept, new]}).encode(), if_revision=entry.revision)
         except Conflict:
+            gone = [new["kid"]]  # another node rotated first: our private half names no key
             return False
         finally:
+            for kid in gone:
+                await self._ns.delete(PRIVATE_PREFIX + kid)
             await self.reload()
         log.info("rotated the token-signing key", extra={"fields": {"kid": self._current}})
         return True
 
-    def _new_key_record(self, now: float) -> dict[str, Any]:
+    async def _new_key(self, now: float) -> dict[str, Any]:
+        """Store a new key's private half (sealed) and return the public record to publish."""
         kid = tokens.new_kid()
         private = tls.new_key()
-        return {
-            "kid": kid,
-            "public_pem": _pem_public(private.public_key()),
-            "private_sealed": self._box.seal(f"{KEYS_RECORD}/{kid}", _pem_private(private)),
-            "created_at": now,
-            "retire_at": None,
-        }
+        sealed = {"private_sealed": self._box.seal(f"{KEYS_RECORD}/{kid}", _pem_private(private))}
+        await self._ns.put(PRIVATE_PREFIX + kid, json.dumps(sealed).encode(), if_revision=0)
+        return {"kid": kid, "public_pem": _pem_public(private.public_key()), "created_at": now, "retire_at": None}
 
-    def _key_from(self, record: dict[str, Any]) -> tokens.SigningKey:
+    async def _key_from(self, record: dict[str, Any]) -> tokens.SigningKey:
         public = serialization.load_pem_public_key(record["public_pem"].encode())
         private = None
         if self.signer:
+            sealed = record.get("private_sealed")  # records written before the split held it inline
+            if sealed is None:
+                entry = await self._ns.get(PRIVATE_PREFIX + record["kid"])
+                if entry is None:
+                    raise SecurityError(f"{KEYS_RECORD}: key {record['kid']} has no private half in the DB")
+                sealed = json.loads(entry.value)["private_sealed"]
             private = serialization.load_pem_private_key(
-                self._box.open(f"{KEYS_RECORD}/{record['kid']}", record["private_sealed"]), password=None
+                self._box.open(f"{KEYS_RECORD}/{record['kid']}", sealed), password=None
             )
         if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(
             private, ec.EllipticCurvePrivateKey | None

@@ -15,6 +15,11 @@ default). When to try another member is :func:`runtime.retry.may_retry`, reads i
   on; a write raises ``StorageUnavailable(applied=None)``: it may or may not have been applied.
 
 Within ``deadline`` seconds every call returns or raises: nothing waits longer.
+
+With ``https://`` endpoints the link is TLS both ways: the member's certificate is checked
+against the cluster CA, and this node presents its own, whose common name etcd takes as the
+DB user (roles per service, :mod:`runtime.storage.etcd_auth`). :meth:`EtcdBackend.reconnect`
+opens new channels with renewed files and retires the old ones once their calls are done.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,8 +41,11 @@ from runtime.retry import Outcome, may_retry
 from runtime.storage.base import Entry, prefix_end, range_start
 
 ROOT = "/modematrix/"
+PING_KEY = f"{ROOT}_cluster/signing-keys".encode()
+_DENIED = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 REQUIRE_LEADER = (("hasleader", "true"),)  # etcd's rpctypes.MetadataRequireLeaderKey
 _REFUSED_BEFORE_PROPOSAL = ("etcdserver: no leader", "etcdserver: not capable")
+_AUTH_CHANGED = "etcdserver: revision of auth store is old"  # users or roles changed meanwhile
 _NOT_CONNECTED = ("failed to connect to all addresses", "connection refused", "no route to host")
 _ROUND_PAUSE = 0.05  # between rounds in which every member refused: an election takes ~1 s
 _CHANNEL_OPTIONS = (
@@ -50,6 +59,22 @@ _CHANNEL_OPTIONS = (
 )
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """Files read at every (re)connect, so a renewed certificate is picked up."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca_file.read_bytes(),
+            private_key=self.key_file.read_bytes(),
+            certificate_chain=self.cert_file.read_bytes(),
+        )
+
+
 @dataclass
 class _Member:
     target: str
@@ -59,35 +84,71 @@ class _Member:
 
 
 def _target(endpoint: str) -> str:
-    """``http://10.0.0.5:2379`` -> ``10.0.0.5:2379``."""
+    """``https://10.0.0.5:2379`` -> ``10.0.0.5:2379``."""
     parts = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
     if not parts.hostname or not parts.port:
-        raise ValueError(f"etcd endpoint {endpoint!r}: expected http://HOST:PORT")
+        raise ValueError(f"etcd endpoint {endpoint!r}: expected https://HOST:PORT")
     return f"{parts.hostname}:{parts.port}"
+
+
+def uses_tls(endpoints: list[str]) -> bool:
+    """True if every endpoint is ``https://``; a mix is refused."""
+    schemes = {urlsplit(e).scheme or "http" for e in endpoints}
+    if len(schemes) > 1:
+        raise ValueError(f"etcd endpoints mix schemes {sorted(schemes)}; expected all https:// (or all http://)")
+    return schemes == {"https"}
 
 
 class EtcdBackend:
     name = "etcd"
 
-    def __init__(self, endpoints: list[str], *, deadline: float = 1.8) -> None:
+    def __init__(self, endpoints: list[str], *, deadline: float = 1.8, tls: ClientTls | None = None) -> None:
         if not endpoints:
             raise ValueError("EtcdBackend needs at least one endpoint")
+        if uses_tls(endpoints) and tls is None:
+            raise ValueError("https:// etcd endpoints need this node's certificate files (ClientTls)")
         self.targets = [_target(e) for e in endpoints]
-        self.deadline = deadline
+        self.deadline, self.tls = deadline, tls if uses_tls(endpoints) else None
         self._current = 0
         self._members: list[_Member] = []
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
+        self._members = self._connect()
+
+    def _connect(self) -> list[_Member]:
+        members = []
+        credentials = self.tls.credentials() if self.tls is not None else None
         for target in self.targets:
-            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-            self._members.append(_Member(target, channel, rpc.KVStub(channel), rpc.WatchStub(channel)))
+            if credentials is None:
+                channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+            members.append(_Member(target, channel, rpc.KVStub(channel), rpc.WatchStub(channel)))
+        return members
+
+    async def reconnect(self) -> None:
+        """New channels from the certificate files as they are now; the old ones close once
+        every call on them has had its deadline."""
+        old, self._members = self._members, self._connect()
+
+        async def retire() -> None:
+            await asyncio.sleep(self.deadline + 0.5)
+            await asyncio.gather(*(m.channel.close() for m in old), return_exceptions=True)
+
+        task = asyncio.ensure_future(retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
         members, self._members = self._members, []
+        for task in list(self._retiring):
+            task.cancel()
         await asyncio.gather(*(m.channel.close() for m in members), return_exceptions=True)
 
     async def ping(self) -> None:
-        await self._call("Range", rpc.RangeRequest(key=ROOT.encode(), limit=1), write=False)
+        """A linearizable read of one key every DB user may read."""
+        await self._call("Range", rpc.RangeRequest(key=PING_KEY, count_only=True), write=False)
 
     async def get(self, ns: str, key: str) -> Entry | None:
         reply = await self._call("Range", rpc.RangeRequest(key=self._full(ns, key)), write=False)
@@ -190,6 +251,10 @@ class EtcdBackend:
                     reply = await call(request, timeout=remaining, metadata=REQUIRE_LEADER)
                 except grpc.aio.AioRpcError as exc:
                     failures.append(f"{member.target}: {exc.code().name} {exc.details()}")
+                    if exc.code() in _DENIED:  # a role or user problem: no other member says otherwise
+                        raise StorageUnavailable(
+                            f"etcd refused this node's DB user: {exc.details()}", applied=False
+                        ) from exc
                     outcome = _outcome_of(exc)
                     self._current = (index + 1) % len(self._members)
                     if not may_retry(outcome, idempotent=not write):
@@ -210,6 +275,8 @@ class EtcdBackend:
 
 def _outcome_of(exc: grpc.aio.AioRpcError) -> Outcome:
     details = (exc.details() or "").lower()
+    if details.startswith(_AUTH_CHANGED):  # checked at apply time, and then not applied
+        return Outcome.REFUSED
     if exc.code() is grpc.StatusCode.UNAVAILABLE and details.startswith(_REFUSED_BEFORE_PROPOSAL):
         return Outcome.REFUSED
     if exc.code() is grpc.StatusCode.UNAVAILABLE and any(text in details for text in _NOT_CONNECTED):

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from pathlib import Path
 
 from runtime.config import Config
+from runtime.security.certs import PEER_NAME
 
 CLIENT_PORT, PEER_PORT = 2379, 2380
 
 
 def member_argv(config: Config, etcd: str = "etcd") -> list[str]:
-    """The etcd command line for this node's member (pure)."""
+    """The etcd command line for this node's member (pure).
+
+    With TLS (``https://`` endpoints), both ports take only the cluster CA's certificates:
+    2379 requires a client certificate (its common name is the DB user), 2380 requires the
+    members' peer certificate by its common name, so a node's own certificate is no peer.
+    etcd reads the certificate files on every handshake: renewal needs no restart.
+    """
     host = config.db_member_host
+    scheme = "https" if config.db_tls else "http"
     return [
         etcd,
         "--name",
@@ -24,13 +33,13 @@ def member_argv(config: Config, etcd: str = "etcd") -> list[str]:
         "--data-dir",
         str(config.data_dir / "etcd"),
         "--listen-peer-urls",
-        f"http://0.0.0.0:{PEER_PORT}",
+        f"{scheme}://0.0.0.0:{PEER_PORT}",
         "--listen-client-urls",
-        f"http://0.0.0.0:{CLIENT_PORT}",
+        f"{scheme}://0.0.0.0:{CLIENT_PORT}",
         "--advertise-client-urls",
-        f"http://{host}:{CLIENT_PORT}",
+        f"{scheme}://{host}:{CLIENT_PORT}",
         "--initial-advertise-peer-urls",
-        f"http://{host}:{PEER_PORT}",
+        f"{scheme}://{host}:{PEER_PORT}",
         "--initial-cluster",
         str(config.db_initial_cluster),
         "--initial-cluster-state",
@@ -47,6 +56,21 @@ def member_argv(config: Config, etcd: str = "etcd") -> list[str]:
         "stderr",
         "--log-level",
         "warn",
+        *(tls_flags(config.data_dir / "tls") if config.db_tls else []),
+    ]
+
+
+def tls_flags(directory: Path) -> list[str]:
+    return [
+        "--client-cert-auth",
+        f"--trusted-ca-file={directory / 'ca.pem'}",
+        f"--cert-file={directory / 'node.pem'}",
+        f"--key-file={directory / 'node-key.pem'}",
+        "--peer-client-cert-auth",
+        f"--peer-trusted-ca-file={directory / 'ca.pem'}",
+        f"--peer-cert-file={directory / 'peer.pem'}",
+        f"--peer-key-file={directory / 'peer-key.pem'}",
+        f"--peer-cert-allowed-cn={PEER_NAME}",
     ]
 
 

@@ -21,6 +21,7 @@ from topologies.constants import API_PORT, DATA_DIR, LABEL_ROLE
 from topologies.exceptions import FaultError, NotFound, StartTimeout
 from topologies.launch import launch
 from topologies.node import Node
+from topologies.pki import RunPki
 from topologies.platforms import EXITED, PAUSED, RUNNING, Handle, Launch
 from topologies.platforms.fake import ExecReply, FakePlatform
 from topologies.spec import ModeSpec, NodeSpec
@@ -219,17 +220,18 @@ def test_a_node_that_exits_while_starting_is_named_with_its_logs(
     platform.launch = launch_and_die  # type: ignore[method-assign]
     with pytest.raises(StartTimeout) as caught:
         launch("single", platform=platform, timeout=5.0)
-    assert "every node exited before creating the cluster CA" in str(caught.value)
+    assert "is exited" in str(caught.value)
     assert "refusing to start" in caught.value.logs
 
 
 def test_attach_rebuilds_a_run_from_what_the_platform_knows(
-    platform: FakePlatform, ca_pem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    platform: FakePlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MODEMATRIX_CACHE", str(tmp_path))
     spec = ModeSpec("ha", "", "etcd", tuple(NodeSpec(f"n{i}", ("kv",), True) for i in (1, 2)))
     secrets = plan.Secrets("s", "pw")
     ips = {"n1": "10.1.1.11", "n2": "10.1.1.12"}
+    run_pki = RunPki.create(tmp_path / "elsewhere")
     for node in spec.nodes:
         labels = {
             "modematrix.run": "r9",
@@ -239,12 +241,11 @@ def test_attach_rebuilds_a_run_from_what_the_platform_knows(
             "modematrix.services": "kv",
             "modematrix.db_member": "true",
         }
-        env = plan.node_env(spec, node, ips, secrets)
+        env = plan.node_env(spec, node, ips, secrets, run_pki.bundle(spec, node, ips[node.name]).dump())
         platform.launch(Launch(f"mm-r9-{node.name}", "img", labels, env=env, ip=ips[node.name], publish=(API_PORT,)))
-    platform.on_exec = lambda handle, command: (0, ca_pem)
-    cluster = attach("r9", platform)
+    cluster = attach("r9", platform)  # this machine has no folder for run r9: the CA comes from a node's bundle
     assert [n.name for n in cluster.nodes] == ["n1", "n2"] and cluster.spec.db == "etcd"
-    assert cluster.admin.password == "pw" and cluster.ca_file.read_text() == ca_pem
+    assert cluster.admin.password == "pw" and cluster.ca_file.read_bytes() == run_pki.ca.cert_pem
     with pytest.raises(NotFound, match="no run 'nope'"):
         attach("nope", platform)
 

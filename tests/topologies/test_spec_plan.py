@@ -97,7 +97,7 @@ def test_every_node_gets_every_member_and_edges_get_peers() -> None:
     scaled = spec.load("scaled")
     ips = plan.addresses(scaled, "10.9.9")
     secrets = plan.Secrets("s" * 32, "p" * 16)
-    members = {f"http://{ips[m.name]}:2379" for m in scaled.members}
+    members = {f"https://{ips[m.name]}:2379" for m in scaled.members}
     for node in scaled.nodes:
         env = plan.node_env(scaled, node, ips, secrets)
         assert set(env["RUNTIME_DB_ENDPOINTS"].split(",")) == members
@@ -115,14 +115,22 @@ def test_ha_nodes_use_their_own_member_first() -> None:
     ha = spec.load("ha")
     ips = plan.addresses(ha, "10.9.9")
     for node in ha.nodes:
-        assert plan.db_endpoints(ha, node, ips)[0] == f"http://{ips[node.name]}:2379"
+        assert plan.db_endpoints(ha, node, ips)[0] == f"https://{ips[node.name]}:2379"
 
 
-def test_haproxy_checks_readyz_over_verified_tls() -> None:
+def test_haproxy_checks_readyz_over_verified_tls_and_sends_the_client_address() -> None:
     scaled = spec.load("scaled")
-    config = plan.haproxy_config(scaled.load_balancer, scaled.edges, plan.addresses(scaled, "10.9.9"))  # type: ignore[arg-type]
+    ips = plan.addresses(scaled, "10.9.9")
+    config = plan.haproxy_config(scaled.load_balancer, scaled.edges, ips)  # type: ignore[arg-type]
     assert "uri /readyz" in config and "verify required ca-file /tmp/ca.pem" in config
-    assert config.count("\n    server ") == 3 and "server ingress-2 10.9.9.12:8443 verifyhost ingress-2" in config
+    assert config.count("\n    server ") == 3 and "server ingress-2 10.9.9.12:8444 verifyhost ingress-2" in config
+    assert "send-proxy-v2 check-send-proxy" in config
+    secrets = plan.Secrets("s" * 32, "pw")
+    edge = plan.node_env(scaled, next(n for n in scaled.nodes if n.name == "ingress-2"), ips, secrets)
+    assert edge["RUNTIME_PROXY_PORT"] == "8444" and edge["RUNTIME_TRUSTED_PROXIES"] == ips["lb"]
+    assert "RUNTIME_TRUSTED_PROXIES" not in plan.node_env(
+        scaled, next(n for n in scaled.nodes if n.name == "kv-1"), ips, secrets
+    )
 
 
 def test_partition_rules_cut_only_across_groups() -> None:

@@ -101,6 +101,11 @@ class Platform(Protocol):
         """Remove everything labelled with the run; counts of what was removed, by kind."""
 
     def run_once(
-        self, image: str, args: Sequence[str], env: Mapping[str, str], labels: Mapping[str, str]
+        self,
+        image: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        labels: Mapping[str, str],
+        network: str | None = None,
     ) -> tuple[int, str]:
-        """Run the image to completion with ``args``; (exit code, output)."""
+        """Run the image to completion with ``args`` (on ``network`` if given); (exit code, output)."""

@@ -239,11 +239,16 @@ class DockerPlatform:
         return removed
 
     def run_once(
-        self, image: str, args: Sequence[str], env: Mapping[str, str], labels: Mapping[str, str]
+        self,
+        image: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        labels: Mapping[str, str],
+        network: str | None = None,
     ) -> tuple[int, str]:
         with translated(f"running {image} once"):
             container = self.client.containers.run(
-                image, list(args), detach=True, labels=reaped(labels), environment=dict(env)
+                image, list(args), detach=True, labels=reaped(labels), environment=dict(env), network=network
             )
             try:
                 code = int(container.wait(timeout=120)["StatusCode"])

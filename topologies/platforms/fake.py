@@ -131,7 +131,12 @@ class FakePlatform:
         return {"containers": len(gone), "networks": len(networks), "volumes": 0}
 
     def run_once(
-        self, image: str, args: Sequence[str], env: Mapping[str, str], labels: Mapping[str, str]
+        self,
+        image: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        labels: Mapping[str, str],
+        network: str | None = None,
     ) -> tuple[int, str]:
         self._record("run_once", image, *args)
         return 0, ""
