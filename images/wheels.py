@@ -52,7 +52,7 @@ def missing(pins: list[Pin], wheelhouse: Path) -> list[Pin]:
 
 def manylinux_platforms(arch: str) -> list[str]:
     machine = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}.get(arch, arch)
-    return [f"manylinux_2_{minor}_{machine}" for minor in (36, 34, 28, 17)] + [f"manylinux2014_{machine}"]
+    return [f"manylinux_2_{minor}_{machine}" for minor in range(36, 16, -1)] + [f"manylinux2014_{machine}"]
 
 
 def ensure_wheelhouse(lock: Path, wheelhouse: Path, *, arch: str) -> list[Path]:

@@ -12,6 +12,7 @@ in the DB, sealed, and the node issues its own certificate from it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 import time
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime import __version__
-from runtime.config import Config
+from runtime.config import ROUTED_SERVICES, Config
+from runtime.discovery import DbLeaseSource, Endpoint, Registrar
 from runtime.exceptions import SecurityError, StorageUnavailable
 from runtime.files import write_atomic
 from runtime.metrics import Metrics
@@ -32,6 +34,8 @@ from runtime.services import AuthService, KvService, QueueService, Service
 from runtime.storage import Backend, EtcdBackend, Namespace, SqliteBackend
 from runtime.storage.etcd import ClientTls
 from runtime.storage.etcd_auth import user_name
+from runtime.xds import edge
+from runtime.xds.plane import run_control_plane
 
 log = logging.getLogger("runtime")
 CLUSTER_NAMESPACE = "_cluster"
@@ -46,6 +50,7 @@ class Node:
     cert: NodeCertificate
     services: dict[str, Service]
     peers: PeerPool | None
+    registrar: Registrar | None = None
     version: str = __version__
     started_at: float = field(default_factory=time.time)
 
@@ -65,6 +70,30 @@ class Node:
             jobs.append(self._rotate_keys_forever())
         if self.peers is not None:
             jobs.append(self.peers.check_forever())
+        if self.registrar is not None:
+            jobs.append(self.registrar.run())
+        jobs.extend(self._roles())
+        return jobs
+
+    def _roles(self) -> list[Coroutine[Any, Any, None]]:
+        """The xDS control plane and the Envoy it configures, on nodes that take those roles."""
+        config, jobs = self.config, []
+        tls_directory = None if config.insecure_http else self.cert.directory
+        if "xds" in config.services and isinstance(self.backend, EtcdBackend):
+            source = DbLeaseSource(self.backend)
+            plane = run_control_plane(
+                source, port=config.xds_port, envoy_port=config.envoy_port, tls_directory=tls_directory
+            )
+            jobs.append(plane)
+        if "envoy" in config.services:
+            bootstrap = edge.prepare(
+                config.data_dir,
+                config.node_name,
+                config.xds_servers,
+                admin_port=config.envoy_admin_port,
+                tls_directory=tls_directory,
+            )
+            jobs.append(edge.supervise(bootstrap))
         return jobs
 
     async def _rotate_keys_forever(self) -> None:
@@ -236,6 +265,15 @@ async def open_node(config: Config, *, db_timeout: float = 180.0, cert: NodeCert
             ssl_context=None if config.insecure_http else cert.client_context,
             metrics=metrics,
         )
+    registrar = None
+    if config.discovery and isinstance(backend, EtcdBackend):
+        host = next((a for a in config.advertise if _is_address(a)), config.node_name)
+        registered = [
+            Endpoint(config.node_name, s, host, config.listen_port, True, __version__)
+            for s in config.services
+            if s in ROUTED_SERVICES
+        ]
+        registrar = Registrar(backend, registered) if registered else None
     log.info(
         "node ready",
         extra={
@@ -247,7 +285,15 @@ async def open_node(config: Config, *, db_timeout: float = 180.0, cert: NodeCert
             }
         },
     )
-    return Node(config, backend, metrics, keys, cert, services, peers)
+    return Node(config, backend, metrics, keys, cert, services, peers, registrar)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def data_dir_owner(config: Config) -> Path:

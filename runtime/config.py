@@ -27,6 +27,9 @@ from runtime.exceptions import ConfigError
 
 SERVICES = ("auth", "ingress", "kv", "queue")
 ROUTED_SERVICES = ("auth", "kv", "queue")
+# Roles a node may take besides the services ('all' does not include them): the xDS control
+# plane, and the Envoy front door it configures (the runtime supervises the Envoy process).
+ROLES = ("envoy", "xds")
 _HOSTPORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
 _DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -63,6 +66,11 @@ class Config:
     max_connections: int = 1024
     idle_timeout: float = 15.0
     handshake_timeout: float = 10.0
+    discovery: bool = False
+    xds_port: int = 18000
+    xds_servers: tuple[str, ...] = ()
+    envoy_port: int = 8443
+    envoy_admin_port: int = 9901
     proxy_port: int = 0
     trusted_proxies: tuple[str, ...] = ()
     log_level: str = "info"
@@ -104,10 +112,11 @@ def parse_services(raw: object) -> tuple[str, ...]:
         raise _expected(f"a comma-separated list of {', '.join(SERVICES)}, or 'all'", raw)
     if names == ["all"]:
         return SERVICES
-    unknown = [n for n in names if n not in SERVICES]
+    unknown = [n for n in names if n not in SERVICES + ROLES]
     if unknown:
         raise ValueError(
-            f"unknown service {', '.join(map(repr, unknown))}; expected some of {', '.join(SERVICES)}, or 'all'"
+            f"unknown service {', '.join(map(repr, unknown))}; expected some of {', '.join(SERVICES)}, or 'all' "
+            f"(roles: {', '.join(ROLES)})"
         )
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
@@ -288,6 +297,11 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "idle_timeout": _duration_up_to(3600, "1h"),
     "handshake_timeout": _duration_up_to(60, "60s"),
     "proxy_port": _int_between(0, 65535),
+    "discovery": parse_bool,
+    "xds_port": _int_between(1, 65535),
+    "xds_servers": parse_addresses,
+    "envoy_port": _int_between(1, 65535),
+    "envoy_admin_port": _int_between(1, 65535),
     "trusted_proxies": parse_networks,
     "log_level": _choice("debug", "info", "warning", "error"),
     "unsafe_fault": _choice("ack-without-commit", "stale-reads"),
@@ -395,6 +409,10 @@ def _cross_check(values: Mapping[str, Any]) -> list[str]:
             )
     problems.extend(_check_member(values))
     problems.extend(_check_bundle(values))
+    if "envoy" in services and not values.get("xds_servers"):
+        problems.append("xds_servers: an envoy node needs its control planes (HOST:PORT,...)")
+    if ("envoy" in services or "xds" in services or values.get("discovery")) and backend != "etcd":
+        problems.append("discovery: registrations live under etcd leases; expected db_backend: etcd")
     if bool(values.get("proxy_port")) != bool(values.get("trusted_proxies")):
         problems.append(
             "proxy_port: the balancers' port (PROXY protocol) and trusted_proxies, their addresses, go together"

@@ -87,7 +87,7 @@ class RuntimeApp:
                         "route": route,
                         "status": status,
                         "ms": round(elapsed * 1000, 3),
-                        "client": request.client.host if request.client else "",
+                        "client": _client(request, _member_certificate(request)),
                     }
                 },
             )

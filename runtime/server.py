@@ -100,9 +100,30 @@ class NodeServer(uvicorn.Server):
     deadline (uvicorn has none: the loop's default is 60 s), and, when configured, the
     balancers' port (:mod:`runtime.front`: PROXY protocol, then TLS)."""
 
+    drain_grace = 1.5  # after withdrawing: long enough for every Envoy to drop this node
+
     def __init__(self, config: uvicorn.Config, node: Node) -> None:
         super().__init__(config)
         self.node = node
+        self._draining: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """Drain: withdraw from discovery first, so the balancers stop sending new requests,
+        then let uvicorn finish the ones in flight and stop. A second signal stops at once."""
+        registrar = self.node.registrar
+        if registrar is None or self._draining is not None:
+            super().handle_exit(sig, frame)
+            return
+
+        async def drain() -> None:
+            await registrar.withdraw()
+            await asyncio.sleep(self.drain_grace)
+            self.should_exit = True
+
+        self._captured_signals.append(sig)
+        loop = asyncio.get_running_loop()
+        self._draining = loop.create_task(drain())
+        loop.call_soon_threadsafe(lambda: None)  # wake the loop from inside the signal handler
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         config, settings = self.config, self.node.config

@@ -61,9 +61,12 @@ class Cluster:
 
     @property
     def endpoints(self) -> list[str]:
-        """The front door: the load balancer if the mode has one, else every edge node."""
+        """The front door: the load balancer if the mode has one (every Envoy), else every edge node."""
         if self.lb is not None:
             return [self.lb.url]
+        envoys = [n.url for n in self.nodes if n.spec.is_envoy]
+        if envoys:
+            return envoys
         return [n.url for n in self.nodes if n.spec.is_edge]
 
     @property

@@ -6,13 +6,16 @@ can never disagree about them.
 
 from __future__ import annotations
 
-from runtime.config import ROUTED_SERVICES, SERVICES
+from runtime.config import ROLES, ROUTED_SERVICES, SERVICES
 
-MODES = ("single", "ha", "scaled", "k8s")  # every mode the plugin and the CLI know
+MODES = ("single", "ha", "scaled", "scaled-haproxy", "k8s")  # every mode the plugin and the CLI know
 PLATFORMS = ("docker",)  # where a mode's nodes run; "kubernetes" comes with the k8s mode
 
 API_PORT, DB_CLIENT_PORT, DB_PEER_PORT = 8443, 2379, 2380
 PROXY_PORT = 8444  # edge nodes behind a balancer: PROXY protocol v2, then TLS
+XDS_PORT = 18000  # the xds node's ADS server
+ENVOY_RUNTIME_PORT = 9443  # on envoy nodes the runtime steps aside: Envoy listens on API_PORT
+LB_KINDS = ("haproxy", "envoy")
 DATA_DIR = "/var/lib/modematrix/data"
 
 LABEL_RUN = "modematrix.run"
@@ -35,6 +38,7 @@ __all__ = [
     "LABEL_SERVICES",
     "MODES",
     "PLATFORMS",
+    "ROLES",
     "ROUTED_SERVICES",
     "SERVICES",
 ]

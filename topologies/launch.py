@@ -96,8 +96,8 @@ def init_db(cluster: Cluster, prefix: str, run_pki: pki.RunPki) -> None:
 
 def _start_load_balancer(cluster: Cluster, prefix: str) -> None:
     lb = cluster.spec.load_balancer
-    if lb is None:
-        return
+    if lb is None or lb.kind != "haproxy":
+        return  # Envoys are nodes of the mode, started with the others
     ips = plan.addresses(cluster.spec, prefix)
     script = (
         'printf "%s" "$CLUSTER_CA" > /tmp/ca.pem && printf "%s" "$HAPROXY_CONFIG" > /tmp/haproxy.cfg '

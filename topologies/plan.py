@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from topologies.constants import API_PORT, DB_CLIENT_PORT, DB_PEER_PORT, PROXY_PORT, ROUTED_SERVICES
+from topologies.constants import (
+    API_PORT,
+    DB_CLIENT_PORT,
+    DB_PEER_PORT,
+    ENVOY_RUNTIME_PORT,
+    PROXY_PORT,
+    ROUTED_SERVICES,
+    XDS_PORT,
+)
 from topologies.spec import LoadBalancerSpec, ModeSpec, NodeSpec
 
 
@@ -20,9 +28,9 @@ class Secrets:
 
 
 def addresses(spec: ModeSpec, subnet_prefix: str) -> dict[str, str]:
-    """Fixed addresses: ``10.213.7`` -> node i gets ``10.213.7.(11+i)``, the balancer ``.10``."""
+    """Fixed addresses: ``10.213.7`` -> node i gets ``10.213.7.(11+i)``, an HAProxy ``.10``."""
     ips = {node.name: f"{subnet_prefix}.{11 + i}" for i, node in enumerate(spec.nodes)}
-    if spec.load_balancer is not None:
+    if spec.load_balancer is not None and spec.load_balancer.kind == "haproxy":
         ips[spec.load_balancer.name] = f"{subnet_prefix}.10"
     return ips
 
@@ -58,8 +66,29 @@ def node_env(
     peers = peer_setting(spec, node, ips)
     if peers:
         env["RUNTIME_PEERS"] = peers
-    if spec.load_balancer is not None and node.is_edge:
-        env.update(RUNTIME_PROXY_PORT=str(PROXY_PORT), RUNTIME_TRUSTED_PROXIES=ips[spec.load_balancer.name])
+    lb = spec.load_balancer
+    if lb is not None and lb.kind == "haproxy" and node.is_edge:
+        env.update(RUNTIME_PROXY_PORT=str(PROXY_PORT), RUNTIME_TRUSTED_PROXIES=ips[lb.name])
+    if lb is not None and lb.kind == "envoy":
+        env.update(envoy_env(spec, node, ips))
+    return env
+
+
+def envoy_env(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str]) -> dict[str, str]:
+    """Envoy as the front door: service nodes register for discovery, the xds node serves
+    the config, envoy nodes run Envoy on the API port (their runtime moves aside)."""
+    env: dict[str, str] = {}
+    if any(s in ROUTED_SERVICES for s in node.services):
+        env["RUNTIME_DISCOVERY"] = "true"
+    if "xds" in node.services:
+        env.update(RUNTIME_XDS_PORT=str(XDS_PORT), RUNTIME_ENVOY_PORT=str(API_PORT))
+    if node.is_envoy:
+        planes = ",".join(f"{ips[n.name]}:{XDS_PORT}" for n in spec.nodes if "xds" in n.services)
+        env.update(
+            RUNTIME_LISTEN=f"0.0.0.0:{ENVOY_RUNTIME_PORT}",
+            RUNTIME_XDS_SERVERS=planes,
+            RUNTIME_ENVOY_PORT=str(API_PORT),
+        )
     return env
 
 

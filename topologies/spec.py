@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from topologies.constants import SERVICES
+from topologies.constants import LB_KINDS, ROLES, SERVICES
 from topologies.exceptions import NotFound, SpecError
 
 MODES_DIR = Path(__file__).resolve().parent / "modes"
@@ -33,6 +33,10 @@ class NodeSpec:
     @property
     def is_edge(self) -> bool:
         return "ingress" in self.services
+
+    @property
+    def is_envoy(self) -> bool:
+        return "envoy" in self.services
 
 
 @dataclass(frozen=True)
@@ -121,10 +125,11 @@ def _nodes(raw: Any, problems: list[str]) -> list[NodeSpec]:
             problems.append(f"{where}.services: expected a non-empty list")
             continue
         expanded = SERVICES if services == ["all"] else tuple(str(s) for s in services)
-        bad = [s for s in expanded if s not in SERVICES]
+        bad = [s for s in expanded if s not in SERVICES + ROLES]
         if bad:
             problems.append(
-                f"{where}.services: unknown service {bad[0]!r}; expected some of {', '.join(SERVICES)}, all"
+                f"{where}.services: unknown service {bad[0]!r}; expected some of {', '.join(SERVICES)}, all, "
+                f"or a role: {', '.join(ROLES)}"
             )
             continue
         extra = set(item) - {"name", "services", "db_member"}
@@ -134,16 +139,18 @@ def _nodes(raw: Any, problems: list[str]) -> list[NodeSpec]:
 
 
 def _load_balancer(raw: Any, problems: list[str]) -> LoadBalancerSpec | None:
+    """``kind: haproxy`` (one container the launcher adds, TCP pass-through to the ingress
+    nodes) or ``kind: envoy`` (the mode's own ``envoy`` nodes, configured by its ``xds`` node)."""
     if raw is None:
         return None
-    if not isinstance(raw, dict) or raw.get("kind", "haproxy") != "haproxy":
-        problems.append("load_balancer: expected {name, kind: haproxy, check_interval_ms}")
+    if not isinstance(raw, dict) or raw.get("kind", "haproxy") not in LB_KINDS:
+        problems.append(f"load_balancer: expected {{name, kind: {' or '.join(LB_KINDS)}, check_interval_ms}}")
         return None
     interval = raw.get("check_interval_ms", 500)
     if not isinstance(interval, int) or not 100 <= interval <= 10_000:
         problems.append(f"load_balancer.check_interval_ms: expected 100..10000, got {interval!r}")
         return None
-    return LoadBalancerSpec(str(raw.get("name", "lb")), "haproxy", interval)
+    return LoadBalancerSpec(str(raw.get("name", "lb")), str(raw.get("kind", "haproxy")), interval)
 
 
 def _check_whole(nodes: list[NodeSpec], db: Any, lb: LoadBalancerSpec | None) -> list[str]:
@@ -158,9 +165,14 @@ def _check_whole(nodes: list[NodeSpec], db: Any, lb: LoadBalancerSpec | None) ->
     if db == "sqlite" and (len(nodes) != 1 or members):
         problems.append("db: sqlite is embedded in one node; expected exactly one node and no db_member")
     served = {s for n in nodes for s in n.services}
-    missing = [s for s in SERVICES if s not in served]
+    envoy = lb is not None and lb.kind == "envoy"
+    needed = [s for s in SERVICES if not (envoy and s == "ingress")] + (list(ROLES) if envoy else [])
+    missing = [s for s in needed if s not in served]
     if nodes and missing:
         problems.append(f"nodes: no node runs {', '.join(missing)}; every service needs at least one node")
+    roles = sorted({s for s in served if s in ROLES})
+    if roles and not envoy:
+        problems.append(f"nodes: role {roles[0]!r} needs load_balancer: {{kind: envoy}}")
     if lb is not None and lb.name in names:
         problems.append(f"load_balancer.name: {lb.name!r} is also a node name")
     return problems

@@ -81,6 +81,7 @@ class _Member:
     channel: grpc.aio.Channel
     kv: Any  # aetcd.rpc.KVStub: generated, untyped
     watch: Any  # aetcd.rpc.WatchStub
+    lease: Any  # aetcd.rpc.LeaseStub
 
 
 def _target(endpoint: str) -> str:
@@ -124,7 +125,8 @@ class EtcdBackend:
                 channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
             else:
                 channel = grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
-            members.append(_Member(target, channel, rpc.KVStub(channel), rpc.WatchStub(channel)))
+            stubs = (rpc.KVStub(channel), rpc.WatchStub(channel), rpc.LeaseStub(channel))
+            members.append(_Member(target, channel, *stubs))
         return members
 
     async def reconnect(self) -> None:
@@ -182,24 +184,26 @@ class EtcdBackend:
         reply = await self._call("Range", request, write=False)
         return [self._entry(ns, kv) for kv in reply.kvs]
 
-    async def changes(self, ns: str, key: str) -> AsyncIterator[None]:
-        """etcd's watch on one key, on one member at a time; on a broken stream the next
-        member, waking once on every (re)connect because an event may have been missed."""
+    async def changes(self, ns: str, key: str, *, whole_prefix: bool = False) -> AsyncIterator[None]:
+        """etcd's watch on one key (or every key under it), on one member at a time; on a
+        broken stream the next member, waking once on every (re)connect because an event may
+        have been missed."""
         full = self._full(ns, key)
+        end = (prefix_end(full) or b"\x00") if whole_prefix else b""
         failures = 0
         while self._members:
             member = self._members[(self._current + failures) % len(self._members)]
             try:
-                async for _ in self._watch(member, full):
+                async for _ in self._watch(member, full, end):
                     failures = 0
                     yield
             except grpc.aio.AioRpcError:
                 failures += 1
             await asyncio.sleep(min(2.0, 0.1 * failures))
 
-    async def _watch(self, member: _Member, full: bytes) -> AsyncIterator[None]:
+    async def _watch(self, member: _Member, full: bytes, end: bytes = b"") -> AsyncIterator[None]:
         async def requests() -> AsyncIterator[Any]:
-            yield rpc.WatchRequest(create_request=rpc.WatchCreateRequest(key=full))
+            yield rpc.WatchRequest(create_request=rpc.WatchCreateRequest(key=full, range_end=end))
             await asyncio.Event().wait()  # keep the stream open until it is cancelled
 
         call = member.watch.Watch(requests(), metadata=REQUIRE_LEADER)
@@ -211,6 +215,49 @@ class EtcdBackend:
                     return
         finally:
             call.cancel()
+
+    # -- leases (discovery) --------------------------------------------------------------
+
+    async def grant(self, ttl: int) -> int:
+        """A new lease of ``ttl`` seconds; keys written with it vanish when it expires."""
+        reply = await self._call("LeaseGrant", rpc.LeaseGrantRequest(TTL=ttl), write=True, stub="lease")
+        return int(reply.ID)
+
+    async def keep_alive(self, lease: int) -> int:
+        """Renew ``lease`` once; its new TTL in seconds, 0 if it has already expired."""
+
+        async def one(member: _Member) -> int:
+            async def requests() -> AsyncIterator[Any]:
+                yield rpc.LeaseKeepAliveRequest(ID=lease)
+
+            call = member.lease.LeaseKeepAlive(requests(), timeout=self.deadline, metadata=REQUIRE_LEADER)
+            try:
+                async for reply in call:
+                    return int(reply.TTL)
+                return 0
+            finally:
+                call.cancel()
+
+        failures = []
+        for step in range(len(self._members)):
+            member = self._members[(self._current + step) % len(self._members)]
+            try:
+                return await one(member)
+            except grpc.aio.AioRpcError as exc:
+                failures.append(f"{member.target}: {exc.code().name} {exc.details()}")
+        raise StorageUnavailable(f"no etcd member renewed the lease: {'; '.join(failures[-3:])}", applied=False)
+
+    async def revoke(self, lease: int) -> None:
+        """End ``lease`` now: its keys are deleted at once."""
+        await self._call("LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease), write=True, stub="lease")
+
+    async def put_leased(self, ns: str, key: str, value: bytes, lease: int) -> int:
+        reply = await self._call("Put", rpc.PutRequest(key=self._full(ns, key), value=value, lease=lease), write=True)
+        return int(reply.header.revision)
+
+    def prefix_changes(self, ns: str, prefix: str) -> AsyncIterator[None]:
+        """Wakes on every change under ``prefix`` (and on every reconnect)."""
+        return self.changes(ns, prefix, whole_prefix=True)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -234,7 +281,7 @@ class EtcdBackend:
             raise Conflict(full.decode(errors="replace").split("/", 3)[-1], if_revision, current)
         return reply
 
-    async def _call(self, method: str, request: Any, *, write: bool) -> Any:
+    async def _call(self, method: str, request: Any, *, write: bool, stub: str = "kv") -> Any:
         if not self._members:
             raise StorageUnavailable("etcd client is not open", applied=False)
         ends = time.monotonic() + self.deadline
@@ -246,7 +293,7 @@ class EtcdBackend:
                 remaining = ends - time.monotonic()
                 if remaining <= 0:
                     break
-                call: Callable[..., Awaitable[Any]] = getattr(member.kv, method)
+                call: Callable[..., Awaitable[Any]] = getattr(getattr(member, stub), method)
                 try:
                     reply = await call(request, timeout=remaining, metadata=REQUIRE_LEADER)
                 except grpc.aio.AioRpcError as exc:

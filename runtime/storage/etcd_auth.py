@@ -4,8 +4,10 @@ A node's DB user is the common name of its certificate (etcd's ``--client-cert-a
 its service set, ``kv`` or ``auth+ingress+kv+queue``. Users have no password; only a
 certificate from the cluster CA with that name logs in. Roles, one per service::
 
-    kv, queue       read-write  /modematrix/<service>/
-    auth            read-write  /modematrix/auth/ and /modematrix/_cluster/ (keys, CA, revocations)
+    kv, queue       read-write  /modematrix/<service>/, /modematrix/_discovery/<service>/
+    auth            read-write  /modematrix/auth/ and /modematrix/_cluster/ (keys, CA, revocations),
+                                /modematrix/_discovery/auth/
+    xds             read        /modematrix/_discovery/ (every service's registrations)
     cluster-reader  read        /modematrix/_cluster/signing-keys and .../revocations (every node)
 
 ``root`` (etcd's administrator, certificate only) is used by :func:`ensure` once, at bootstrap,
@@ -49,9 +51,14 @@ def _key(ns: str, key: str) -> tuple[bytes, bytes]:
 
 
 PERMISSIONS: dict[str, list[tuple[int, tuple[bytes, bytes]]]] = {
-    "kv": [(_READWRITE, _prefix("kv"))],
-    "queue": [(_READWRITE, _prefix("queue"))],
-    "auth": [(_READWRITE, _prefix("auth")), (_READWRITE, _prefix("_cluster"))],
+    "kv": [(_READWRITE, _prefix("kv")), (_READWRITE, _prefix("_discovery/kv"))],
+    "queue": [(_READWRITE, _prefix("queue")), (_READWRITE, _prefix("_discovery/queue"))],
+    "auth": [
+        (_READWRITE, _prefix("auth")),
+        (_READWRITE, _prefix("_cluster")),
+        (_READWRITE, _prefix("_discovery/auth")),
+    ],
+    "xds": [(_READ, _prefix("_discovery"))],
     READER: [(_READ, _key("_cluster", "signing-keys")), (_READ, _key("_cluster", "revocations"))],
 }
 

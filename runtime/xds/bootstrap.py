@@ -15,9 +15,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.json_format import MessageToDict
+
 from runtime.xds.snapshot import Tls
 
 XDS_CLUSTER = "xds"
+SDS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+
+def sds_files(directory: Path) -> dict[str, dict[str, Any]]:
+    """The two secrets an Envoy's TLS contexts name, as files in ``directory`` (its node's
+    certificate directory, which Envoy watches): ``sds-node.json``, ``sds-ca.json``."""
+    node = {
+        "@type": SDS_TYPE,
+        "name": "node",
+        "tls_certificate": {
+            "certificate_chain": {"filename": str(directory / "node.pem")},
+            "private_key": {"filename": str(directory / "node-key.pem")},
+        },
+    }
+    trusted = {"trusted_ca": {"filename": str(directory / "ca.pem")}}
+    ca = {"@type": SDS_TYPE, "name": "ca", "validation_context": trusted}
+    return {"sds-node.json": {"resources": [node]}, "sds-ca.json": {"resources": [ca]}}
 
 
 def envoy_binary() -> Path:
@@ -55,16 +74,12 @@ def bootstrap(node: str, control_planes: Sequence[str], *, admin_port: int, tls:
         },
     }
     if tls is not None:
+        common = MessageToDict(tls.common(verify=True), preserving_proto_field_name=True)
         xds_cluster["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "common_tls_context": {
-                    "tls_certificates": [
-                        {"certificate_chain": {"filename": tls.cert_file}, "private_key": {"filename": tls.key_file}}
-                    ],
-                    "validation_context": {"trusted_ca": {"filename": tls.ca_file}},
-                },
+                "common_tls_context": common,
             },
         }
     return {

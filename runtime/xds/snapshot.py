@@ -22,20 +22,24 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2, protocol_pb2
+from envoy.config.core.v3 import substitution_format_string_pb2 as core_format
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf.struct_pb2 import Struct
 
 from runtime import routing
+from runtime.discovery import Endpoint
 
 LISTENER = "api"
 ROUTES = "routes"
@@ -49,25 +53,35 @@ TYPE = {
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    """One service node as discovery knows it."""
-
-    node: str
-    service: str
-    host: str
-    port: int
-    ready: bool = True
-    version: str = ""
-
-
-@dataclass(frozen=True)
 class Tls:
-    """Files on the Envoy node: its own certificate (served to clients and presented to the
-    service nodes, which take calls only from cluster members) and the cluster CA."""
+    """Where an Envoy finds its certificates: ``directory`` on the Envoy's node holds
+    ``sds-node.json`` and ``sds-ca.json`` (written by its supervisor, :mod:`runtime.xds.edge`)
+    naming the node's certificate files and the cluster CA. Envoy watches the directory, so a
+    renewed certificate (an atomic rename there) is used from the next handshake on."""
 
-    cert_file: str
-    key_file: str
-    ca_file: str
+    directory: str
+
+    def sds(self, name: str) -> secret_pb2.SdsSecretConfig:
+        return secret_pb2.SdsSecretConfig(
+            name=name,
+            sds_config=config_source_pb2.ConfigSource(
+                path_config_source=config_source_pb2.PathConfigSource(
+                    path=f"{self.directory}/sds-{name}.json",
+                    watched_directory=base_pb2.WatchedDirectory(path=self.directory),
+                ),
+                resource_api_version=config_source_pb2.V3,
+            ),
+        )
+
+    def common(self, *, verify: bool) -> tls_pb2.CommonTlsContext:
+        """TLS 1.2 or newer, this node's certificate; ``verify``: peers must be the cluster CA's."""
+        context = tls_pb2.CommonTlsContext(
+            tls_params=common_pb2.TlsParameters(tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2),
+            tls_certificate_sds_secret_configs=[self.sds("node")],
+        )
+        if verify:
+            context.validation_context_sds_secret_config.CopyFrom(self.sds("ca"))
+        return context
 
 
 @dataclass(frozen=True)
@@ -193,6 +207,7 @@ def listener(port: int, tls: Tls | None) -> listener_pb2.Listener:
         normalize_path=wrappers_pb2.BoolValue(value=False),  # keys travel as the client sent them
         stream_idle_timeout=duration_pb2.Duration(seconds=15),
         request_headers_timeout=duration_pb2.Duration(seconds=10),
+        local_reply_config=local_replies(),
     )
     chain = listener_components_pb2.FilterChain(
         filters=[
@@ -202,13 +217,9 @@ def listener(port: int, tls: Tls | None) -> listener_pb2.Listener:
         ]
     )
     if tls is not None:
-        context = tls_pb2.DownstreamTlsContext(
-            common_tls_context=tls_pb2.CommonTlsContext(
-                tls_params=common_pb2.TlsParameters(tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2),
-                tls_certificates=[_certificate(tls)],
-                alpn_protocols=["h2", "http/1.1"],
-            )
-        )
+        common = tls.common(verify=False)
+        common.alpn_protocols.extend(["h2", "http/1.1"])
+        context = tls_pb2.DownstreamTlsContext(common_tls_context=common)
         chain.transport_socket.CopyFrom(
             base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
         )
@@ -219,11 +230,35 @@ def listener(port: int, tls: Tls | None) -> listener_pb2.Listener:
     )
 
 
-def _certificate(tls: Tls) -> common_pb2.TlsCertificate:
-    return common_pb2.TlsCertificate(
-        certificate_chain=base_pb2.DataSource(filename=tls.cert_file),
-        private_key=base_pb2.DataSource(filename=tls.key_file),
+# Envoy's own 503s, in the runtime's terms: no healthy node, or no connection made, means the
+# request reached no service (the client may send it again); anything else may have.
+NOT_SENT_FLAGS = ("UH", "UF", "NR")
+
+
+def local_replies() -> hcm.LocalReplyConfig:
+    def body(code: str, detail: str) -> core_format.SubstitutionFormatString:
+        document = Struct()
+        document.update({"error": code, "detail": detail + " (%RESPONSE_CODE_DETAILS%)"})
+        return core_format.SubstitutionFormatString(json_format=document)
+
+    refused = hcm.ResponseMapper(
+        filter=accesslog_pb2.AccessLogFilter(
+            response_flag_filter=accesslog_pb2.ResponseFlagFilter(flags=list(NOT_SENT_FLAGS))
+        ),
+        body_format_override=body("not_applied", "the request reached no service node; nothing was applied"),
     )
+    unknown = hcm.ResponseMapper(
+        filter=accesslog_pb2.AccessLogFilter(
+            status_code_filter=accesslog_pb2.StatusCodeFilter(
+                comparison=accesslog_pb2.ComparisonFilter(
+                    op=accesslog_pb2.ComparisonFilter.GE,
+                    value=base_pb2.RuntimeUInt32(default_value=500, runtime_key="modematrix.local_reply_min"),
+                )
+            )
+        ),
+        body_format_override=body("outcome_unknown", "the service node did not answer; it may have applied it"),
+    )
+    return hcm.LocalReplyConfig(mappers=[refused, unknown])
 
 
 def _ads() -> config_source_pb2.ConfigSource:
@@ -267,16 +302,8 @@ def cluster(service: str, tls: Tls | None, health_interval_ms: int = 500) -> clu
     made.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
         _pack(options)
     )
-    if tls is not None:
-        upstream = tls_pb2.UpstreamTlsContext(
-            common_tls_context=tls_pb2.CommonTlsContext(
-                tls_params=common_pb2.TlsParameters(tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2),
-                tls_certificates=[_certificate(tls)],
-                validation_context=common_pb2.CertificateValidationContext(
-                    trusted_ca=base_pb2.DataSource(filename=tls.ca_file)
-                ),
-            )
-        )
+    if tls is not None:  # the service nodes take calls only from members: this node's certificate
+        upstream = tls_pb2.UpstreamTlsContext(common_tls_context=tls.common(verify=True))
         made.transport_socket.CopyFrom(
             base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(upstream))
         )

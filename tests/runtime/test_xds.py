@@ -20,6 +20,7 @@ from aiohttp import web
 from envoy.config.cluster.v3 import cluster_pb2
 
 from runtime import routing
+from runtime.discovery import Endpoint
 from runtime.xds import snapshot
 from runtime.xds.bootstrap import bootstrap, envoy_binary
 from runtime.xds.server import AdsServer, serve
@@ -172,7 +173,7 @@ async def test_endpoint_changes_reach_envoys_traffic(plane: tuple[AdsServer, Env
     ads, envoy, port = plane
     (a, a_port), (b, b_port) = await _backend("a"), await _backend("b")
     try:
-        one = [snapshot.Endpoint("kv-a", "kv", "127.0.0.1", a_port)]
+        one = [Endpoint("kv-a", "kv", "127.0.0.1", a_port)]
         ads.publish(snapshot.build(one, port=port, tls=None))
         async with httpx.AsyncClient(base_url=envoy.url, timeout=5) as client:
 
@@ -184,7 +185,7 @@ async def test_endpoint_changes_reach_envoys_traffic(plane: tuple[AdsServer, Env
             except AssertionError:
                 raise AssertionError(str([n.reason[-400:] for n in ads.nacks])) from None
             pushed = time.monotonic()
-            two = [*one, snapshot.Endpoint("kv-b", "kv", "127.0.0.1", b_port)]
+            two = [*one, Endpoint("kv-b", "kv", "127.0.0.1", b_port)]
             ads.publish(snapshot.build(two, port=port, tls=None))
 
             async def b_answers() -> bool:
@@ -216,3 +217,17 @@ def test_envoy_accepts_the_generated_bootstrap(tmp_path: Path) -> None:
         env={**os.environ},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_envoys_own_503s_say_whether_anything_was_applied(plane: tuple[AdsServer, Envoy, int]) -> None:
+    """No node to send to (its only endpoint refuses connections): the request reached no
+    service, so the client may send it again: the runtime's own not_applied."""
+    ads, envoy, port = plane
+    ads.publish(snapshot.build([Endpoint("kv-gone", "kv", "127.0.0.1", free_port())], port=port, tls=None))
+    async with httpx.AsyncClient(base_url=envoy.url, timeout=5) as client:
+
+        async def refused() -> bool:
+            reply = await client.put("/v1/kv/x", content=b"v")
+            return reply.status_code == 503 and reply.json()["error"] == "not_applied"
+
+        await until(refused)

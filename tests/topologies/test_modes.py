@@ -138,7 +138,7 @@ def exercise_every_api(api: topologies.ClusterClient, tag: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("service", ["ingress", "auth", "kv", "queue"])
+@pytest.mark.parametrize("service", ["envoy", "auth", "kv", "queue"])
 def test_scaled_losing_one_node_of_each_service_keeps_every_api_answering(
     scaled: topologies.Cluster, service: str
 ) -> None:
@@ -149,7 +149,7 @@ def test_scaled_losing_one_node_of_each_service_keeps_every_api_answering(
             lambda: exercise_every_api(api, f"without-{victim.name}"),
             timeout=30,
             interval=0.2,
-            message=f"every API through the LB without {victim.name}",
+            message=f"every API through the Envoys without {victim.name}",
             ignore=(AssertionError, httpx.HTTPError, KeyError, ValueError),
         )
         print(f"\nscaled: every API answered {time.monotonic() - started:.2f} s after killing {victim.name}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,14 @@ from topologies.constants import SERVICES
 from topologies.exceptions import NotFound, SpecError
 
 
-@pytest.mark.parametrize("mode", ["single", "ha", "scaled"])
+@pytest.mark.parametrize("mode", ["single", "ha", "scaled", "scaled-haproxy"])
 def test_shipped_modes_load(mode: str) -> None:
     loaded = spec.load(mode)
     assert loaded.mode == mode and loaded.nodes
 
 
 def test_scaled_default_split() -> None:
-    scaled = spec.load("scaled")
+    scaled = spec.load("scaled-haproxy")
     counts = {s: len(scaled.peers_of(s)) for s in SERVICES}
     assert counts == {"ingress": 3, "auth": 2, "kv": 2, "queue": 2}
     assert all(len(n.services) == 1 for n in scaled.nodes)
@@ -82,19 +83,19 @@ def test_invalid_specs_name_the_key(raw: dict[str, Any], problem: str) -> None:
 
 
 def test_unknown_mode_lists_the_known_ones() -> None:
-    with pytest.raises(NotFound, match="expected one of ha, scaled, single"):
+    with pytest.raises(NotFound, match="expected one of ha, scaled, scaled-haproxy, single"):
         spec.load("nonesuch")
 
 
 def test_addresses_are_fixed_and_distinct() -> None:
-    scaled = spec.load("scaled")
+    scaled = spec.load("scaled-haproxy")
     ips = plan.addresses(scaled, "10.9.9")
     assert ips["ingress-1"] == "10.9.9.11" and ips["lb"] == "10.9.9.10"
     assert len(set(ips.values())) == len(ips) == 10
 
 
 def test_every_node_gets_every_member_and_edges_get_peers() -> None:
-    scaled = spec.load("scaled")
+    scaled = spec.load("scaled-haproxy")
     ips = plan.addresses(scaled, "10.9.9")
     secrets = plan.Secrets("s" * 32, "p" * 16)
     members = {f"https://{ips[m.name]}:2379" for m in scaled.members}
@@ -119,7 +120,7 @@ def test_ha_nodes_use_their_own_member_first() -> None:
 
 
 def test_haproxy_checks_readyz_over_verified_tls_and_sends_the_client_address() -> None:
-    scaled = spec.load("scaled")
+    scaled = spec.load("scaled-haproxy")
     ips = plan.addresses(scaled, "10.9.9")
     config = plan.haproxy_config(scaled.load_balancer, scaled.edges, ips)  # type: ignore[arg-type]
     assert "uri /readyz" in config and "verify required ca-file /tmp/ca.pem" in config
@@ -153,3 +154,33 @@ def test_loss_and_delay_rules_validate() -> None:
         plan.loss_rules(0)
     with pytest.raises(ValueError):
         plan.delay_rules(-1)
+
+
+def test_the_scaled_mode_is_fronted_by_two_envoys_and_an_xds_node() -> None:
+    scaled = spec.load("scaled")
+    assert scaled.load_balancer is not None and scaled.load_balancer.kind == "envoy"
+    ips = plan.addresses(scaled, "10.9.9")
+    assert "lb" not in ips and len(ips) == 9
+    secrets = plan.Secrets("s" * 32, "p" * 16)
+    env = {n.name: plan.node_env(scaled, n, ips, secrets) for n in scaled.nodes}
+    assert env["envoy-1"]["RUNTIME_XDS_SERVERS"] == f"{ips['xds-1']}:18000"
+    assert env["envoy-1"]["RUNTIME_LISTEN"] == "0.0.0.0:9443" and env["envoy-1"]["RUNTIME_ENVOY_PORT"] == "8443"
+    assert env["xds-1"]["RUNTIME_XDS_PORT"] == "18000"
+    registering = {name for name, e in env.items() if e.get("RUNTIME_DISCOVERY") == "true"}
+    assert registering == {"auth-1", "auth-2", "kv-1", "kv-2", "queue-1", "queue-2"}
+    assert plan.service_sets(scaled) == "auth;envoy;kv;queue;xds"
+
+
+@pytest.mark.parametrize(
+    ("nodes", "kind", "problem"),
+    [
+        ([{"name": "a", "services": ["envoy"]}], "haproxy", "role 'envoy' needs load_balancer: {kind: envoy}"),
+        ([{"name": "a", "services": ["auth", "kv", "queue", "envoy"]}], "envoy", "no node runs xds"),
+        ([{"name": "a", "services": ["auth", "kv", "queue", "xds"]}], "envoy", "no node runs envoy"),
+        ([{"name": "a", "services": ["all"]}], "nginx", "kind: haproxy or envoy"),
+    ],
+)
+def test_envoy_roles_and_kinds_are_checked(nodes: list[dict[str, Any]], kind: str, problem: str) -> None:
+    raw = {"mode": "m", "db": "etcd", "nodes": [{**nodes[0], "db_member": True}], "load_balancer": {"kind": kind}}
+    with pytest.raises(SpecError, match=re.escape(problem)):
+        spec.parse(raw)
