@@ -9,10 +9,9 @@ takes the server's CPU. Baselines, in the same run:
 
 - bare Starlette JSON on the runtime's own stack (uvicorn, httptools, uvloop, TLS), in a
   container of the runtime image (``loadtests/baseline_app.py``);
-- raw puts to the same etcd cluster (its JSON gateway, one member) for ha and scaled, as
-  etcd's root: etcd takes only client certificates and wrk presents none, so an HAProxy from
-  the runtime image, pinned to wrk's core, originates the TLS (one more hop for the baseline,
-  none for the runtime: the ratios can only flatter etcd).
+- raw puts to the same etcd cluster (one member) for ha and scaled, as etcd's root, by
+  ``loadtests/etcdload`` (Go, etcd's own client, pinned to wrk's core): etcd takes only client
+  certificates, which wrk cannot present, and its JSON gateway ignores certificate users.
 
 Rows go to stdout as a table and to ``results/bench/`` as JSON and Markdown.
 """
@@ -20,7 +19,7 @@ Rows go to stdout as a table and to ``results/bench/`` as JSON and Markdown.
 from __future__ import annotations
 
 import argparse
-import base64
+import hashlib
 import json
 import re
 import shutil
@@ -40,7 +39,6 @@ import topologies
 from topologies import platforms
 from topologies.constants import API_PORT, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
 from topologies.pki import RunPki
-from topologies.platforms import Launch
 from topologies.wait import wait_until
 
 BASELINE_APP = Path(__file__).with_name("baseline_app.py")
@@ -114,20 +112,6 @@ end
 """
 
 
-def _lua_etcd_put(keys: int = 1000) -> str:
-    names = ",".join(f'"{base64.b64encode(f"/bench/raw-{i}".encode()).decode()}"' for i in range(keys))
-    value = base64.b64encode(b"value-raw").decode()
-    return f"""
-keys = {{{names}}}
-counter = 0
-request = function()
-  counter = counter + 1
-  local body = '{{"key":"' .. keys[(counter % {keys}) + 1] .. '","value":"{value}"}}'
-  return wrk.format("POST", "/v3/kv/put", {{["Content-Type"] = "application/json"}}, body)
-end
-"""
-
-
 @dataclass(frozen=True)
 class Wrk:
     seconds: float
@@ -192,10 +176,9 @@ def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row) -> list[Row]:
         if cluster.spec.db != "etcd":
             return [_row(mode, "kv GET", get, bare), _row(mode, "kv PUT", put, bare)]
         member = next(n for n in cluster.nodes if n.db_member)
-        with _tls_origin(cluster, member.ip, wrk.core) as gateway:
-            raw = wrk.run(f"{gateway}/v3/kv/put", script=_lua_etcd_put())
-        raw_row = _row(mode, RAW_ETCD, raw, None)
-        through = "through one node" if cluster.lb is None else "through the load balancer"
+        raw_row = _row(mode, RAW_ETCD, _raw_etcd(cluster, member.ip, wrk), None)
+        envoys = any(n.spec.is_envoy for n in cluster.nodes)
+        through = "through the load balancer" if cluster.lb else "through Envoy" if envoys else "through one node"
         return [
             raw_row,
             _row(mode, f"kv PUT {through}", put, raw_row),
@@ -203,53 +186,50 @@ def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row) -> list[Row]:
         ]
 
 
-@contextmanager
-def _tls_origin(cluster: topologies.Cluster, member_ip: str, core: int) -> Iterator[str]:
-    """Plain HTTP on a loopback port, forwarded over TLS with root's certificate to one member."""
-    pki = RunPki.load(cluster.workdir)
-    root = pki.root().get("node")
+ETCDLOAD = Path(__file__).with_name("etcdload")
+
+
+def etcdload_binary() -> Path:
+    """``loadtests/etcdload`` (Go, etcd's own client), built once per source version into the
+    cache; Go keeps its module and build caches between runs on the same machine."""
+    digest = hashlib.sha256(b"".join((ETCDLOAD / n).read_bytes() for n in ("main.go", "go.mod", "go.sum"))).hexdigest()
+    binary = images.cache_dir() / "bin" / f"etcdload-{digest[:16]}"
+    if binary.exists():
+        return binary
+    if shutil.which("go") is None:
+        raise topologies.TopologyError(
+            "the raw-etcd baseline needs Go to build loadtests/etcdload (apt install golang)"
+        )
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    built = subprocess.run(
+        ["go", "build", "-o", str(binary), "."], cwd=ETCDLOAD, capture_output=True, text=True, timeout=900
+    )
+    if built.returncode != 0:
+        raise topologies.TopologyError(f"building loadtests/etcdload failed: {built.stderr.strip()[-500:]}")
+    return binary
+
+
+def _raw_etcd(cluster: topologies.Cluster, member_ip: str, wrk: Wrk) -> Measured:
+    """Puts straight to one member as etcd's root, with etcd's own Go client: wrk presents no
+    client certificate, and etcd's JSON gateway ignores certificate users."""
+    root = RunPki.load(cluster.workdir).root().get("node")
     assert root is not None
-    config = f"""global
-    maxconn 4096
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-frontend etcd
-    bind :{DB_CLIENT_PORT}
-    default_backend member
-backend member
-    server m {member_ip}:{DB_CLIENT_PORT} ssl verify required ca-file /tmp/ca.pem crt /tmp/root.pem
-"""
-    script = (
-        'printf "%s" "$CA" > /tmp/ca.pem && printf "%s" "$ROOT" > /tmp/root.pem '
-        '&& printf "%s" "$CONFIG" > /tmp/haproxy.cfg && exec haproxy -db -f /tmp/haproxy.cfg'
+    with tempfile.TemporaryDirectory() as folder:
+        files = {name: Path(folder, name) for name in ("ca.pem", "root.pem", "root-key.pem")}
+        files["ca.pem"].write_bytes(RunPki.load(cluster.workdir).ca.cert_pem)
+        files["root.pem"].write_bytes(root[0])
+        files["root-key.pem"].touch(mode=0o600)
+        files["root-key.pem"].write_bytes(root[1])
+        argv = ["taskset", "-c", str(wrk.core), str(etcdload_binary()), f"-endpoint={member_ip}:{DB_CLIENT_PORT}"]
+        argv += [f"-cacert={files['ca.pem']}", f"-cert={files['root.pem']}", f"-key={files['root-key.pem']}"]
+        argv += [f"-clients={wrk.connections}", f"-seconds={wrk.seconds:g}"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=wrk.seconds + 60)
+    if done.returncode != 0:
+        raise topologies.TopologyError(f"etcdload failed: {done.stderr.strip()[-300:]}")
+    result = json.loads(done.stdout)
+    return Measured(
+        round(result["rps"], 1), round(result["p50_ms"], 2), round(result["p99_ms"], 2), int(result["errors"])
     )
-    handle = cluster.platform.launch(
-        Launch(
-            name=f"mm-{cluster.run_id}-etcd-origin",
-            image=cluster.image,
-            labels={**cluster.labels("etcd-origin"), LABEL_ROLE: "bench"},
-            entrypoint=("/usr/bin/tini", "--", "sh", "-c", script),
-            env={"CA": pki.ca.cert_pem.decode(), "ROOT": (root[0] + root[1]).decode(), "CONFIG": config},
-            network=cluster.network,
-            publish=(DB_CLIENT_PORT,),
-            cpuset=str(core),
-        )
-    )
-    url = f"http://127.0.0.1:{handle.ports[DB_CLIENT_PORT]}"
-    try:
-        wait_until(
-            lambda: httpx.post(f"{url}/v3/kv/range", json={"key": "eA=="}, timeout=2).status_code == 200,
-            timeout=30,
-            interval=0.2,
-            ignore=(httpx.HTTPError,),
-            message="etcd answers through the TLS origin",
-        )
-        yield url
-    finally:
-        cluster.platform.remove(handle)
 
 
 def _row(mode: str, target: str, measured: Measured, baseline: Row | None) -> Row:

@@ -5,6 +5,7 @@ modematrix images base             modematrix status [--json]
 modematrix images wheels --dest D  modematrix down RUN_ID | --all
 modematrix images context DIR      modematrix fault RUN_ID NODE kill|stop|start|restart|pause|unpause|partition|heal
 modematrix images check [TAG]      modematrix bench --mode single,ha,scaled   (from loadtests)
+                                   modematrix scale RUN_ID kv=4 queue=1
 
 Every failure is one line on stderr: exit 2 for bad input (an unknown mode, run or node, an
 invalid mode file), 1 for a run that failed. ``--debug`` adds the traceback.
@@ -26,6 +27,7 @@ import images
 from images.progress import step
 from topologies import faults, platforms, spec
 from topologies.attach import attach
+from topologies.cluster import Cluster
 from topologies.constants import LABEL_MODE, LABEL_RUN, PLATFORMS
 from topologies.exceptions import StartTimeout, TopologyError
 from topologies.launch import launch
@@ -85,7 +87,42 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+ENVOY_CLUSTERS = (
+    "import json, urllib.request; "
+    "print(urllib.request.urlopen('http://127.0.0.1:{port}/clusters?format=json', timeout=3).read().decode())"
+)
+
+
+def envoy_health(cluster: Cluster, admin_port: int = 9901) -> dict[str, dict[str, list[str]]]:
+    """Per Envoy node, per cluster, each endpoint as ``address healthy|<failed checks>``, from
+    Envoy's admin API (loopback only, so asked from inside the node)."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for node in cluster.nodes:
+        if not node.spec.is_envoy or not node.running:
+            continue
+        code, out = node.exec(["/opt/venv/bin/python", "-c", ENVOY_CLUSTERS.format(port=admin_port)])
+        if code != 0:
+            found[node.name] = {"(admin API)": [out.strip()[-200:]]}
+            continue
+        clusters = {}
+        for entry in json.loads(out).get("cluster_statuses", []):
+            hosts = []
+            for host in entry.get("host_statuses", []):
+                address = host["address"]["socket_address"]
+                flags = [k for k, v in host.get("health_status", {}).items() if v is True and k != "eds_health_status"]
+                state = host.get("health_status", {}).get("eds_health_status", "HEALTHY")
+                hosts.append(
+                    f"{address['address']}:{address['port_value']} {state.lower()}{' ' if flags else ''}"
+                    f"{','.join(flags)}"
+                )
+            clusters[entry["name"]] = hosts
+        found[node.name] = clusters
+    return found
+
+
 def _status(args: argparse.Namespace) -> int:
+    if args.run_id:
+        return _status_of(args)
     platform = platforms.get(args.platform, reaper=False)
     by_run: dict[str, list[platforms.Handle]] = {}
     for handle in platform.list_run(None):
@@ -106,6 +143,27 @@ def _status(args: argparse.Namespace) -> int:
         print("no modematrix runs")
     for row in rows:
         print(f"{row['run_id']}  {row['mode']:8} {row['running']}/{row['containers']} running")
+    return 0
+
+
+def _status_of(args: argparse.Namespace) -> int:
+    cluster = attach(args.run_id, args.platform)
+    nodes = [
+        {"name": n.name, "ip": n.ip, "services": list(n.services), "state": n.status, "db_member": n.db_member}
+        for n in cluster.nodes
+    ]
+    envoys = envoy_health(cluster)
+    if args.json:
+        print(json.dumps({"run_id": cluster.run_id, "mode": cluster.mode, "nodes": nodes, "envoys": envoys}, indent=2))
+        return 0
+    print(f"run {cluster.run_id}: {cluster.mode}, endpoints {' '.join(cluster.endpoints)}")
+    for n in cluster.nodes:
+        member = " +etcd" if n.db_member else ""
+        print(f"  {n.name:10} {n.ip:15} {n.status:8} {','.join(n.services)}{member}")
+    for name, clusters in envoys.items():
+        print(f"  {name}: what its Envoy routes to")
+        for service, hosts in sorted(clusters.items()):
+            print(f"    {service:6} {'; '.join(hosts) or '(no endpoints)'}")
     return 0
 
 
@@ -148,6 +206,18 @@ def _fault(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scale(args: argparse.Namespace) -> int:
+    from topologies.scale import apply, parse_counts
+
+    counts = parse_counts(args.counts)  # bad input: exit 2 before anything is looked up
+    cluster = attach(args.run_id, args.platform)
+    started = time.monotonic()
+    done = apply(cluster, counts)
+    added, removed = ", ".join(n.name for n in done.add) or "none", ", ".join(done.remove) or "none"
+    print(f"run {cluster.run_id}: added {added}; drained and removed {removed} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modematrix", description="one image, every deployment mode")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
@@ -166,7 +236,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--json", action="store_true", help="print endpoints, CA file, admin and nodes as JSON")
     up.add_argument("--timeout", type=float, default=180.0)
     up.set_defaults(run=_up)
-    status = sub.add_parser("status", help="list the runs Docker knows of")
+    status = sub.add_parser("status", help="list the runs; with RUN_ID, its nodes and each Envoy's endpoints")
+    status.add_argument("run_id", nargs="?")
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=_status)
     down = sub.add_parser("down", help="remove a run (or --all)")
@@ -178,6 +249,10 @@ def _parser() -> argparse.ArgumentParser:
     fault.add_argument("node")
     fault.add_argument("action", choices=[*FAULTS, "start", "unpause", "partition", "heal"])
     fault.set_defaults(run=_fault)
+    scale = sub.add_parser("scale", help="add or drain service nodes of a running run: kv=4 queue=1")
+    scale.add_argument("run_id")
+    scale.add_argument("counts", nargs="+", metavar="SERVICE=COUNT")
+    scale.set_defaults(run=_scale)
     _add_commands(sub)
     return parser
 

@@ -17,7 +17,7 @@ import ssl
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import images
 from topologies import spec
@@ -26,6 +26,9 @@ from topologies.constants import DATA_DIR, DB_CLIENT_PORT, LABEL_MODE, LABEL_NOD
 from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError
 from topologies.node import Node
 from topologies.platforms import Platform
+
+if TYPE_CHECKING:
+    from topologies.scale import ScalePlan
 from topologies.wait import WaitTimeout, wait_until
 
 READY_POLL = 0.2  # seconds between /readyz polls while starting (faster than Docker's health interval)
@@ -75,6 +78,13 @@ class Cluster:
         if self.lb is not None:
             found[self.lb.name] = self.lb.ip
         return found
+
+    def scale(self, **counts: int) -> ScalePlan:
+        """``cluster.scale(kv=4, queue=1)``: start or drain service nodes until each service
+        has that many (modes behind Envoy only; see :mod:`topologies.scale`)."""
+        from topologies.scale import apply
+
+        return apply(self, counts)
 
     def node(self, name: str) -> Node:
         for node in [*self.nodes, *([self.lb] if self.lb else [])]:

@@ -277,20 +277,23 @@ def cluster(service: str, tls: Tls | None, health_interval_ms: int = 500) -> clu
         connect_timeout=duration_pb2.Duration(nanos=500_000_000),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
         ignore_health_on_host_removal=True,  # withdrawn from discovery: out now, not when checks fail
+        # a node that stops answering /readyz (a pause, a partition) is out after 3 misses; a
+        # slow answer under load is no miss (timeout 3 s), and a dead node leaves sooner, with
+        # its lease (TTL 3 s) or its refused connections
         health_checks=[
             health_check_pb2.HealthCheck(
-                timeout=duration_pb2.Duration(seconds=1),
+                timeout=duration_pb2.Duration(seconds=3),
                 interval=duration_pb2.Duration(nanos=health_interval_ms * 1_000_000),
-                unhealthy_threshold=wrappers_pb2.UInt32Value(value=2),
+                unhealthy_threshold=wrappers_pb2.UInt32Value(value=3),
                 healthy_threshold=wrappers_pb2.UInt32Value(value=1),
                 http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(path="/readyz"),
             )
         ],
         outlier_detection=outlier_detection_pb2.OutlierDetection(
-            consecutive_5xx=wrappers_pb2.UInt32Value(value=5),
-            consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=2),
+            consecutive_5xx=wrappers_pb2.UInt32Value(value=10),
+            consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=3),
             interval=duration_pb2.Duration(seconds=1),
-            base_ejection_time=duration_pb2.Duration(seconds=5),
+            base_ejection_time=duration_pb2.Duration(seconds=2),
             max_ejection_percent=wrappers_pb2.UInt32Value(value=50),
         ),
     )

@@ -1,0 +1,120 @@
+"""Live scaling: add or remove service nodes of a running mode, from the same image.
+
+:func:`plan` is pure: the counts asked for, against the mode as it runs, become the nodes to
+start and the nodes to stop, or a :class:`UsageError` that changes nothing (exit 2). Only
+modes whose front door follows discovery (``load_balancer: {kind: envoy}``) scale: a new
+node registers itself and takes traffic once Envoy's first check of it passes; a removed
+node drains (withdraws, finishes what is in flight, stops). DB members are never removed.
+
+    >>> from topologies import spec
+    >>> p = plan(spec.load("scaled"), {"kv": 3, "queue": 1})
+    >>> [n.name for n in p.add], list(p.remove)
+    (['kv-3'], ['queue-2'])
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from topologies import pki
+from topologies import plan as plans
+from topologies.cluster import Cluster
+from topologies.constants import API_PORT, ROUTED_SERVICES
+from topologies.exceptions import UsageError
+from topologies.node import Node
+from topologies.spec import ModeSpec, NodeSpec
+
+MAX_PER_SERVICE = 20  # the run's /24 holds 240 nodes; 20 per service keeps a margin
+_NUMBERED = re.compile(r"^(?P<service>[a-z]+)-(?P<n>\d+)$")
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    add: tuple[NodeSpec, ...]
+    remove: tuple[str, ...]
+
+
+def parse_counts(words: list[str]) -> dict[str, int]:
+    """``["kv=4", "queue=1"]`` -> ``{"kv": 4, "queue": 1}``; UsageError on anything else."""
+    counts: dict[str, int] = {}
+    for word in words:
+        service, sep, number = word.partition("=")
+        if not sep or not number.strip().isascii() or not number.strip().isdigit():
+            raise UsageError(f"expected SERVICE=COUNT (kv=4), got {word!r}")
+        counts[service.strip()] = int(number)
+    if not counts:
+        raise UsageError("expected at least one SERVICE=COUNT (kv=4)")
+    return counts
+
+
+def plan(mode: ModeSpec, counts: Mapping[str, int]) -> ScalePlan:
+    if mode.load_balancer is None or mode.load_balancer.kind != "envoy":
+        raise UsageError(
+            f"mode {mode.mode} cannot scale: its front door does not follow discovery; "
+            "scaling needs load_balancer: {kind: envoy} (the scaled mode)"
+        )
+    add: list[NodeSpec] = []
+    remove: list[str] = []
+    for service, count in counts.items():
+        if service not in ROUTED_SERVICES:
+            raise UsageError(f"unknown service {service!r}; expected one of {', '.join(ROUTED_SERVICES)}")
+        if not 1 <= count <= MAX_PER_SERVICE:
+            raise UsageError(f"{service}={count}: expected a count from 1 to {MAX_PER_SERVICE}")
+        current = [n for n in mode.nodes if n.services == (service,)]
+        if len(current) < count:
+            taken = {n.name for n in mode.nodes}
+            numbers = (i for i in range(1, 1000) if f"{service}-{i}" not in taken)
+            add += [NodeSpec(f"{service}-{next(numbers)}", (service,)) for _ in range(count - len(current))]
+        elif len(current) > count:
+            removable = sorted((n for n in current if not n.db_member), key=_number, reverse=True)
+            keep_members = len(current) - len(removable)
+            if count < keep_members:
+                raise UsageError(
+                    f"{service}={count}: {keep_members} of its nodes host DB members, which scaling never removes"
+                )
+            remove += [n.name for n in removable[: len(current) - count]]
+    return ScalePlan(tuple(add), tuple(remove))
+
+
+def _number(node: NodeSpec) -> int:
+    found = _NUMBERED.match(node.name)
+    return int(found["n"]) if found else 0
+
+
+def apply(cluster: Cluster, counts: Mapping[str, int], *, timeout: float = 120.0) -> ScalePlan:
+    """Start the new nodes and wait until each is ready; then stop the removed ones (SIGTERM:
+    they drain). Raises UsageError before touching anything if the plan is refused."""
+    decided = plan(cluster.spec, counts)
+    if decided.add:
+        _start(cluster, decided.add, timeout)
+    for name in decided.remove:
+        node = cluster.node(name)
+        node.stop()  # SIGTERM: withdraw, wait for the balancers, finish in-flight requests, exit
+        cluster.platform.remove(node.handle)
+        cluster.nodes.remove(node)
+    cluster.spec = replace(cluster.spec, nodes=tuple(n.spec for n in cluster.nodes))
+    return decided
+
+
+def _start(cluster: Cluster, specs: tuple[NodeSpec, ...], timeout: float) -> None:
+    from topologies.launch import _node_launch  # one way to describe a node's container
+
+    template = cluster.nodes[0].handle.env
+    secrets = plans.Secrets(template["RUNTIME_CLUSTER_SECRET"], template["RUNTIME_ADMIN_PASSWORD"])
+    prefix = cluster.nodes[0].ip.rsplit(".", 1)[0]
+    used = {int(n.ip.rsplit(".", 1)[1]) for n in cluster.nodes}
+    free = (i for i in range(11, 250) if i not in used)
+    grown = replace(cluster.spec, nodes=(*cluster.spec.nodes, *specs))
+    ips = {**{n.name: n.ip for n in cluster.nodes}, **{s.name: f"{prefix}.{next(free)}" for s in specs}}
+    run_pki = pki.RunPki.load(cluster.workdir)
+    started = []
+    for node_spec in specs:
+        bundle = run_pki.bundle(grown, node_spec, ips[node_spec.name]).dump()
+        env = {**plans.node_env(grown, node_spec, ips, secrets, bundle)}
+        handle = cluster.platform.launch(_node_launch(cluster, node_spec, ips[node_spec.name], env))
+        node = Node(node_spec, ips[node_spec.name], handle.ports[API_PORT], handle, cluster.platform)
+        cluster.nodes.append(node)
+        started.append(node)
+    cluster.wait_ready(started, timeout=timeout)  # ready: it registers itself as it starts serving
