@@ -68,10 +68,11 @@ class Load:
         return sum(n for outcome, n in self.outcomes.items() if outcome != "ok")
 
 
-def kv_requests(cluster: Cluster, node: Node) -> int:
-    """Requests this node answered for kv routes, from its own /metrics."""
-    with cluster.client(endpoints=[node.url]) as api:
-        text = api.get("/metrics").text
+def kv_requests(cluster: Cluster, node: Node, token: str) -> int:
+    """Requests this node answered for kv routes, from its own /metrics (an operations route:
+    any node answers it, with a token from the front door)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    text = httpx.get(f"{node.url}/metrics", headers=headers, verify=cluster.tls_context(), timeout=5).text
     found = re.findall(r'^runtime_requests_total\{[^}]*route="kv\.(?:get|put)"[^}]*\} ([0-9.e+]+)$', text, re.M)
     return int(sum(float(n) for n in found))
 
@@ -85,6 +86,8 @@ def kv_scaled_back(cluster: Cluster) -> Iterator[None]:
 
 
 def test_scaling_kv_up_then_down_under_load_fails_no_request(cluster: Cluster) -> None:
+    with cluster.client() as admin:
+        token = admin.token or admin.login()
     with Load(cluster) as load, kv_scaled_back(cluster):
         wait_until(lambda: load.outcomes["ok"] > 20, timeout=30, interval=0.1, message="load is flowing")
         before = {n.name for n in cluster.nodes}
@@ -95,7 +98,7 @@ def test_scaling_kv_up_then_down_under_load_fails_no_request(cluster: Cluster) -
         for node in added:
 
             def serving(node: Node = node) -> bool:
-                return kv_requests(cluster, node) > 0
+                return kv_requests(cluster, node, token) > 0
 
             wait_until(serving, timeout=30, interval=0.1, message=f"{node.name} takes traffic")
         took = time.monotonic() - ready_at
