@@ -77,53 +77,103 @@ def step(state: State, op: Op) -> tuple[bool, State]:
     raise ValueError(f"not a kv op: {kind}")
 
 
-@dataclass
-class _Frame:
-    """One node of the search: the ops done so far, the register's state, and the ops that
-    may go next (invoked before every pending op's return), tried in order."""
+@dataclass(eq=False)
+class _Node:
+    """One event of a key's history in a doubly linked list: an op's call, or its return."""
 
-    done: int
-    state: State
-    candidates: list[Entry]
-    tried: int = 0
-
-
-def _frame(entries: list[Entry], done: int, state: State) -> _Frame:
-    pending = [e for e in entries if not done & (1 << e.index)]
-    horizon = min(e.op.effective_ret for e in pending)  # nothing invoked after this may go first
-    return _Frame(done, state, [e for e in pending if e.op.call <= horizon])
+    entry: Entry | None  # None: the list's head
+    is_call: bool = True
+    at: float = 0.0
+    match: _Node | None = None  # a call's return
+    prev: _Node | None = None
+    next: _Node | None = None
 
 
-def check_key(ops: list[Op], deadline: float) -> bool:
+def _events(entries: list[Entry]) -> _Node:
+    """Calls and returns in time order (a return at the same moment as a call comes first:
+    the op ended before the other began). An unknown op's return is at infinity."""
+    events: list[tuple[float, int, _Node]] = []
+    for e in entries:
+        call = _Node(e, True, e.op.call)
+        ret = _Node(e, False, e.op.effective_ret)
+        call.match = ret
+        events += [(call.at, 1, call), (ret.at, 0, ret)]
+    events.sort(key=lambda item: (item[0], item[1], item[2].entry.index if item[2].entry else -1))
+    head = _Node(None)
+    last = head
+    for _, _, node in events:
+        last.next, node.prev = node, last
+        last = node
+    return head
+
+
+def _lift(call: _Node) -> None:
+    """Take an op (its call and its return) out of the list."""
+    for node in (call, call.match):
+        assert node is not None and node.prev is not None
+        node.prev.next = node.next
+        if node.next is not None:
+            node.next.prev = node.prev
+
+
+def _unlift(call: _Node) -> None:
+    for node in (call.match, call):
+        assert node is not None and node.prev is not None
+        node.prev.next = node
+        if node.next is not None:
+            node.next.prev = node
+
+
+def check_key(ops: list[Op], deadline: float, *, max_states: int = 2_000_000) -> bool:
     """True if some linearization explains every definite op of one key.
 
-    Depth-first over an explicit stack, so a history of any length needs no recursion;
-    (done, state) pairs already explored are not explored again (Lowe's memoisation).
+    Lowe's WGL over a linked list of events, as Porcupine does it: walk the calls in time
+    order, linearize the first one whose effect fits (take it out of the list), back up at
+    the first return reached of an op not yet linearized. (linearized ops, state) pairs seen
+    before are not explored again. An unknown op's return is at infinity, so reaching one
+    means every definite op has been placed. Over ``deadline`` or ``max_states`` remembered
+    pairs: OverBudget, so the verdict is unknown, never a guess.
     """
     entries = [Entry(op, i) for i, op in enumerate(sorted(ops, key=lambda o: o.call))]
-    required = sum(1 << e.index for e in entries if not e.optional)
-    if required == 0:
+    if not any(not e.optional for e in entries):
         return True
-    seen: set[tuple[int, State]] = {(0, None)}
-    stack = [_frame(entries, 0, None)]
-    while stack:
-        top = stack[-1]
-        if top.tried == len(top.candidates):
-            stack.pop()
+    head = _events(entries)
+    seen: set[tuple[int, State]] = set()
+    calls: list[tuple[_Node, State]] = []
+    state: State = None
+    linearized = 0
+    node = head.next
+    steps = 0
+    while node is not None:
+        entry = node.entry
+        assert entry is not None
+        if not node.is_call:
+            if entry.optional:  # at infinity: every definite op is placed
+                return True
+            if not calls:
+                return False
+            node, state = calls.pop()  # back up: undo the last op placed, try what follows it
+            assert node.entry is not None
+            linearized &= ~(1 << node.entry.index)
+            _unlift(node)
+            node = node.next
             continue
-        entry = top.candidates[top.tried]
-        top.tried += 1
-        ok, after = step(top.state, entry.op)
-        done = top.done | (1 << entry.index)
-        if not ok or (done, after) in seen:
-            continue
-        if done & required == required:
-            return True
-        if time.monotonic() > deadline:
+        ok, after = step(state, entry.op)
+        placed = linearized | (1 << entry.index)
+        if ok and (placed, after) not in seen:
+            seen.add((placed, after))
+            if len(seen) > max_states:
+                raise OverBudget
+            calls.append((node, state))
+            state, linearized = after, placed
+            _lift(node)
+            node = head.next
+        else:
+            node = node.next
+        steps += 1
+        if steps % 4096 == 0 and time.monotonic() > deadline:
             raise OverBudget
-        seen.add((done, after))
-        stack.append(_frame(entries, done, after))
-    return False
+    return True
 
 
 def linearizable_kv(ops: list[Op], *, budget_s: float = 20.0) -> Verdict:
