@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from scenarios.checkers import CHECKS
 from scenarios.traffic import Traffic
 from topologies import Cluster
-from topologies.faults import Fault, Kill, Partition, Pause, Restart
+from topologies.faults import Both, Delay, Fault, Kill, Loss, Partition, Pause, Restart, netem_missing
 from topologies.victims import choose
 
 Chooser = Callable[[Cluster, random.Random, int], Fault]
@@ -33,6 +33,7 @@ class Scenario:
     warmup_s: float = 1.5
     during_s: float = 4.0
     settle_s: float = 1.0
+    requires: Callable[[Cluster], str | None] = lambda cluster: None  # None, or why it cannot run here
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.checks if c not in CHECKS]
@@ -44,11 +45,11 @@ class Scenario:
     def cycles_for(self, cluster: Cluster) -> int:
         return self.cycles(cluster) if callable(self.cycles) else self.cycles
 
-    def skip_reason(self, mode: str) -> str | None:
-        """None if the scenario applies to ``mode``, else why not."""
-        if mode in self.modes:
-            return None
-        return f"{self.name} applies to {', '.join(self.modes)}, not {mode}"
+    def skip_reason(self, mode: str, cluster: Cluster | None = None) -> str | None:
+        """None if the scenario applies to ``mode`` (and can run on ``cluster``), else why not."""
+        if mode not in self.modes:
+            return f"{self.name} applies to {', '.join(self.modes)}, not {mode}"
+        return self.requires(cluster) if cluster is not None else None
 
 
 def _node(which: str) -> Callable[[Cluster, random.Random], str]:
@@ -57,6 +58,15 @@ def _node(which: str) -> Callable[[Cluster, random.Random], str]:
 
 leader, follower, anyone = _node("leader"), _node("follower"), _node("random")
 
+
+def _overlapping(cluster: Cluster, rng: random.Random, cycle: int) -> Fault:
+    """A follower's node killed and, at the same time, 20 % packet loss on another node that
+    is not the leader: one member down and a lossy link, which a quorum of 3 survives."""
+    killed = follower(cluster, rng)
+    others = [n.name for n in cluster.nodes if n.name not in (killed, leader(cluster, rng))]
+    return Both(Kill(killed), Loss(rng.choice(others), 20))
+
+
 CATALOGUE: tuple[Scenario, ...] = (
     Scenario("kill-leader", lambda c, r, i: Kill(leader(c, r))),
     Scenario("kill-follower", lambda c, r, i: Kill(follower(c, r))),
@@ -64,7 +74,15 @@ CATALOGUE: tuple[Scenario, ...] = (
     Scenario("pause-node", lambda c, r, i: Pause(anyone(c, r))),
     Scenario("partition-one", lambda c, r, i: Partition.isolating(anyone(c, r), c)),
     Scenario("partition-leader", lambda c, r, i: Partition.isolating(leader(c, r), c)),
-    Scenario("rolling-restart", lambda c, r, i: Restart(c.nodes[i].name), cycles=lambda c: len(c.nodes), during_s=0.5),
+    Scenario(
+        "rolling-restart",
+        lambda c, r, i: Restart(c.nodes[i % len(c.nodes)].name),
+        cycles=lambda c: len(c.nodes),
+        during_s=0.5,
+    ),
+    Scenario("packet-loss", lambda c, r, i: Loss(anyone(c, r), 30)),
+    Scenario("delay", lambda c, r, i: Delay(anyone(c, r), 200, 50), requires=netem_missing),
+    Scenario("kill-follower-with-loss-elsewhere", _overlapping),
 )
 
 

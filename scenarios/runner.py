@@ -58,7 +58,7 @@ class Result:
 
 
 def run(cluster: Cluster, scenario: Scenario, *, seed: int | None = None) -> Result:
-    skipped = scenario.skip_reason(cluster.mode)
+    skipped = scenario.skip_reason(cluster.mode, cluster)
     if skipped:
         return Result(scenario.name, cluster.mode, [], [], {}, 0.0, skipped=skipped)
     seed = seed if seed is not None else random.randrange(1 << 30)

@@ -182,6 +182,31 @@ class Delay:
         _flush(cluster, self.node)
 
 
+@dataclass(frozen=True)
+class Both:
+    """Two faults at once (the second applied while the first holds), healed in reverse."""
+
+    first: Fault
+    second: Fault
+
+    @property
+    def name(self) -> str:
+        return f"{self.first.name}+{self.second.name}"
+
+    def applies_to(self, cluster: Cluster) -> str | None:
+        return self.first.applies_to(cluster) or self.second.applies_to(cluster)
+
+    def apply(self, cluster: Cluster) -> None:
+        self.first.apply(cluster)
+        self.second.apply(cluster)
+
+    def heal(self, cluster: Cluster) -> None:
+        try:
+            self.second.heal(cluster)
+        finally:
+            self.first.heal(cluster)
+
+
 def netem_missing(cluster: Cluster) -> str | None:
     """None when tc netem works on this host; else why not (probed once per cluster)."""
     if "netem" not in cluster.facts:
