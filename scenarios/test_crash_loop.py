@@ -22,6 +22,7 @@ from topologies import Cluster, faults
 from topologies.wait import wait_until
 
 pytestmark = pytest.mark.single
+CYCLES = int(os.environ.get("MODEMATRIX_CRASH_CYCLES", "10"))
 WRITERS = 4
 WRITES_PER_CYCLE = 100  # acknowledged before each kill; the writers keep going until it lands
 
@@ -40,8 +41,9 @@ def _writer(cluster: Cluster, name: str, stop: threading.Event, acked: dict[str,
                 acked[key] = value
 
 
+@pytest.mark.timeout(120 + 10 * CYCLES)  # about 3 s a cycle here
 def test_every_acknowledged_write_survives_kill_9(cluster: Cluster) -> None:
-    cycles = int(os.environ.get("MODEMATRIX_CRASH_CYCLES", "10"))
+    cycles = CYCLES
     node = cluster.nodes[0]
     acked: dict[str, bytes] = {}
     lost: list[str] = []
