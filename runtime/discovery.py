@@ -42,7 +42,9 @@ class Endpoint:
 
 
 def record(endpoint: Endpoint) -> bytes:
-    """>>> record(Endpoint("kv-1", "kv", "10.0.0.5", 8443, True, "0.1.0"))[:24]
+    """One registration's value, keys sorted (the same endpoint, the same bytes).
+
+    >>> record(Endpoint("kv-1", "kv", "10.0.0.5", 8443, True, "0.1.0"))[:24]
     b'{"host": "10.0.0.5", "no'
     """
     fields = {

@@ -83,6 +83,10 @@ CATALOGUE: tuple[Scenario, ...] = (
     Scenario("packet-loss", lambda c, r, i: Loss(anyone(c, r), 30)),
     Scenario("delay", lambda c, r, i: Delay(anyone(c, r), 200, 50), requires=netem_missing),
     Scenario("kill-follower-with-loss-elsewhere", _overlapping),
+    # the front door and its control plane (modes behind Envoy): the other Envoy keeps
+    # serving; without the xds node the Envoys keep their last config and reconnect
+    Scenario("kill-an-envoy", lambda c, r, i: Kill(choose(c, "service:envoy", r)), modes=("scaled",)),
+    Scenario("kill-the-xds-node", lambda c, r, i: Kill(choose(c, "service:xds", r)), modes=("scaled",)),
 )
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from topologies import Cluster
+from topologies import Cluster, faults
 from topologies.node import Node
 from topologies.wait import wait_until
 
@@ -107,3 +107,27 @@ def test_scaling_kv_up_then_down_under_load_fails_no_request(cluster: Cluster) -
         wait_until(lambda: load.outcomes["ok"] > 40, timeout=30, interval=0.1, message="load still flowing")
     print(f"\nscaled: new kv nodes took traffic {took:.2f} s after ready; {dict(load.outcomes)}")
     assert load.failed == 0, load.failures[:10]
+
+
+def test_without_the_control_plane_envoys_keep_serving_and_catch_up_when_it_returns(cluster: Cluster) -> None:
+    """Kill the xds node, then add a kv node: the Envoys keep their last config (they serve,
+    and send the new node nothing); once the xds node is back they learn of it."""
+    xds = next(n for n in cluster.nodes if "xds" in n.services)
+    with cluster.client() as api, kv_scaled_back(cluster):
+        token = api.token or api.login()
+        with faults.injected(cluster, faults.Kill(xds.name)):
+            assert api.put("/v1/kv/without-xds", content=b"1").status_code == 200
+            cluster.scale(kv=3)
+            new = next(n for n in cluster.nodes if n.name == "kv-3")
+            for _ in range(30):
+                assert api.get("/v1/kv/without-xds").status_code == 200
+            assert kv_requests(cluster, new, token) == 0, "an Envoy learned of kv-3 without its control plane"
+        returned = time.monotonic()
+
+        def learned() -> bool:
+            for _ in range(10):
+                api.get("/v1/kv/without-xds")
+            return kv_requests(cluster, new, token) > 0
+
+        wait_until(learned, timeout=30, interval=0.2, message="the Envoys send kv-3 traffic once xds is back")
+        print(f"\nscaled: Envoys caught up {time.monotonic() - returned:.2f} s after the xds node was healthy again")

@@ -5,6 +5,7 @@
     victims.choose(cluster, "other", rng)             # any node but the leader
     victims.choose(cluster, "random", rng)            # any node
     victims.choose(cluster, "service:kv", rng)        # a node that runs kv
+    victims.choose(cluster, "service:envoy", rng)     # one of the Envoys (a role, in the scaled mode)
 
 In a mode without a replicated DB the single node is its own leader.
 """
@@ -14,10 +15,10 @@ from __future__ import annotations
 import random
 
 from topologies.cluster import Cluster
-from topologies.constants import SERVICES
+from topologies.constants import ROLES, SERVICES
 from topologies.exceptions import NotFound
 
-KINDS = ("leader", "follower", "other", "random", *(f"service:{s}" for s in SERVICES))
+KINDS = ("leader", "follower", "other", "random", *(f"service:{s}" for s in (*SERVICES, *ROLES)))
 
 
 def leader(cluster: Cluster) -> str:

@@ -40,7 +40,7 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
 @pytest.mark.parametrize(
     ("args", "code", "says"),
     [
-        (["up", "nosuchmode"], 2, "no mode 'nosuchmode'; expected one of ha, scaled, single"),
+        (["up", "nosuchmode"], 2, "no mode 'nosuchmode'; expected one of ha, scaled, scaled-haproxy, single"),
         (["up", "ha"], 1, "no Docker daemon answers"),
         (["status"], 1, "no Docker daemon answers"),
         (["down", "abc"], 1, "no Docker daemon answers"),
