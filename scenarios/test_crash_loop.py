@@ -42,6 +42,17 @@ def _writer(cluster: Cluster, name: str, stop: threading.Event, acked: dict[str,
 
 
 @pytest.mark.timeout(120 + 10 * CYCLES)  # about 3 s a cycle here
+def _missing(cluster: Cluster, expected: dict[str, bytes], when: str) -> list[str]:
+    """Every key of ``expected`` read back with its value, or a line saying what came back."""
+    lost = []
+    with cluster.client(timeout=10) as api:
+        for key, value in expected.items():
+            reply = api.get(f"/v1/kv/{key}")
+            if reply.status_code != 200 or reply.content != value:
+                lost.append(f"{when}: {key} -> {reply.status_code} {reply.content[:40]!r}")
+    return lost
+
+
 def test_every_acknowledged_write_survives_kill_9(cluster: Cluster) -> None:
     cycles = CYCLES
     node = cluster.nodes[0]
@@ -53,11 +64,11 @@ def test_every_acknowledged_write_survives_kill_9(cluster: Cluster) -> None:
             threading.Thread(target=_writer, args=(cluster, f"c{cycle}w{w}", stop, acked), daemon=True)
             for w in range(WRITERS)
         ]
-        before = len(acked)
+        earlier = set(acked)
         for thread in writers:
             thread.start()
 
-        def enough(before: int = before) -> bool:
+        def enough(before: int = len(earlier)) -> bool:
             return len(acked) >= before + WRITES_PER_CYCLE
 
         wait_until(
@@ -70,10 +81,8 @@ def test_every_acknowledged_write_survives_kill_9(cluster: Cluster) -> None:
             stop.set()
             for thread in writers:
                 thread.join(10)
-        with cluster.client(timeout=10) as api:
-            for key, value in acked.items():
-                reply = api.get(f"/v1/kv/{key}")
-                if reply.status_code != 200 or reply.content != value:
-                    lost.append(f"cycle {cycle}: {key} -> {reply.status_code} {reply.content[:40]!r}")
+        now = dict(acked)
+        lost += _missing(cluster, {k: v for k, v in now.items() if k not in earlier}, f"cycle {cycle}")
+    lost += _missing(cluster, dict(acked), "at the end")  # earlier cycles' writes, after every later crash
     print(f"\nsingle: {cycles} kill -9 cycles, {len(acked)} acknowledged writes, {len(lost)} lost")
     assert not lost, lost[:10]
