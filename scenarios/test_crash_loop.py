@@ -41,7 +41,6 @@ def _writer(cluster: Cluster, name: str, stop: threading.Event, acked: dict[str,
                 acked[key] = value
 
 
-@pytest.mark.timeout(120 + 10 * CYCLES)  # about 3 s a cycle here
 def _missing(cluster: Cluster, expected: dict[str, bytes], when: str) -> list[str]:
     """Every key of ``expected`` read back with its value, or a line saying what came back."""
     lost = []
@@ -53,6 +52,7 @@ def _missing(cluster: Cluster, expected: dict[str, bytes], when: str) -> list[st
     return lost
 
 
+@pytest.mark.timeout(120 + 10 * CYCLES)  # about 3 s a cycle here
 def test_every_acknowledged_write_survives_kill_9(cluster: Cluster) -> None:
     cycles = CYCLES
     node = cluster.nodes[0]
