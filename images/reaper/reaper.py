@@ -53,13 +53,14 @@ class DockerSocket(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
-def docker(method: str, path: str) -> object:
+def docker(method: str, path: str) -> tuple[int, object]:
+    """(status, parsed JSON body or None)."""
     conn = DockerSocket(DOCKER_SOCKET)
     try:
         conn.request(method, path)
         reply = conn.getresponse()
         body = reply.read()
-        return json.loads(body) if body and reply.status < 300 else None
+        return reply.status, json.loads(body) if body and reply.status < 300 else None
     finally:
         conn.close()
 
@@ -69,22 +70,31 @@ def _listed(answer: object) -> list[dict[str, Any]]:
     return [item for item in answer if isinstance(item, dict)] if isinstance(answer, list) else []
 
 
-def prune(filter_sets: list[dict[str, list[str]]]) -> dict[str, int]:
+def prune(filter_sets: list[dict[str, list[str]]], *, tries: int = 20, pause: float = 0.5) -> dict[str, int]:
+    """Containers first; then networks and volumes, again until none is left or ``tries`` run
+    out: Docker refuses a network whose endpoints it is still releasing ("has active
+    endpoints") for a moment after a forced container removal, which left networks behind."""
     removed = {"containers": 0, "networks": 0, "volumes": 0}
-    for filters in filter_sets:
-        query = urllib.parse.quote(json.dumps(filters))
-        for c in _listed(docker("GET", f"/containers/json?all=1&filters={query}")):
-            docker("DELETE", f"/containers/{c['Id']}?force=1&v=1")
-            removed["containers"] += 1
-    for filters in filter_sets:  # networks once their containers are gone
-        query = urllib.parse.quote(json.dumps(filters))
-        for n in _listed(docker("GET", f"/networks?filters={query}")):
-            docker("DELETE", f"/networks/{n['Id']}")
-            removed["networks"] += 1
-        volumes = docker("GET", f"/volumes?filters={query}")
-        for v in _listed(volumes.get("Volumes") if isinstance(volumes, dict) else None):
-            docker("DELETE", f"/volumes/{v['Name']}?force=1")
-            removed["volumes"] += 1
+    queries = [urllib.parse.quote(json.dumps(filters)) for filters in filter_sets]
+    for query in queries:
+        for c in _listed(docker("GET", f"/containers/json?all=1&filters={query}")[1]):
+            removed["containers"] += docker("DELETE", f"/containers/{c['Id']}?force=1&v=1")[0] < 300
+    for attempt in range(tries):
+        left = 0
+        for query in queries:
+            for n in _listed(docker("GET", f"/networks?filters={query}")[1]):
+                gone = docker("DELETE", f"/networks/{n['Id']}")[0] < 300
+                removed["networks"] += gone
+                left += not gone
+            volumes = docker("GET", f"/volumes?filters={query}")[1]
+            for v in _listed(volumes.get("Volumes") if isinstance(volumes, dict) else None):
+                gone = docker("DELETE", f"/volumes/{v['Name']}?force=1")[0] < 300
+                removed["volumes"] += gone
+                left += not gone
+        if not left:
+            break
+        if attempt < tries - 1:
+            time.sleep(pause)
     return removed
 
 
