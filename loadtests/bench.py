@@ -212,11 +212,12 @@ def etcdload_binary() -> Path:
 def _raw_etcd(cluster: topologies.Cluster, member_ip: str, wrk: Wrk) -> Measured:
     """Puts straight to one member as etcd's root, with etcd's own Go client: wrk presents no
     client certificate, and etcd's JSON gateway ignores certificate users."""
-    root = RunPki.load(cluster.workdir).root().get("node")
+    pki = RunPki.load(cluster.workdir)
+    root = pki.root().get("node")
     assert root is not None
     with tempfile.TemporaryDirectory() as folder:
         files = {name: Path(folder, name) for name in ("ca.pem", "root.pem", "root-key.pem")}
-        files["ca.pem"].write_bytes(RunPki.load(cluster.workdir).ca.cert_pem)
+        files["ca.pem"].write_bytes(pki.ca.cert_pem)
         files["root.pem"].write_bytes(root[0])
         files["root-key.pem"].touch(mode=0o600)
         files["root-key.pem"].write_bytes(root[1])

@@ -112,7 +112,7 @@ def _start(cluster: Cluster, specs: tuple[NodeSpec, ...], timeout: float) -> Non
     started = []
     for node_spec in specs:
         bundle = run_pki.bundle(grown, node_spec, ips[node_spec.name]).dump()
-        env = {**plans.node_env(grown, node_spec, ips, secrets, bundle)}
+        env = plans.node_env(grown, node_spec, ips, secrets, bundle)
         handle = cluster.platform.launch(_node_launch(cluster, node_spec, ips[node_spec.name], env))
         node = Node(node_spec, ips[node_spec.name], handle.ports[API_PORT], handle, cluster.platform)
         cluster.nodes.append(node)

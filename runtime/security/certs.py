@@ -159,10 +159,6 @@ class NodeCertificate:
     def identities(self) -> list[Identity]:
         return [self.node] if self.peer is None else [self.node, self.peer]
 
-    @property
-    def current(self) -> x509.Certificate | None:
-        return self.node.load()
-
     # -- at start ---------------------------------------------------------------------------
 
     def install(self, bundle: Bundle | None, ca: tls.KeyPair | None) -> None:
