@@ -1,7 +1,8 @@
 """The image tag is a hash of everything that goes into the image, and nothing else.
 
 Pure: callers pass the files' bytes. What counts: the Dockerfile, the lock, every runtime
-source file (path and bytes), the base image's id and the platform. What does not: file
+source file (path and bytes), the gRPC stubs generated from its .proto, the base image's id
+and the platform. What does not: file
 times, caches (``__pycache__``), tests, docs, and anything outside ``runtime/``.
 
 >>> a = content_tag({"Dockerfile": b"FROM x"}, base_id="sha256:1", platform="amd64")
@@ -18,6 +19,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 SKIP_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
+SOURCE_SUFFIXES = {".py", ".json", ".yaml", ".txt", ".proto"}
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 
 def content_tag(files: Mapping[str, bytes], *, base_id: str, platform: str) -> str:
@@ -33,7 +36,9 @@ def content_tag(files: Mapping[str, bytes], *, base_id: str, platform: str) -> s
 def runtime_sources(root: Path) -> Iterator[Path]:
     """The files of the runtime package that belong in the image, in a stable order."""
     for path in sorted((root / "runtime").rglob("*")):
-        if path.is_file() and not SKIP_PARTS & set(path.parts) and path.suffix in {".py", ".json", ".yaml", ".txt"}:
+        if path.name.endswith(GENERATED_SUFFIXES):
+            continue  # a checkout's own stubs; the image gets freshly generated ones
+        if path.is_file() and not SKIP_PARTS & set(path.parts) and path.suffix in SOURCE_SUFFIXES:
             yield path
 
 
@@ -47,4 +52,7 @@ def image_inputs(root: Path) -> dict[str, bytes]:
     }
     for path in runtime_sources(root):
         files[path.relative_to(root).as_posix()] = path.read_bytes()
+    from runtime.rpc import stubs  # grpcio-tools: the tools extra, which builds images
+
+    files.update(stubs.generate(root))
     return files

@@ -28,6 +28,7 @@ from runtime.exceptions import SecurityError, StorageUnavailable
 from runtime.files import write_atomic
 from runtime.metrics import Metrics
 from runtime.proxy import PeerPool
+from runtime.routing import GRPC_SERVICES
 from runtime.security import KeyStore, NodeCertificate, SecretBox
 from runtime.security.certs import Bundle, LocalIssuer, RemoteIssuer
 from runtime.services import AuthService, KvService, QueueService, Service
@@ -74,6 +75,24 @@ class Node:
             jobs.append(self.registrar.run())
         jobs.extend(self._roles())
         return jobs
+
+    async def start_grpc(self) -> Any:
+        """kv and queue over gRPC on ``grpc_port``, when this node runs either: the started
+        ``grpc.aio.Server`` (the caller stops it), or None. A port in use fails here, at start."""
+        config = self.config
+        if not config.grpc_port or not any(s in self.services for s in GRPC_SERVICES):
+            return None
+        from runtime.rpc.api import Gate, build_server, server_credentials  # the stubs load only where needed
+
+        credentials = None
+        if not config.insecure_http:
+            credentials = server_credentials(self.cert.directory, require_client_auth=False)
+        gate = Gate(self.keys, self.metrics, members_only=not self.is_edge and not config.insecure_http)
+        server = build_server(dict(self.services), gate, f"{config.listen_host}:{config.grpc_port}", credentials)
+        if server is not None:
+            await server.start()
+            log.info("gRPC listening", extra={"fields": {"port": config.grpc_port, "tls": credentials is not None}})
+        return server
 
     def _roles(self) -> list[Coroutine[Any, Any, None]]:
         """The xDS control plane and the Envoy it configures, on nodes that take those roles."""
@@ -269,7 +288,15 @@ async def open_node(config: Config, *, db_timeout: float = 180.0, cert: NodeCert
     if config.discovery and isinstance(backend, EtcdBackend):
         host = next((a for a in config.advertise if _is_address(a)), config.node_name)
         registered = [
-            Endpoint(config.node_name, s, host, config.listen_port, True, __version__)
+            Endpoint(
+                config.node_name,
+                s,
+                host,
+                config.listen_port,
+                True,
+                __version__,
+                config.grpc_port if s in GRPC_SERVICES else 0,
+            )
             for s in config.services
             if s in ROUTED_SERVICES
         ]

@@ -72,6 +72,7 @@ class Config:
     envoy_port: int = 8443
     envoy_admin_port: int = 9901
     proxy_port: int = 0
+    grpc_port: int = 8445
     trusted_proxies: tuple[str, ...] = ()
     log_level: str = "info"
     unsafe_fault: str | None = None
@@ -297,6 +298,7 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "idle_timeout": _duration_up_to(3600, "1h"),
     "handshake_timeout": _duration_up_to(60, "60s"),
     "proxy_port": _int_between(0, 65535),
+    "grpc_port": _int_between(0, 65535),
     "discovery": parse_bool,
     "xds_port": _int_between(1, 65535),
     "xds_servers": parse_addresses,
@@ -416,6 +418,13 @@ def _cross_check(values: Mapping[str, Any]) -> list[str]:
     if bool(values.get("proxy_port")) != bool(values.get("trusted_proxies")):
         problems.append(
             "proxy_port: the balancers' port (PROXY protocol) and trusted_proxies, their addresses, go together"
+        )
+    ports = {"listen": values.get("listen_port", 8443), "proxy_port": values.get("proxy_port", 0)}
+    grpc_port = values.get("grpc_port", 8445)
+    taken = [name for name, port in ports.items() if grpc_port and port == grpc_port]
+    if taken:
+        problems.append(
+            f"grpc_port: {grpc_port} is also the {taken[0]} port; expected a port of its own, or 0 (no gRPC)"
         )
     if values.get("signing_key_rotation", 7 * 86400.0) <= values.get("token_ttl", 3600.0):
         problems.append("signing_key_rotation: expected longer than token_ttl, so a key outlives the tokens it signed")

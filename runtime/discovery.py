@@ -39,13 +39,14 @@ class Endpoint:
     port: int
     ready: bool = True
     version: str = ""
+    grpc_port: int = 0  # 0: no gRPC API on this node
 
 
 def record(endpoint: Endpoint) -> bytes:
     """One registration's value, keys sorted (the same endpoint, the same bytes).
 
-    >>> record(Endpoint("kv-1", "kv", "10.0.0.5", 8443, True, "0.1.0"))[:24]
-    b'{"host": "10.0.0.5", "no'
+    >>> record(Endpoint("kv-1", "kv", "10.0.0.5", 8443, True, "0.1.0", 8445))[:38]
+    b'{"grpc_port": 8445, "host": "10.0.0.5"'
     """
     fields = {
         "node": endpoint.node,
@@ -54,6 +55,7 @@ def record(endpoint: Endpoint) -> bytes:
         "port": endpoint.port,
         "version": endpoint.version,
         "ready": endpoint.ready,
+        "grpc_port": endpoint.grpc_port,
     }
     return json.dumps(fields, sort_keys=True).encode()
 
@@ -69,6 +71,7 @@ def parse(value: bytes) -> Endpoint | None:
             int(data["port"]),
             bool(data.get("ready", True)),
             str(data.get("version", "")),
+            int(data.get("grpc_port", 0)),
         )
     except (ValueError, KeyError, TypeError):
         log.warning(

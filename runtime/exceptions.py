@@ -5,6 +5,8 @@
     ├── RefusedToStart         the data or the cluster state does not match this node; exit 2
     ├── InvalidInput           a request or key that can never succeed (HTTP 400/413)
     │   └── ValueTooLarge
+    ├── NotFound               no such key or job (HTTP 404)
+    ├── LeaseLost              an ack whose lease no longer holds the job (HTTP 409)
     ├── StorageError
     │   ├── Conflict           a compare-and-swap lost: the revision was not the expected one
     │   └── StorageUnavailable the DB did not answer; the outcome of a write is unknown
@@ -40,6 +42,18 @@ class InvalidInput(RuntimeFailure):
 
 class ValueTooLarge(InvalidInput):
     """A value over the size limit."""
+
+
+class NotFound(RuntimeFailure):
+    """The key or job asked for does not exist."""
+
+
+class LeaseLost(RuntimeFailure):
+    """An ack that cannot be honoured: ``code`` is ``lease_mismatch`` or ``lease_expired``."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
+        super().__init__(detail)
 
 
 class StorageError(RuntimeFailure):

@@ -88,6 +88,46 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+GRPC_PACKAGE = "modematrix.v1"
+
+
+@dataclass(frozen=True)
+class GrpcMethod:
+    """A gRPC method of ``runtime/rpc/modematrix.proto`` and the HTTP route it mirrors: the
+    same service, permission and retry safety, so both APIs route and authorize alike."""
+
+    path: str
+    route: Route
+
+
+def _grpc(service: str, method: str, route_name: str) -> GrpcMethod:
+    route = next(r for r in ROUTES if r.name == route_name)
+    return GrpcMethod(f"/{GRPC_PACKAGE}.{service}/{method}", route)
+
+
+GRPC_METHODS: tuple[GrpcMethod, ...] = (
+    _grpc("Kv", "Get", "kv.get"),
+    _grpc("Kv", "Put", "kv.put"),
+    _grpc("Kv", "Delete", "kv.delete"),
+    _grpc("Kv", "List", "kv.list"),
+    _grpc("Queue", "Enqueue", "queue.enqueue"),
+    _grpc("Queue", "Claim", "queue.claim"),
+    _grpc("Queue", "Ack", "queue.ack"),
+    _grpc("Queue", "GetJob", "queue.get"),
+    _grpc("Queue", "DeleteJob", "queue.delete"),
+)
+GRPC_SERVICES = tuple(sorted({m.route.service for m in GRPC_METHODS}))
+
+
+def grpc_method(path: str) -> GrpcMethod | None:
+    """The method at ``path`` (``/package.Service/Method``), or None.
+
+    >>> grpc_method("/modematrix.v1.Kv/Put").route.name
+    'kv.put'
+    """
+    return next((m for m in GRPC_METHODS if m.path == path), None)
+
+
 @dataclass(frozen=True)
 class Match:
     route: Route

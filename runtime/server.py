@@ -225,12 +225,19 @@ async def _run(node: Node, member: asyncio.subprocess.Process | None) -> int:
         signal.signal(signum, _already_handled)
     server = NodeServer(_uvicorn_config(node), node)
     state = {"exit": 0}
+    try:
+        rpc = await node.start_grpc()
+    except RuntimeError as exc:  # grpc's "Failed to bind": the port is taken
+        await node.close()
+        raise RefusedToStart(f"grpc_port {node.config.grpc_port}: cannot listen ({exc})") from None
     tasks = [asyncio.ensure_future(job) for job in node.background()]
     if member is not None:
         tasks.append(asyncio.ensure_future(_watch_member(member, server, state)))
     try:
         await server.serve()
     finally:
+        if rpc is not None:
+            await rpc.stop(5)  # calls in flight finish; the node withdrew from discovery before
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

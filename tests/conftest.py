@@ -189,6 +189,7 @@ class RuntimeProcess:
     services: str = "all"
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -208,7 +209,7 @@ class RuntimeProcess:
         return self.data_dir.with_name(self.data_dir.name + ".log")
 
     def start(self) -> RuntimeProcess:
-        env = {**os.environ, "RUNTIME_LOG_LEVEL": "debug", **self.env}
+        env = {**os.environ, "RUNTIME_LOG_LEVEL": "debug", "RUNTIME_GRPC_PORT": str(self.grpc_port), **self.env}
         with open(self.log_file, "ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
                 [

@@ -24,7 +24,7 @@ from typing import Any
 from starlette.responses import Response
 
 from runtime import http
-from runtime.exceptions import Conflict, InvalidInput
+from runtime.exceptions import Conflict, InvalidInput, LeaseLost, NotFound
 from runtime.services.base import Call, Handler, ensure_marker
 from runtime.storage import Entry, Namespace
 
@@ -34,8 +34,7 @@ SCAN_LIMIT = 200
 log = logging.getLogger("runtime.queue")
 
 
-def _queue(params: Mapping[str, str]) -> str:
-    name = params["queue"]
+def _queue(name: str) -> str:
     if not _QUEUE.match(name):
         raise InvalidInput(f"queue name: expected 1-64 of A-Z a-z 0-9 _ . -, got {name[:70]!r}")
     return name
@@ -77,26 +76,28 @@ class QueueService:
     async def start(self) -> None:
         await ensure_marker(self._ns, self.name, self.schema_version)
 
-    async def enqueue(self, call: Call) -> Response:
-        queue = _queue(call.params)
-        payload = call.json()
+    # -- the operations, shared by the HTTP handlers and the gRPC servicer ------------------
+
+    async def put_job(self, queue: str, payload: object) -> str:
+        """Enqueue ``payload`` (any JSON value); the new job's id."""
+        queue = _queue(queue)
         job = f"{time.time_ns() // 1000:016x}-{secrets.token_hex(4)}"
         record = {"payload": payload, "enqueued_at": self._clock(), "visible_at": 0.0, "lease_id": None, "attempts": 0}
         await self._ns.put(f"jobs/{queue}/{job}", _dump(record), if_revision=0)
-        return http.json({"id": job, "queue": queue}, status=201)
+        return job
 
-    async def claim(self, call: Call) -> Response:
-        queue = _queue(call.params)
-        lease = _lease(call.request.query_params.get("lease"))
+    async def take(self, queue: str, lease: float) -> dict[str, Any] | None:
+        """Claim the first ready job for ``lease`` seconds, or None if none is ready."""
+        queue = _queue(queue)
         after: str | None = None
         while True:
             entries = await self._ns.range(f"jobs/{queue}/", after=after, limit=SCAN_LIMIT)
             for entry in entries:
                 claimed = await self._try_claim(entry, lease)
                 if claimed is not None:
-                    return http.json(claimed)
+                    return claimed
             if len(entries) < SCAN_LIMIT:
-                return Response(status_code=204)
+                return None
             after = entries[-1].key
 
     async def _try_claim(self, entry: Entry, lease: float) -> dict[str, Any] | None:
@@ -120,25 +121,21 @@ class QueueService:
             "attempts": record["attempts"],
         }
 
-    async def ack(self, call: Call) -> Response:
-        queue, job = _queue(call.params), _job_id(call.params["job"])
-        body = call.json()
-        lease_id = body.get("lease_id") if isinstance(body, dict) else None
-        if not isinstance(lease_id, str):
-            raise InvalidInput('ack body: expected {"lease_id": "..."} from the claim')
+    async def finish(self, queue: str, job: str, lease_id: str) -> None:
+        """Ack: remove the job if ``lease_id`` still holds it (NotFound, LeaseLost)."""
+        queue, job = _queue(queue), _job_id(job)
         entry = await self._ns.get(f"jobs/{queue}/{job}")
         if entry is None:
-            return http.error(404, "not_found", f"no job {job} in queue {queue!r} (never enqueued, or acked)")
+            raise NotFound(f"no job {job} in queue {queue!r} (never enqueued, or acked)")
         record = json.loads(entry.value)
         if record["lease_id"] != lease_id:
-            return http.error(409, "lease_mismatch", "this lease does not hold the job; it was claimed again")
+            raise LeaseLost("lease_mismatch", "this lease does not hold the job; it was claimed again")
         if record["visible_at"] <= self._clock():
-            return http.error(409, "lease_expired", "the lease ended before the ack; the job is back in the queue")
+            raise LeaseLost("lease_expired", "the lease ended before the ack; the job is back in the queue")
         try:
             await self._ns.delete(entry.key, if_revision=entry.revision)
         except Conflict:
-            return http.error(409, "lease_mismatch", "the job changed during the ack")
-        return Response(status_code=204)
+            raise LeaseLost("lease_mismatch", "the job changed during the ack") from None
 
     async def _dead_letter(self, entry: Entry, record: dict[str, Any]) -> None:
         record.update(dead=True, lease_id=None)
@@ -151,22 +148,58 @@ class QueueService:
             extra={"fields": {"job": entry.key, "attempts": record["attempts"], "max_attempts": self.max_attempts}},
         )
 
-    async def delete(self, call: Call) -> Response:
-        queue, job = _queue(call.params), _job_id(call.params["job"])
+    async def remove(self, queue: str, job: str) -> None:
+        queue, job = _queue(queue), _job_id(job)
         if not await self._ns.delete(f"jobs/{queue}/{job}"):
-            return http.error(404, "not_found", f"no job {job} in queue {queue!r}")
+            raise NotFound(f"no job {job} in queue {queue!r}")
+
+    async def state(self, queue: str, job: str) -> dict[str, Any]:
+        queue, job = _queue(queue), _job_id(job)
+        entry = await self._ns.get(f"jobs/{queue}/{job}")
+        if entry is None:
+            raise NotFound(f"no job {job} in queue {queue!r} (never enqueued, or acked)")
+        record = json.loads(entry.value)
+        state = "dead" if record.get("dead") else "claimed" if record["visible_at"] > self._clock() else "ready"
+        return {"id": job, "queue": queue, "state": state, "attempts": record["attempts"], "payload": record["payload"]}
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def enqueue(self, call: Call) -> Response:
+        queue = _queue(call.params["queue"])  # the name first, then the body
+        job = await self.put_job(queue, call.json())
+        return http.json({"id": job, "queue": queue}, status=201)
+
+    async def claim(self, call: Call) -> Response:
+        queue = _queue(call.params["queue"])
+        claimed = await self.take(queue, _lease(call.request.query_params.get("lease")))
+        return Response(status_code=204) if claimed is None else http.json(claimed)
+
+    async def ack(self, call: Call) -> Response:
+        body = call.json()
+        lease_id = body.get("lease_id") if isinstance(body, dict) else None
+        if not isinstance(lease_id, str):
+            _queue(call.params["queue"]), _job_id(call.params["job"])  # a bad name is the first complaint
+            raise InvalidInput('ack body: expected {"lease_id": "..."} from the claim')
+        try:
+            await self.finish(call.params["queue"], call.params["job"], lease_id)
+        except NotFound as exc:
+            return http.error(404, "not_found", str(exc))
+        except LeaseLost as exc:
+            return http.error(409, exc.code, str(exc))
+        return Response(status_code=204)
+
+    async def delete(self, call: Call) -> Response:
+        try:
+            await self.remove(call.params["queue"], call.params["job"])
+        except NotFound as exc:
+            return http.error(404, "not_found", str(exc))
         return Response(status_code=204)
 
     async def get(self, call: Call) -> Response:
-        queue, job = _queue(call.params), _job_id(call.params["job"])
-        entry = await self._ns.get(f"jobs/{queue}/{job}")
-        if entry is None:
-            return http.error(404, "not_found", f"no job {job} in queue {queue!r} (never enqueued, or acked)")
-        record = json.loads(entry.value)
-        state = "dead" if record.get("dead") else "claimed" if record["visible_at"] > self._clock() else "ready"
-        return http.json(
-            {"id": job, "queue": queue, "state": state, "attempts": record["attempts"], "payload": record["payload"]}
-        )
+        try:
+            return http.json(await self.state(call.params["queue"], call.params["job"]))
+        except NotFound as exc:
+            return http.error(404, "not_found", str(exc))
 
 
 def _dump(record: dict[str, Any]) -> bytes:

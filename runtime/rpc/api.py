@@ -1,0 +1,293 @@
+"""The gRPC servicers of kv and queue, and the server that hosts them beside the HTTP API.
+
+Each call goes the way an HTTP request does (runtime/dispatch.py): member gate -> bearer
+token -> the mirrored route's permission -> the same service operation, in the service's own
+namespace. Errors become status codes (see modematrix.proto); UNAVAILABLE is only ever sent
+when nothing was applied, so a client or Envoy may send the call again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from runtime.exceptions import (
+    Conflict,
+    InvalidInput,
+    InvalidToken,
+    LeaseLost,
+    NotFound,
+    StorageUnavailable,
+    ValueTooLarge,
+)
+from runtime.jsonbody import strict_loads
+from runtime.routing import GrpcMethod, grpc_method
+from runtime.rpc import pb, pb_grpc
+from runtime.security import Decision, Principal, decide
+from runtime.security.keystore import KeyStore
+from runtime.services.kv import KvService
+from runtime.services.queue import QueueService
+from runtime.storage.keys import VALUE_MAX_BYTES
+
+log = logging.getLogger("runtime.rpc")
+T = TypeVar("T")
+DEFAULT_LEASE = 30.0
+MAX_MESSAGE = VALUE_MAX_BYTES + 64 * 1024  # a full-size value and its key fit; the service says 413-like past that
+
+
+class Failed(Exception):
+    """A call's outcome other than OK: a status code, its text, trailing metadata."""
+
+    def __init__(self, code: grpc.StatusCode, detail: str, trailers: tuple[tuple[str, str], ...] = ()) -> None:
+        self.code, self.detail, self.trailers = code, detail, trailers
+        super().__init__(detail)
+
+
+class Gate:
+    """Who may call: the member gate, the token and the permission, as on the HTTP side."""
+
+    def __init__(self, keys: KeyStore, metrics: Any, *, members_only: bool) -> None:
+        self.keys, self.metrics, self.members_only = keys, metrics, members_only
+
+    async def run(self, context: grpc.aio.ServicerContext, path: str, op: Callable[[], Awaitable[T]]) -> T:
+        method = grpc_method(path)
+        assert method is not None, path  # every servicer method is in the table (tests/runtime/test_rpc.py)
+        started = time.perf_counter()
+        try:
+            await self._admit(context, method)
+            result = await op()
+        except Exception as exc:
+            failed = translate(exc)
+            if failed is None:
+                log.exception("unhandled error", extra={"fields": {"method": path}})
+                failed = Failed(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
+        else:
+            self._record(method, grpc.StatusCode.OK, started)
+            return result
+        self._record(method, failed.code, started)
+        if failed.trailers:
+            context.set_trailing_metadata(failed.trailers)
+        await context.abort(failed.code, failed.detail)
+        raise AssertionError("abort returns only by raising")  # pragma: no cover
+
+    def _record(self, method: GrpcMethod, code: grpc.StatusCode, started: float) -> None:
+        self.metrics.requests.labels(method.route.name, "GRPC", code.name).inc()
+        self.metrics.latency.labels(method.route.name, "GRPC").observe(time.perf_counter() - started)
+
+    async def _admit(self, context: grpc.aio.ServicerContext, method: GrpcMethod) -> Principal | None:
+        if self.members_only and not context.auth_context().get("x509_pem_cert"):
+            raise Failed(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "members_only: this node takes API calls only from cluster members (mutual TLS)",
+            )
+        principal = await self._authenticate(context)
+        decision = decide(principal, method.route.permission)
+        if decision is Decision.UNAUTHENTICATED:
+            raise Failed(grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required (metadata 'authorization')")
+        if decision is Decision.FORBIDDEN:
+            raise Failed(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{method.route.name} needs the {method.route.permission!r} permission",
+            )
+        return principal
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal | None:
+        header = dict(context.invocation_metadata() or ()).get("authorization")
+        if header is None:
+            return None
+        scheme, _, token = str(header).partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidToken("authorization: expected 'Bearer <token>'")
+        return await self.keys.verify_fresh(token.strip())
+
+
+def translate(exc: Exception) -> Failed | None:
+    """The runtime's errors as status codes; None for an error nobody raised on purpose."""
+    if isinstance(exc, Failed):
+        return exc
+    if isinstance(exc, InvalidToken):
+        return Failed(grpc.StatusCode.UNAUTHENTICATED, f"unauthenticated: {exc}")
+    if isinstance(exc, Conflict):
+        found = f"revision {exc.current}" if exc.current else "no such key"
+        return Failed(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"precondition_failed: expected revision {exc.expected}, found {found}",
+            (("modematrix-revision", str(exc.current)),),
+        )
+    if isinstance(exc, ValueTooLarge):
+        return Failed(grpc.StatusCode.INVALID_ARGUMENT, f"too_large: {exc}")
+    if isinstance(exc, InvalidInput):
+        return Failed(grpc.StatusCode.INVALID_ARGUMENT, f"invalid: {exc}")
+    if isinstance(exc, NotFound):
+        return Failed(grpc.StatusCode.NOT_FOUND, f"not_found: {exc}")
+    if isinstance(exc, LeaseLost):
+        return Failed(grpc.StatusCode.FAILED_PRECONDITION, f"{exc.code}: {exc}")
+    if isinstance(exc, StorageUnavailable):
+        if exc.applied is False:
+            return Failed(
+                grpc.StatusCode.UNAVAILABLE, f"not_applied: the DB is unavailable; nothing was applied ({exc})"
+            )
+        return Failed(
+            grpc.StatusCode.UNKNOWN, f"outcome_unknown: the DB did not confirm in time; it may have applied it ({exc})"
+        )
+    return None
+
+
+def _payload(raw: str) -> object:
+    try:
+        return strict_loads(raw.encode())
+    except InvalidInput:
+        raise
+    except ValueError as exc:
+        raise InvalidInput(f"payload_json: expected a JSON document ({exc})") from None
+
+
+class KvServicer(pb_grpc.KvServicer):
+    def __init__(self, kv: KvService, gate: Gate) -> None:
+        self.kv, self.gate = kv, gate
+
+    async def Get(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def op() -> Any:
+            entry = await self.kv.read(request.key)
+            return pb.Entry(key=entry.key, value=entry.value, revision=entry.revision)
+
+        return await self.gate.run(context, "/modematrix.v1.Kv/Get", op)
+
+    async def Put(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def op() -> Any:
+            expected = request.if_revision if request.HasField("if_revision") else None
+            if expected is not None and expected < 0:
+                raise InvalidInput(f"if_revision: expected 0 (absent) or a revision, got {expected}")
+            revision = await self.kv.write(request.key, request.value, if_revision=expected)
+            return pb.PutReply(key=request.key, revision=revision)
+
+        return await self.gate.run(context, "/modematrix.v1.Kv/Put", op)
+
+    async def Delete(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def op() -> Any:
+            expected = request.if_revision if request.HasField("if_revision") else None
+            await self.kv.remove(request.key, if_revision=expected)
+            return pb.DeleteReply()
+
+        return await self.gate.run(context, "/modematrix.v1.Kv/Delete", op)
+
+    async def List(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def op() -> Any:
+            items, more = await self.kv.keys(request.prefix, request.after or None, request.limit or 100)
+            return pb.ListReply(items=[pb.KeyRevision(key=e.key, revision=e.revision) for e in items], next=more or "")
+
+        return await self.gate.run(context, "/modematrix.v1.Kv/List", op)
+
+
+class QueueServicer(pb_grpc.QueueServicer):
+    def __init__(self, queue: QueueService, gate: Gate) -> None:
+        self.queue, self.gate = queue, gate
+
+    async def Enqueue(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def op() -> Any:
+            job = await self.queue.put_job(request.queue, _payload(request.payload_json))
+            return pb.EnqueueReply(id=job, queue=request.queue)
+
+        return await self.gate.run(context, "/modematrix.v1.Queue/Enqueue", op)
+
+    async def Claim(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def op() -> Any:
+            lease = request.lease_seconds or DEFAULT_LEASE
+            if not 0.1 <= lease <= 3600:
+                raise InvalidInput(f"lease_seconds: expected 0.1 to 3600, got {lease}")
+            claimed = await self.queue.take(request.queue, lease)
+            if claimed is None:
+                return pb.ClaimReply(has_job=False)
+            return pb.ClaimReply(
+                has_job=True,
+                id=claimed["id"],
+                payload_json=json.dumps(claimed["payload"]),
+                lease_id=claimed["lease_id"],
+                lease_expires_at=claimed["lease_expires_at"],
+                attempts=claimed["attempts"],
+            )
+
+        return await self.gate.run(context, "/modematrix.v1.Queue/Claim", op)
+
+    async def Ack(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def op() -> Any:
+            await self.queue.finish(request.queue, request.id, request.lease_id)
+            return pb.AckReply()
+
+        return await self.gate.run(context, "/modematrix.v1.Queue/Ack", op)
+
+    async def GetJob(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def op() -> Any:
+            state = await self.queue.state(request.queue, request.id)
+            return pb.JobState(
+                id=state["id"],
+                queue=state["queue"],
+                state=state["state"],
+                attempts=state["attempts"],
+                payload_json=json.dumps(state["payload"]),
+            )
+
+        return await self.gate.run(context, "/modematrix.v1.Queue/GetJob", op)
+
+    async def DeleteJob(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def op() -> Any:
+            await self.queue.remove(request.queue, request.id)
+            return pb.DeleteJobReply()
+
+        return await self.gate.run(context, "/modematrix.v1.Queue/DeleteJob", op)
+
+
+def server_credentials(directory: Path, *, require_client_auth: bool) -> grpc.ServerCredentials:
+    """TLS from a node's certificate files, re-read when they change (renewal): new
+    connections get the new certificate, nothing restarts."""
+    cert_file, key_file, ca_file = directory / "node.pem", directory / "node-key.pem", directory / "ca.pem"
+    state = {"stamp": cert_file.stat().st_mtime}
+
+    def configuration() -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration(
+            [(key_file.read_bytes(), cert_file.read_bytes())], root_certificates=ca_file.read_bytes()
+        )
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        stamp = cert_file.stat().st_mtime
+        if stamp == state["stamp"]:
+            return None
+        state["stamp"] = stamp
+        return configuration()
+
+    return grpc.dynamic_ssl_server_credentials(
+        configuration(), fetch, require_client_authentication=require_client_auth
+    )
+
+
+def build_server(
+    services: dict[str, Any], gate: Gate, address: str, credentials: grpc.ServerCredentials | None
+) -> grpc.aio.Server | None:
+    """A server with a servicer for each of kv and queue that runs here; None if neither does."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    hosted = False
+    if isinstance(services.get("kv"), KvService):
+        pb_grpc.add_KvServicer_to_server(KvServicer(services["kv"], gate), server)
+        hosted = True
+    if isinstance(services.get("queue"), QueueService):
+        pb_grpc.add_QueueServicer_to_server(QueueServicer(services["queue"], gate), server)
+        hosted = True
+    if not hosted:
+        return None
+    if credentials is None:
+        server.add_insecure_port(address)
+    else:
+        server.add_secure_port(address, credentials)
+    return server
