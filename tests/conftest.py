@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 import shutil
@@ -146,6 +147,12 @@ class EtcdCluster:
         for member in self.members:
             member.kill()
 
+    def wipe(self) -> None:
+        """Remove every modematrix key, so a test starts a brand-new cluster on a shared etcd."""
+        root = base64.b64encode(b"/modematrix/").decode()
+        end = base64.b64encode(b"/modematrix0").decode()
+        httpx.post(self.endpoints[0] + "/v3/kv/deleterange", json={"key": root, "range_end": end}).raise_for_status()
+
 
 @pytest.fixture(scope="session")
 def etcd() -> Iterator[EtcdCluster]:
@@ -194,7 +201,14 @@ class RuntimeProcess:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"{'http' if self.insecure else 'https'}://127.0.0.1:{self.port}"
+
+    @property
+    def insecure(self) -> bool:
+        return self.env.get("RUNTIME_INSECURE_HTTP", "").lower() in ("1", "true", "yes")
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        return False if self.insecure else trust(self.ca_file)
 
     @property
     def address(self) -> str:
@@ -234,7 +248,7 @@ class RuntimeProcess:
         def ready() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"runtime exited {self.process.returncode}: {self.log_tail()}")
-            return httpx.get(self.url + "/readyz", verify=trust(self.ca_file), timeout=2).status_code == 200
+            return httpx.get(self.url + "/readyz", verify=self._verify(), timeout=2).status_code == 200
 
         wait_until(
             ready,
@@ -247,7 +261,7 @@ class RuntimeProcess:
 
     def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, verify=trust(self.ca_file), headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+        return httpx.Client(base_url=self.url, verify=self._verify(), headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
 
     def login(self, username: str = "admin", password: str | None = None) -> str:
         password = password or (self.data_dir / "admin-password").read_text().strip()

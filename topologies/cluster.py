@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import images
 from topologies import spec
 from topologies.client import ClusterClient, Credentials
-from topologies.constants import DATA_DIR, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_RUN
+from topologies.constants import DATA_DIR, DB_CLIENT_PORT, GRPC_PORT, LABEL_MODE, LABEL_NODE, LABEL_RUN
 from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError
 from topologies.node import Node
 from topologies.platforms import Platform
@@ -71,6 +71,17 @@ class Cluster:
         if envoys:
             return envoys
         return [n.url for n in self.nodes if n.spec.is_edge]
+
+    @property
+    def grpc_endpoints(self) -> list[str]:
+        """The gRPC front door (``HOST:PORT``, TLS with the run's CA): the HAProxy's gRPC
+        frontend, every Envoy, or every edge node's gRPC port, as :attr:`endpoints` does."""
+        if self.lb is not None:
+            port = self.lb.handle.ports.get(GRPC_PORT)
+            return [f"127.0.0.1:{port}"] if port else []
+        envoys = [n for n in self.nodes if n.spec.is_envoy]
+        found = [n.grpc_target for n in envoys or [n for n in self.nodes if n.spec.is_edge]]
+        return [t for t in found if t]
 
     @property
     def ips(self) -> dict[str, str]:

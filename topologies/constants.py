@@ -13,6 +13,7 @@ PLATFORMS = ("docker",)  # where a mode's nodes run; "kubernetes" comes with the
 
 API_PORT, DB_CLIENT_PORT, DB_PEER_PORT = 8443, 2379, 2380
 PROXY_PORT = 8444  # edge nodes behind a balancer: PROXY protocol v2, then TLS
+GRPC_PORT = 8445  # kv and queue over gRPC (the runtime's default grpc_port); HAProxy's gRPC frontend
 XDS_PORT = 18000  # the xds node's ADS server
 ENVOY_RUNTIME_PORT = 9443  # on envoy nodes the runtime steps aside: Envoy listens on API_PORT
 LB_KINDS = ("haproxy", "envoy")
@@ -30,6 +31,7 @@ __all__ = [
     "DATA_DIR",
     "DB_CLIENT_PORT",
     "DB_PEER_PORT",
+    "GRPC_PORT",
     "LABEL_DB_MEMBER",
     "LABEL_MODE",
     "LABEL_NODE",

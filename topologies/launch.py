@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from runtime.routing import GRPC_SERVICES
 from topologies import pki, plan, platforms, spec
 from topologies.client import Credentials
 from topologies.cluster import Cluster, run_dir
@@ -22,6 +23,7 @@ from topologies.constants import (
     API_PORT,
     DATA_DIR,
     DB_CLIENT_PORT,
+    GRPC_PORT,
     LABEL_DB_MEMBER,
     LABEL_MODE,
     LABEL_NODE,
@@ -50,7 +52,7 @@ def _node_launch(cluster: Cluster, node: spec.NodeSpec, ip: str, env: Mapping[st
         network=cluster.network,
         hostname=node.name,
         ip=ip,
-        publish=(API_PORT,),
+        publish=(API_PORT, GRPC_PORT) if set(node.services) & set(GRPC_SERVICES) else (API_PORT,),
         memory=cluster.spec.memory,
         cpuset=cluster.cpuset,
         volume=f"mm-{cluster.run_id}-{node.name}",
@@ -94,15 +96,17 @@ def init_db(cluster: Cluster, prefix: str, run_pki: pki.RunPki) -> None:
         raise StartTimeout(f"db-init exited {code}: {out.strip()[-300:]}", node=first, logs=out)
 
 
-def _start_load_balancer(cluster: Cluster, prefix: str) -> None:
+def _start_load_balancer(cluster: Cluster, prefix: str, run_pki: pki.RunPki) -> None:
     lb = cluster.spec.load_balancer
     if lb is None or lb.kind != "haproxy":
         return  # Envoys are nodes of the mode, started with the others
     ips = plan.addresses(cluster.spec, prefix)
     script = (
         'printf "%s" "$CLUSTER_CA" > /tmp/ca.pem && printf "%s" "$HAPROXY_CONFIG" > /tmp/haproxy.cfg '
+        '&& (umask 077 && printf "%s" "$LB_PEM" > /tmp/lb.pem) && unset LB_PEM '
         "&& exec haproxy -W -db -f /tmp/haproxy.cfg"
     )
+    cert, key = run_pki.client(lb.name, [lb.name, ips[lb.name], "127.0.0.1", "localhost"]).pairs["node"]
     handle = cluster.platform.launch(
         Launch(
             name=f"mm-{cluster.run_id}-{lb.name}",
@@ -110,13 +114,14 @@ def _start_load_balancer(cluster: Cluster, prefix: str) -> None:
             labels={**cluster.labels(lb.name), LABEL_ROLE: "lb"},
             entrypoint=("/usr/bin/tini", "--", "sh", "-c", script),
             env={
-                "HAPROXY_CONFIG": plan.haproxy_config(lb, cluster.spec.edges, ips),
+                "HAPROXY_CONFIG": plan.haproxy_config(lb, cluster.spec, ips),
                 "CLUSTER_CA": cluster.ca_file.read_text(),
+                "LB_PEM": (cert + key).decode(),
             },
             network=cluster.network,
             hostname=lb.name,
             ip=ips[lb.name],
-            publish=(API_PORT,),
+            publish=(API_PORT, GRPC_PORT),
             memory="64m",
             cpuset=cluster.cpuset,
         )
@@ -179,7 +184,7 @@ def launch(
         _start_nodes(cluster, prefix, secrets_, env or {}, run_pki)
         init_db(cluster, prefix, run_pki)
         cluster.wait_ready(cluster.nodes, timeout=max(10.0, timeout - (time.monotonic() - started)))
-        _start_load_balancer(cluster, prefix)
+        _start_load_balancer(cluster, prefix, run_pki)
         if cluster.lb is not None:
             cluster.wait_ready([cluster.lb], timeout=60)
     except BaseException:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import httpx
 
+from topologies.constants import GRPC_PORT
 from topologies.platforms import PAUSED, RUNNING, Handle, Platform
 from topologies.spec import NodeSpec
 
@@ -45,6 +46,15 @@ class Node:
     def url(self) -> str:
         """How the host reaches this node: a fixed loopback port, stable across restarts."""
         return f"https://127.0.0.1:{self.host_port}"
+
+    @property
+    def grpc_target(self) -> str | None:
+        """``127.0.0.1:PORT`` of this node's gRPC API on the host (Envoy's: its API port, which
+        takes gRPC too), or None where there is none."""
+        if self.spec.is_envoy:
+            return f"127.0.0.1:{self.host_port}"
+        port = self.handle.ports.get(GRPC_PORT)
+        return f"127.0.0.1:{port}" if port else None
 
     @property
     def status(self) -> str:

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from runtime.routing import GRPC_METHODS
 from topologies.constants import (
     API_PORT,
     DB_CLIENT_PORT,
     DB_PEER_PORT,
     ENVOY_RUNTIME_PORT,
+    GRPC_PORT,
     PROXY_PORT,
     ROUTED_SERVICES,
     XDS_PORT,
@@ -123,12 +125,18 @@ def peer_setting(spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str]) -> str:
     return ";".join(groups)
 
 
-def haproxy_config(lb: LoadBalancerSpec, edges: Sequence[NodeSpec], ips: Mapping[str, str]) -> str:
-    """TCP pass-through (TLS ends in the runtime), with TLS-verified HTTP checks of /readyz;
-    each connection opens with the client's address (PROXY protocol v2) on the nodes' port
-    for balancers, so the runtime throttles and logs by client, not by balancer."""
-    servers = "\n".join(f"    server {n.name} {ips[n.name]}:{PROXY_PORT} verifyhost {n.name}" for n in edges)
+def haproxy_config(lb: LoadBalancerSpec, mode: ModeSpec, ips: Mapping[str, str]) -> str:
+    """HTTP API: TCP pass-through (TLS ends in the runtime), with TLS-verified HTTP checks of
+    /readyz; each connection opens with the client's address (PROXY protocol v2) on the
+    nodes' port for balancers, so the runtime throttles and logs by client, not by balancer.
+
+    gRPC API (``GRPC_PORT``): HTTP/2 with TLS ended here (``/tmp/lb.pem``, a certificate of
+    the run's CA), each call routed by its path to the service's nodes and balanced per call,
+    over TLS with the same certificate as the member's identity the service nodes ask for.
+    """
+    servers = "\n".join(f"    server {n.name} {ips[n.name]}:{PROXY_PORT} verifyhost {n.name}" for n in mode.edges)
     checks = f"inter {lb.check_interval_ms} fall 2 rise 2 check check-ssl verify required ca-file /tmp/ca.pem"
+    grpc = _haproxy_grpc(lb, mode, ips)
     return f"""global
     log stdout format raw local0 notice
     maxconn 4096
@@ -150,7 +158,38 @@ backend ingress
     http-check expect status 200
     default-server {checks} send-proxy-v2 check-send-proxy
 {servers}
-"""
+{grpc}"""
+
+
+def _haproxy_grpc(lb: LoadBalancerSpec, mode: ModeSpec, ips: Mapping[str, str]) -> str:
+    prefixes = {m.route.service: m.path.rsplit("/", 1)[0] + "/" for m in GRPC_METHODS}
+    hosted = {service: mode.peers_of(service) for service in sorted(prefixes) if mode.peers_of(service)}
+    if not hosted:
+        return ""
+    lines = [
+        "frontend grpc",
+        "    mode http",
+        f"    bind :{GRPC_PORT} ssl crt /tmp/lb.pem alpn h2",
+        "    timeout http-request 10s",
+        *(f"    use_backend {service}_grpc if {{ path_beg {prefixes[service]} }}" for service in hosted),
+    ]
+    checks = (
+        f"inter {lb.check_interval_ms} fall 2 rise 2 check check-ssl check-alpn http/1.1 port {API_PORT} "
+        "ssl verify required ca-file /tmp/ca.pem crt /tmp/lb.pem alpn h2"
+    )
+    for service, nodes in hosted.items():
+        lines += [
+            f"backend {service}_grpc",
+            "    mode http",
+            "    balance roundrobin",
+            "    retry-on conn-failure empty-response",  # nothing reached the node: safe for any call
+            "    option httpchk",
+            f"    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host {lb.name}",
+            "    http-check expect status 200",
+            f"    default-server {checks}",
+            *(f"    server {n.name} {ips[n.name]}:{GRPC_PORT} verifyhost {n.name}" for n in nodes),
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def partition_rules(groups: Sequence[Sequence[str]], ips: Mapping[str, str]) -> dict[str, list[str]]:

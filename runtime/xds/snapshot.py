@@ -8,11 +8,14 @@ which endpoints exist.
 
 Routing is the table's, rule for rule: a route per table entry (path regex, RE2-valid, and
 the method; ``HEAD`` where the entry is ``GET``), then for each path a 405 with ``Allow``
-naming its methods, then 404, the same answers the in-process router gives.
+naming its methods, then 404, the same answers the in-process router gives. Before them,
+one route per gRPC method (:data:`runtime.routing.GRPC_METHODS`, exact path) to the
+service's gRPC cluster (``kv-grpc``: HTTP/2 to the nodes' gRPC port, balanced per call),
+with the retry rules of the HTTP route it mirrors.
 
     >>> table = route_configuration()
     >>> [r.name for r in table.virtual_hosts[0].routes][:2]
-    ['healthz', 'readyz']
+    ['grpc kv.get', 'grpc kv.put']
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import http_pb2 as http_types_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
@@ -101,6 +105,10 @@ def cluster_name(service: str) -> str:
     return service if service != routing.OPS else OPS_CLUSTER
 
 
+def grpc_cluster_name(service: str) -> str:
+    return f"{service}-grpc"
+
+
 def services() -> list[str]:
     return [*routing.services_routed(), OPS_CLUSTER]
 
@@ -139,6 +147,20 @@ def route_configuration(direct: bool = False) -> route_pb2.RouteConfiguration:
     """The route table as Envoy routes. ``direct``: each route answers its own name instead of
     forwarding (what the golden test asks a real Envoy)."""
     routes: list[route_components_pb2.Route] = []
+    for method in routing.GRPC_METHODS:
+        grpc_match = route_components_pb2.RouteMatch(
+            path=method.path,
+            grpc=route_components_pb2.RouteMatch.GrpcRouteMatchOptions(),  # content-type application/grpc*
+        )
+        if direct:
+            grpc_action: dict[str, object] = {
+                "direct_response": route_components_pb2.DirectResponseAction(
+                    status=200, body=base_pb2.DataSource(inline_string=f"grpc {method.route.name}")
+                )
+            }
+        else:
+            grpc_action = {"route": _forward_grpc(method)}
+        routes.append(route_components_pb2.Route(name=f"grpc {method.route.name}", match=grpc_match, **grpc_action))
     for entry in routing.ROUTES:
         methods = [entry.method, "HEAD"] if entry.method == "GET" else [entry.method]
         match = route_components_pb2.RouteMatch(safe_regex=_regex(entry.pattern.pattern), headers=[_method(methods)])
@@ -195,6 +217,28 @@ def _forward(entry: routing.Route) -> route_components_pb2.RouteAction:
     )
     return route_components_pb2.RouteAction(
         cluster=cluster_name(entry.service), retry_policy=policy, timeout=duration_pb2.Duration(seconds=5)
+    )
+
+
+def _forward_grpc(method: routing.GrpcMethod) -> route_components_pb2.RouteAction:
+    """As :func:`_forward`, in gRPC's terms: UNAVAILABLE from a node means nothing was applied
+    (runtime/rpc/api.py), so every call may be sent again on it; idempotent calls also on a
+    reset or an internal error."""
+    retry_on = "connect-failure,refused-stream,reset-before-request,unavailable"
+    if method.route.idempotent:
+        retry_on += ",reset,internal,deadline-exceeded"
+    policy = route_components_pb2.RetryPolicy(
+        retry_on=retry_on,
+        num_retries=wrappers_pb2.UInt32Value(value=2),
+        retry_host_predicate=[
+            route_components_pb2.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=_pack(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+    )
+    return route_components_pb2.RouteAction(
+        cluster=grpc_cluster_name(method.route.service), retry_policy=policy, timeout=duration_pb2.Duration(seconds=5)
     )
 
 
@@ -259,7 +303,28 @@ def local_replies() -> hcm.LocalReplyConfig:
         ),
         body_format_override=body("outcome_unknown", "the service node did not answer; it may have applied it"),
     )
-    return hcm.LocalReplyConfig(mappers=[refused, unknown])
+    # gRPC clients read the HTTP status as a code (503 -> UNAVAILABLE, "send it again"); a
+    # call that may have been applied must say UNKNOWN instead, which is what 500 becomes
+    grpc_unknown = hcm.ResponseMapper(
+        filter=accesslog_pb2.AccessLogFilter(
+            and_filter=accesslog_pb2.AndFilter(
+                filters=[
+                    accesslog_pb2.AccessLogFilter(status_code_filter=unknown.filter.status_code_filter),
+                    accesslog_pb2.AccessLogFilter(
+                        header_filter=accesslog_pb2.HeaderFilter(
+                            header=route_components_pb2.HeaderMatcher(
+                                name="content-type",
+                                string_match=string_pb2.StringMatcher(prefix="application/grpc"),
+                            )
+                        )
+                    ),
+                ]
+            )
+        ),
+        status_code=wrappers_pb2.UInt32Value(value=500),
+        body_format_override=unknown.body_format_override,
+    )
+    return hcm.LocalReplyConfig(mappers=[refused, grpc_unknown, unknown])
 
 
 def _ads() -> config_source_pb2.ConfigSource:
@@ -314,6 +379,54 @@ def cluster(service: str, tls: Tls | None, health_interval_ms: int = 500) -> clu
     return made
 
 
+def grpc_cluster(service: str, tls: Tls | None, health_interval_ms: int = 500) -> cluster_pb2.Cluster:
+    """A service's gRPC API: the same nodes and checks as :func:`cluster` (the health check
+    goes to each node's HTTP port, over HTTP/1.1), calls over HTTP/2 and balanced per call,
+    not per connection."""
+    made = cluster(service, tls, health_interval_ms)
+    made.name = grpc_cluster_name(service)
+    made.health_checks[0].http_health_check.codec_client_type = http_types_pb2.HTTP1
+    options = http_protocol_options_pb2.HttpProtocolOptions(
+        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http2_protocol_options=protocol_pb2.Http2ProtocolOptions(
+                max_concurrent_streams=wrappers_pb2.UInt32Value(value=100)
+            )
+        )
+    )
+    made.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
+        _pack(options)
+    )
+    if tls is not None:  # ALPN h2: the node's gRPC server speaks HTTP/2 only
+        upstream = tls_pb2.UpstreamTlsContext(common_tls_context=tls.common(verify=True))
+        upstream.common_tls_context.alpn_protocols.append("h2")
+        made.transport_socket.CopyFrom(
+            base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(upstream))
+        )
+    return made
+
+
+def grpc_load_assignment(service: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
+    """The gRPC port of each node that serves one; checks go to its HTTP port's /readyz."""
+    members = [
+        endpoint_components_pb2.LbEndpoint(
+            endpoint=endpoint_components_pb2.Endpoint(
+                address=address_pb2.Address(
+                    socket_address=address_pb2.SocketAddress(address=e.host, port_value=e.grpc_port)
+                ),
+                hostname=e.node,
+                health_check_config=endpoint_components_pb2.Endpoint.HealthCheckConfig(port_value=e.port),
+            ),
+            health_status=health_check_pb2.HEALTHY if e.ready else health_check_pb2.DRAINING,
+        )
+        for e in sorted(endpoints, key=lambda e: (e.host, e.port))
+        if e.grpc_port
+    ]
+    return endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=grpc_cluster_name(service),
+        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=members)],
+    )
+
+
 def load_assignment(service: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
     """A cluster's endpoints; a node that registered as not ready (draining) is listed as
     draining, so Envoy sends it nothing new."""
@@ -346,8 +459,14 @@ def build(endpoints: Iterable[Endpoint], *, port: int, tls: Tls | None, direct: 
     resources: dict[str, dict[str, any_pb2.Any]] = {
         "listener": {LISTENER: _pack(listener(port, tls))},
         "route": {ROUTES: _pack(route_configuration(direct))},
-        "cluster": {cluster_name(s): _pack(cluster(s, tls)) for s in services()},
-        "endpoint": {cluster_name(s): _pack(load_assignment(s, by_service[s])) for s in services()},
+        "cluster": {
+            **{cluster_name(s): _pack(cluster(s, tls)) for s in services()},
+            **{grpc_cluster_name(s): _pack(grpc_cluster(s, tls)) for s in routing.GRPC_SERVICES},
+        },
+        "endpoint": {
+            **{cluster_name(s): _pack(load_assignment(s, by_service[s])) for s in services()},
+            **{grpc_cluster_name(s): _pack(grpc_load_assignment(s, by_service[s])) for s in routing.GRPC_SERVICES},
+        },
     }
     digest = hashlib.sha256()
     for kind in sorted(resources):

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
-import httpx
+import grpc
 import pytest
 
+from runtime.rpc import pb, pb_grpc
 from tests.conftest import EtcdCluster, RuntimeProcess, free_port
 
 pytestmark = pytest.mark.etcd
 SECRET = "scaled-local-secret-0123456789"
 
 
-def _wipe(etcd: EtcdCluster) -> None:
-    root, end = base64.b64encode(b"/modematrix/").decode(), base64.b64encode(b"/modematrix0").decode()
-    httpx.post(etcd.endpoints[0] + "/v3/kv/deleterange", json={"key": root, "range_end": end}).raise_for_status()
-
-
 def test_ingress_reaches_each_service_and_survives_losing_a_replica(etcd: EtcdCluster, tmp_path: Path) -> None:
-    _wipe(etcd)
+    etcd.wipe()
     ports = {name: free_port() for name in ("auth", "kv1", "kv2", "queue")}
     peers = (
         f"auth=127.0.0.1:{ports['auth']};kv=127.0.0.1:{ports['kv1']},127.0.0.1:{ports['kv2']};"
@@ -58,6 +53,15 @@ def test_ingress_reaches_each_service_and_survives_losing_a_replica(etcd: EtcdCl
             with nodes["kv1"].client(token) as direct:
                 refused = direct.get("/v1/kv/k0")
             assert refused.status_code == 403 and refused.json()["error"] == "members_only"
+            # and so does its gRPC API (a member presents its certificate: Envoy does, tests/runtime/test_xds.py)
+            credentials = grpc.ssl_channel_credentials(root_certificates=nodes["kv1"].ca_file.read_bytes())
+            with grpc.secure_channel(f"127.0.0.1:{nodes['kv1'].grpc_port}", credentials) as channel:
+                with pytest.raises(grpc.RpcError) as not_member:
+                    pb_grpc.KvStub(channel).Get(
+                        pb.GetRequest(key="k0"), metadata=(("authorization", f"Bearer {token}"),)
+                    )
+            assert not_member.value.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert "members_only" in (not_member.value.details() or "")
 
             assert nodes["kv1"].terminate() == 0
             reads = [api.get(f"/v1/kv/k{i}") for i in range(6)]

@@ -232,7 +232,7 @@ def test_three_nodes_started_at_once_share_one_ca_and_accept_each_others_tokens(
 ) -> None:
     prefix = f"/race{time.time_ns()}"  # fresh cluster state on the shared etcd: our own secret
     env = cluster_env(etcd, SECRET + prefix, RUNTIME_ADMIN_PASSWORD=ADMIN_PASSWORD)
-    _wipe(etcd)
+    etcd.wipe()
     nodes = [RuntimeProcess(tmp_path / f"n{i}", env=env).start() for i in range(3)]
     try:
         for node in nodes:
@@ -250,16 +250,9 @@ def test_three_nodes_started_at_once_share_one_ca_and_accept_each_others_tokens(
 @pytest.mark.etcd
 def test_a_node_with_another_cluster_secret_refuses_to_start(etcd: EtcdCluster, tmp_path: Path) -> None:
     env = {"RUNTIME_MODE": "cluster", "RUNTIME_DB_BACKEND": "etcd", "RUNTIME_DB_ENDPOINTS": ",".join(etcd.endpoints)}
-    _wipe(etcd)
+    etcd.wipe()
     first = RuntimeProcess(tmp_path / "a", env={**env, "RUNTIME_CLUSTER_SECRET": SECRET}).start().wait_ready()
     intruder = RuntimeProcess(tmp_path / "b", env={**env, "RUNTIME_CLUSTER_SECRET": "another-secret-entirely"}).start()
     assert intruder.process is not None and intruder.process.wait(60) == 2
     assert "does not decrypt with this node's cluster_secret" in intruder.log_file.read_text()
     first.kill()
-
-
-def _wipe(etcd: EtcdCluster) -> None:
-    """Remove every modematrix key, so each test starts a brand-new cluster on the shared etcd."""
-    root = base64.b64encode(b"/modematrix/").decode()
-    end = base64.b64encode(b"/modematrix0").decode()
-    httpx.post(etcd.endpoints[0] + "/v3/kv/deleterange", json={"key": root, "range_end": end}).raise_for_status()

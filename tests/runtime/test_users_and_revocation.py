@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import EtcdCluster, RuntimeProcess, cluster_env, running, trust
-from tests.runtime.test_security import ADMIN_PASSWORD, SECRET, _wipe
+from tests.runtime.test_security import ADMIN_PASSWORD, SECRET
 from topologies.wait import wait_until
 
 
@@ -111,7 +111,7 @@ def test_a_revocation_counts_on_every_node(etcd: EtcdCluster, tmp_path: Path) ->
     """Three nodes on one etcd: a token revoked through one is refused by the others as soon
     as their watch delivers it (measured, and printed)."""
     env = cluster_env(etcd, SECRET + "/revoke", RUNTIME_ADMIN_PASSWORD=ADMIN_PASSWORD)
-    _wipe(etcd)
+    etcd.wipe()
     nodes = [RuntimeProcess(tmp_path / f"n{i}", env=env).start() for i in range(3)]
     try:
         for node in nodes:

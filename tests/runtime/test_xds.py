@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from aiohttp import web
@@ -21,10 +22,11 @@ from envoy.config.cluster.v3 import cluster_pb2
 
 from runtime import routing
 from runtime.discovery import Endpoint
+from runtime.rpc import pb, pb_grpc
 from runtime.xds import snapshot
 from runtime.xds.bootstrap import bootstrap, envoy_binary
 from runtime.xds.server import AdsServer, serve
-from tests.conftest import free_port
+from tests.conftest import EtcdCluster, RuntimeProcess, free_port
 
 pytestmark = pytest.mark.anyio
 ENVOY = envoy_binary()
@@ -231,3 +233,120 @@ async def test_envoys_own_503s_say_whether_anything_was_applied(plane: tuple[Ads
             return reply.status_code == 503 and reply.json()["error"] == "not_applied"
 
         await until(refused)
+
+
+@pytest.mark.etcd
+async def test_grpc_through_envoy_is_balanced_per_call_and_routed_around_a_dead_node(
+    plane: tuple[AdsServer, Envoy, int], etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    """Two kv nodes behind Envoy's gRPC cluster: the calls of one client connection are spread
+    over both (per call, not per connection), a killed node's calls go to the other (retries
+    of calls refused before processing), and with no node left Envoy answers UNAVAILABLE
+    with not_applied: nothing was applied."""
+    ads, _, port = plane
+    etcd.wipe()
+    env = {
+        "RUNTIME_MODE": "cluster",
+        "RUNTIME_DB_BACKEND": "etcd",
+        "RUNTIME_DB_ENDPOINTS": ",".join(etcd.endpoints),
+        "RUNTIME_CLUSTER_SECRET": "grpc-envoy-secret-0123456789",
+        "RUNTIME_ADMIN_PASSWORD": "admin-password-1",
+        "RUNTIME_INSECURE_HTTP": "true",  # this Envoy has no certificates (tls=None)
+        "RUNTIME_METRICS_PUBLIC": "true",
+    }
+    nodes = [
+        RuntimeProcess(tmp_path / name, services=s, env=env)
+        for name, s in (("auth", "auth"), ("kv1", "kv"), ("kv2", "kv"))
+    ]
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            node.wait_ready()
+        auth, kv1, kv2 = nodes
+        token = (("authorization", f"Bearer {auth.login(password='admin-password-1')}"),)
+        endpoints = [Endpoint(n.data_dir.name, "kv", "127.0.0.1", n.port, True, "t", n.grpc_port) for n in (kv1, kv2)]
+        ads.publish(snapshot.build(endpoints, port=port, tls=None))
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            kv = pb_grpc.KvStub(channel)
+
+            async def serving() -> bool:
+                try:
+                    kv.Put(pb.PutRequest(key="probe", value=b"x"), metadata=token, timeout=2)
+                    return True
+                except grpc.RpcError:
+                    return False
+
+            await until(serving)
+            for i in range(40):
+                kv.Put(pb.PutRequest(key=f"spread/{i}", value=b"v"), metadata=token, timeout=5)
+            served = [grpc_calls(n, "kv.put") for n in (kv1, kv2)]
+            assert min(served) >= 10, f"calls per node over one connection: {served}"
+
+            kv1.kill()
+            codes = []
+            for i in range(40):
+                try:
+                    kv.Put(pb.PutRequest(key=f"after/{i}", value=b"v"), metadata=token, timeout=5)
+                    codes.append("OK")
+                except grpc.RpcError as exc:
+                    codes.append(exc.code().name)
+            assert codes == ["OK"] * 40, codes
+            assert kv.Get(pb.GetRequest(key="after/39"), metadata=token).value == b"v"
+            with pytest.raises(grpc.RpcError) as unknown_method:
+                channel.unary_unary("/modematrix.v1.Kv/Nope")(b"", metadata=token, timeout=5)
+            assert unknown_method.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+            kv2.kill()
+            with pytest.raises(grpc.RpcError) as none_left:
+                kv.Put(pb.PutRequest(key="nowhere", value=b"v"), metadata=token, timeout=5)
+            assert none_left.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert "not_applied" in (none_left.value.details() or "")
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def grpc_calls(node: RuntimeProcess, route: str) -> int:
+    """Successful gRPC calls of ``route`` that ``node`` counted (its /metrics)."""
+    text = httpx.get(f"http://{node.address}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("runtime_requests_total{") and f'route="{route}"' in line and 'method="GRPC"' in line:
+            if 'status="OK"' in line:
+                return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+async def test_a_grpc_call_a_node_took_but_never_answered_is_unknown_not_unavailable(
+    plane: tuple[AdsServer, Envoy, int],
+) -> None:
+    """UNAVAILABLE tells a gRPC client to send the call again; a call the node received and
+    never answered may have been applied, so Envoy's reply must be UNKNOWN (outcome_unknown)."""
+    ads, _, port = plane
+    taken: list[bytes] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(65536):
+            taken.append(chunk)  # read everything, answer nothing, until Envoy gives up
+
+    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
+    try:
+        silent_node = Endpoint("kv-silent", "kv", "127.0.0.1", silent_port, True, "t", silent_port)
+        published = snapshot.build([silent_node], port=port, tls=None)
+        ads.publish(published)
+
+        async def applied() -> bool:
+            return any(v.get("endpoint") == published.version for v in ads.acked().values())
+
+        await until(applied)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = pb_grpc.KvStub(channel).Put.future(
+                pb.PutRequest(key="k", value=b"v"), timeout=15, wait_for_ready=True
+            )
+            error = await asyncio.get_running_loop().run_in_executor(None, call.exception)
+        assert error is not None and error.code() is grpc.StatusCode.UNKNOWN, error
+        assert "outcome_unknown" in (error.details() or "")
+        assert taken, "the node received the call"
+    finally:
+        silent.close()

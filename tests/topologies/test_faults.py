@@ -17,7 +17,7 @@ from topologies import faults, plan, victims
 from topologies.attach import attach
 from topologies.client import Credentials
 from topologies.cluster import Cluster
-from topologies.constants import API_PORT, DATA_DIR, LABEL_ROLE
+from topologies.constants import API_PORT, DATA_DIR, GRPC_PORT, LABEL_ROLE
 from topologies.exceptions import FaultError, NotFound, StartTimeout
 from topologies.launch import launch
 from topologies.node import Node
@@ -198,7 +198,7 @@ def test_launch_plans_every_node_on_the_platform_then_times_out_on_readiness(
     names = [spec.name for spec in platform.launched]
     assert len(names) == 3 and all(n.startswith("mm-") for n in names)
     first = platform.launched[0]
-    assert first.env["RUNTIME_SERVICES"] == "auth,ingress,kv,queue" and first.publish == (API_PORT,)
+    assert first.env["RUNTIME_SERVICES"] == "auth,ingress,kv,queue" and first.publish == (API_PORT, GRPC_PORT)
     assert first.labels[LABEL_ROLE] == "node" and first.volume_path == DATA_DIR
     assert platform.calls[-1][0] == "remove_run", "a failed start removes what it started"
     assert ("guard", "modematrix/runtime:fake") in platform.calls

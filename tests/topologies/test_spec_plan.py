@@ -122,9 +122,10 @@ def test_ha_nodes_use_their_own_member_first() -> None:
 def test_haproxy_checks_readyz_over_verified_tls_and_sends_the_client_address() -> None:
     scaled = spec.load("scaled-haproxy")
     ips = plan.addresses(scaled, "10.9.9")
-    config = plan.haproxy_config(scaled.load_balancer, scaled.edges, ips)  # type: ignore[arg-type]
+    config = plan.haproxy_config(scaled.load_balancer, scaled, ips)  # type: ignore[arg-type]
     assert "uri /readyz" in config and "verify required ca-file /tmp/ca.pem" in config
-    assert config.count("\n    server ") == 3 and "server ingress-2 10.9.9.12:8444 verifyhost ingress-2" in config
+    http_api = config.split("frontend grpc")[0]
+    assert http_api.count("\n    server ") == 3 and "server ingress-2 10.9.9.12:8444 verifyhost ingress-2" in config
     assert "send-proxy-v2 check-send-proxy" in config
     secrets = plan.Secrets("s" * 32, "pw")
     edge = plan.node_env(scaled, next(n for n in scaled.nodes if n.name == "ingress-2"), ips, secrets)
@@ -132,6 +133,19 @@ def test_haproxy_checks_readyz_over_verified_tls_and_sends_the_client_address() 
     assert "RUNTIME_TRUSTED_PROXIES" not in plan.node_env(
         scaled, next(n for n in scaled.nodes if n.name == "kv-1"), ips, secrets
     )
+
+
+def test_haproxy_routes_grpc_calls_by_path_to_each_services_nodes_over_h2() -> None:
+    scaled = spec.load("scaled-haproxy")
+    ips = plan.addresses(scaled, "10.9.9")
+    grpc = plan.haproxy_config(scaled.load_balancer, scaled, ips).split("frontend grpc")[1]  # type: ignore[arg-type]
+    assert "bind :8445 ssl crt /tmp/lb.pem alpn h2" in grpc
+    assert "use_backend kv_grpc if { path_beg /modematrix.v1.Kv/ }" in grpc
+    assert "use_backend queue_grpc if { path_beg /modematrix.v1.Queue/ }" in grpc
+    kv = grpc.split("\nbackend kv_grpc")[1].split("\nbackend queue_grpc")[0]
+    servers = [line.split()[1] for line in kv.splitlines() if line.startswith("    server ")]
+    assert servers == [n.name for n in scaled.peers_of("kv")]
+    assert f"server kv-1 {ips['kv-1']}:8445 verifyhost kv-1" in kv and "alpn h2" in kv and "port 8443" in kv
 
 
 def test_partition_rules_cut_only_across_groups() -> None:
