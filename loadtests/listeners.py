@@ -40,6 +40,7 @@ def register(mode: str, defaults: slo.Slo) -> None:
         group.add_argument("--cluster-json", default="", help="output of `modematrix up --json` for a cluster")
         group.add_argument("--ca-file", default="", help="cluster CA (with --host)")
         group.add_argument("--admin-password", default="", help="admin password (with --host)")
+        group.add_argument("--grpc-target", default="", help="gRPC front door(s), HOST:PORT,... (with --host)")
         group.add_argument("--slo-fail-ratio", type=float, default=defaults.fail_ratio, help="max failed/total")
         group.add_argument("--slo-p95-ms", type=float, default=defaults.p95_ms)
         group.add_argument("--slo-p99-ms", type=float, default=defaults.p99_ms)

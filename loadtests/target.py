@@ -18,6 +18,7 @@ log = logging.getLogger("modematrix.load")
 @dataclass(frozen=True)
 class Target:
     endpoints: tuple[str, ...]
+    grpc_endpoints: tuple[str, ...]
     ca_file: str
     password: str
     cluster: topologies.Cluster | None  # set when this run started the cluster, or attached to it for --fault
@@ -30,17 +31,27 @@ def resolve(mode: str, options: Any) -> Target:
     if not options.host and not described:
         log.info("no --host: starting the %s mode", mode)
         started = topologies.launch(mode)
-        return Target(tuple(started.endpoints), str(started.ca_file), started.admin.password, started, True)
+        return Target(
+            tuple(started.endpoints),
+            tuple(started.grpc_endpoints),
+            str(started.ca_file),
+            started.admin.password,
+            started,
+            True,
+        )
     endpoints = (options.host,) if options.host else tuple(described["endpoints"])
+    given = [t.strip() for t in getattr(options, "grpc_target", "").split(",") if t.strip()]
+    grpc_endpoints = tuple(given or described.get("grpc_endpoints", []))
     ca_file = options.ca_file or described.get("ca_file", "")
     password = options.admin_password or described.get("admin", {}).get("password", "")
     if not ca_file or not password:
         raise SystemExit("modematrix: with --host, give --cluster-json, or --ca-file and --admin-password")
     cluster = topologies.attach(described["run_id"]) if described and options.fault else None
-    return Target(endpoints, ca_file, password, cluster, False)
+    return Target(endpoints, grpc_endpoints, ca_file, password, cluster, False)
 
 
 def publish(mode: str, target: Target, options: Any) -> None:
     """Hand the target to the users through the run's options."""
     options.host, options.ca_file, options.admin_password = target.endpoints[0], target.ca_file, target.password
     options.endpoints, options.load_mode = list(target.endpoints), mode
+    options.grpc_endpoints = list(target.grpc_endpoints)

@@ -19,6 +19,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import grpc
+
 import images
 from topologies import spec
 from topologies.client import ClusterClient, Credentials
@@ -82,6 +84,15 @@ class Cluster:
         envoys = [n for n in self.nodes if n.spec.is_envoy]
         found = [n.grpc_target for n in envoys or [n for n in self.nodes if n.spec.is_edge]]
         return [t for t in found if t]
+
+    def grpc_channel(self, endpoint: str | None = None) -> grpc.Channel:
+        """A gRPC channel to ``endpoint`` (default: the first of :attr:`grpc_endpoints`),
+        TLS verified against the run's CA; stubs: ``runtime.rpc.pb_grpc.KvStub(channel)``."""
+        target = endpoint or next(iter(self.grpc_endpoints), None)
+        if target is None:
+            raise NotFound(f"run {self.run_id} ({self.mode}) has no gRPC endpoint")
+        credentials = grpc.ssl_channel_credentials(root_certificates=self.ca_file.read_bytes())
+        return grpc.secure_channel(target, credentials)
 
     @property
     def ips(self) -> dict[str, str]:
@@ -151,6 +162,7 @@ class Cluster:
             "mode": self.mode,
             "run_id": self.run_id,
             "endpoints": self.endpoints,
+            "grpc_endpoints": self.grpc_endpoints,
             "ca_file": str(self.ca_file),
             "admin": {"username": self.admin.username, "password": self.admin.password},
             "nodes": [
@@ -197,9 +209,13 @@ class Cluster:
         A node is ready as soon as it reaches *some* DB member, so readiness alone can call a
         cluster healthy while a restarted member is still catching up; the next fault then
         takes the quorum with it (CI saw a 7.4 s write outage from exactly that)."""
-        stopped = [n.name for n in self.nodes if not n.running]
+        stopped = [n for n in self.nodes if not n.running]
         if stopped:
-            raise FaultError(f"nodes not running: {', '.join(stopped)}")
+            why = "; ".join(
+                f"{n.name} ({n.platform.exit_reason(n.handle)}; last log lines: {n.logs(5).strip()[-600:]!r})"
+                for n in stopped
+            )
+            raise FaultError(f"nodes not running: {why}")
         self.wait_ready(timeout=timeout)
         self.wait_db_members(timeout=timeout)
         if self.lb is not None:

@@ -79,6 +79,9 @@ class Platform(Protocol):
     def state(self, handle: Handle) -> str:
         """One of running, paused, exited, created, dead, removed."""
 
+    def exit_reason(self, handle: Handle) -> str:
+        """Why a node that is not running stopped, in a few words (exit code, OOM kill)."""
+
     def start(self, handle: Handle) -> None: ...
     def stop(self, handle: Handle, timeout: int = 20) -> None: ...
     def kill(self, handle: Handle) -> None: ...

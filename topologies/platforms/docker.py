@@ -163,6 +163,14 @@ class DockerPlatform:
         except NotFound:
             return REMOVED
 
+    def exit_reason(self, handle: Handle) -> str:
+        try:
+            state = self._get(handle).attrs.get("State", {})
+        except NotFound:
+            return REMOVED
+        reason = f"{state.get('Status', '?')}, exit code {state.get('ExitCode', '?')}"
+        return reason + (", killed by the kernel's OOM killer (memory limit)" if state.get("OOMKilled") else "")
+
     def start(self, handle: Handle) -> None:
         self._act(handle, "start")
 

@@ -77,6 +77,9 @@ class FakePlatform:
     def state(self, handle: Handle) -> str:
         return self.states.get(handle.id, REMOVED)
 
+    def exit_reason(self, handle: Handle) -> str:
+        return self.state(handle)
+
     def _move(self, action: str, handle: Handle, to: str) -> None:
         self._record(action, handle.name)
         self.states[handle.id] = to

@@ -1,0 +1,91 @@
+"""The gRPC API through each mode's front door: the same store as the HTTP API, calls spread
+per call over a service's nodes (behind Envoy or HAProxy), service nodes closed to
+non-members.
+
+    pytest scenarios/test_grpc.py --mode scaled
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import grpc
+import httpx
+import pytest
+
+from runtime.rpc import pb, pb_grpc
+from topologies import Cluster
+from topologies.node import Node
+
+
+def unique(name: str) -> str:
+    return f"{name}-{time.time_ns()}"
+
+
+def _token(cluster: Cluster) -> tuple[tuple[str, str], ...]:
+    with cluster.client() as api:
+        return (("authorization", f"Bearer {api.login()}"),)
+
+
+def test_grpc_and_http_are_one_store_through_every_grpc_front_door(cluster: Cluster) -> None:
+    token = _token(cluster)
+    assert cluster.grpc_endpoints, f"{cluster.mode} has a gRPC front door"
+    with cluster.client() as api:
+        api.login()
+        for endpoint in cluster.grpc_endpoints:
+            key = unique("grpc")
+            with cluster.grpc_channel(endpoint) as channel:
+                kv, queue = pb_grpc.KvStub(channel), pb_grpc.QueueStub(channel)
+                written = kv.Put(pb.PutRequest(key=key, value=b"by grpc", if_revision=0), metadata=token, timeout=10)
+                over_http = api.get(f"/v1/kv/{key}")
+                assert over_http.content == b"by grpc" and over_http.headers["etag"] == f'"{written.revision}"'
+                assert api.put(f"/v1/kv/{key}", content=b"by http").status_code == 200
+                assert kv.Get(pb.GetRequest(key=key), metadata=token, timeout=10).value == b"by http"
+                name = unique("gq")
+                job = queue.Enqueue(pb.EnqueueRequest(queue=name, payload_json='{"n": 1}'), metadata=token, timeout=10)
+                claimed = api.post(f"/v1/queue/{name}/claim").json()
+                assert claimed["id"] == job.id and claimed["payload"] == {"n": 1}
+                with pytest.raises(grpc.RpcError) as no_token:
+                    kv.Get(pb.GetRequest(key=key), timeout=10)
+                assert no_token.value.code() is grpc.StatusCode.UNAUTHENTICATED
+                with pytest.raises(grpc.RpcError) as stale:
+                    kv.Put(pb.PutRequest(key=key, value=b"x", if_revision=written.revision), metadata=token, timeout=10)
+                assert stale.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+
+def _grpc_calls(cluster: Cluster, node: Node, token: str) -> int:
+    """kv calls this node answered over gRPC, from its own /metrics."""
+    headers = {"Authorization": f"Bearer {token}"}
+    text = httpx.get(f"{node.url}/metrics", headers=headers, verify=cluster.tls_context(), timeout=5).text
+    found = re.findall(
+        r'^runtime_requests_total\{[^}]*route="kv\.put"[^}]*method="GRPC"[^}]*\} ([0-9.e+]+)$', text, re.M
+    )
+    return int(sum(float(n) for n in found))
+
+
+def test_calls_of_one_connection_are_spread_over_every_kv_node(cluster: Cluster) -> None:
+    kv_nodes = [n for n in cluster.nodes if "kv" in n.services]
+    if len(kv_nodes) < 2 or not (cluster.lb or any(n.spec.is_envoy for n in cluster.nodes)):
+        pytest.skip(f"{cluster.mode}: no balancer in front of two kv nodes")
+    token = _token(cluster)
+    bearer = token[0][1].split(" ", 1)[1]
+    before = {n.name: _grpc_calls(cluster, n, bearer) for n in kv_nodes}
+    with cluster.grpc_channel() as channel:
+        kv = pb_grpc.KvStub(channel)
+        for i in range(60):
+            kv.Put(pb.PutRequest(key=unique(f"spread-{i}"), value=b"v"), metadata=token, timeout=10)
+    served = {n.name: _grpc_calls(cluster, n, bearer) - before[n.name] for n in kv_nodes}
+    assert sum(served.values()) == 60 and min(served.values()) >= 10, served
+
+
+def test_service_nodes_take_grpc_only_from_members(cluster: Cluster) -> None:
+    behind = [n for n in cluster.nodes if "kv" in n.services and not n.spec.is_edge and n.grpc_target]
+    if not behind:
+        pytest.skip(f"{cluster.mode}: every kv node is an edge node")
+    token = _token(cluster)
+    with cluster.grpc_channel(behind[0].grpc_target) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.KvStub(channel).Get(pb.GetRequest(key="k"), metadata=token, timeout=10)
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "members_only" in (refused.value.details() or "")
