@@ -84,10 +84,14 @@ class Node:
             return None
         from runtime.rpc.api import Gate, build_server, server_credentials  # the stubs load only where needed
 
+        # a service node behind a balancer takes calls only from members: its TLS asks for and
+        # requires a certificate of the cluster CA (gRPC's Python API cannot ask without
+        # requiring, so edge nodes do not ask), and the gate checks again
+        members_only = not self.is_edge and not config.insecure_http
         credentials = None
         if not config.insecure_http:
-            credentials = server_credentials(self.cert.directory, require_client_auth=False)
-        gate = Gate(self.keys, self.metrics, members_only=not self.is_edge and not config.insecure_http)
+            credentials = server_credentials(self.cert.directory, require_client_auth=members_only)
+        gate = Gate(self.keys, self.metrics, members_only=members_only)
         server = build_server(dict(self.services), gate, f"{config.listen_host}:{config.grpc_port}", credentials)
         if server is not None:
             await server.start()

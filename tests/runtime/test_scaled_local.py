@@ -53,15 +53,21 @@ def test_ingress_reaches_each_service_and_survives_losing_a_replica(etcd: EtcdCl
             with nodes["kv1"].client(token) as direct:
                 refused = direct.get("/v1/kv/k0")
             assert refused.status_code == 403 and refused.json()["error"] == "members_only"
-            # and so does its gRPC API (a member presents its certificate: Envoy does, tests/runtime/test_xds.py)
-            credentials = grpc.ssl_channel_credentials(root_certificates=nodes["kv1"].ca_file.read_bytes())
-            with grpc.secure_channel(f"127.0.0.1:{nodes['kv1'].grpc_port}", credentials) as channel:
+            # and so does its gRPC API: no handshake without a member's certificate; with one
+            # (kv2's), the call goes through (Envoy's way in, tests/runtime/test_xds.py)
+            kv1, tls = nodes["kv1"], nodes["kv2"].data_dir / "tls"
+            anonymous = grpc.ssl_channel_credentials(root_certificates=kv1.ca_file.read_bytes())
+            member = grpc.ssl_channel_credentials(
+                kv1.ca_file.read_bytes(), (tls / "node-key.pem").read_bytes(), (tls / "node.pem").read_bytes()
+            )
+            bearer = (("authorization", f"Bearer {token}"),)
+            with grpc.secure_channel(f"127.0.0.1:{kv1.grpc_port}", anonymous) as channel:
                 with pytest.raises(grpc.RpcError) as not_member:
-                    pb_grpc.KvStub(channel).Get(
-                        pb.GetRequest(key="k0"), metadata=(("authorization", f"Bearer {token}"),)
-                    )
-            assert not_member.value.code() is grpc.StatusCode.PERMISSION_DENIED
-            assert "members_only" in (not_member.value.details() or "")
+                    pb_grpc.KvStub(channel).Get(pb.GetRequest(key="k0"), metadata=bearer, timeout=10)
+            assert not_member.value.code() is grpc.StatusCode.UNAVAILABLE  # the TLS handshake failed
+            options = (("grpc.ssl_target_name_override", "127.0.0.1"),)
+            with grpc.secure_channel(f"127.0.0.1:{kv1.grpc_port}", member, options) as channel:
+                assert pb_grpc.KvStub(channel).Get(pb.GetRequest(key="k0"), metadata=bearer, timeout=10).value == b"v0"
 
             assert nodes["kv1"].terminate() == 0
             reads = [api.get(f"/v1/kv/k{i}") for i in range(6)]
