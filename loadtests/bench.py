@@ -13,6 +13,9 @@ takes the server's CPU. Baselines, in the same run:
   ``loadtests/etcdload`` (Go, etcd's own client, pinned to wrk's core): etcd takes only client
   certificates, which wrk cannot present, and its JSON gateway ignores certificate users.
 
+gRPC rows (every mode with a gRPC front door) come from ``loadtests/grpcload`` (Go, grpc-go,
+pinned to wrk's core; wrk speaks no gRPC), against the same baselines.
+
 Rows go to stdout as a table and to ``results/bench/`` as JSON and Markdown.
 """
 
@@ -173,40 +176,68 @@ def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row) -> list[Row]:
         url = cluster.endpoints[0]
         get = wrk.run(f"{url}/v1/kv/bench-get", token=token)
         put = wrk.run(f"{url}/v1/kv/", token=token, script=_lua_put(f"/v1/kv/bench-{mode}-"))
+        grpc_put = _grpc(cluster, token, "put", wrk) if cluster.grpc_endpoints else None
+        grpc_get = _grpc(cluster, token, "get", wrk) if cluster.grpc_endpoints else None
         if cluster.spec.db != "etcd":
-            return [_row(mode, "kv GET", get, bare), _row(mode, "kv PUT", put, bare)]
+            rows = [_row(mode, "kv GET", get, bare), _row(mode, "kv PUT", put, bare)]
+            if grpc_put and grpc_get:
+                rows += [_row(mode, "kv GET over gRPC", grpc_get, bare), _row(mode, "kv PUT over gRPC", grpc_put, bare)]
+            return rows
         member = next(n for n in cluster.nodes if n.db_member)
         raw_row = _row(mode, RAW_ETCD, _raw_etcd(cluster, member.ip, wrk), None)
         envoys = any(n.spec.is_envoy for n in cluster.nodes)
         through = "through the load balancer" if cluster.lb else "through Envoy" if envoys else "through one node"
-        return [
+        rows = [
             raw_row,
             _row(mode, f"kv PUT {through}", put, raw_row),
             _row(mode, f"kv GET {through}", get, raw_row),
         ]
+        if grpc_put and grpc_get:
+            rows += [
+                _row(mode, f"kv PUT over gRPC {through}", grpc_put, raw_row),
+                _row(mode, f"kv GET over gRPC {through}", grpc_get, raw_row),
+            ]
+        return rows
 
 
 ETCDLOAD = Path(__file__).with_name("etcdload")
+GRPCLOAD = Path(__file__).with_name("grpcload")
 
 
-def etcdload_binary() -> Path:
-    """``loadtests/etcdload`` (Go, etcd's own client), built once per source version into the
-    cache; Go keeps its module and build caches between runs on the same machine."""
-    digest = hashlib.sha256(b"".join((ETCDLOAD / n).read_bytes() for n in ("main.go", "go.mod", "go.sum"))).hexdigest()
-    binary = images.cache_dir() / "bin" / f"etcdload-{digest[:16]}"
+def go_binary(folder: Path) -> Path:
+    """A Go load generator of ``loadtests/`` (etcdload, grpcload), built once per source
+    version into the cache; Go keeps its module and build caches between runs on the same
+    machine."""
+    digest = hashlib.sha256(b"".join((folder / n).read_bytes() for n in ("main.go", "go.mod", "go.sum"))).hexdigest()
+    binary = images.cache_dir() / "bin" / f"{folder.name}-{digest[:16]}"
     if binary.exists():
         return binary
     if shutil.which("go") is None:
-        raise topologies.TopologyError(
-            "the raw-etcd baseline needs Go to build loadtests/etcdload (apt install golang)"
-        )
+        raise topologies.TopologyError(f"the bench needs Go to build loadtests/{folder.name} (apt install golang)")
     binary.parent.mkdir(parents=True, exist_ok=True)
     built = subprocess.run(
-        ["go", "build", "-o", str(binary), "."], cwd=ETCDLOAD, capture_output=True, text=True, timeout=900
+        ["go", "build", "-o", str(binary), "."], cwd=folder, capture_output=True, text=True, timeout=900
     )
     if built.returncode != 0:
-        raise topologies.TopologyError(f"building loadtests/etcdload failed: {built.stderr.strip()[-500:]}")
+        raise topologies.TopologyError(f"building loadtests/{folder.name} failed: {built.stderr.strip()[-500:]}")
     return binary
+
+
+def _grpc(cluster: topologies.Cluster, token: str, method: str, wrk: Wrk) -> Measured:
+    """Unary Kv calls over gRPC through the mode's gRPC front door, by ``loadtests/grpcload``
+    (Go, pinned to wrk's core): 4 HTTP/2 connections carrying as many calls at once as wrk
+    has connections."""
+    argv = ["taskset", "-c", str(wrk.core), str(go_binary(GRPCLOAD)), f"-target={cluster.grpc_endpoints[0]}"]
+    argv += [f"-cacert={cluster.ca_file}", f"-token={token}", f"-method={method}"]
+    argv += ["-key=bench-get" if method == "get" else f"-key=bench-grpc-{cluster.mode}"]
+    argv += [f"-clients={wrk.connections}", f"-seconds={wrk.seconds:g}"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=wrk.seconds + 60)
+    if done.returncode != 0:
+        raise topologies.TopologyError(f"grpcload failed: {done.stderr.strip()[-300:]}")
+    result = json.loads(done.stdout)
+    return Measured(
+        round(result["rps"], 1), round(result["p50_ms"], 2), round(result["p99_ms"], 2), int(result["errors"])
+    )
 
 
 def _raw_etcd(cluster: topologies.Cluster, member_ip: str, wrk: Wrk) -> Measured:
@@ -221,7 +252,7 @@ def _raw_etcd(cluster: topologies.Cluster, member_ip: str, wrk: Wrk) -> Measured
         files["root.pem"].write_bytes(root[0])
         files["root-key.pem"].touch(mode=0o600)
         files["root-key.pem"].write_bytes(root[1])
-        argv = ["taskset", "-c", str(wrk.core), str(etcdload_binary()), f"-endpoint={member_ip}:{DB_CLIENT_PORT}"]
+        argv = ["taskset", "-c", str(wrk.core), str(go_binary(ETCDLOAD)), f"-endpoint={member_ip}:{DB_CLIENT_PORT}"]
         argv += [f"-cacert={files['ca.pem']}", f"-cert={files['root.pem']}", f"-key={files['root-key.pem']}"]
         argv += [f"-clients={wrk.connections}", f"-seconds={wrk.seconds:g}"]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=wrk.seconds + 60)
