@@ -23,7 +23,8 @@ from typing import Any
 
 from runtime import __version__
 from runtime.config import ROUTED_SERVICES, Config
-from runtime.discovery import DbLeaseSource, Endpoint, Registrar
+from runtime.discovery import DbLeaseSource, Endpoint, EndpointSource, Registrar
+from runtime.endpointslices import EndpointSliceSource
 from runtime.exceptions import SecurityError, StorageUnavailable
 from runtime.files import write_atomic
 from runtime.metrics import Metrics
@@ -103,7 +104,9 @@ class Node:
         config, jobs = self.config, []
         tls_directory = None if config.insecure_http else self.cert.directory
         if "xds" in config.services and isinstance(self.backend, EtcdBackend):
-            source = DbLeaseSource(self.backend)
+            source: EndpointSource = DbLeaseSource(self.backend)
+            if config.endpoint_source == "kubernetes":  # the k8s mode: the cluster's EndpointSlices
+                source = EndpointSliceSource(config.kubernetes_namespace, ROUTED_SERVICES)
             plane = run_control_plane(
                 source, port=config.xds_port, envoy_port=config.envoy_port, tls_directory=tls_directory
             )

@@ -67,6 +67,8 @@ class Config:
     idle_timeout: float = 15.0
     handshake_timeout: float = 10.0
     discovery: bool = False
+    endpoint_source: str = "db"
+    kubernetes_namespace: str = "default"
     xds_port: int = 18000
     xds_servers: tuple[str, ...] = ()
     envoy_port: int = 8443
@@ -93,6 +95,18 @@ class Config:
 
 # -- parsers: each takes the raw value (str from env/flags, or YAML types) and returns the
 #    typed value, or raises ValueError with "expected ..., got ..." ------------------------
+
+
+def _kubernetes_name(raw: object) -> str:
+    """A namespace name (RFC 1123 label).
+
+    >>> _kubernetes_name("mm-run-1")
+    'mm-run-1'
+    """
+    text = str(raw).strip()
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", text):
+        raise _expected("a Kubernetes namespace name (lowercase letters, digits, '-', at most 63)", raw)
+    return text
 
 
 def _expected(what: str, raw: object) -> ValueError:
@@ -300,6 +314,8 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "proxy_port": _int_between(0, 65535),
     "grpc_port": _int_between(0, 65535),
     "discovery": parse_bool,
+    "endpoint_source": _choice("db", "kubernetes"),
+    "kubernetes_namespace": _kubernetes_name,
     "xds_port": _int_between(1, 65535),
     "xds_servers": parse_addresses,
     "envoy_port": _int_between(1, 65535),

@@ -37,6 +37,7 @@ class RuntimeApp:
         self.node = node
         self._ops: dict[str, Callable[[Request], Awaitable[Response]]] = {
             "healthz": self.healthz,
+            "livez": self.healthz,
             "readyz": self.readyz,
             "ca": self.ca,
             "metrics": self.metrics,

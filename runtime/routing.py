@@ -54,6 +54,7 @@ def compile_path(path: str) -> re.Pattern[str]:
 
 ROUTES: tuple[Route, ...] = (
     Route("healthz", "GET", "/healthz", OPS, PUBLIC, "Process is alive", idempotent=True),
+    Route("livez", "GET", "/livez", OPS, PUBLIC, "Process is alive (Kubernetes' liveness name)", idempotent=True),
     Route("readyz", "GET", "/readyz", OPS, PUBLIC, "DB reachable and services started", idempotent=True),
     Route("ca", "GET", "/ca.pem", OPS, PUBLIC, "Cluster CA certificate (PEM)", idempotent=True),
     Route("metrics", "GET", "/metrics", OPS, READ, "Prometheus metrics", idempotent=True),

@@ -6,6 +6,7 @@ modematrix images wheels --dest D  modematrix down RUN_ID | --all
 modematrix images context DIR      modematrix fault RUN_ID NODE kill|stop|start|restart|pause|unpause|partition|heal
 modematrix images check [TAG]      modematrix bench --mode single,ha,scaled   (from loadtests)
                                    modematrix scale RUN_ID kv=4 queue=1
+modematrix k8s build               (Kubernetes 1.34.4 from source, into the cache)
 
 Every failure is one line on stderr: exit 2 for bad input (an unknown mode, run or node, an
 invalid mode file), 1 for a run that failed. ``--debug`` adds the traceback.
@@ -253,8 +254,29 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("run_id")
     scale.add_argument("counts", nargs="+", metavar="SERVICE=COUNT")
     scale.set_defaults(run=_scale)
+    k8s = sub.add_parser("k8s", help="the Kubernetes mode's parts: `build` its components from source")
+    k8s.add_argument("action", choices=["build"])
+    k8s.add_argument("--jobs", type=int, help="Go's parallelism (GOMAXPROCS; default: every core)")
+    k8s.add_argument("--quiet", action="store_true")
+    k8s.set_defaults(run=_k8s)
     _add_commands(sub)
     return parser
+
+
+def _k8s(args: argparse.Namespace) -> int:
+    from images import kubernetes
+
+    if args.jobs is not None and args.jobs < 1:
+        print(f"modematrix k8s build: --jobs: expected 1 or more, got {args.jobs}", file=sys.stderr)
+        return EXIT_USAGE
+    built = kubernetes.build(jobs=args.jobs, quiet=args.quiet)
+    print(built.directory)
+    took = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in built.seconds.items())
+    print(
+        f"Kubernetes {built.version}: " + ("reused: nothing changed" if built.reused else f"built ({took})"),
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
