@@ -254,8 +254,14 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("run_id")
     scale.add_argument("counts", nargs="+", metavar="SERVICE=COUNT")
     scale.set_defaults(run=_scale)
-    k8s = sub.add_parser("k8s", help="the Kubernetes mode's parts: `build` its components from source")
-    k8s.add_argument("action", choices=["build"])
+    k8s = sub.add_parser(
+        "k8s", help="the Kubernetes mode's parts: `build` its components from source, print its `manifests`"
+    )
+    k8s.add_argument("action", choices=["build", "manifests"])
+    k8s.add_argument("--mode", default="scaled", help="the mode spec the manifests follow (default %(default)s)")
+    k8s.add_argument("--namespace", default="modematrix", help="manifests: the namespace (default %(default)s)")
+    k8s.add_argument("--image", help="manifests: the runtime image (default: the current content tag)")
+    k8s.add_argument("--pki-dir", help="manifests: where the new cluster CA goes (default: a new run folder)")
     k8s.add_argument("--jobs", type=int, help="Go's parallelism (GOMAXPROCS; default: every core)")
     k8s.add_argument("--quiet", action="store_true")
     k8s.set_defaults(run=_k8s)
@@ -264,6 +270,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _k8s(args: argparse.Namespace) -> int:
+    if args.action == "manifests":
+        return _manifests(args)
     from images import kubernetes
 
     if args.jobs is not None and args.jobs < 1:
@@ -276,6 +284,38 @@ def _k8s(args: argparse.Namespace) -> int:
         f"Kubernetes {built.version}: " + ("reused: nothing changed" if built.reused else f"built ({took})"),
         file=sys.stderr,
     )
+    return 0
+
+
+def _manifests(args: argparse.Namespace) -> int:
+    """Print the k8s mode's manifests (YAML) for the user's own tooling; the run's CA, which
+    clients need, is written to ``--pki-dir``."""
+    import re
+    import secrets as random_secrets
+    import uuid
+
+    from topologies import manifests, pki, plan
+    from topologies.cluster import run_dir
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", args.namespace):
+        print(
+            f"modematrix k8s manifests: --namespace: expected a Kubernetes name, got {args.namespace!r}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    mode = spec.load(args.mode)
+    if mode.db != "etcd" or not mode.members:
+        print(
+            f"modematrix k8s manifests: --mode {args.mode}: expected a mode with etcd members (scaled)", file=sys.stderr
+        )
+        return EXIT_USAGE
+    image = args.image or images.build(quiet=True).tag
+    folder = Path(args.pki_dir) if args.pki_dir else run_dir(f"k8s-{uuid.uuid4().hex[:8]}")
+    run_pki = pki.RunPki.create(folder)
+    secrets = plan.Secrets(random_secrets.token_urlsafe(32), random_secrets.token_urlsafe(16))
+    made = manifests.manifests(mode, namespace=args.namespace, image=image, secrets=secrets, pki=run_pki)
+    print(manifests.to_yaml(made), end="")
+    print(f"cluster CA: {folder / 'ca.pem'}; admin password in the Secret modematrix-secrets", file=sys.stderr)
     return 0
 
 

@@ -57,6 +57,10 @@ class RunPki:
         pair = tls.load_pair((directory / "ca.pem").read_bytes(), (directory / "ca-key.pem").read_bytes())
         return cls(pair, timedelta(seconds=DEFAULT_LIFETIME))
 
+    def pair(self, common_name: str, node: str, names: list[str]) -> tuple[bytes, bytes]:
+        """A certificate (PEM) and its key for ``names``, whose common name is ``common_name``."""
+        return self._pair(common_name, node, names)
+
     def _pair(self, common_name: str, node: str, names: list[str]) -> tuple[bytes, bytes]:
         pair = tls.issue_node_cert(self.ca, node, names, datetime.now(UTC), self.lifetime, common_name=common_name)
         return pair.cert_pem, pair.key_pem

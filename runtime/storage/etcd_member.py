@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from pathlib import Path
+from pathlib import PurePath
 
 from runtime.config import Config
 from runtime.security.certs import PEER_NAME
@@ -67,7 +67,8 @@ def member_argv(config: Config, etcd: str = "etcd") -> list[str]:
     ]
 
 
-def tls_flags(directory: Path) -> list[str]:
+def tls_flags(directory: PurePath) -> list[str]:
+    """etcd's TLS flags for the files in ``directory`` (this machine's, or a pod's: the k8s manifests)."""
     return [
         "--client-cert-auth",
         f"--trusted-ca-file={directory / 'ca.pem'}",

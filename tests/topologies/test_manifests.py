@@ -1,0 +1,119 @@
+"""The k8s mode's manifests, from the scaled spec: valid against the Kubernetes 1.34 schemas
+(offline, kubernetes-validate), and shaped as the mode promises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from cryptography import x509
+
+from runtime.security.certs import PEER_NAME, Bundle
+from topologies import spec
+from topologies.cli import main
+from topologies.manifests import KUBERNETES_VERSION, manifests, to_yaml, workloads
+from topologies.pki import RunPki
+from topologies.plan import Secrets
+
+NS = "mm-test"
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    pki = RunPki.create(tmp_path_factory.mktemp("pki"))
+    return manifests(
+        spec.load("scaled"), namespace=NS, image="modematrix/runtime:test", secrets=Secrets("s" * 32, "pw"), pki=pki
+    )
+
+
+def kinds(found: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in found if m["kind"] == kind}
+
+
+def test_every_manifest_is_valid_kubernetes_1_34(made: list[dict[str, Any]]) -> None:
+    for manifest in made:
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    assert len(made) >= 20
+    assert list(yaml.safe_load_all(to_yaml(made))) == json.loads(json.dumps(made))
+
+
+def test_an_invalid_manifest_is_caught_by_the_validator(made: list[dict[str, Any]]) -> None:
+    broken = json.loads(json.dumps(kinds(made, "Deployment")["kv"]))
+    broken["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_a_deployment_per_service_set_with_the_specs_counts_probes_and_budgets(made: list[dict[str, Any]]) -> None:
+    deployments = kinds(made, "Deployment")
+    assert {n: d["spec"]["replicas"] for n, d in deployments.items()} == {
+        "envoy": 2,
+        "xds": 1,
+        "auth": 2,
+        "kv": 2,
+        "queue": 2,
+    }
+    kv = deployments["kv"]["spec"]["template"]["spec"]["containers"][0]
+    assert kv["readinessProbe"]["httpGet"]["path"] == "/readyz" and kv["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert kv["resources"]["requests"] and kv["resources"]["limits"]["memory"] == "192Mi"
+    assert {p["name"] for p in kv["ports"]} == {"https", "grpc"}
+    env = {e["name"]: e for e in kv["env"]}
+    assert env["RUNTIME_SERVICES"]["value"] == "kv" and "value" not in env["RUNTIME_CLUSTER_SECRET"]
+    assert env["RUNTIME_DB_ENDPOINTS"]["value"].count("https://etcd-") == 3
+    assert env["RUNTIME_ISSUERS"]["value"] == f"auth.{NS}.svc:8443"
+    assert set(kinds(made, "PodDisruptionBudget")) == {"envoy", "auth", "kv", "queue", "etcd"}
+    assert kinds(made, "PodDisruptionBudget")["etcd"]["spec"]["minAvailable"] == 2
+
+
+def test_xds_reads_endpointslices_and_may_do_nothing_else(made: list[dict[str, Any]]) -> None:
+    xds = kinds(made, "Deployment")["xds"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in xds["containers"][0]["env"]}
+    assert env["RUNTIME_ENDPOINT_SOURCE"] == "kubernetes" and env["RUNTIME_KUBERNETES_NAMESPACE"] == NS
+    assert xds["serviceAccountName"] == "xds"
+    assert kinds(made, "Role")["xds"]["rules"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
+    ]
+    services = kinds(made, "Service")
+    assert {p["name"] for p in services["kv"]["spec"]["ports"]} == {"https", "grpc"}  # EndpointSlice port names
+
+
+def test_tls_as_in_the_other_modes(made: list[dict[str, Any]]) -> None:
+    secrets = kinds(made, "Secret")
+    bundles = {n[4:]: Bundle.load(s["stringData"]["bundle"]) for n, s in secrets.items() if n.startswith("tls-")}
+    assert {n for n, b in bundles.items() if b.ca_key_pem} == {"auth"}, "only issuers hold the CA key"
+    cert = x509.load_pem_x509_certificate(bundles["kv"].pairs["node"][0])
+    assert common_name(cert) == "kv"  # the DB user
+    assert f"kv.{NS}.svc" in cert.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName)
+    etcd = secrets["etcd-tls"]["stringData"]
+    peer = x509.load_pem_x509_certificate(etcd["peer.pem"].encode())
+    assert common_name(peer) == PEER_NAME
+    statefulset = kinds(made, "StatefulSet")["etcd"]
+    script = statefulset["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    assert "--client-cert-auth" in script and f"--peer-cert-allowed-cn={PEER_NAME}" in script
+    assert statefulset["spec"]["replicas"] == 3 and statefulset["spec"]["volumeClaimTemplates"]
+
+
+def common_name(cert: x509.Certificate) -> str:
+    return str(cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+
+
+def test_workloads_group_the_spec() -> None:
+    assert [(w.name, w.replicas) for w in workloads(spec.load("ha"))] == [("auth-ingress-kv-queue", 3)]
+
+
+def test_manifests_command_prints_yaml_and_refuses_bad_input(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["k8s", "manifests", "--namespace", "mm-x", "--image", "img:1", "--pki-dir", str(tmp_path)]) == 0
+    printed = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert {m["kind"] for m in printed} >= {"Namespace", "Deployment", "StatefulSet", "Service", "Secret", "Job"}
+    assert (tmp_path / "ca.pem").exists()
+    assert main(["k8s", "manifests", "--namespace", "Bad_NS", "--pki-dir", str(tmp_path)]) == 2
+    assert "namespace" in capsys.readouterr().err
+    assert main(["k8s", "manifests", "--mode", "single", "--pki-dir", str(tmp_path)]) == 2
