@@ -74,6 +74,11 @@ def available() -> list[str]:
 def load(mode: str | Path) -> ModeSpec:
     """Load a mode by name (``ha``) or path (``my/mode.yaml``)."""
     path = Path(mode) if str(mode).endswith((".yaml", ".yml")) else MODES_DIR / f"{mode}.yaml"
+    if not path.exists() and str(mode) == "k8s":
+        raise NotFound(
+            "k8s: the Kubernetes mode cannot start yet: its components build (modematrix k8s build) and its "
+            "manifests print (modematrix k8s manifests), but no cluster is made here yet (README: Kubernetes)"
+        )
     if not path.exists():
         raise NotFound(f"no mode {str(mode)!r}; expected one of {', '.join(available())} or a path to a .yaml file")
     try:
