@@ -56,7 +56,7 @@ def digest(go_version: str, components: tuple[str, ...] = COMPONENTS) -> str:
     h = hashlib.sha256()
     for name in ("go.mod", "go.sum"):
         h.update(name.encode() + b"\0" + (SOURCE / name).read_bytes())
-    h.update(("\0".join(components) + "\0" + go_version).encode())
+    h.update(("\0".join(sorted(components)) + "\0" + go_version).encode())
     return h.hexdigest()[:16]
 
 
