@@ -231,9 +231,14 @@ def _grpc(cluster: topologies.Cluster, token: str, method: str, wrk: Wrk) -> Mea
     argv += [f"-cacert={cluster.ca_file}", f"-token={token}", f"-method={method}"]
     argv += ["-key=bench-get" if method == "get" else f"-key=bench-grpc-{cluster.mode}"]
     argv += [f"-clients={wrk.connections}", f"-seconds={wrk.seconds:g}"]
+    return _go_load("grpcload", argv, wrk)
+
+
+def _go_load(name: str, argv: list[str], wrk: Wrk) -> Measured:
+    """Run a Go load generator of ``loadtests/`` and read the JSON line it prints."""
     done = subprocess.run(argv, capture_output=True, text=True, timeout=wrk.seconds + 60)
     if done.returncode != 0:
-        raise topologies.TopologyError(f"grpcload failed: {done.stderr.strip()[-300:]}")
+        raise topologies.TopologyError(f"{name} failed: {done.stderr.strip()[-300:]}")
     result = json.loads(done.stdout)
     return Measured(
         round(result["rps"], 1), round(result["p50_ms"], 2), round(result["p99_ms"], 2), int(result["errors"])
@@ -255,13 +260,7 @@ def _raw_etcd(cluster: topologies.Cluster, member_ip: str, wrk: Wrk) -> Measured
         argv = ["taskset", "-c", str(wrk.core), str(go_binary(ETCDLOAD)), f"-endpoint={member_ip}:{DB_CLIENT_PORT}"]
         argv += [f"-cacert={files['ca.pem']}", f"-cert={files['root.pem']}", f"-key={files['root-key.pem']}"]
         argv += [f"-clients={wrk.connections}", f"-seconds={wrk.seconds:g}"]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=wrk.seconds + 60)
-    if done.returncode != 0:
-        raise topologies.TopologyError(f"etcdload failed: {done.stderr.strip()[-300:]}")
-    result = json.loads(done.stdout)
-    return Measured(
-        round(result["rps"], 1), round(result["p50_ms"], 2), round(result["p99_ms"], 2), int(result["errors"])
-    )
+        return _go_load("etcdload", argv, wrk)
 
 
 def _row(mode: str, target: str, measured: Measured, baseline: Row | None) -> Row:

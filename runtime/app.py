@@ -83,7 +83,8 @@ class Node:
         config = self.config
         if not config.grpc_port or not any(s in self.services for s in GRPC_SERVICES):
             return None
-        from runtime.rpc.api import Gate, build_server, server_credentials  # the stubs load only where needed
+        from runtime.rpc.api import Gate, build_server  # the stubs load only where needed
+        from runtime.security.grpc_tls import server_credentials
 
         # a service node behind a balancer takes calls only from members: its TLS asks for and
         # requires a certificate of the cluster CA (gRPC's Python API cannot ask without

@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -241,29 +240,6 @@ class QueueServicer(pb_grpc.QueueServicer):
             return pb.DeleteJobReply()
 
         return await self.gate.run(context, "/modematrix.v1.Queue/DeleteJob", op)
-
-
-def server_credentials(directory: Path, *, require_client_auth: bool) -> grpc.ServerCredentials:
-    """TLS from a node's certificate files, re-read when they change (renewal): new
-    connections get the new certificate, nothing restarts."""
-    cert_file, key_file, ca_file = directory / "node.pem", directory / "node-key.pem", directory / "ca.pem"
-    state = {"stamp": cert_file.stat().st_mtime}
-
-    def configuration() -> grpc.ServerCertificateConfiguration:
-        return grpc.ssl_server_certificate_configuration(
-            [(key_file.read_bytes(), cert_file.read_bytes())], root_certificates=ca_file.read_bytes()
-        )
-
-    def fetch() -> grpc.ServerCertificateConfiguration | None:
-        stamp = cert_file.stat().st_mtime
-        if stamp == state["stamp"]:
-            return None
-        state["stamp"] = stamp
-        return configuration()
-
-    return grpc.dynamic_ssl_server_credentials(
-        configuration(), fetch, require_client_authentication=require_client_auth
-    )
 
 
 def build_server(

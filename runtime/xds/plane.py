@@ -7,33 +7,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import grpc
-
 from runtime.discovery import EndpointSource
+from runtime.security.grpc_tls import server_credentials
 from runtime.xds.server import AdsServer, serve
 from runtime.xds.snapshot import Tls, build
 
 log = logging.getLogger("runtime.xds")
-
-
-def _credentials(cert_file: Path, key_file: Path, ca_file: Path) -> grpc.ServerCredentials:
-    """Server credentials that re-read the files when they change (certificate renewal)."""
-    state = {"stamp": 0.0}
-
-    def configuration() -> grpc.ServerCertificateConfiguration:
-        return grpc.ssl_server_certificate_configuration(
-            [(key_file.read_bytes(), cert_file.read_bytes())], root_certificates=ca_file.read_bytes()
-        )
-
-    def fetch() -> grpc.ServerCertificateConfiguration | None:
-        stamp = cert_file.stat().st_mtime
-        if stamp == state["stamp"]:
-            return None
-        state["stamp"] = stamp
-        return configuration()
-
-    state["stamp"] = cert_file.stat().st_mtime
-    return grpc.dynamic_ssl_server_credentials(configuration(), fetch, require_client_authentication=True)
 
 
 async def run_control_plane(
@@ -50,7 +29,7 @@ async def run_control_plane(
     credentials = None
     tls = None
     if tls_directory is not None:
-        credentials = _credentials(tls_directory / "node.pem", tls_directory / "node-key.pem", tls_directory / "ca.pem")
+        credentials = server_credentials(tls_directory, require_client_auth=True)
         tls = Tls(str(tls_directory))
     server = await serve(ads, f"0.0.0.0:{port}", credentials)
     log.info("xDS control plane listening", extra={"fields": {"port": port, "tls": tls is not None}})

@@ -205,6 +205,11 @@ def _forward(entry: routing.Route) -> route_components_pb2.RouteAction:
     retry_on = "connect-failure,refused-stream,reset-before-request"
     if entry.idempotent:
         retry_on += ",reset,5xx"
+    return _action(cluster_name(entry.service), retry_on)
+
+
+def _action(cluster: str, retry_on: str) -> route_components_pb2.RouteAction:
+    """To ``cluster``, 5 s, at most two retries on ``retry_on``, each to another node."""
     policy = route_components_pb2.RetryPolicy(
         retry_on=retry_on,
         num_retries=wrappers_pb2.UInt32Value(value=2),
@@ -216,7 +221,7 @@ def _forward(entry: routing.Route) -> route_components_pb2.RouteAction:
         ],
     )
     return route_components_pb2.RouteAction(
-        cluster=cluster_name(entry.service), retry_policy=policy, timeout=duration_pb2.Duration(seconds=5)
+        cluster=cluster, retry_policy=policy, timeout=duration_pb2.Duration(seconds=5)
     )
 
 
@@ -227,19 +232,7 @@ def _forward_grpc(method: routing.GrpcMethod) -> route_components_pb2.RouteActio
     retry_on = "connect-failure,refused-stream,reset-before-request,unavailable"
     if method.route.idempotent:
         retry_on += ",reset,internal,deadline-exceeded"
-    policy = route_components_pb2.RetryPolicy(
-        retry_on=retry_on,
-        num_retries=wrappers_pb2.UInt32Value(value=2),
-        retry_host_predicate=[
-            route_components_pb2.RetryPolicy.RetryHostPredicate(
-                name="envoy.retry_host_predicates.previous_hosts",
-                typed_config=_pack(previous_hosts_pb2.PreviousHostsPredicate()),
-            )
-        ],
-    )
-    return route_components_pb2.RouteAction(
-        cluster=grpc_cluster_name(method.route.service), retry_policy=policy, timeout=duration_pb2.Duration(seconds=5)
-    )
+    return _action(grpc_cluster_name(method.route.service), retry_on)
 
 
 def listener(port: int, tls: Tls | None) -> listener_pb2.Listener:

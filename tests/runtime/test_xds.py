@@ -324,8 +324,10 @@ async def test_a_grpc_call_a_node_took_but_never_answered_is_unknown_not_unavail
     never answered may have been applied, so Envoy's reply must be UNKNOWN (outcome_unknown)."""
     ads, _, port = plane
     taken: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
 
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
         while chunk := await reader.read(65536):
             taken.append(chunk)  # read everything, answer nothing, until Envoy gives up
 
@@ -350,3 +352,6 @@ async def test_a_grpc_call_a_node_took_but_never_answered_is_unknown_not_unavail
         assert taken, "the node received the call"
     finally:
         silent.close()
+        for writer in writers:
+            writer.close()
+        await silent.wait_closed()
