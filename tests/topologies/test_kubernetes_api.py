@@ -1,0 +1,212 @@
+"""Against a real Kubernetes API server, built here from source (`modematrix k8s build`) and
+started on loopback with its own etcd: the k8s manifests are accepted (server-side apply, and
+again with no change), `kubectl` sees them, and the xds pod's EndpointSlice source follows
+slices as they are created, changed and deleted. No kubelet or node: nothing is scheduled."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lightkube import AsyncClient, Client
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.models.discovery_v1 import Endpoint as SliceEndpoint
+from lightkube.models.discovery_v1 import EndpointConditions, EndpointPort
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apps_v1 import Deployment, StatefulSet
+from lightkube.resources.core_v1 import Namespace
+from lightkube.resources.discovery_v1 import EndpointSlice
+
+from images import kubernetes
+from runtime.endpointslices import SERVICE_LABEL, EndpointSliceSource
+from tests.conftest import free_port
+from topologies import spec
+from topologies.kubeapply import apply, delete_namespace, kubeconfig
+from topologies.manifests import manifests
+from topologies.pki import RunPki
+from topologies.plan import Secrets
+from topologies.wait import wait_until
+
+pytestmark = [pytest.mark.etcd, pytest.mark.timeout(180)]
+
+
+def answers(config: KubeConfig) -> bool:
+    with Client(config=config) as client:
+        return bool(list(client.list(Namespace)))
+
+
+TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="module")
+def binaries() -> Path:
+    import shutil
+
+    try:
+        go = kubernetes.go()
+    except Exception as exc:
+        pytest.skip(str(exc))
+    version = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+    from images.build import cache_dir
+
+    built = cache_dir() / "k8s" / f"{kubernetes.VERSION}-{kubernetes.digest(version)}"
+    if not (built / "kube-apiserver").exists() or shutil.which("etcd") is None:
+        pytest.skip("the Kubernetes components are not built: modematrix k8s build (.ci/run does)")
+    return built
+
+
+@pytest.fixture(scope="module")
+def api(binaries: Path) -> Iterator[KubeConfig]:
+    with tempfile.TemporaryDirectory(prefix="kapi-") as root:
+        folder = Path(root)
+        client_port, peer_port, port = free_port(), free_port(), free_port()
+        subprocess.run(["openssl", "genrsa", "-out", folder / "sa.key", "2048"], check=True, capture_output=True)
+        subprocess.run(
+            ["openssl", "rsa", "-in", folder / "sa.key", "-pubout", "-out", folder / "sa.pub"],
+            check=True,
+            capture_output=True,
+        )
+        (folder / "tokens.csv").write_text(f"{TOKEN},admin,1,system:masters\n")
+        logs = open(folder / "log", "ab")
+        etcd = subprocess.Popen(
+            [
+                "etcd",
+                "--data-dir",
+                str(folder / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{client_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{client_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+            ],
+            stdout=logs,
+            stderr=logs,
+        )
+        server = subprocess.Popen(
+            [
+                str(binaries / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{client_port}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={folder / 'sa.pub'}",
+                f"--service-account-signing-key-file={folder / 'sa.key'}",
+                f"--cert-dir={folder / 'certs'}",
+                f"--secure-port={port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--token-auth-file={folder / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                "--service-cluster-ip-range=10.96.0.0/16",
+            ],
+            stdout=logs,
+            stderr=logs,
+        )
+        config = kubeconfig(f"https://127.0.0.1:{port}", token=TOKEN)
+        try:
+            wait_until(
+                lambda: answers(config),
+                timeout=60,
+                interval=0.5,
+                message="kube-apiserver ready",
+                ignore=(Exception,),
+            )
+            yield config
+        finally:
+            server.kill()  # a throwaway: no graceful shutdown to wait for
+            etcd.kill()
+            server.wait(20)
+            etcd.wait(20)
+            logs.close()
+
+
+def kubectl(binaries: Path, config: KubeConfig, *args: str) -> str:
+    current = config.get()
+    assert current is not None
+    server = current.cluster.server
+    argv = [str(binaries / "kubectl"), "--server", server, "--insecure-skip-tls-verify", "--token", TOKEN, *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def test_a_real_api_server_takes_the_manifests_and_kubectl_sees_them(
+    api: KubeConfig, binaries: Path, tmp_path: Path
+) -> None:
+    made = manifests(
+        spec.load("scaled"),
+        namespace="mm-apply",
+        image="modematrix/runtime:test",
+        secrets=Secrets("s" * 32, "pw"),
+        pki=RunPki.create(tmp_path),
+    )
+    applied = apply(made, api)
+    assert applied[0] == "Namespace/mm-apply" and len(applied) == len(made)
+    with Client(config=api) as client:
+        check_applied(client, made, applied, api)
+    listed = kubectl(binaries, api, "get", "deployments", "-n", "mm-apply", "-o", "name")
+    assert sorted(listed.split()) == [f"deployment.apps/{n}" for n in ("auth", "envoy", "kv", "queue", "xds")]
+    delete_namespace(api, "mm-apply")
+
+
+def check_applied(client: Client, made: list[dict[str, object]], applied: list[str], api: KubeConfig) -> None:
+    replicas = {
+        d.metadata.name: d.spec.replicas for d in client.list(Deployment, namespace="mm-apply") if d.metadata and d.spec
+    }
+    assert replicas == {
+        "envoy": 2,
+        "xds": 1,
+        "auth": 2,
+        "kv": 2,
+        "queue": 2,
+    }
+
+    def generation() -> int | None:
+        meta = client.get(StatefulSet, "etcd", namespace="mm-apply").metadata
+        return meta.generation if meta else None
+
+    before = generation()
+    assert apply(made, api) == applied  # again: server-side apply, nothing changes
+    assert before is not None and generation() == before
+
+
+def _slice(name: str, *endpoints: SliceEndpoint) -> EndpointSlice:
+    return EndpointSlice(
+        metadata=ObjectMeta(name=name, namespace="mm-slices", labels={SERVICE_LABEL: "kv"}),
+        addressType="IPv4",
+        endpoints=list(endpoints),
+        ports=[EndpointPort(name="https", port=8443), EndpointPort(name="grpc", port=8445)],
+    )
+
+
+@pytest.mark.anyio
+async def test_the_endpointslice_source_follows_a_real_api_server(api: KubeConfig) -> None:
+    apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mm-slices"}}], api)
+    with Client(config=api) as client:
+        await follow(client, api)
+    delete_namespace(api, "mm-slices")
+
+
+async def follow(client: Client, api: KubeConfig) -> None:
+    client.create(_slice("kv-a", SliceEndpoint(addresses=["10.0.0.1"], conditions=EndpointConditions(ready=True))))
+    watcher = AsyncClient(config=api, namespace="mm-slices")
+    source = EndpointSliceSource("mm-slices", ["kv"], client=watcher)
+    seen = source.watch()
+    first = await asyncio.wait_for(anext(seen), 20)
+    assert [(e.host, e.port, e.grpc_port, e.ready) for e in first] == [("10.0.0.1", 8443, 8445, True)]
+
+    two = [
+        SliceEndpoint(
+            addresses=["10.0.0.1"], conditions=EndpointConditions(ready=False, serving=True, terminating=True)
+        ),
+        SliceEndpoint(addresses=["10.0.0.2"], conditions=EndpointConditions(ready=True)),
+    ]
+    client.replace(_slice("kv-a", *two))
+    changed = await asyncio.wait_for(anext(seen), 20)
+    assert [(e.host, e.ready) for e in changed] == [("10.0.0.1", False), ("10.0.0.2", True)]
+
+    client.delete(EndpointSlice, "kv-a", namespace="mm-slices")
+    assert await asyncio.wait_for(anext(seen), 20) == []
+    await seen.aclose()
+    await watcher.close()
