@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import images
 from images.progress import step
@@ -30,7 +31,7 @@ from topologies import faults, platforms, spec
 from topologies.attach import attach
 from topologies.cluster import Cluster
 from topologies.constants import LABEL_MODE, LABEL_RUN, PLATFORMS
-from topologies.exceptions import StartTimeout, TopologyError
+from topologies.exceptions import NotFound, StartTimeout, TopologyError, UsageError
 from topologies.launch import launch
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -70,6 +71,8 @@ def _images(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    if args.mode == "k8s" and args.kubeconfig:
+        return _up_kubernetes(args)
     mode = spec.load(args.mode)  # bad input is refused before anything starts
     platform = platforms.get(args.platform, reaper=False)
     with step(f"starting {mode.mode}", quiet=args.json):
@@ -85,6 +88,81 @@ def _up(args: argparse.Namespace) -> int:
         member = " +etcd" if node.db_member else ""
         print(f"  {node.name:10} {node.ip:15} {node.url:26} {','.join(node.services)}{member}")
     print(f"stop it with: modematrix down {cluster.run_id}")
+    return 0
+
+
+KUBE_NAME = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+
+
+def _kubeconfig(path: str) -> Any:
+    from lightkube.config.kubeconfig import KubeConfig
+
+    try:
+        return KubeConfig.from_file(path)
+    except Exception as exc:
+        raise UsageError(f"--kubeconfig {path}: cannot be read as a kubeconfig ({exc})") from None
+
+
+def _up_kubernetes(args: argparse.Namespace) -> int:
+    """The k8s mode on a cluster the user has: a namespace of its own, the scaled spec's
+    manifests applied there, then ready or removed again."""
+    import re
+    import secrets as random_secrets
+    import uuid
+
+    from topologies import kubeapply, manifests, pki, plan
+    from topologies.cluster import run_dir
+
+    config = _kubeconfig(args.kubeconfig)
+    namespace = args.namespace or f"mm-{uuid.uuid4().hex[:8]}"
+    if not re.fullmatch(KUBE_NAME, namespace):
+        raise UsageError(f"--namespace: expected a Kubernetes name (a-z, 0-9, '-'), got {namespace!r}")
+    if kubeapply.owns(config, namespace) is False:
+        raise UsageError(f"--namespace {namespace}: exists and is not a modematrix run's; choose another")
+    tag = args.image or images.build(quiet=True).tag
+    image = f"{args.image_registry.rstrip('/')}/{tag}" if args.image_registry else tag
+    folder = run_dir(namespace)
+    secrets = plan.Secrets(random_secrets.token_urlsafe(32), random_secrets.token_urlsafe(16))
+    made = manifests.manifests(
+        spec.load("scaled"), namespace=namespace, image=image, secrets=secrets, pki=pki.RunPki.create(folder)
+    )
+    with step(f"deploying into namespace {namespace}", quiet=args.json):
+        deployed = kubeapply.deploy(made, config, timeout=args.timeout)
+    if deployed.unavailable:
+        kubeapply.delete_namespace(config, namespace)
+        shutil.rmtree(folder, ignore_errors=True)
+        why = "; ".join(f"{k} {v}" for k, v in deployed.unavailable.items())
+        raise StartTimeout(f"k8s: not available after {args.timeout:.0f} s, namespace {namespace} removed: {why}")
+    described = {
+        "mode": "k8s",
+        "run_id": namespace,
+        "namespace": namespace,
+        "kubeconfig": str(Path(args.kubeconfig).resolve()),
+        "image": image,
+        "ca_file": str(folder / "ca.pem"),
+        "admin": {"username": "admin", "password": secrets.admin_password},
+        "front_door": f"envoy.{namespace}.svc:8443",
+    }
+    if args.json:
+        print(json.dumps(described, indent=2))
+    else:
+        print(f"run {namespace}: k8s ready in {time.monotonic() - float(args.started):.1f} s; {described}")
+    return 0
+
+
+def _down_kubernetes(args: argparse.Namespace) -> int:
+    from topologies import kubeapply
+    from topologies.cluster import run_dir
+
+    config = _kubeconfig(args.kubeconfig)
+    owned = kubeapply.owns(config, args.run_id)
+    if owned is None:
+        raise NotFound(f"no namespace {args.run_id!r} in that cluster")
+    if not owned:
+        raise UsageError(f"namespace {args.run_id!r} is not a modematrix run's; nothing removed")
+    kubeapply.delete_namespace(config, args.run_id)
+    shutil.rmtree(run_dir(args.run_id), ignore_errors=True)
+    print(f"removed run {args.run_id}: its namespace is being deleted")
     return 0
 
 
@@ -169,6 +247,11 @@ def _status_of(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        if not args.run_id or args.all:
+            print("modematrix down: with --kubeconfig, expected the run's namespace", file=sys.stderr)
+            return EXIT_USAGE
+        return _down_kubernetes(args)
     if not args.all and not args.run_id:
         print("modematrix down: expected a RUN_ID or --all", file=sys.stderr)
         return EXIT_USAGE
@@ -236,7 +319,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("mode", help=f"one of {', '.join(spec.available())}, or a path to a mode .yaml")
     up.add_argument("--json", action="store_true", help="print endpoints, CA file, admin and nodes as JSON")
     up.add_argument("--timeout", type=float, default=180.0)
-    up.set_defaults(run=_up)
+    up.add_argument("--kubeconfig", help="k8s: deploy onto this existing cluster, in a namespace of its own")
+    up.add_argument("--namespace", help="k8s: that namespace (default mm-<random>); refused if it is not a run's")
+    up.add_argument("--image-registry", help="k8s: where the cluster pulls the runtime image from (default: local)")
+    up.add_argument("--image", help="k8s: the runtime image (default: build it; its content tag)")
+    up.set_defaults(run=_up, started=time.monotonic())
     status = sub.add_parser("status", help="list the runs; with RUN_ID, its nodes and each Envoy's endpoints")
     status.add_argument("run_id", nargs="?")
     status.add_argument("--json", action="store_true")
@@ -244,6 +331,7 @@ def _parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="remove a run (or --all)")
     down.add_argument("run_id", nargs="?")
     down.add_argument("--all", action="store_true")
+    down.add_argument("--kubeconfig", help="a k8s run: the cluster it was deployed onto (RUN_ID is its namespace)")
     down.set_defaults(run=_down)
     fault = sub.add_parser("fault", help="inject or heal a fault by hand")
     fault.add_argument("run_id")

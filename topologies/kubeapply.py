@@ -8,12 +8,15 @@ manifest is updated in place; and remove a run by its namespace.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from lightkube import Client, codecs
+from lightkube import ApiError, Client, codecs
 from lightkube.config.kubeconfig import KubeConfig
-from lightkube.resources.core_v1 import Namespace
+from lightkube.resources.apps_v1 import Deployment, StatefulSet
+from lightkube.resources.core_v1 import Namespace, Pod
 
 FIELD_MANAGER = "modematrix"
 
@@ -52,6 +55,74 @@ def apply(manifests: Sequence[Mapping[str, Any]], config: KubeConfig) -> list[st
 
 
 def delete_namespace(config: KubeConfig, namespace: str) -> None:
-    """Remove a run: its namespace, and with it everything the run created."""
+    """Remove a run: its namespace, and with it everything the run created (callers check
+    :func:`owns` first: a namespace that is not a run's is never removed)."""
     with Client(config=config) as client:
         client.delete(Namespace, namespace)
+
+
+RUN_LABEL = "modematrix.run"
+
+
+@dataclass(frozen=True)
+class Deployed:
+    namespace: str
+    applied: list[str]
+    unavailable: dict[str, str]  # Deployment or StatefulSet -> why (empty: all available)
+
+
+def owns(config: KubeConfig, namespace: str) -> bool | None:
+    """Whether ``namespace`` is a modematrix run's (None: there is no such namespace)."""
+    with Client(config=config) as client:
+        try:
+            found = client.get(Namespace, namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+    labels = (found.metadata.labels if found.metadata else None) or {}
+    return labels.get(RUN_LABEL) == namespace
+
+
+def deploy(manifests: Sequence[Mapping[str, Any]], config: KubeConfig, *, timeout: float) -> Deployed:
+    """Apply into the run's own namespace (marked as the run's), then wait until every
+    Deployment and StatefulSet is available or ``timeout`` passes; what is not, and why."""
+    namespace = str(manifests[0]["metadata"]["name"])
+    marked = [
+        dict(
+            manifests[0],
+            metadata={
+                **manifests[0]["metadata"],
+                "labels": {**manifests[0]["metadata"].get("labels", {}), RUN_LABEL: namespace},
+            },
+        ),
+        *manifests[1:],
+    ]
+    applied = apply(marked, config)
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = unavailable(config, namespace)
+        if not waiting or time.monotonic() > deadline:
+            return Deployed(namespace, applied, waiting)
+        time.sleep(1.0)
+
+
+def unavailable(config: KubeConfig, namespace: str) -> dict[str, str]:
+    """Each Deployment or StatefulSet short of its replicas, with its pods' reason (a pending
+    pod's scheduling message, such as no nodes to run on)."""
+    found: dict[str, str] = {}
+    with Client(config=config) as client:
+        reasons = []
+        for pod in client.list(Pod, namespace=namespace):
+            for condition in (pod.status.conditions if pod.status else None) or []:
+                if condition.status != "True" and condition.message:
+                    reasons.append(f"{pod.metadata.name if pod.metadata else '?'}: {condition.message}")
+        why = "; ".join(sorted(set(reasons))[:3]) or "no pod created yet"
+        items: list[Any] = [*client.list(Deployment, namespace=namespace)]
+        items += client.list(StatefulSet, namespace=namespace)
+        for item in items:
+            want = (item.spec.replicas if item.spec else 0) or 0
+            ready = (item.status.readyReplicas if item.status else 0) or 0
+            if ready < want:
+                found[f"{type(item).__name__}/{item.metadata.name}"] = f"{ready}/{want} ready ({why})"
+    return found

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from lightkube import AsyncClient, Client
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.models.discovery_v1 import Endpoint as SliceEndpoint
@@ -25,6 +26,7 @@ from images import kubernetes
 from runtime.endpointslices import SERVICE_LABEL, EndpointSliceSource
 from tests.conftest import free_port
 from topologies import spec
+from topologies.cli import main
 from topologies.kubeapply import apply, delete_namespace, kubeconfig
 from topologies.manifests import manifests
 from topologies.pki import RunPki
@@ -210,3 +212,45 @@ async def follow(client: Client, api: KubeConfig) -> None:
     assert await asyncio.wait_for(anext(seen), 20) == []
     await seen.aclose()
     await watcher.close()
+
+
+def test_up_on_an_existing_cluster_uses_a_namespace_of_its_own_and_removes_it(
+    api: KubeConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``modematrix up k8s --kubeconfig``: this API server has no node, so nothing becomes
+    available; up says which workloads and why, and removes its namespace again. A namespace
+    that is not a run's is neither used nor removed."""
+    current = api.get()
+    assert current is not None
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "c", "cluster": {"server": current.cluster.server, "insecure-skip-tls-verify": True}}
+                ],
+                "users": [{"name": "u", "user": {"token": TOKEN}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    up = ["up", "k8s", "--kubeconfig", str(path), "--image", "modematrix/runtime:test", "--timeout", "3", "--json"]
+    assert main([*up, "--namespace", "mm-up"]) == 1
+    said = capsys.readouterr().err
+    assert "not available after 3 s, namespace mm-up removed" in said and "Deployment/kv 0/2 ready" in said
+    with Client(config=api) as client:
+        gone = client.get(Namespace, "mm-up")
+    assert (
+        gone.metadata is not None and gone.metadata.deletionTimestamp is not None
+    )  # no namespace controller here to finish it
+
+    apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "someone-elses"}}], api)
+    assert main([*up, "--namespace", "someone-elses"]) == 2
+    assert "is not a modematrix run's" in capsys.readouterr().err
+    assert main(["down", "someone-elses", "--kubeconfig", str(path)]) == 2
+    assert main(["down", "mm-never", "--kubeconfig", str(path)]) == 2
+    assert main([*up, "--namespace", "Not_A_Name"]) == 2
+    assert main(["up", "k8s", "--kubeconfig", str(tmp_path / "missing")]) == 2
