@@ -398,45 +398,28 @@ def grpc_cluster(service: str, tls: Tls | None, health_interval_ms: int = 500) -
     return made
 
 
-def grpc_load_assignment(service: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
-    """The gRPC port of each node that serves one; checks go to its HTTP port's /readyz."""
-    members = [
-        endpoint_components_pb2.LbEndpoint(
-            endpoint=endpoint_components_pb2.Endpoint(
-                address=address_pb2.Address(
-                    socket_address=address_pb2.SocketAddress(address=e.host, port_value=e.grpc_port)
-                ),
-                hostname=e.node,
-                health_check_config=endpoint_components_pb2.Endpoint.HealthCheckConfig(port_value=e.port),
-            ),
-            health_status=health_check_pb2.HEALTHY if e.ready else health_check_pb2.DRAINING,
-        )
-        for e in sorted(endpoints, key=lambda e: (e.host, e.port))
-        if e.grpc_port
-    ]
-    return endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=grpc_cluster_name(service),
-        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=members)],
-    )
-
-
-def load_assignment(service: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
+def load_assignment(
+    service: str, endpoints: Iterable[Endpoint], *, grpc: bool = False
+) -> endpoint_pb2.ClusterLoadAssignment:
     """A cluster's endpoints; a node that registered as not ready (draining) is listed as
-    draining, so Envoy sends it nothing new."""
-    members = [
-        endpoint_components_pb2.LbEndpoint(
-            endpoint=endpoint_components_pb2.Endpoint(
-                address=address_pb2.Address(
-                    socket_address=address_pb2.SocketAddress(address=e.host, port_value=e.port)
-                ),
-                hostname=e.node,
+    draining, so Envoy sends it nothing new. ``grpc``: the gRPC port of each node that serves
+    one, health checked on its HTTP port's /readyz."""
+    members = []
+    for e in sorted(endpoints, key=lambda e: (e.host, e.port)):
+        if grpc and not e.grpc_port:
+            continue
+        endpoint = endpoint_components_pb2.Endpoint(
+            address=address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(address=e.host, port_value=e.grpc_port if grpc else e.port)
             ),
-            health_status=health_check_pb2.HEALTHY if e.ready else health_check_pb2.DRAINING,
+            hostname=e.node,
         )
-        for e in sorted(endpoints, key=lambda e: (e.host, e.port))
-    ]
+        if grpc:
+            endpoint.health_check_config.port_value = e.port
+        health = health_check_pb2.HEALTHY if e.ready else health_check_pb2.DRAINING
+        members.append(endpoint_components_pb2.LbEndpoint(endpoint=endpoint, health_status=health))
     return endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=cluster_name(service),
+        cluster_name=grpc_cluster_name(service) if grpc else cluster_name(service),
         endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=members)],
     )
 
@@ -458,7 +441,9 @@ def build(endpoints: Iterable[Endpoint], *, port: int, tls: Tls | None, direct: 
         },
         "endpoint": {
             **{cluster_name(s): _pack(load_assignment(s, by_service[s])) for s in services()},
-            **{grpc_cluster_name(s): _pack(grpc_load_assignment(s, by_service[s])) for s in routing.GRPC_SERVICES},
+            **{
+                grpc_cluster_name(s): _pack(load_assignment(s, by_service[s], grpc=True)) for s in routing.GRPC_SERVICES
+            },
         },
     }
     digest = hashlib.sha256()
