@@ -59,7 +59,7 @@ def test_a_deployment_per_service_set_with_the_specs_counts_probes_and_budgets(m
     }
     kv = deployments["kv"]["spec"]["template"]["spec"]["containers"][0]
     assert kv["readinessProbe"]["httpGet"]["path"] == "/readyz" and kv["livenessProbe"]["httpGet"]["path"] == "/livez"
-    assert kv["resources"]["requests"] and kv["resources"]["limits"]["memory"] == "192Mi"
+    assert kv["resources"]["requests"] and kv["resources"]["limits"]["memory"] == "256Mi"
     assert {p["name"] for p in kv["ports"]} == {"https", "grpc"}
     env = {e["name"]: e for e in kv["env"]}
     assert env["RUNTIME_SERVICES"]["value"] == "kv" and "value" not in env["RUNTIME_CLUSTER_SECRET"]
