@@ -28,6 +28,15 @@ WRITES_PER_CYCLE = 100  # acknowledged before each kill; the writers keep going 
 
 
 def _writer(cluster: Cluster, name: str, stop: threading.Event, acked: dict[str, bytes]) -> None:
+    while not stop.is_set():
+        try:
+            _write(cluster, name, stop, acked)
+            return
+        except httpx.HTTPError:  # the kill landed while this writer was still logging in
+            stop.wait(0.05)
+
+
+def _write(cluster: Cluster, name: str, stop: threading.Event, acked: dict[str, bytes]) -> None:
     with cluster.client(timeout=5, budget=0) as api:  # no resends: an acknowledgement is this call's own
         i = 0
         while not stop.is_set():
