@@ -1,13 +1,17 @@
 """The Kubernetes components of the k8s mode, built from source through the Go module proxy.
 
     modematrix k8s build        # kube-apiserver, kube-controller-manager, kube-scheduler,
-                                # kubelet, kubectl: upstream v1.34.4, into the cache
+                                # kubelet, kube-proxy, kubectl: upstream v1.34.4; CoreDNS
+                                # and the pod sandbox's pause: into the cache, then the node image
 
 No image can be pulled here and k3s cannot be built (the module proxy refuses
 github.com/k3s-io/k3s at every version, including an exact commit: README, "Kubernetes"), so
 the components are upstream Kubernetes. ``images/k8s/go.mod`` requires k8s.io/kubernetes and
 pins each of its staging modules (replace lines in Kubernetes' own go.mod) to the same
-release; ``go.sum`` pins every dependency.
+release; ``go.sum`` pins every dependency. Two small programs come with them, because their
+images cannot be pulled either: ``images/k8s/pause`` (the pod sandbox's process, in the same
+module) and ``images/k8s/coredns`` (the cluster DNS: CoreDNS v1.12.4 with only the plugins used,
+its own module, so its dependencies do not move Kubernetes').
 
 The result is content-addressed like the runtime image: a digest of go.mod, go.sum, the
 component list and Go's version names a folder of the cache; a repeat finds it and builds
@@ -20,17 +24,30 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from images.build import cache_dir
+import docker
+import docker.errors
+
+from images.base import ensure_base, local_id
+from images.build import cache_dir, docker_client, platform_of
 from images.exceptions import BuildFailed, ImageError
 from images.progress import step
+from images.tag import content_tag
 
 SOURCE = Path(__file__).with_name("k8s")
 VERSION = "v1.34.4"  # the require line of images/k8s/go.mod
-COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl")
+KUBERNETES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl")
+# component -> (module folder under images/k8s, package): what `go build` is given
+PACKAGES = {
+    **{name: (".", f"k8s.io/kubernetes/cmd/{name}") for name in KUBERNETES},
+    "pause": (".", "./pause"),
+    "coredns": ("coredns", "."),
+}
+COMPONENTS = tuple(PACKAGES)
 
 
 @dataclass(frozen=True)
@@ -54,8 +71,8 @@ def go() -> str:
 def digest(go_version: str, components: tuple[str, ...] = COMPONENTS) -> str:
     """What the binaries depend on: the module files, the component list, Go's version."""
     h = hashlib.sha256()
-    for name in ("go.mod", "go.sum"):
-        h.update(name.encode() + b"\0" + (SOURCE / name).read_bytes())
+    for path in sorted(p for p in SOURCE.rglob("*") if p.is_file() and p.suffix in (".mod", ".sum", ".go")):
+        h.update(path.relative_to(SOURCE).as_posix().encode() + b"\0" + path.read_bytes())
     h.update(("\0".join(sorted(components)) + "\0" + go_version).encode())
     return h.hexdigest()[:16]
 
@@ -85,7 +102,7 @@ def build(components: tuple[str, ...] = COMPONENTS, *, jobs: int | None = None, 
         if (staging / component).exists():
             continue  # built by an interrupted earlier run
         started = time.monotonic()
-        with step(f"go build {component} {VERSION}", quiet=quiet):
+        with step(f"go build {component}" + (f" {VERSION}" if component in KUBERNETES else ""), quiet=quiet):
             done = subprocess.run(
                 [
                     go_bin,
@@ -94,9 +111,9 @@ def build(components: tuple[str, ...] = COMPONENTS, *, jobs: int | None = None, 
                     ldflags,
                     "-o",
                     str(staging / component),
-                    f"k8s.io/kubernetes/cmd/{component}",
+                    PACKAGES[component][1],
                 ],
-                cwd=SOURCE,
+                cwd=SOURCE / PACKAGES[component][0],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -111,3 +128,71 @@ def build(components: tuple[str, ...] = COMPONENTS, *, jobs: int | None = None, 
         shutil.rmtree(target)
     staging.rename(target)
     return Components(target, VERSION, False, seconds)
+
+
+NODE_SOURCE = SOURCE / "node"
+NODE_REPOSITORY = "modematrix/k8s-node"
+PAUSE_REPOSITORY = "modematrix/pause"
+
+
+@dataclass(frozen=True)
+class NodeImage:
+    tag: str
+    pause: str  # the pod sandbox image, inside the node image (containerd's sandbox_image)
+    components: Components
+    reused: bool
+
+
+def node_image(*, client: docker.DockerClient | None = None, jobs: int | None = None, quiet: bool = False) -> NodeImage:
+    """The node image: Debian's containerd, runc, CNI plugins and etcd on the runtime's base,
+    the components of :func:`build`, and the pause image. Its tag is a digest of the
+    Dockerfile, node.sh and the components' own digest: a repeat builds nothing."""
+    client = client or docker_client()
+    built = build(jobs=jobs, quiet=quiet)
+    base_ref = ensure_base(client, quiet=quiet)
+    arch = platform_of(client)
+    pause = _pause_image(client, built, arch)
+    files = {name: (NODE_SOURCE / name).read_bytes() for name in ("Dockerfile", "node.sh")}
+    files["components"] = built.directory.name.encode()  # content-addressed already
+    files["pause"] = pause.encode()
+    tag = f"{NODE_REPOSITORY}:{content_tag(files, base_id=local_id(client, base_ref) or base_ref, platform=arch)}"
+    if local_id(client, tag):
+        return NodeImage(tag, pause, built, True)
+    with tempfile.TemporaryDirectory(prefix="modematrix-node-") as tmp, step(f"building {tag}", quiet=quiet):
+        context = Path(tmp)
+        for name, data in files.items():
+            if name in ("Dockerfile", "node.sh"):
+                (context / name).write_bytes(data)
+        (context / "node.sh").chmod(0o755)
+        (context / "bin").mkdir()
+        for component in COMPONENTS:
+            if component != "pause":
+                os.link(built.path(component), context / "bin" / component)
+        with (context / "pause.tar").open("wb") as out:
+            for chunk in client.images.get(pause).save(named=True):
+                out.write(chunk)
+        try:
+            client.images.build(
+                path=str(context), tag=tag, buildargs={"BASE": base_ref, "PAUSE_IMAGE": "docker.io/" + pause}, rm=True
+            )
+        except (docker.errors.BuildError, docker.errors.APIError) as exc:
+            log = cache_dir() / "logs" / f"build-node-{tag.split(':')[1]}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text("".join(str(c.get("stream", c)) for c in getattr(exc, "build_log", [])) or str(exc))
+            raise BuildFailed(f"building {tag} failed: {exc}", log) from exc
+    return NodeImage(tag, pause, built, False)
+
+
+def _pause_image(client: docker.DockerClient, built: Components, arch: str) -> str:
+    """``FROM scratch`` with the pause binary: no base image, nothing to pull."""
+    dockerfile = b'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n'
+    binary = built.path("pause").read_bytes()
+    digest = content_tag({"Dockerfile": dockerfile, "pause": binary}, base_id="scratch", platform=arch)
+    tag = f"{PAUSE_REPOSITORY}:{digest}"
+    if local_id(client, tag) is None:
+        with tempfile.TemporaryDirectory(prefix="modematrix-pause-") as tmp:
+            (Path(tmp) / "Dockerfile").write_bytes(dockerfile)
+            (Path(tmp) / "pause").write_bytes(binary)
+            (Path(tmp) / "pause").chmod(0o755)
+            client.images.build(path=tmp, tag=tag, rm=True)
+    return tag

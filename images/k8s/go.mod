@@ -1,5 +1,5 @@
 // The Kubernetes components of the k8s mode's node image, built from the Go module proxy
-// (images/k8s/build.sh). k8s.io/kubernetes cannot be required on its own: its staging
+// (images/kubernetes.py). k8s.io/kubernetes cannot be required on its own: its staging
 // modules are replace lines in its own go.mod, so each is pinned here to the same release.
 module modematrix/k8s-components
 
