@@ -10,10 +10,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from scenarios.checkers import CHECKS
 from scenarios.traffic import Traffic
-from topologies import Cluster
+from topologies import Cluster, kubefaults
 from topologies.faults import Both, Delay, Fault, Kill, Loss, Partition, Pause, Restart, netem_missing
 from topologies.victims import choose
 
@@ -59,6 +60,18 @@ def _node(which: str) -> Callable[[Cluster, random.Random], str]:
 leader, follower, anyone = _node("leader"), _node("follower"), _node("random")
 
 
+K8S = ("k8s",)
+
+
+def _pod(workload: str) -> Chooser:
+    """Delete one of ``workload``'s Ready pods (a :class:`topologies.kuberun.KubeRun`'s)."""
+    return lambda run, rng, cycle: cast(Fault, kubefaults.any_pod(cast(Any, run), workload, rng))
+
+
+def _worker(fault: Callable[[str], Any]) -> Chooser:
+    return lambda run, rng, cycle: cast(Fault, fault(kubefaults.any_worker(cast(Any, run), rng)))
+
+
 def _overlapping(cluster: Cluster, rng: random.Random, cycle: int) -> Fault:
     """A follower's node killed and, at the same time, 20 % packet loss on another node that
     is not the leader: one member down and a lossy link, which a quorum of 3 survives."""
@@ -87,6 +100,15 @@ CATALOGUE: tuple[Scenario, ...] = (
     # serving; without the xds node the Envoys keep their last config and reconnect
     Scenario("kill-an-envoy", lambda c, r, i: Kill(choose(c, "service:envoy", r)), modes=("scaled",)),
     Scenario("kill-the-xds-node", lambda c, r, i: Kill(choose(c, "service:xds", r)), modes=("scaled",)),
+    # the k8s mode (a cluster built here): Kubernetes replaces what is deleted, Envoy routes
+    # around what is gone; a worker runs one etcd member and at most one Envoy
+    Scenario("delete-a-kv-pod", _pod("kv"), modes=K8S),
+    Scenario("delete-an-etcd-pod", _pod("etcd"), modes=K8S),
+    Scenario("delete-an-envoy-pod", _pod("envoy"), modes=K8S),
+    Scenario("delete-the-xds-pod", _pod("xds"), modes=K8S),
+    Scenario("kill-a-worker", _worker(kubefaults.KillNode), modes=K8S),
+    Scenario("pause-a-worker", _worker(kubefaults.PauseNode), modes=K8S),
+    Scenario("partition-a-worker", _worker(kubefaults.PartitionNode), modes=K8S),
 )
 
 

@@ -6,7 +6,7 @@ modematrix images wheels --dest D  modematrix down RUN_ID | --all
 modematrix images context DIR      modematrix fault RUN_ID NODE kill|stop|start|restart|pause|unpause|partition|heal
 modematrix images check [TAG]      modematrix bench --mode single,ha,scaled   (from loadtests)
                                    modematrix scale RUN_ID kv=4 queue=1
-modematrix k8s build               (Kubernetes 1.34.4 from source, into the cache)
+modematrix k8s build               (Kubernetes 1.34.4 from source, then the node image)
 
 Every failure is one line on stderr: exit 2 for bad input (an unknown mode, run or node, an
 invalid mode file), 1 for a run that failed. ``--debug`` adds the traceback.
@@ -71,8 +71,8 @@ def _images(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    if args.mode == "k8s" and args.kubeconfig:
-        return _up_kubernetes(args)
+    if args.mode == "k8s":
+        return _up_kubernetes(args, started) if args.kubeconfig else _up_cluster(args, started)
     mode = spec.load(args.mode)  # bad input is refused before anything starts
     platform = platforms.get(args.platform, reaper=False)
     with step(f"starting {mode.mode}", quiet=args.json):
@@ -103,7 +103,7 @@ def _kubeconfig(path: str) -> Any:
         raise UsageError(f"--kubeconfig {path}: cannot be read as a kubeconfig ({exc})") from None
 
 
-def _up_kubernetes(args: argparse.Namespace) -> int:
+def _up_kubernetes(args: argparse.Namespace, started: float) -> int:
     """The k8s mode on a cluster the user has: a namespace of its own, the scaled spec's
     manifests applied there, then ready or removed again."""
     import re
@@ -146,7 +146,41 @@ def _up_kubernetes(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(described, indent=2))
     else:
-        print(f"run {namespace}: k8s ready in {time.monotonic() - float(args.started):.1f} s; {described}")
+        print(f"run {namespace}: k8s ready in {time.monotonic() - started:.1f} s; {described}")
+    return 0
+
+
+def _up_cluster(args: argparse.Namespace, started: float) -> int:
+    """The k8s mode on a cluster built here: node containers (1 control plane, --workers
+    workers), the runtime image loaded into them, the mode deployed into a namespace named
+    like the run. ``modematrix down RUN_ID`` removes it all."""
+    from topologies import kuberun
+
+    if args.workers < 2:
+        raise UsageError(f"--workers: expected 2 or more, got {args.workers}")
+
+    def report(line: str) -> None:
+        if not args.json:
+            print(f"  {time.monotonic() - started:6.1f} s  {line}", file=sys.stderr)
+
+    run = kuberun.start(workers=args.workers, timeout=args.timeout, report=report)
+    assert run.cluster is not None
+    kube = run.cluster
+    described = {
+        **run.describe(),
+        "kubectl": str(kube.kubectl_path),
+        "nodes": [{"name": n.name, "role": n.role, "ip": n.ip} for n in kube.nodes],
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    print(f"run {run.run_id}: k8s ready in {described['seconds']} s on {len(kube.nodes)} nodes")
+    print(f"  kubectl:    {kube.kubectl_path} --kubeconfig {kube.kubeconfig_path} get pods -n {run.run_id}")
+    print(f"  endpoints:  {' '.join(run.endpoints)}")
+    print(f"  CA:         {run.ca_file}")
+    print(f"  admin:      admin / {run.admin.password}")
+    print(f"stop it with: modematrix down {run.run_id}")
     return 0
 
 
@@ -320,10 +354,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--json", action="store_true", help="print endpoints, CA file, admin and nodes as JSON")
     up.add_argument("--timeout", type=float, default=180.0)
     up.add_argument("--kubeconfig", help="k8s: deploy onto this existing cluster, in a namespace of its own")
+    up.add_argument(
+        "--workers", type=int, default=3, help="k8s without --kubeconfig: worker nodes (default %(default)s)"
+    )
     up.add_argument("--namespace", help="k8s: that namespace (default mm-<random>); refused if it is not a run's")
     up.add_argument("--image-registry", help="k8s: where the cluster pulls the runtime image from (default: local)")
     up.add_argument("--image", help="k8s: the runtime image (default: build it; its content tag)")
-    up.set_defaults(run=_up, started=time.monotonic())
+    up.set_defaults(run=_up)
     status = sub.add_parser("status", help="list the runs; with RUN_ID, its nodes and each Envoy's endpoints")
     status.add_argument("run_id", nargs="?")
     status.add_argument("--json", action="store_true")
@@ -365,11 +402,15 @@ def _k8s(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         print(f"modematrix k8s build: --jobs: expected 1 or more, got {args.jobs}", file=sys.stderr)
         return EXIT_USAGE
-    built = kubernetes.build(jobs=args.jobs, quiet=args.quiet)
-    print(built.directory)
+    node = kubernetes.node_image(jobs=args.jobs, quiet=args.quiet)
+    built = node.components
+    print(node.tag)
     took = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in built.seconds.items())
     print(
-        f"Kubernetes {built.version}: " + ("reused: nothing changed" if built.reused else f"built ({took})"),
+        f"Kubernetes {built.version} in {built.directory}: "
+        + ("reused: nothing changed" if built.reused else f"built ({took})")
+        + f"; node image {node.tag}: "
+        + ("reused" if node.reused else "built"),
         file=sys.stderr,
     )
     return 0

@@ -42,6 +42,7 @@ KUBERNETES_VERSION = "1.34"
 ETCD = "etcd"
 ETCD_TLS_DIR = "/etc/modematrix/etcd-tls"
 UID = 10001  # the image's user
+VOLUME_DIR = "/var/lib/modematrix/volume"
 Manifest = dict[str, Any]
 
 
@@ -79,7 +80,19 @@ def etcd_endpoints(spec: ModeSpec, namespace: str) -> list[str]:
     return [f"https://{ETCD}-{i}.{ETCD}.{namespace}.svc:{DB_CLIENT_PORT}" for i in range(len(spec.members))]
 
 
-def manifests(spec: ModeSpec, *, namespace: str, image: str, secrets: Secrets, pki: RunPki) -> list[Manifest]:
+@dataclass(frozen=True)
+class Ingress:
+    """How clients outside the cluster reach Envoy. ``host_port``: Envoy's pods take port
+    8443 of the node they run on (a cluster built here: no load balancer in front of it);
+    ``addresses``: the names or addresses clients use, which Envoy's certificate must name."""
+
+    host_port: bool = False
+    addresses: tuple[str, ...] = ()
+
+
+def manifests(
+    spec: ModeSpec, *, namespace: str, image: str, secrets: Secrets, pki: RunPki, ingress: Ingress = Ingress()
+) -> list[Manifest]:
     if not spec.members or spec.db != "etcd":
         raise ValueError(f"{spec.mode}: the k8s mode needs an etcd DB with members (as scaled has)")
     found = workloads(spec)
@@ -95,9 +108,10 @@ def manifests(spec: ModeSpec, *, namespace: str, image: str, secrets: Secrets, p
     out += _etcd(spec, namespace, image, pki)
     out += _db_init(spec, namespace, image, pki, found)
     for workload in found:
-        bundle = _bundle(pki, workload, namespace)
+        edge = ingress.addresses if "envoy" in workload.services else ()
+        bundle = _bundle(pki, workload, namespace, edge)
         out.append(_secret(namespace, f"tls-{workload.name}", {"bundle": bundle.dump()}))
-        out.append(_deployment(spec, workload, namespace, image))
+        out.append(_deployment(spec, workload, namespace, image, ingress))
         out.append(_service(workload, namespace))
         if workload.replicas >= 2:
             out.append(_budget(workload.name, namespace, {"maxUnavailable": 1}))
@@ -105,8 +119,8 @@ def manifests(spec: ModeSpec, *, namespace: str, image: str, secrets: Secrets, p
     return out
 
 
-def _bundle(pki: RunPki, workload: Workload, namespace: str) -> Bundle:
-    names = [*service_names(workload.name, namespace), "localhost", "127.0.0.1"]
+def _bundle(pki: RunPki, workload: Workload, namespace: str, addresses: Sequence[str] = ()) -> Bundle:
+    names = [*service_names(workload.name, namespace), "localhost", "127.0.0.1", *addresses]
     pair = pki.pair(user_name(workload.services), workload.name, names)
     return Bundle(pki.ca.cert_pem, {"node": pair}, pki.ca.key_pem if "auth" in workload.services else None)
 
@@ -135,6 +149,9 @@ def _env(spec: ModeSpec, workload: Workload, namespace: str) -> list[dict[str, A
         "RUNTIME_DB_BACKEND": "etcd",
         "RUNTIME_DB_ENDPOINTS": ",".join(etcd_endpoints(spec, namespace)),
         "RUNTIME_LOG_LEVEL": "info",
+        # the runtime makes its data folder private (0700), which it can only do to a folder
+        # of its own: not to the volume's root, which the kubelet owns
+        "RUNTIME_DATA_DIR": f"{VOLUME_DIR}/data",
     }
     if "auth" not in workload.services:
         plain["RUNTIME_ISSUERS"] = f"auth.{namespace}.svc:{API_PORT}"
@@ -172,9 +189,11 @@ def _probe(path: str, port: int, *, period: int, failures: int) -> dict[str, Any
     }
 
 
-def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str) -> Manifest:
+def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str, ingress: Ingress) -> Manifest:
     runtime_port = ENVOY_RUNTIME_PORT if "envoy" in workload.services else API_PORT
-    ports = [{"name": "https", "containerPort": API_PORT}]
+    ports: list[dict[str, Any]] = [{"name": "https", "containerPort": API_PORT}]
+    if "envoy" in workload.services and ingress.host_port:
+        ports[0]["hostPort"] = API_PORT  # also spreads the Envoys: one per node
     if workload.grpc:
         ports.append({"name": "grpc", "containerPort": GRPC_PORT})
     if "xds" in workload.services:
@@ -193,7 +212,7 @@ def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str) 
         "livenessProbe": _probe("/livez", runtime_port, period=10, failures=3),
         "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": _quantity(spec.memory)}},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/modematrix/data"}],
+        "volumeMounts": [{"name": "data", "mountPath": VOLUME_DIR}],
     }
     pod: dict[str, Any] = {
         "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "fsGroup": UID},

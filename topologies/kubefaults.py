@@ -1,0 +1,156 @@
+"""Faults of the k8s mode, as values with the same protocol as :mod:`topologies.faults`
+(``name``, ``applies_to``, ``apply``, ``heal``), so :func:`topologies.faults.injected` and the
+scenario runner use them unchanged:
+
+- :class:`DeletePod`: ``kubectl delete pod`` of one of a workload's pods; its Deployment or
+  StatefulSet replaces it; heal waits for that.
+- :class:`KillNode`, :class:`PauseNode`: the node container of a cluster built here is
+  SIGKILLed or frozen; heal starts or thaws it.
+- :class:`PartitionNode`: the node drops every packet on its link to the other nodes (in its
+  own network namespace, where it is root); heal removes the rules.
+
+A worker of a cluster built here runs one etcd member and maybe an Envoy, so a node fault
+takes one member and up to one front door away at once, which a quorum of 3 and the other
+Envoy survive.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from topologies.exceptions import FaultError
+
+if TYPE_CHECKING:
+    from topologies.kuberun import KubeRun
+
+PARTITION_CHAIN = "MM-PARTITION"
+
+
+def _built(run: KubeRun) -> str | None:
+    return None if run.cluster is not None else "needs a cluster built here (node containers), not a user's cluster"
+
+
+def _worker(run: KubeRun, node: str) -> str | None:
+    if run.cluster is None:
+        return _built(run)
+    names = [n.name for n in run.cluster.workers]
+    return None if node in names else f"no worker {node!r}; workers: {', '.join(names)}"
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    """Delete one pod of ``workload``, by name, as ``kubectl delete pod`` does."""
+
+    workload: str
+    pod: str
+    grace_s: int | None = None  # None: the pod's own grace period, as kubectl does
+
+    @property
+    def name(self) -> str:
+        return f"delete-pod({self.pod})"
+
+    def applies_to(self, run: KubeRun) -> str | None:
+        ready = run.ready_pods(self.workload)
+        return None if self.pod in ready else f"{self.pod} is not a Ready pod of {self.workload} ({ready})"
+
+    def apply(self, run: KubeRun) -> None:
+        run.delete_pod(self.pod, grace=self.grace_s)
+
+    def heal(self, run: KubeRun) -> None:
+        pass  # the controller replaces the pod; the cycle's health check waits for it
+
+
+@dataclass(frozen=True)
+class KillNode:
+    node: str
+
+    @property
+    def name(self) -> str:
+        return f"kill-node({self.node})"
+
+    def applies_to(self, run: KubeRun) -> str | None:
+        return _worker(run, self.node)
+
+    def apply(self, run: KubeRun) -> None:
+        assert run.cluster is not None
+        run.cluster.kill_node(self.node)
+
+    def heal(self, run: KubeRun) -> None:
+        assert run.cluster is not None
+        run.cluster.start_node(self.node)
+        run.cluster.wait_nodes_ready(timeout=120)
+
+
+@dataclass(frozen=True)
+class PauseNode:
+    node: str
+
+    @property
+    def name(self) -> str:
+        return f"pause-node({self.node})"
+
+    def applies_to(self, run: KubeRun) -> str | None:
+        return _worker(run, self.node)
+
+    def apply(self, run: KubeRun) -> None:
+        assert run.cluster is not None
+        run.cluster.pause_node(self.node)
+
+    def heal(self, run: KubeRun) -> None:
+        assert run.cluster is not None
+        run.cluster.unpause_node(self.node)
+        run.cluster.wait_nodes_ready(timeout=120)
+
+
+@dataclass(frozen=True)
+class PartitionNode:
+    """The node drops everything on its network link (to the other nodes, the control plane
+    and clients); its pods keep running, cut off."""
+
+    node: str
+
+    @property
+    def name(self) -> str:
+        return f"partition-node({self.node})"
+
+    def applies_to(self, run: KubeRun) -> str | None:
+        return _worker(run, self.node)
+
+    def apply(self, run: KubeRun) -> None:
+        assert run.cluster is not None
+        script = (
+            f"iptables -N {PARTITION_CHAIN} 2>/dev/null; iptables -F {PARTITION_CHAIN} && "
+            f"iptables -A {PARTITION_CHAIN} -i eth0 -j DROP && iptables -A {PARTITION_CHAIN} -o eth0 -j DROP && "
+            + " && ".join(f"iptables -I {chain} -j {PARTITION_CHAIN}" for chain in ("INPUT", "OUTPUT", "FORWARD"))
+        )
+        code, out = run.cluster.exec(self.node, script)
+        if code != 0:
+            raise FaultError(f"{self.name}: {out.strip()}")
+
+    def heal(self, run: KubeRun) -> None:
+        assert run.cluster is not None
+        script = " ; ".join(
+            f"while iptables -D {chain} -j {PARTITION_CHAIN} 2>/dev/null; do :; done"
+            for chain in ("INPUT", "OUTPUT", "FORWARD")
+        )
+        code, out = run.cluster.exec(
+            self.node, script + f" ; iptables -F {PARTITION_CHAIN}; iptables -X {PARTITION_CHAIN}"
+        )
+        if code != 0:
+            raise FaultError(f"healing {self.name}: {out.strip()}")
+        run.cluster.wait_nodes_ready(timeout=120)
+
+
+def any_worker(run: KubeRun, rng: random.Random) -> str:
+    if run.cluster is None:
+        raise FaultError(_built(run) or "")
+    return rng.choice([n.name for n in run.cluster.workers])
+
+
+def any_pod(run: KubeRun, workload: str, rng: random.Random) -> DeletePod:
+    ready = run.ready_pods(workload)
+    if not ready:
+        raise FaultError(f"no Ready pod of {workload} to delete")
+    return DeletePod(workload, rng.choice(ready))
