@@ -34,12 +34,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 import images
 import topologies
-from topologies import platforms
+from topologies import kuberun, platforms
 from topologies.constants import API_PORT, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
 from topologies.pki import RunPki
 from topologies.wait import wait_until
@@ -167,7 +168,39 @@ def bare_starlette(image: str, core: str) -> Iterator[str]:
         platform.remove_run(run_id)
 
 
+def _rows_for_k8s(wrk: Wrk, core: str, bare: Row) -> list[Row]:
+    """The k8s mode on a cluster built here, every node container on the servers' core:
+    through one Envoy (HTTP with wrk, gRPC with grpcload), against the bare row (pod
+    addresses, etcd's among them, are not reachable from the host)."""
+    run = kuberun.start(cpuset=core)
+    try:
+        with run.client(endpoints=[f"https://{run.grpc_endpoints[0]}"]) as api:
+            token = api.login()
+            seeded = api.put("/v1/kv/bench-get", content=b"x" * 64)
+            if seeded.status_code != 200:
+                raise topologies.TopologyError(f"k8s: could not write the GET key: {seeded.status_code} {seeded.text}")
+            url = f"https://{run.grpc_endpoints[0]}"
+            rows = [
+                _row(
+                    "k8s",
+                    "kv PUT through Envoy",
+                    wrk.run(f"{url}/v1/kv/", token=token, script=_lua_put("/v1/kv/bench-k8s-")),
+                    bare,
+                ),
+                _row("k8s", "kv GET through Envoy", wrk.run(f"{url}/v1/kv/bench-get", token=token), bare),
+            ]
+            rows += [
+                _row("k8s", "kv PUT over gRPC through Envoy", _grpc(run, token, "put", wrk), bare),
+                _row("k8s", "kv GET over gRPC through Envoy", _grpc(run, token, "get", wrk), bare),
+            ]
+            return rows
+    finally:
+        run.stop()
+
+
 def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row) -> list[Row]:
+    if mode == "k8s":
+        return _rows_for_k8s(wrk, core, bare)
     with topologies.start(mode, cpuset=core) as cluster, cluster.client() as api:
         token = api.token or api.login()
         seeded = api.put("/v1/kv/bench-get", content=b"x" * 64)
@@ -223,7 +256,7 @@ def go_binary(folder: Path) -> Path:
     return binary
 
 
-def _grpc(cluster: topologies.Cluster, token: str, method: str, wrk: Wrk) -> Measured:
+def _grpc(cluster: Any, token: str, method: str, wrk: Wrk) -> Measured:
     """Unary Kv calls over gRPC through the mode's gRPC front door, by ``loadtests/grpcload``
     (Go, pinned to wrk's core): 4 HTTP/2 connections carrying as many calls at once as wrk
     has connections."""
@@ -314,10 +347,10 @@ def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in topologies.available()]
+    unknown = [m for m in modes if m not in [*topologies.available(), "k8s"]]
     if unknown or not modes:
         raise topologies.NotFound(
-            f"--mode: no mode {unknown[0] if unknown else ''!r}; expected some of single,ha,scaled"
+            f"--mode: no mode {unknown[0] if unknown else ''!r}; expected some of single,ha,scaled,k8s"
         )
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         raise topologies.UsageError("modematrix bench needs wrk and taskset: sudo apt-get install wrk util-linux")

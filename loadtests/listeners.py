@@ -20,7 +20,7 @@ from locust.env import Environment
 
 from loadtests import slo, target, users
 from loadtests.timeline import Timeline, recovery
-from topologies import faults, victims
+from topologies import faults, kubefaults, victims
 
 log = logging.getLogger("modematrix.load")
 CPU_LIMIT = 90.0
@@ -56,6 +56,14 @@ def register(mode: str, defaults: slo.Slo) -> None:
 
     events.init_command_line_parser.add_listener(options)
     events.init.add_listener(start)
+
+
+def _k8s_fault(name: str, run: Any) -> Any:
+    """kill-node and pause-node on a cluster built here: one worker's node container."""
+    kinds = {"kill-node": kubefaults.KillNode, "pause-node": kubefaults.PauseNode}
+    if name not in kinds:
+        return None
+    return kinds[name](kubefaults.any_worker(run, random.Random()))
 
 
 @dataclass
@@ -96,9 +104,15 @@ class LoadRun:
             log.error("--fault needs a cluster this run started, or --cluster-json of one")
             return
         gevent.sleep(at)
-        which, kind = FAULTS[name]
-        node = victims.choose(cluster, which, random.Random())
-        fault = kind(node) if kind is not None else faults.Partition.isolating(node, cluster)
+        if self.mode == "k8s":
+            fault = _k8s_fault(name, cluster)
+            if fault is None:
+                log.error("--fault %s: the k8s mode has kill-node, pause-node (a worker's container)", name)
+                return
+        else:
+            which, kind = FAULTS[name]
+            node = victims.choose(cluster, which, random.Random())
+            fault = kind(node) if kind is not None else faults.Partition.isolating(node, cluster)
         with faults.injected(cluster, fault, mark=lambda event: self.timeline.mark(time.time(), event)):
             gevent.sleep(duration)
 

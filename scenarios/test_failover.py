@@ -14,7 +14,7 @@ from scenarios.catalogue import CATALOGUE, Scenario
 from scenarios.runner import Result
 from topologies import Cluster
 
-pytestmark = [pytest.mark.failover, pytest.mark.ha, pytest.mark.scaled]
+pytestmark = [pytest.mark.failover, pytest.mark.ha, pytest.mark.scaled, pytest.mark.k8s]
 
 
 @pytest.mark.parametrize("scenario", CATALOGUE, ids=[s.name for s in CATALOGUE])

@@ -25,8 +25,6 @@ from topologies.exceptions import FaultError
 if TYPE_CHECKING:
     from topologies.kuberun import KubeRun
 
-PARTITION_CHAIN = "MM-PARTITION"
-
 
 def _built(run: KubeRun) -> str | None:
     return None if run.cluster is not None else "needs a cluster built here (node containers), not a user's cluster"
@@ -79,7 +77,7 @@ class KillNode:
 
     def heal(self, run: KubeRun) -> None:
         assert run.cluster is not None
-        run.cluster.start_node(self.node)
+        run.cluster.heal_node(self.node)
         run.cluster.wait_nodes_ready(timeout=120)
 
 
@@ -100,7 +98,7 @@ class PauseNode:
 
     def heal(self, run: KubeRun) -> None:
         assert run.cluster is not None
-        run.cluster.unpause_node(self.node)
+        run.cluster.heal_node(self.node)
         run.cluster.wait_nodes_ready(timeout=120)
 
 
@@ -120,26 +118,11 @@ class PartitionNode:
 
     def apply(self, run: KubeRun) -> None:
         assert run.cluster is not None
-        script = (
-            f"iptables -N {PARTITION_CHAIN} 2>/dev/null; iptables -F {PARTITION_CHAIN} && "
-            f"iptables -A {PARTITION_CHAIN} -i eth0 -j DROP && iptables -A {PARTITION_CHAIN} -o eth0 -j DROP && "
-            + " && ".join(f"iptables -I {chain} -j {PARTITION_CHAIN}" for chain in ("INPUT", "OUTPUT", "FORWARD"))
-        )
-        code, out = run.cluster.exec(self.node, script)
-        if code != 0:
-            raise FaultError(f"{self.name}: {out.strip()}")
+        run.cluster.partition_node(self.node)
 
     def heal(self, run: KubeRun) -> None:
         assert run.cluster is not None
-        script = " ; ".join(
-            f"while iptables -D {chain} -j {PARTITION_CHAIN} 2>/dev/null; do :; done"
-            for chain in ("INPUT", "OUTPUT", "FORWARD")
-        )
-        code, out = run.cluster.exec(
-            self.node, script + f" ; iptables -F {PARTITION_CHAIN}; iptables -X {PARTITION_CHAIN}"
-        )
-        if code != 0:
-            raise FaultError(f"healing {self.name}: {out.strip()}")
+        run.cluster.heal_node(self.node)
         run.cluster.wait_nodes_ready(timeout=120)
 
 

@@ -16,6 +16,7 @@ the platform's (:class:`topologies.platforms.kubernetes.KubeCluster`).
 from __future__ import annotations
 
 import secrets as random_secrets
+import shutil
 import ssl
 import time
 from collections.abc import Sequence
@@ -182,10 +183,20 @@ class KubeRun:
     def remove(self) -> None:
         kubeapply.delete_namespace(self.config, self.namespace)
 
+    def heal_all(self) -> None:
+        """After any fault: every node container of a cluster built here running, thawed and
+        connected, and Ready (pods are Kubernetes' to replace: the health check waits)."""
+        if self.cluster is None:
+            return
+        for node in self.cluster.nodes:
+            self.cluster.heal_node(node.name)
+        self.cluster.wait_nodes_ready(timeout=120)
+
     def stop(self) -> None:
         """Remove the run: the whole cluster if it was built for it, else its namespace."""
         if self.cluster is not None:
             self.cluster.stop()
+            shutil.rmtree(self.workdir, ignore_errors=True)  # the run's folder: CA, kubeconfig, node files
         else:
             self.remove()
 
@@ -228,7 +239,7 @@ def deploy(
     return run
 
 
-def start(*, workers: int = 3, timeout: float = 400, report: Any = None) -> KubeRun:
+def start(*, workers: int = 3, timeout: float = 400, report: Any = None, cpuset: str | None = None) -> KubeRun:
     """The k8s mode on a cluster built here: node containers, the runtime image loaded into
     them, the mode deployed into a namespace named like the run; ``stop()`` removes it all."""
     import uuid
@@ -239,7 +250,7 @@ def start(*, workers: int = 3, timeout: float = 400, report: Any = None) -> Kube
     run_id = f"k8s-{uuid.uuid4().hex[:8]}"
     folder = run_dir(run_id)
     say = report or (lambda line: None)
-    kube = KubeCluster.create(run_id, folder / "cluster", workers=workers, report=say, timeout=timeout)
+    kube = KubeCluster.create(run_id, folder / "cluster", workers=workers, report=say, timeout=timeout, cpuset=cpuset)
     try:
         image = kube.docker.image()
         took = kube.load_image(image)

@@ -76,9 +76,8 @@ def load(mode: str | Path) -> ModeSpec:
     path = Path(mode) if str(mode).endswith((".yaml", ".yml")) else MODES_DIR / f"{mode}.yaml"
     if not path.exists() and str(mode) == "k8s":
         raise NotFound(
-            "k8s: the Kubernetes mode cannot start yet without --kubeconfig (a cluster you have): its components "
-            "build (modematrix k8s build) and its manifests print (modematrix k8s manifests), but no cluster is "
-            "made here yet (README: Kubernetes)"
+            "k8s: the Kubernetes mode has no mode file of its own: it deploys the scaled spec as Kubernetes "
+            "objects (modematrix up k8s, or modematrix k8s manifests; README: Kubernetes)"
         )
     if not path.exists():
         raise NotFound(f"no mode {str(mode)!r}; expected one of {', '.join(available())} or a path to a .yaml file")

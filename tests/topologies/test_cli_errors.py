@@ -41,7 +41,8 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
     ("args", "code", "says"),
     [
         (["up", "nosuchmode"], 2, "no mode 'nosuchmode'; expected one of ha, scaled, scaled-haproxy, single"),
-        (["up", "k8s"], 2, "k8s: the Kubernetes mode cannot start yet"),
+        (["up", "k8s"], 1, "no Docker daemon answers"),
+        (["up", "k8s", "--workers", "1"], 2, "--workers: expected 2 or more, got 1"),
         (["up", "ha"], 1, "no Docker daemon answers"),
         (["status"], 1, "no Docker daemon answers"),
         (["down", "abc"], 1, "no Docker daemon answers"),

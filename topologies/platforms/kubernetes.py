@@ -30,14 +30,15 @@ import images
 from images import kubernetes as components
 from topologies import kubeapply, kubecluster
 from topologies.constants import API_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
-from topologies.exceptions import PlatformError, StartTimeout
+from topologies.exceptions import FaultError, PlatformError, StartTimeout
 from topologies.kubecluster import KubeNode
 from topologies.pki import RunPki
-from topologies.platforms.base import Handle, Launch
+from topologies.platforms.base import PAUSED, STOPPED, Handle, Launch
 from topologies.platforms.docker import DockerPlatform
 from topologies.wait import WaitTimeout, wait_until
 
 IMAGES_DIR = "/var/lib/mm-images"  # where nodes see saved images (read-only)
+PARTITION_CHAIN = "MM-PARTITION"
 Report = Callable[[str], None]
 
 
@@ -53,6 +54,7 @@ class KubeCluster:
     pki: RunPki
     handles: dict[str, Handle] = field(default_factory=dict)
     report: Report = print
+    cpuset: str | None = None  # host cores every node container is pinned to (benchmarks)
 
     # -- what users reach -------------------------------------------------------------------------
 
@@ -99,6 +101,7 @@ class KubeCluster:
         docker: DockerPlatform | None = None,
         report: Report = print,
         timeout: float = 300,
+        cpuset: str | None = None,
     ) -> KubeCluster:
         """Build (or reuse) the node image, start the nodes, wait until the API answers, the
         cluster's own objects are in and every node is Ready."""
@@ -112,7 +115,7 @@ class KubeCluster:
         prefix = docker.create_network(network, _labels(run_id, "network"))
         nodes = kubecluster.plan(prefix, workers=workers)
         pki = RunPki.create(workdir)
-        cluster = cls(run_id, docker, workdir, nodes, node_image, pki, report=report)
+        cluster = cls(run_id, docker, workdir, nodes, node_image, pki, report=report, cpuset=cpuset)
         cluster._write_files()
         report(f"starting {len(nodes)} node containers on {prefix}.0/24")
         for node in nodes:
@@ -159,6 +162,7 @@ class KubeCluster:
             binds={str(self.workdir / "nodes" / node.name): kubecluster.CONF, str(_saved_dir()): IMAGES_DIR},
             volume=f"mm-{self.run_id}-{node.name}",
             volume_path=kubecluster.STATE,
+            cpuset=self.cpuset,
         )
 
     # -- waiting ---------------------------------------------------------------------------------
@@ -232,17 +236,39 @@ class KubeCluster:
         """Run a shell script as root in the node container (its own network namespace)."""
         return self.docker.exec(self.handles[node], ["sh", "-c", script])
 
+    def partition_node(self, node: str) -> None:
+        """Drop every packet on the node's link (eth0), in its own network namespace."""
+        chain = PARTITION_CHAIN
+        script = (
+            f"iptables -N {chain} 2>/dev/null; iptables -F {chain} && "
+            f"iptables -A {chain} -i eth0 -j DROP && iptables -A {chain} -o eth0 -j DROP && "
+            + " && ".join(f"iptables -I {hook} -j {chain}" for hook in ("INPUT", "OUTPUT", "FORWARD"))
+        )
+        code, out = self.exec(node, script)
+        if code != 0:
+            raise FaultError(f"partitioning {node}: {out.strip()}")
+
+    def heal_node(self, node: str) -> None:
+        """Whatever a fault did to the node container: thaw it, start it, lift a partition."""
+        handle = self.handles[node]
+        state = self.docker.state(handle)
+        if state == PAUSED:
+            self.docker.unpause(handle)
+        elif state in STOPPED:
+            self.docker.start(handle)
+        chain = PARTITION_CHAIN
+        lift = " ; ".join(
+            f"while iptables -D {h} -j {chain} 2>/dev/null; do :; done" for h in ("INPUT", "OUTPUT", "FORWARD")
+        )
+        code, out = self.exec(node, f"{lift} ; iptables -F {chain} 2>/dev/null; iptables -X {chain} 2>/dev/null; true")
+        if code != 0:
+            raise FaultError(f"healing {node}: {out.strip()}")
+
     def kill_node(self, node: str) -> None:
         self.docker.kill(self.handles[node])
 
-    def start_node(self, node: str) -> None:
-        self.docker.start(self.handles[node])
-
     def pause_node(self, node: str) -> None:
         self.docker.pause(self.handles[node])
-
-    def unpause_node(self, node: str) -> None:
-        self.docker.unpause(self.handles[node])
 
     # -- the mode on it -------------------------------------------------------------------------
 
