@@ -97,7 +97,10 @@ def test_the_api_server_certificate_names_every_way_it_is_reached(files: dict[st
 
 def test_the_user_kubeconfig_is_an_admin_of_this_cluster(pki: RunPki, nodes: list[kubecluster.KubeNode]) -> None:
     server, ca, identity = kubeconfig_identity(kubecluster.admin_kubeconfig(nodes, pki))
+    import base64
+
     assert server == "https://10.9.8.10:6443" and identity == ("modematrix-admin", ["system:masters"])
+    assert base64.b64decode(ca) == pki.ca.cert_pem, "the client trusts the run's CA, nothing else"
 
 
 def test_pod_networking_routes_to_every_other_node_and_masquerades_only_leaving_traffic(
