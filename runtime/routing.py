@@ -118,6 +118,7 @@ GRPC_METHODS: tuple[GrpcMethod, ...] = (
     _grpc("Queue", "DeleteJob", "queue.delete"),
 )
 GRPC_SERVICES = tuple(sorted({m.route.service for m in GRPC_METHODS}))
+_GRPC_BY_PATH = {m.path: m for m in GRPC_METHODS}  # looked up on every call
 
 
 def grpc_method(path: str) -> GrpcMethod | None:
@@ -126,7 +127,7 @@ def grpc_method(path: str) -> GrpcMethod | None:
     >>> grpc_method("/modematrix.v1.Kv/Put").route.name
     'kv.put'
     """
-    return next((m for m in GRPC_METHODS if m.path == path), None)
+    return _GRPC_BY_PATH.get(path)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from images.progress import step
 from topologies import faults, platforms, spec
 from topologies.attach import attach
 from topologies.cluster import Cluster
-from topologies.constants import LABEL_MODE, LABEL_RUN, PLATFORMS
+from topologies.constants import LABEL_MODE, LABEL_NODE, LABEL_RUN, PLATFORMS
 from topologies.exceptions import NotFound, StartTimeout, TopologyError, UsageError
 from topologies.launch import launch
 
@@ -163,7 +163,7 @@ def _up_cluster(args: argparse.Namespace, started: float) -> int:
         if not args.json:
             print(f"  {time.monotonic() - started:6.1f} s  {line}", file=sys.stderr)
 
-    run = kuberun.start(workers=args.workers, timeout=args.timeout, report=report)
+    run = kuberun.start(workers=args.workers, timeout=args.timeout, report=report, reaper=False)
     assert run.cluster is not None
     kube = run.cluster
     described = {
@@ -259,7 +259,50 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status_k8s(args: argparse.Namespace, handles: list[platforms.Handle]) -> int:
+    """A k8s run built here: its node containers, and its pods as the API reports them."""
+    from lightkube import Client
+    from lightkube.config.kubeconfig import KubeConfig
+    from lightkube.resources.core_v1 import Pod
+
+    from topologies.cluster import run_dir
+
+    platform = platforms.get(args.platform, reaper=False)
+    kubeconfig = run_dir(args.run_id) / "cluster" / "kubeconfig"
+    nodes = [{"name": h.labels.get(LABEL_NODE, h.name), "ip": h.ip, "state": platform.state(h)} for h in handles]
+    pods: list[dict[str, Any]] = []
+    with Client(config=KubeConfig.from_file(kubeconfig)) as client:
+        for pod in client.list(Pod, namespace=args.run_id):
+            meta, status = pod.metadata, pod.status
+            ready = any(c.type == "Ready" and c.status == "True" for c in (status.conditions if status else None) or [])
+            pods.append(
+                {
+                    "name": meta.name if meta else "?",
+                    "phase": status.phase if status else "?",
+                    "ready": ready,
+                    "node": pod.spec.nodeName if pod.spec else None,
+                }
+            )
+    if args.json:
+        print(
+            json.dumps(
+                {"run_id": args.run_id, "mode": "k8s", "kubeconfig": str(kubeconfig), "nodes": nodes, "pods": pods},
+                indent=2,
+            )
+        )
+        return 0
+    print(f"run {args.run_id}: k8s, kubeconfig {kubeconfig}")
+    for node in sorted(nodes, key=lambda n: str(n["name"])):
+        print(f"  {node['name']:18} {node['ip']:15} {node['state']}")
+    for row in sorted(pods, key=lambda p: str(p["name"])):
+        print(f"    {row['name']:28} {row['phase']:10} {'ready' if row['ready'] else 'not ready':9} on {row['node']}")
+    return 0
+
+
 def _status_of(args: argparse.Namespace) -> int:
+    handles = platforms.get(args.platform, reaper=False).list_run(args.run_id)
+    if handles and handles[0].labels.get(LABEL_MODE) == "k8s":
+        return _status_k8s(args, handles)
     cluster = attach(args.run_id, args.platform)
     nodes = [
         {"name": n.name, "ip": n.ip, "services": list(n.services), "state": n.status, "db_member": n.db_member}
@@ -297,7 +340,13 @@ def _down(args: argparse.Namespace) -> int:
     if not args.all and not any(removed.values()):
         print(f"modematrix down: no run {args.run_id!r}; `modematrix status` lists the runs", file=sys.stderr)
         return EXIT_USAGE
-    print(f"removed {'run ' + args.run_id if not args.all else f'{len(targets)} run(s)'}: {removed}")
+    if args.all:  # networks and volumes of runs whose nodes were already gone count too
+        print(
+            f"removed every run: {removed['containers']} container(s) of {len(targets)} run(s), "
+            f"{removed['networks']} network(s), {removed['volumes']} volume(s)"
+        )
+    else:
+        print(f"removed run {args.run_id}: {removed}")
     return 0
 
 

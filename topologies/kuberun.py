@@ -18,7 +18,6 @@ from __future__ import annotations
 import secrets as random_secrets
 import shutil
 import ssl
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from topologies.plan import Secrets
 from topologies.wait import WaitTimeout, wait_until
 
 if TYPE_CHECKING:
+    from topologies.platforms.docker import DockerPlatform
     from topologies.platforms.kubernetes import KubeCluster
 
 MODE_SPEC = "scaled"  # the k8s mode's layout: the scaled mode's services and counts
@@ -239,9 +239,13 @@ def deploy(
     return run
 
 
-def start(*, workers: int = 3, timeout: float = 400, report: Any = None, cpuset: str | None = None) -> KubeRun:
+def start(
+    *, workers: int = 3, timeout: float = 400, report: Any = None, cpuset: str | None = None, reaper: bool = True
+) -> KubeRun:
     """The k8s mode on a cluster built here: node containers, the runtime image loaded into
-    them, the mode deployed into a namespace named like the run; ``stop()`` removes it all."""
+    them, the mode deployed into a namespace named like the run; ``stop()`` removes it all.
+    With ``reaper`` (tests, load runs) the cluster also goes if this process dies; without
+    (``modematrix up``) it stays until ``modematrix down``."""
     import uuid
 
     from topologies.cluster import run_dir
@@ -250,7 +254,15 @@ def start(*, workers: int = 3, timeout: float = 400, report: Any = None, cpuset:
     run_id = f"k8s-{uuid.uuid4().hex[:8]}"
     folder = run_dir(run_id)
     say = report or (lambda line: None)
-    kube = KubeCluster.create(run_id, folder / "cluster", workers=workers, report=say, timeout=timeout, cpuset=cpuset)
+    kube = KubeCluster.create(
+        run_id,
+        folder / "cluster",
+        workers=workers,
+        docker=DockerPlatform(reaper=reaper),
+        report=say,
+        timeout=timeout,
+        cpuset=cpuset,
+    )
     try:
         image = kube.docker.image()
         took = kube.load_image(image)
@@ -282,13 +294,3 @@ def envoy_addresses(run: KubeRun) -> list[str]:
         if status and status.hostIP and any(c.type == "Ready" and c.status == "True" for c in status.conditions or []):
             found.add(status.hostIP)
     return sorted(found)
-
-
-def wait_for(check: Any, timeout: float, what: str) -> float:
-    """Seconds until ``check()`` is true; raises FaultError after ``timeout``."""
-    started = time.monotonic()
-    try:
-        wait_until(check, timeout=timeout, interval=0.2, message=what, ignore=(Exception,))
-    except WaitTimeout as exc:
-        raise FaultError(f"{what}: not after {timeout:.0f} s") from exc
-    return time.monotonic() - started

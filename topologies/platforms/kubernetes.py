@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightkube import Client
 from lightkube.config.kubeconfig import KubeConfig
-from lightkube.resources.core_v1 import Node, Pod
+from lightkube.resources.core_v1 import Node
 
 import images
 from images import kubernetes as components
 from topologies import kubeapply, kubecluster
-from topologies.constants import API_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
+from topologies.constants import LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
 from topologies.exceptions import FaultError, PlatformError, StartTimeout
 from topologies.kubecluster import KubeNode
 from topologies.pki import RunPki
@@ -270,16 +270,6 @@ class KubeCluster:
     def pause_node(self, node: str) -> None:
         self.docker.pause(self.handles[node])
 
-    # -- the mode on it -------------------------------------------------------------------------
-
-    def ingress_addresses(self, namespace: str, workload: str = "envoy") -> list[str]:
-        """The nodes (addresses) where ``workload``'s pods run: Envoy's host port is there."""
-        with Client(config=self.config) as client:
-            pods = client.list(Pod, namespace=namespace, labels={"app.kubernetes.io/name": workload})
-            return sorted(
-                {p.status.hostIP for p in pods if p.status and p.status.hostIP and p.status.phase == "Running"}
-            )
-
     def diagnose(self) -> str:
         """Each node's state and last log lines: what a failed start shows."""
         lines = []
@@ -324,12 +314,4 @@ def save_image(docker: DockerPlatform, tag: str) -> Path:
     return archive
 
 
-def endpoints(addresses: Sequence[str]) -> list[str]:
-    return [f"https://{a}:{API_PORT}" for a in addresses]
-
-
-def grpc_endpoints(addresses: Sequence[str]) -> list[str]:
-    return [f"{a}:{API_PORT}" for a in addresses]
-
-
-__all__ = ["KubeCluster", "endpoints", "grpc_endpoints", "save_image"]
+__all__ = ["KubeCluster", "save_image"]
