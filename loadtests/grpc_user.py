@@ -52,15 +52,26 @@ class GrpcRuntimeUser(User):
     def on_start(self) -> None:
         if not self.targets:
             raise RuntimeError("no gRPC endpoint: give --grpc-target, or --cluster-json of `modematrix up --json`")
-        reply = httpx.post(
-            self.http[0] + "/v1/auth/login",
-            json={"username": "admin", "password": self.password},
-            verify=self.ca_file or True,
-            timeout=TIMEOUT,
-        )
-        reply.raise_for_status()
-        self.metadata = (("authorization", f"Bearer {reply.json()['token']}"),)
+        self.metadata = (("authorization", f"Bearer {self._login()}"),)
         self._connect()
+
+    def _login(self) -> str:
+        """A token from the first HTTP endpoint that answers (an HA client knows them all)."""
+        refused: httpx.TransportError | None = None
+        for endpoint in self.http:
+            try:
+                reply = httpx.post(
+                    endpoint + "/v1/auth/login",
+                    json={"username": "admin", "password": self.password},
+                    verify=self.ca_file or True,
+                    timeout=TIMEOUT,
+                )
+            except httpx.TransportError as exc:
+                refused = exc
+                continue
+            reply.raise_for_status()
+            return str(reply.json()["token"])
+        raise refused or RuntimeError("no HTTP endpoint to log in at")
 
     def on_stop(self) -> None:
         if self.channel is not None:

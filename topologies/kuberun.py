@@ -39,7 +39,6 @@ from topologies.plan import Secrets
 from topologies.wait import WaitTimeout, wait_until
 
 if TYPE_CHECKING:
-    from topologies.platforms.docker import DockerPlatform
     from topologies.platforms.kubernetes import KubeCluster
 
 MODE_SPEC = "scaled"  # the k8s mode's layout: the scaled mode's services and counts
@@ -73,13 +72,14 @@ class KubeRun:
 
     @property
     def endpoints(self) -> list[str]:
-        return [f"https://{a}:{API_PORT}" for a in self.addresses]
+        """Each Envoy as it runs now (asked of the API): what ``up --json`` and load tests get."""
+        if not self.addresses:
+            return []
+        return [f"https://{a}:{API_PORT}" for a in envoy_addresses(self)]
 
     @property
     def grpc_endpoints(self) -> list[str]:
-        """Each Envoy as it runs now (gRPC and HTTP share its port). The HTTP endpoints are
-        every node that may run one, as the client moves on from a node without an Envoy;
-        a gRPC channel is one address, so these are asked of the API each time."""
+        """Each Envoy as it runs now (gRPC and HTTP share its port), asked of the API."""
         if not self.addresses:
             return []
         return [f"{a}:{API_PORT}" for a in envoy_addresses(self)]
@@ -97,10 +97,13 @@ class KubeRun:
         resend_idempotent: bool = True,
         budget: float | None = None,
     ) -> ClusterClient:
-        if not (endpoints or self.endpoints):
+        # every node that may run an Envoy: the client moves on from one that has none, so a
+        # client made before an Envoy moved still finds it
+        everywhere = endpoints or [f"https://{a}:{API_PORT}" for a in self.addresses]
+        if not everywhere:
             raise NotFound(f"run {self.namespace}: no address outside the cluster reaches Envoy")
         return ClusterClient(
-            list(endpoints or self.endpoints),
+            list(everywhere),
             self.ca_file,
             credentials or self.admin,
             timeout=timeout,
@@ -249,6 +252,7 @@ def start(
     import uuid
 
     from topologies.cluster import run_dir
+    from topologies.platforms.docker import DockerPlatform
     from topologies.platforms.kubernetes import KubeCluster
 
     run_id = f"k8s-{uuid.uuid4().hex[:8]}"
