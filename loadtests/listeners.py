@@ -60,10 +60,10 @@ def register(mode: str, defaults: slo.Slo) -> None:
 
 def _k8s_fault(name: str, run: Any) -> Any:
     """kill-node and pause-node on a cluster built here: one worker's node container."""
-    kinds = {"kill-node": kubefaults.KillNode, "pause-node": kubefaults.PauseNode}
-    if name not in kinds:
+    actions = {"kill-node": "kill", "pause-node": "pause"}
+    if name not in actions:
         return None
-    return kinds[name](kubefaults.any_worker(run, random.Random()))
+    return kubefaults.NodeFault(kubefaults.any_worker(run, random.Random()), actions[name])
 
 
 @dataclass

@@ -68,8 +68,8 @@ def _pod(workload: str) -> Chooser:
     return lambda run, rng, cycle: cast(Fault, kubefaults.any_pod(cast(Any, run), workload, rng))
 
 
-def _worker(fault: Callable[[str], Any]) -> Chooser:
-    return lambda run, rng, cycle: cast(Fault, fault(kubefaults.any_worker(cast(Any, run), rng)))
+def _worker(action: str) -> Chooser:
+    return lambda run, rng, cycle: cast(Fault, kubefaults.NodeFault(kubefaults.any_worker(cast(Any, run), rng), action))
 
 
 def _overlapping(cluster: Cluster, rng: random.Random, cycle: int) -> Fault:
@@ -106,9 +106,9 @@ CATALOGUE: tuple[Scenario, ...] = (
     Scenario("delete-an-etcd-pod", _pod("etcd"), modes=K8S),
     Scenario("delete-an-envoy-pod", _pod("envoy"), modes=K8S),
     Scenario("delete-the-xds-pod", _pod("xds"), modes=K8S),
-    Scenario("kill-a-worker", _worker(kubefaults.KillNode), modes=K8S),
-    Scenario("pause-a-worker", _worker(kubefaults.PauseNode), modes=K8S),
-    Scenario("partition-a-worker", _worker(kubefaults.PartitionNode), modes=K8S),
+    Scenario("kill-a-worker", _worker("kill"), modes=K8S),
+    Scenario("pause-a-worker", _worker("pause"), modes=K8S),
+    Scenario("partition-a-worker", _worker("partition"), modes=K8S),
 )
 
 

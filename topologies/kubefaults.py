@@ -4,10 +4,9 @@ scenario runner use them unchanged:
 
 - :class:`DeletePod`: ``kubectl delete pod`` of one of a workload's pods; its Deployment or
   StatefulSet replaces it; heal waits for that.
-- :class:`KillNode`, :class:`PauseNode`: the node container of a cluster built here is
-  SIGKILLed or frozen; heal starts or thaws it.
-- :class:`PartitionNode`: the node drops every packet on its link to the other nodes (in its
-  own network namespace, where it is root); heal removes the rules.
+- :class:`NodeFault`: the node container of a cluster built here is SIGKILLed, frozen, or
+  drops every packet on its link (iptables in its own network namespace, where it is root);
+  heal starts, thaws or reconnects it.
 
 A worker of a cluster built here runs one etcd member and maybe an Envoy, so a node fault
 takes one member and up to one front door away at once, which a quorum of 3 and the other
@@ -60,65 +59,33 @@ class DeletePod:
         pass  # the controller replaces the pod; the cycle's health check waits for it
 
 
+NODE_ACTIONS = ("kill", "pause", "partition")
+
+
 @dataclass(frozen=True)
-class KillNode:
+class NodeFault:
+    """``kill``: SIGKILL the node container; ``pause``: freeze it; ``partition``: it drops
+    everything on its network link (to the other nodes, the control plane and clients) while
+    its pods keep running, cut off. Heal undoes whichever it was and waits for the node."""
+
     node: str
+    action: str
+
+    def __post_init__(self) -> None:
+        if self.action not in NODE_ACTIONS:
+            raise ValueError(f"node fault: expected one of {', '.join(NODE_ACTIONS)}, got {self.action!r}")
 
     @property
     def name(self) -> str:
-        return f"kill-node({self.node})"
+        return f"{self.action}-node({self.node})"
 
     def applies_to(self, run: KubeRun) -> str | None:
         return _worker(run, self.node)
 
     def apply(self, run: KubeRun) -> None:
         assert run.cluster is not None
-        run.cluster.kill_node(self.node)
-
-    def heal(self, run: KubeRun) -> None:
-        assert run.cluster is not None
-        run.cluster.heal_node(self.node)
-        run.cluster.wait_nodes_ready(timeout=120)
-
-
-@dataclass(frozen=True)
-class PauseNode:
-    node: str
-
-    @property
-    def name(self) -> str:
-        return f"pause-node({self.node})"
-
-    def applies_to(self, run: KubeRun) -> str | None:
-        return _worker(run, self.node)
-
-    def apply(self, run: KubeRun) -> None:
-        assert run.cluster is not None
-        run.cluster.pause_node(self.node)
-
-    def heal(self, run: KubeRun) -> None:
-        assert run.cluster is not None
-        run.cluster.heal_node(self.node)
-        run.cluster.wait_nodes_ready(timeout=120)
-
-
-@dataclass(frozen=True)
-class PartitionNode:
-    """The node drops everything on its network link (to the other nodes, the control plane
-    and clients); its pods keep running, cut off."""
-
-    node: str
-
-    @property
-    def name(self) -> str:
-        return f"partition-node({self.node})"
-
-    def applies_to(self, run: KubeRun) -> str | None:
-        return _worker(run, self.node)
-
-    def apply(self, run: KubeRun) -> None:
-        assert run.cluster is not None
-        run.cluster.partition_node(self.node)
+        act = {"kill": run.cluster.kill_node, "pause": run.cluster.pause_node, "partition": run.cluster.partition_node}
+        act[self.action](self.node)
 
     def heal(self, run: KubeRun) -> None:
         assert run.cluster is not None
