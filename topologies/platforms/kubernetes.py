@@ -82,9 +82,6 @@ class KubeCluster:
             raise PlatformError(f"kubectl {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
         return done.stdout
 
-    def handle(self, node: str) -> Handle:
-        return self.handles[node]
-
     @property
     def workers(self) -> list[KubeNode]:
         return [n for n in self.nodes if not n.control_plane]
@@ -168,9 +165,10 @@ class KubeCluster:
     # -- waiting ---------------------------------------------------------------------------------
 
     def wait_api(self, timeout: float) -> None:
-        def answers() -> bool:
+        def answers() -> bool:  # any answer; an error is retried until the timeout
             with Client(config=self.config) as client:
-                return bool(list(client.list(Node)) is not None)
+                list(client.list(Node))
+            return True
 
         self._wait(answers, timeout, "the API server answers")
 
