@@ -61,7 +61,7 @@ def platform_of(client: docker.DockerClient) -> str:
 def assemble_context(directory: Path, *, arch: str, root: Path = ROOT) -> None:
     """Write a self-contained build context: Dockerfile, lock, wheels/, runtime/."""
     directory.mkdir(parents=True, exist_ok=True)
-    wheels = ensure_wheelhouse(root / "images" / "requirements.lock", wheelhouse_dir(), arch=arch)
+    wheels = ensure_wheelhouse(wheelhouse_dir(), arch=arch)
     for name, data in image_inputs(root).items():
         target = directory / name
         target.parent.mkdir(parents=True, exist_ok=True)

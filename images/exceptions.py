@@ -3,6 +3,7 @@
 ImageError
 ├── BaseUnavailable     the base is absent, cannot be pulled, and cannot be bootstrapped
 ├── WheelsUnavailable   the wheelhouse lacks a pinned wheel and PyPI could not supply it
+├── LockError           a lock file is malformed, or refreshing it could not resolve
 └── BuildFailed         docker build failed; ``log_path`` keeps the whole log
 """
 
@@ -20,6 +21,10 @@ class BaseUnavailable(ImageError):
 
 
 class WheelsUnavailable(ImageError):
+    pass
+
+
+class LockError(ImageError):
     pass
 
 

@@ -14,8 +14,9 @@ module) and ``images/k8s/coredns`` (the cluster DNS: CoreDNS v1.12.4 with only t
 its own module, so its dependencies do not move Kubernetes').
 
 The result is content-addressed like the runtime image: a digest of go.mod, go.sum, the
-component list and Go's version names a folder of the cache; a repeat finds it and builds
-nothing. Go's module and build caches (GOMODCACHE, GOCACHE) stay between runs on the machine.
+component list and the pinned Go toolchain (:mod:`images.golang`) names a folder of the cache;
+a repeat finds it and builds nothing. Go's module and build caches (GOMODCACHE, GOCACHE) stay
+between runs on the machine.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from images import golang
 from images.base import ensure_base, local_id
 from images.build import cache_dir, docker_client, platform_of
 from images.exceptions import BuildFailed, ImageError
@@ -61,13 +63,6 @@ class Components:
         return self.directory / name
 
 
-def go() -> str:
-    found = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
-    if found is None:
-        raise ImageError("building Kubernetes needs Go 1.24 or newer (the machine's Go, or apt install golang-go)")
-    return found
-
-
 def digest(go_version: str, components: tuple[str, ...] = COMPONENTS) -> str:
     """What the binaries depend on: the module files, the component list, Go's version."""
     h = hashlib.sha256()
@@ -77,19 +72,23 @@ def digest(go_version: str, components: tuple[str, ...] = COMPONENTS) -> str:
     return h.hexdigest()[:16]
 
 
+def folder(components: tuple[str, ...] = COMPONENTS) -> Path:
+    """Where the components built from these sources with the pinned toolchain are cached."""
+    return cache_dir() / "k8s" / f"{VERSION}-{digest(golang.TOOLCHAIN, components)}"
+
+
 def build(components: tuple[str, ...] = COMPONENTS, *, jobs: int | None = None, quiet: bool = False) -> Components:
     """Build (or find in the cache) ``components``; returns where they are."""
     unknown = sorted(set(components) - set(COMPONENTS))
     if unknown:
         raise ImageError(f"unknown component(s) {', '.join(unknown)}; expected some of {', '.join(COMPONENTS)}")
-    go_bin = go()
-    go_version = subprocess.run([go_bin, "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
-    target = cache_dir() / "k8s" / f"{VERSION}-{digest(go_version, components)}"
+    go_bin = golang.go()
+    target = folder(components)
     if all((target / c).exists() for c in components):
         return Components(target, VERSION, True, {})
     staging = target.with_name(target.name + ".partial")
     staging.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -trimpath"}
+    env = golang.env()
     if jobs:
         env["GOMAXPROCS"] = str(jobs)
     ldflags = (

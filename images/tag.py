@@ -1,9 +1,10 @@
 """The image tag is a hash of everything that goes into the image, and nothing else.
 
-Pure: callers pass the files' bytes. What counts: the Dockerfile, the lock, every runtime
-source file (path and bytes), the gRPC stubs generated from its .proto, the base image's id
-and the platform. What does not: file
-times, caches (``__pycache__``), tests, docs, and anything outside ``runtime/``.
+Pure: callers pass the files' bytes. What counts: the Dockerfile, both locks, every runtime
+source file (path and bytes; the .proto among them: the image generates its stubs from it,
+with the locked grpcio-tools), the base image's id and the platform. What does not: file
+times, caches (``__pycache__``), a checkout's own generated stubs, whatever tools the host
+has installed, tests, docs, and anything outside ``runtime/``.
 
 >>> a = content_tag({"Dockerfile": b"FROM x"}, base_id="sha256:1", platform="amd64")
 >>> a == content_tag({"Dockerfile": b"FROM x"}, base_id="sha256:1", platform="amd64")
@@ -37,7 +38,7 @@ def runtime_sources(root: Path) -> Iterator[Path]:
     """The files of the runtime package that belong in the image, in a stable order."""
     for path in sorted((root / "runtime").rglob("*")):
         if path.name.endswith(GENERATED_SUFFIXES):
-            continue  # a checkout's own stubs; the image gets freshly generated ones
+            continue  # a checkout's own stubs: the image generates its own
         if path.is_file() and not SKIP_PARTS & set(path.parts) and path.suffix in SOURCE_SUFFIXES:
             yield path
 
@@ -48,11 +49,9 @@ def image_inputs(root: Path) -> dict[str, bytes]:
     files = {
         "Dockerfile": (images / "Dockerfile").read_bytes(),
         "requirements.lock": (images / "requirements.lock").read_bytes(),
+        "build.lock": (images / "build.lock").read_bytes(),
         ".dockerignore": (images / ".dockerignore").read_bytes(),
     }
     for path in runtime_sources(root):
         files[path.relative_to(root).as_posix()] = path.read_bytes()
-    from runtime.rpc import stubs  # grpcio-tools: the tools extra, which builds images
-
-    files.update(stubs.generate(root))
     return files

@@ -1,48 +1,31 @@
-"""The wheelhouse: every pinned dependency as a wheel for the image's Python and platform.
+"""The wheelhouse: a wheel for every pin of the image's locks, for its Python and platform.
 
-Wheels are fetched on the host (which can reach PyPI, or a mirror pip is configured for)
-and installed in the image with ``pip install --no-index``: no step inside the Dockerfile
-needs the network for Python. For air-gapped machines, fill a wheelhouse where PyPI is
-reachable (``modematrix images wheels --dest DIR``), carry it over, and point
-``MODEMATRIX_WHEELHOUSE`` at it: a complete wheelhouse is used as is, without any download.
+Wheels are fetched on the host (which can reach PyPI, or a mirror pip is configured for),
+checked against the locks' hashes as they arrive, and installed in the image with
+``pip install --no-index --require-hashes``: no step inside the Dockerfile needs the network
+for Python, and a wheel that is not the locked one is refused there too. For air-gapped
+machines, fill a wheelhouse where PyPI is reachable (``modematrix images wheels DIR``), carry
+it over, and point ``MODEMATRIX_WHEELHOUSE`` at it: a complete wheelhouse is used as is,
+without any download.
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from images.exceptions import WheelsUnavailable
+from images.lock import BUILD_LOCK, IMAGE_PYTHON, RUNTIME_LOCK, Pin, by_key, manylinux_platforms, read
 
-IMAGE_PYTHON = "311"  # Debian bookworm's python3
-_PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+\-]+)")
-
-
-@dataclass(frozen=True)
-class Pin:
-    name: str
-    version: str
-
-    @property
-    def wheel_prefix(self) -> str:
-        """Wheel file names normalise the project name: ``PyJWT`` -> ``pyjwt``, ``a-b`` -> ``a_b``."""
-        return f"{re.sub(r'[-_.]+', '_', self.name).lower()}-{self.version}-"
+LOCKS = (RUNTIME_LOCK, BUILD_LOCK)
 
 
-def read_lock(lock: Path) -> list[Pin]:
-    pins = []
-    for number, line in enumerate(lock.read_text().splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        found = _PIN.match(line)
-        if not found:
-            raise WheelsUnavailable(f"{lock}:{number}: expected NAME==VERSION, got {line!r}")
-        pins.append(Pin(found[1], found[2]))
-    return pins
+def pins_of(locks: Sequence[Path] = LOCKS) -> list[Pin]:
+    """Every pin of the locks, once (the locks agree where they overlap: images.lock checks)."""
+    return list(by_key(pin for lock in locks for pin in read(lock)).values())
 
 
 def missing(pins: list[Pin], wheelhouse: Path) -> list[Pin]:
@@ -50,18 +33,12 @@ def missing(pins: list[Pin], wheelhouse: Path) -> list[Pin]:
     return [pin for pin in pins if not any(name.startswith(pin.wheel_prefix) for name in have)]
 
 
-def manylinux_platforms(arch: str) -> list[str]:
-    machine = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}.get(arch, arch)
-    return [f"manylinux_2_{minor}_{machine}" for minor in range(36, 16, -1)] + [f"manylinux2014_{machine}"]
-
-
-def ensure_wheelhouse(lock: Path, wheelhouse: Path, *, arch: str) -> list[Path]:
-    """Make sure ``wheelhouse`` holds a wheel for every pin; download only what is missing."""
-    pins = read_lock(lock)
-    absent = missing(pins, wheelhouse)
-    if absent:
-        wheelhouse.mkdir(parents=True, exist_ok=True)
-        platforms = [arg for p in manylinux_platforms(arch) for arg in ("--platform", p)]
+def _download(absent: list[Pin], wheelhouse: Path, arch: str) -> subprocess.CompletedProcess[str]:
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    platforms = [arg for p in manylinux_platforms(arch) for arg in ("--platform", p)]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="modematrix-wheels-") as wanted:
+        wanted.write("\n".join(p.line() for p in absent) + "\n")
+        wanted.flush()
         command = [
             sys.executable,
             "-m",
@@ -69,6 +46,7 @@ def ensure_wheelhouse(lock: Path, wheelhouse: Path, *, arch: str) -> list[Path]:
             "download",
             "--disable-pip-version-check",
             "--no-deps",
+            "--require-hashes",
             "--only-binary=:all:",
             "--implementation",
             "cp",
@@ -77,16 +55,26 @@ def ensure_wheelhouse(lock: Path, wheelhouse: Path, *, arch: str) -> list[Path]:
             *platforms,
             "--dest",
             str(wheelhouse),
-            *(f"{p.name}=={p.version}" for p in absent),
+            "-r",
+            wanted.name,
         ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def ensure_wheelhouse(wheelhouse: Path, *, arch: str, locks: Sequence[Path] = LOCKS) -> list[Path]:
+    """Make sure ``wheelhouse`` holds a wheel for every pin; download only what is missing.
+    Returns the wheels of the pins (a shared wheelhouse may hold others: they stay out)."""
+    pins = pins_of(locks)
+    absent = missing(pins, wheelhouse)
+    if absent:
+        result = _download(absent, wheelhouse, arch)
         still = missing(pins, wheelhouse)
         if result.returncode != 0 or still:
             tail = "\n".join(result.stderr.strip().splitlines()[-5:])
             raise WheelsUnavailable(
                 f"the wheelhouse {wheelhouse} lacks {', '.join(f'{p.name}=={p.version}' for p in still or absent)} "
                 f"and pip could not download them:\n{tail}\n"
-                "On a machine that reaches PyPI run `modematrix images wheels --dest DIR`, copy DIR here, and set "
+                "On a machine that reaches PyPI run `modematrix images wheels DIR`, copy DIR here, and set "
                 "MODEMATRIX_WHEELHOUSE=DIR."
             )
     names = [p.wheel_prefix for p in pins]

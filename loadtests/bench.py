@@ -40,6 +40,7 @@ import httpx
 
 import images
 import topologies
+from images import golang
 from topologies import kuberun, platforms
 from topologies.constants import API_PORT, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
 from topologies.pki import RunPki
@@ -244,15 +245,18 @@ def go_binary(folder: Path) -> Path:
     """A Go load generator of ``loadtests/`` (etcdload, grpcload), built once per source
     version into the cache; Go keeps its module and build caches between runs on the same
     machine."""
-    digest = hashlib.sha256(b"".join((folder / n).read_bytes() for n in ("main.go", "go.mod", "go.sum"))).hexdigest()
+    sources = b"".join((folder / n).read_bytes() for n in ("main.go", "go.mod", "go.sum"))
+    digest = hashlib.sha256(sources + golang.TOOLCHAIN.encode()).hexdigest()
     binary = images.cache_dir() / "bin" / f"{folder.name}-{digest[:16]}"
     if binary.exists():
         return binary
-    if shutil.which("go") is None:
-        raise topologies.TopologyError(f"the bench needs Go to build loadtests/{folder.name} (apt install golang)")
+    try:
+        go = golang.go()
+    except images.ImageError as exc:
+        raise topologies.TopologyError(f"the bench builds loadtests/{folder.name}: {exc}") from exc
     binary.parent.mkdir(parents=True, exist_ok=True)
     built = subprocess.run(
-        ["go", "build", "-o", str(binary), "."], cwd=folder, capture_output=True, text=True, timeout=900
+        [go, "build", "-o", str(binary), "."], cwd=folder, env=golang.env(), capture_output=True, text=True, timeout=900
     )
     if built.returncode != 0:
         raise topologies.TopologyError(f"building loadtests/{folder.name} failed: {built.stderr.strip()[-500:]}")

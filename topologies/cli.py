@@ -50,13 +50,15 @@ def _images(args: argparse.Namespace) -> int:
         from images.wheels import ensure_wheelhouse
 
         dest = Path(args.dest) if args.dest else images.wheelhouse_dir()
-        from images.build import ROOT, platform_of
+        from images.build import platform_of
 
-        wheels = ensure_wheelhouse(ROOT / "images" / "requirements.lock", dest, arch=args.arch or platform_of(client))
+        wheels = ensure_wheelhouse(dest, arch=args.arch or platform_of(client))
         print(f"{len(wheels)} wheels in {dest}")
     elif args.action == "context":
         images.assemble_context(Path(args.dest), arch=args.arch or "amd64")
         print(f"build context written to {args.dest}; build it with: docker build {args.dest}")
+    elif args.action == "lock":
+        return _lock(args)
     elif args.action == "check":
         from images.inspect import find_secrets
 
@@ -66,6 +68,19 @@ def _images(args: argparse.Namespace) -> int:
             print(line)
         print(f"{tag}: {'no secrets found' if not found else f'{len(found)} possible secrets'}", file=sys.stderr)
         return EXIT_FAILED if found else 0
+    return 0
+
+
+def _lock(args: argparse.Namespace) -> int:
+    """Refresh images/requirements.lock and images/build.lock on purpose (see images.lock)."""
+    from images import lock
+
+    upgrade: bool | list[str] = True if args.upgrade else list(args.upgrade_package or [])
+    old_runtime, old_build = lock.read(lock.RUNTIME_LOCK), lock.read(lock.BUILD_LOCK)
+    refreshed = lock.refresh(upgrade=upgrade)
+    lock.write(refreshed)
+    for line in refreshed.changes(old_runtime, old_build) or ["no version changed (hashes rewritten)"]:
+        print(line)
     return 0
 
 
@@ -391,12 +406,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--platform", default="docker", choices=PLATFORMS, help="where nodes run (default %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
     img = sub.add_parser("images", help="build and inspect the runtime image")
-    img.add_argument("action", choices=["build", "base", "wheels", "context", "check"])
+    img.add_argument("action", choices=["build", "base", "wheels", "context", "check", "lock"])
     img.add_argument("dest", nargs="?", help="directory for `context` / `wheels`")
     img.add_argument("--base", default=images.DEFAULT_BASE, help="base image (default %(default)s)")
     img.add_argument("--arch", help="target architecture for wheels (default: the Docker daemon's)")
     img.add_argument("--tag", help="image to check (default: build or reuse the current one)")
     img.add_argument("--quiet", action="store_true")
+    img.add_argument("--upgrade", action="store_true", help="lock: re-resolve every package to the newest allowed")
+    img.add_argument("--upgrade-package", action="append", metavar="NAME", help="lock: re-resolve only NAME")
     img.set_defaults(run=_images)
     up = sub.add_parser("up", help="start a mode and leave it running")
     up.add_argument("mode", help=f"one of {', '.join(spec.available())}, or a path to a mode .yaml")

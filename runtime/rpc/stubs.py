@@ -1,10 +1,12 @@
 """Generate the gRPC stubs from ``modematrix.proto`` with grpcio-tools' protoc.
 
-The image build writes them into its context (images/build.py); a checkout generates them on
+The image generates its own in a build stage, with the grpcio-tools of ``images/build.lock``,
+and checks them with :func:`check` before the build may finish; a checkout generates them on
 first import when grpcio-tools is installed (the ``tools`` extra). They are never committed:
 the .proto is the source.
 
-    python -m runtime.rpc.stubs      # write them next to the .proto
+    python -m runtime.rpc.stubs          # write them next to the .proto
+    python -m runtime.rpc.stubs check    # they load with the grpcio installed here, or exit 1
 """
 
 from __future__ import annotations
@@ -55,6 +57,34 @@ def write(root: Path = PACKAGE_DIR.parent.parent) -> list[Path]:
     return written
 
 
-if __name__ == "__main__":
+def check() -> str:
+    """Import the stubs with the grpcio installed here. Generated code refuses an older grpcio
+    than the grpcio-tools that made it (a RuntimeError at import), which a node would only
+    meet when it opens its gRPC port."""
+    import grpc
+
+    from runtime.rpc import modematrix_pb2 as _messages  # noqa: F401  (the import is the check)
+    from runtime.rpc import modematrix_pb2_grpc as generated
+
+    needs = getattr(generated, "GRPC_GENERATED_VERSION", "?")
+    return f"gRPC stubs made for grpcio>={needs} load with grpcio {grpc.__version__}"
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["check"]:
+        try:
+            print(check())
+        except (ImportError, RuntimeError) as exc:
+            print(f"runtime.rpc.stubs: the gRPC stubs do not load here: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if argv:
+        print("usage: python -m runtime.rpc.stubs [check]", file=sys.stderr)
+        return 2
     for path in write():
         print(path, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -48,26 +48,27 @@ def running(client: docker.DockerClient, image: str) -> Iterator[docker.models.c
         image,
         ["serve", "--services", "all"],
         detach=True,
-        ports={"8443/tcp": ("127.0.0.1", None)},
+        ports={"8443/tcp": ("127.0.0.1", None), "8445/tcp": ("127.0.0.1", None)},
         labels={"modematrix.run": "image-test"},
     )
     yield container
     container.remove(force=True)
 
 
+def node_ca(container: docker.models.containers.Container) -> bytes:
+    """The CA certificate the node writes once it has started (its trust anchor)."""
+
+    def written() -> bytes | None:
+        found = container.exec_run(["cat", "/var/lib/modematrix/data/ca.pem"])
+        return bytes(found.output) if found.exit_code == 0 and found.output.startswith(b"-----BEGIN") else None
+
+    return wait_until(written, timeout=60, interval=0.25, message="the node wrote its CA")
+
+
 def test_serve_all_becomes_ready_as_a_non_root_user(running: docker.models.containers.Container) -> None:
     running.reload()
     port = running.ports["8443/tcp"][0]["HostPort"]
-    ca = wait_until(
-        lambda: (
-            running.exec_run(["cat", "/var/lib/modematrix/data/ca.pem"]).output
-            if running.exec_run(["test", "-s", "/var/lib/modematrix/data/ca.pem"]).exit_code == 0
-            else None
-        ),
-        timeout=60,
-        interval=0.25,
-        message="the node wrote its CA",
-    )
+    ca = node_ca(running)
     with tempfile.NamedTemporaryFile(suffix=".pem") as ca_file:
         Path(ca_file.name).write_bytes(ca)
         context = ssl.create_default_context(cafile=ca_file.name)
@@ -81,6 +82,59 @@ def test_serve_all_becomes_ready_as_a_non_root_user(running: docker.models.conta
     assert reply.json()["status"] == "ready"
     assert running.exec_run(["id", "-u"]).output.strip() == b"10001"
     assert running.exec_run(["/opt/venv/bin/python", "-m", "runtime.healthcheck"]).exit_code == 0
+
+
+def test_the_images_grpc_stubs_load_with_its_own_grpcio(client: docker.DockerClient, image: str) -> None:
+    checked = client.containers.run(
+        image, ["-m", "runtime.rpc.stubs", "check"], entrypoint=["/opt/venv/bin/python"], remove=True
+    )
+    assert b"load with grpcio" in checked
+
+
+def test_a_node_of_the_image_answers_grpc(running: docker.models.containers.Container) -> None:
+    """Every node that serves gRPC used to exit at start when the host's grpcio-tools was
+    newer than the image's grpcio: a real call through the published port proves it serves."""
+    import grpc
+
+    from runtime.rpc import pb, pb_grpc
+
+    running.reload()
+    port = running.ports["8445/tcp"][0]["HostPort"]
+    credentials = grpc.ssl_channel_credentials(root_certificates=node_ca(running))
+    with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+        kv = pb_grpc.KvStub(channel)
+
+        def answered() -> grpc.StatusCode | None:
+            try:
+                kv.Get(pb.GetRequest(key="x"), timeout=5)
+            except grpc.RpcError as exc:
+                code: grpc.StatusCode = exc.code()
+                return None if code is grpc.StatusCode.UNAVAILABLE else code
+            return grpc.StatusCode.OK
+
+        code = wait_until(answered, timeout=60, interval=0.25, message="the gRPC port answers")
+    assert code is grpc.StatusCode.UNAUTHENTICATED  # served, and the token is checked
+
+
+def test_stubs_that_need_a_newer_grpcio_stop_the_check(client: docker.DockerClient, image: str, tmp_path: Path) -> None:
+    """The check the image build runs fails on stubs made by a newer grpcio-tools."""
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {image}\nUSER root\n"
+        "RUN sed -i \"s/^GRPC_GENERATED_VERSION = .*/GRPC_GENERATED_VERSION = '99.0.0'/\" "
+        "/opt/modematrix/runtime/rpc/modematrix_pb2_grpc.py\n"
+    )
+    newer, _ = client.images.build(path=str(tmp_path), tag="modematrix/newer-stubs-test:latest", rm=True)
+    try:
+        container = client.containers.run(
+            newer.id, ["-m", "runtime.rpc.stubs", "check"], entrypoint=["/opt/venv/bin/python"], detach=True
+        )
+        try:
+            assert container.wait(timeout=60)["StatusCode"] == 1
+            assert b"depends on grpcio>=99.0.0" in container.logs()
+        finally:
+            container.remove(force=True)
+    finally:
+        client.images.remove(newer.id, force=True)
 
 
 def test_image_hygiene(client: docker.DockerClient, image: str) -> None:
@@ -98,7 +152,7 @@ def test_image_hygiene(client: docker.DockerClient, image: str) -> None:
 
 
 def test_no_test_tooling_in_the_image(client: docker.DockerClient, image: str) -> None:
-    tools = "('pytest', 'locust', 'testcontainers', 'docker', 'pip')"
+    tools = "('pytest', 'locust', 'testcontainers', 'docker', 'pip', 'grpc_tools')"
     probe = f"import importlib.util as u; print([m for m in {tools} if u.find_spec(m)])"
     listing = client.containers.run(image, ["-c", probe], entrypoint=["/opt/venv/bin/python"], remove=True)
     assert listing.strip() == b"[]"

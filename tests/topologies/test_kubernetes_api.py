@@ -48,14 +48,7 @@ TOKEN = "test-admin-token"
 def binaries() -> Path:
     import shutil
 
-    try:
-        go = kubernetes.go()
-    except Exception as exc:
-        pytest.skip(str(exc))
-    version = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
-    from images.build import cache_dir
-
-    built = cache_dir() / "k8s" / f"{kubernetes.VERSION}-{kubernetes.digest(version)}"
+    built = kubernetes.folder()
     if not (built / "kube-apiserver").exists() or shutil.which("etcd") is None:
         pytest.skip("the Kubernetes components are not built: modematrix k8s build (.ci/run does)")
     return built
