@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import __version__
-from runtime.config import ROUTED_SERVICES, Config
+from runtime.config import ROUTED_SERVICES, Config, seals
 from runtime.discovery import DbLeaseSource, Endpoint, EndpointSource, Registrar
 from runtime.endpointslices import EndpointSliceSource
 from runtime.exceptions import SecurityError, StorageUnavailable
@@ -83,7 +83,7 @@ class Node:
         config = self.config
         if not config.grpc_port or not any(s in self.services for s in GRPC_SERVICES):
             return None
-        from runtime.rpc.api import Gate, build_server  # the stubs load only where needed
+        from runtime.rpc.api import Gate, Limits, build_server  # the stubs load only where needed
         from runtime.security.grpc_tls import server_credentials
 
         # a service node behind a balancer takes calls only from members: its TLS asks for and
@@ -94,7 +94,12 @@ class Node:
         if not config.insecure_http:
             credentials = server_credentials(self.cert.directory, require_client_auth=members_only)
         gate = Gate(self.keys, self.metrics, members_only=members_only)
-        server = build_server(dict(self.services), gate, f"{config.listen_host}:{config.grpc_port}", credentials)
+        limits = Limits(
+            connections=config.max_connections, handshake_s=config.handshake_timeout, idle_s=config.idle_timeout
+        )
+        server = build_server(
+            dict(self.services), gate, f"{config.listen_host}:{config.grpc_port}", credentials, limits
+        )
         if server is not None:
             await server.start()
             log.info("gRPC listening", extra={"fields": {"port": config.grpc_port, "tls": credentials is not None}})
@@ -219,9 +224,13 @@ async def _until_answered(step: Callable[[], Awaitable[None]], timeout: float) -
 
 
 def cluster_secret(config: Config) -> str:
-    """The configured secret; a standalone node without one keeps its own in the data dir."""
+    """The configured secret; a standalone node without one keeps its own in the data dir.
+    A node that seals nothing (no ``auth``, a launcher's bundle) is given none: it gets a
+    throwaway one that never leaves the process, since it never opens a sealed record."""
     if config.cluster_secret:
         return config.cluster_secret
+    if not seals(config.services, config.tls_bundle):
+        return secrets.token_urlsafe(32)
     path = config.data_dir / "cluster-secret"
     if path.exists():
         return path.read_text().strip()

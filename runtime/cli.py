@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("routes", help="print the route table as JSON (what proxies are configured from)")
     init = sub.add_parser(
         "db-init",
-        help="as the DB's root (certificate in RUNTIME_TLS_BUNDLE): create a user per service set, "
+        help="as the DB's root (certificate in RUNTIME_TLS_BUNDLE_FILE): create a user per service set, "
         "their roles, and switch etcd authentication on; idempotent",
     )
     init.add_argument("--endpoints", required=True, help="https://HOST:2379[,...]")
@@ -104,12 +104,17 @@ def _db_init(args: argparse.Namespace) -> int:
     try:
         endpoints = list(config.parse_urls(args.endpoints))
         sets = [config.parse_services(part) for part in args.service_sets.split(";") if part.strip()]
-        bundle = Bundle.load(os.environ.get("RUNTIME_TLS_BUNDLE", ""))
+        from_file = os.environ.get("RUNTIME_TLS_BUNDLE_FILE")
+        given = config.PARSERS["tls_bundle_file"](from_file) if from_file else os.environ.get("RUNTIME_TLS_BUNDLE", "")
+        bundle = Bundle.load(given)
     except ValueError as exc:
         return refuse(f"db-init: {exc}")
     root = bundle.get("node")
     if root is None or not endpoints or not sets:
-        return refuse("db-init: expected --endpoints, --service-sets and root's certificate in RUNTIME_TLS_BUNDLE")
+        return refuse(
+            "db-init: expected --endpoints, --service-sets and root's certificate in RUNTIME_TLS_BUNDLE_FILE "
+            "(or RUNTIME_TLS_BUNDLE)"
+        )
     with tempfile.TemporaryDirectory() as directory:
         files = ClientTls(Path(directory, "ca.pem"), Path(directory, "root.pem"), Path(directory, "root-key.pem"))
         files.ca_file.write_bytes(bundle.ca_pem)

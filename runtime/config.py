@@ -66,6 +66,8 @@ class Config:
     max_connections: int = 1024
     idle_timeout: float = 15.0
     handshake_timeout: float = 10.0
+    header_timeout: float = 5.0
+    body_timeout: float = 30.0
     discovery: bool = False
     endpoint_source: str = "db"
     kubernetes_namespace: str = "default"
@@ -301,6 +303,7 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "admin_password": _text,
     "admin_password_file": _secret_file,
     "tls_bundle": parse_tls_bundle,
+    "tls_bundle_file": lambda raw: parse_tls_bundle(_secret_file(raw)),
     "issuers": parse_addresses,
     "token_ttl": _duration_up_to(30 * 86400, "30d"),
     "signing_key_rotation": _duration_up_to(3650 * 86400, "3650d"),
@@ -311,6 +314,8 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "max_connections": _int_between(1, 100_000),
     "idle_timeout": _duration_up_to(3600, "1h"),
     "handshake_timeout": _duration_up_to(60, "60s"),
+    "header_timeout": _duration_up_to(60, "60s"),
+    "body_timeout": _duration_up_to(600, "10m"),
     "proxy_port": _int_between(0, 65535),
     "grpc_port": _int_between(0, 65535),
     "discovery": parse_bool,
@@ -325,7 +330,7 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "unsafe_fault": _choice("ack-without-commit", "stale-reads"),
 }
 SECRET_SETTINGS = frozenset(
-    {"cluster_secret", "cluster_secret_file", "admin_password", "admin_password_file", "tls_bundle"}
+    {"cluster_secret", "cluster_secret_file", "admin_password", "admin_password_file", "tls_bundle", "tls_bundle_file"}
 )
 
 
@@ -388,7 +393,7 @@ def build(raw: Mapping[str, object]) -> Config:
 def _fold_aliases(values: dict[str, Any]) -> None:
     if "listen" in values:
         values["listen_host"], values["listen_port"] = values.pop("listen")
-    for secret in ("cluster_secret", "admin_password"):
+    for secret in ("cluster_secret", "admin_password", "tls_bundle"):
         from_file = values.pop(f"{secret}_file", None)
         values.setdefault(secret, from_file)
     values.setdefault("node_name", socket.gethostname())
@@ -407,10 +412,10 @@ def _cross_check(values: Mapping[str, Any]) -> list[str]:
     schemes = {e.split(":", 1)[0] for e in endpoints}
     if len(schemes) > 1:
         problems.append("db_endpoints: expected every endpoint https:// (or, unsecured, every one http://)")
-    if cluster and not values.get("cluster_secret"):
+    if cluster and seals(services, values.get("tls_bundle")) and not values.get("cluster_secret"):
         problems.append(
-            "cluster_secret: mode 'cluster' needs the same secret on every node "
-            "(RUNTIME_CLUSTER_SECRET or cluster_secret_file)"
+            "cluster_secret: in mode 'cluster' a node that runs auth (or has no tls_bundle) needs the "
+            "secret every such node shares (cluster_secret_file, or RUNTIME_CLUSTER_SECRET)"
         )
     secret = values.get("cluster_secret")
     if secret is not None and len(secret) < 16:
@@ -449,6 +454,17 @@ def _cross_check(values: Mapping[str, Any]) -> list[str]:
     if values.get("db_election_timeout_ms", 1000) < 5 * values.get("db_heartbeat_ms", 100):
         problems.append("db_election_timeout_ms: expected at least 5 x db_heartbeat_ms (etcd's rule)")
     return problems
+
+
+def seals(services: tuple[str, ...], tls_bundle: str | None) -> bool:
+    """Whether a node opens what the cluster secret seals: the token-signing keys (``auth``
+    nodes sign), or the CA kept in the DB when no launcher gave it a bundle. No other node
+    needs the secret, so none is given it.
+
+    >>> seals(("kv",), "{...}"), seals(("auth", "kv"), "{...}"), seals(("kv",), None)
+    (False, True, True)
+    """
+    return "auth" in services or tls_bundle is None
 
 
 def _check_bundle(values: Mapping[str, Any]) -> list[str]:

@@ -23,6 +23,7 @@ from runtime import http, logs, openapi, routing
 from runtime.app import Node
 from runtime.exceptions import InvalidInput, InvalidToken, StorageUnavailable, ValueTooLarge
 from runtime.security import Decision, Principal, decide
+from runtime.security.certs import NotRenewable
 from runtime.services import Call
 from runtime.storage.keys import VALUE_MAX_BYTES
 
@@ -105,6 +106,8 @@ class RuntimeApp:
             return http.error(404, "not_found", f"no route for {request.url.path}")
         route = found.route
         member = _member_certificate(request)
+        if route.members_only and self._through_a_front_door(request):
+            return http.error(404, "not_found", f"no route for {request.url.path} through a front door")
         if route.service != routing.OPS and not self.node.is_edge and not member and not self.node.config.insecure_http:
             return http.error(403, "members_only", "this node takes API calls only from cluster members (mutual TLS)")
         permission = "public" if route.name == "metrics" and self.node.config.metrics_public else route.permission
@@ -129,6 +132,16 @@ class RuntimeApp:
             return http.error(400, "invalid", str(exc))
         except StorageUnavailable as exc:
             return unavailable(exc)
+
+    def _through_a_front_door(self, request: Request) -> bool:
+        """Arrived through a balancer: on the balancers' port (HAProxy), or carrying the headers
+        a proxy adds (Envoy's X-Forwarded-For, x-envoy-*, Forwarded, Via). A member calling
+        directly sends none of them."""
+        server = request.scope.get("server")
+        proxy_port = self.node.config.proxy_port
+        if proxy_port and server and server[1] == proxy_port:
+            return True
+        return any(name in PROXY_HEADERS or name.startswith("x-envoy-") for name in request.headers)
 
     async def _authenticate(self, request: Request, permission: str) -> Principal | None:
         header = request.headers.get("authorization")
@@ -198,6 +211,9 @@ class RuntimeApp:
         body = await _read_body(request)
         try:
             issued = issuer.certify(x509.load_der_x509_certificate(presented), body)
+        except NotRenewable as exc:
+            log.warning("renewal refused", extra={"fields": {"reason": str(exc)}})
+            return http.error(403, "not_renewable", str(exc))
         except ValueError as exc:
             return http.error(400, "invalid", str(exc))
         return Response(issued, media_type="application/x-pem-file")
@@ -215,9 +231,13 @@ def _member_certificate(request: Request) -> bool:
 
 
 def _client(request: Request, member: bool) -> str:
+    """Who the client is: the connection's peer, or, when a member (Envoy, an ingress node)
+    forwarded the request, the last X-Forwarded-For entry, which that member appended (Envoy
+    with use_remote_address, runtime/proxy.py). Entries before it are whatever the client
+    wrote, and a client must not choose the address it is throttled and logged by."""
     forwarded = request.headers.get("x-forwarded-for")
     if member and forwarded:
-        return forwarded.split(",")[0].strip()
+        return forwarded.rsplit(",", 1)[-1].strip() or "unknown"
     return request.client.host if request.client else "unknown"
 
 
@@ -234,6 +254,7 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+PROXY_HEADERS = frozenset({"x-forwarded-for", "forwarded", "via"})
 RETRY_AFTER = {"Retry-After": "1"}
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 

@@ -29,6 +29,9 @@ class Route:
     permission: str
     summary: str
     idempotent: bool = False
+    # cluster-internal: answered only on a member's direct connection, never through a front
+    # door (Envoy and HAProxy answer 404 themselves, a node refuses it from a balancer)
+    members_only: bool = False
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -59,7 +62,15 @@ ROUTES: tuple[Route, ...] = (
     Route("ca", "GET", "/ca.pem", OPS, PUBLIC, "Cluster CA certificate (PEM)", idempotent=True),
     Route("metrics", "GET", "/metrics", OPS, READ, "Prometheus metrics", idempotent=True),
     Route("openapi", "GET", "/openapi.json", OPS, PUBLIC, "This API as OpenAPI 3", idempotent=True),
-    Route("cluster.renew", "POST", "/v1/_cluster/renew", OPS, PUBLIC, "Renew the calling member's certificate"),
+    Route(
+        "cluster.renew",
+        "POST",
+        "/v1/_cluster/renew",
+        OPS,
+        PUBLIC,
+        "Renew the calling member's certificate (members, directly)",
+        members_only=True,
+    ),
     Route("auth.login", "POST", "/v1/auth/login", "auth", PUBLIC, "Exchange username and password for a token"),
     Route("auth.jwks", "GET", "/v1/auth/jwks", "auth", PUBLIC, "Public token-signing keys (JWKS)", idempotent=True),
     Route("auth.whoami", "GET", "/v1/auth/whoami", "auth", READ, "Who the token belongs to", idempotent=True),
@@ -170,6 +181,7 @@ def as_data(routes: tuple[Route, ...] = ROUTES) -> list[dict[str, object]]:
             "service": r.service,
             "permission": r.permission,
             "idempotent": r.idempotent,
+            "members_only": r.members_only,
             "summary": r.summary,
         }
         for r in routes

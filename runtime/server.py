@@ -73,6 +73,9 @@ class MemberAwareHttp(HttpToolsProtocol):
     """
 
     max_connections = 1024
+    header_timeout = 5.0  # from a request's first byte to the end of its headers
+    body_timeout = 30.0  # from the end of the headers to the end of the body
+    _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -93,6 +96,41 @@ class MemberAwareHttp(HttpToolsProtocol):
             await inner(scope, receive, send)
 
         self.app = app
+
+    # A request has a deadline for its headers and then for its body: uvicorn's idle timer
+    # ends at a request's first byte, and a client that trickles the rest (slowloris) would
+    # otherwise hold its connection slot for as long as it likes.
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm(self.header_timeout)
+
+    def on_headers_complete(self) -> None:
+        self._arm(self.body_timeout)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            log.info("connection closed: request not complete in time", extra={"fields": {"client": self.client}})
+            self.transport.close()
 
 
 class NodeServer(uvicorn.Server):
@@ -164,7 +202,12 @@ class NodeServer(uvicorn.Server):
 
 def _uvicorn_config(node: Node) -> uvicorn.Config:
     config = node.config
-    protocol = type("NodeHttp", (MemberAwareHttp,), {"max_connections": config.max_connections})
+    limits = {
+        "max_connections": config.max_connections,
+        "header_timeout": config.header_timeout,
+        "body_timeout": config.body_timeout,
+    }
+    protocol = type("NodeHttp", (MemberAwareHttp,), limits)
     return uvicorn.Config(
         RuntimeApp(node),
         host=config.listen_host,

@@ -29,7 +29,7 @@ from runtime.security.certs import PEER_NAME
 from runtime.storage.base import prefix_end
 from runtime.storage.etcd_auth import ROOT_USER, user_name
 from topologies import Cluster
-from topologies.constants import DB_CLIENT_PORT, DB_PEER_PORT
+from topologies.constants import DB_CLIENT_PORT, DB_PEER_PORT, SECRETS_DIR
 from topologies.pki import RunPki
 from topologies.wait import wait_until
 
@@ -149,7 +149,7 @@ def test_each_service_user_reaches_only_its_own_namespace(cluster: Cluster, cert
 
 def test_root_is_held_by_no_node(cluster: Cluster) -> None:
     for node in cluster.nodes:
-        code, out = node.exec(["sh", "-c", "printenv RUNTIME_TLS_BUNDLE"])
+        code, out = node.exec(["cat", f"{SECRETS_DIR}/tls-bundle.json"])
         assert code == 0 and '"node_cert"' in out
         assert f"CN={ROOT_USER}," not in _subject_of(out), node.name
         assert ('"ca_key"' in out) is ("auth" in node.spec.services), f"{node.name}: the CA key only on issuers"
@@ -214,3 +214,28 @@ def test_certificates_renew_without_a_restart(cluster: Cluster, certs: dict[str,
                 logs = node.logs(400)
                 assert "renewed certificate" in logs, node.name
                 assert logs.count('"node ready"') == 1, f"{node.name} started more than once"
+
+
+def test_each_node_holds_only_the_secrets_its_services_use_and_none_in_its_settings(cluster: Cluster) -> None:
+    """Secrets are files of the runtime's user (0400), never settings: nothing in any node's
+    environment as the platform reports it (``docker inspect``) or in any process of it
+    (Envoy's, an etcd member's), and only ``auth`` nodes hold the admin password and the
+    cluster secret (a kv node hosting an etcd member could once unseal the signing keys)."""
+    secrets = cluster.secrets
+    values = {"cluster secret": secrets.cluster_secret, "admin password": secrets.admin_password}
+    for node in cluster.nodes:
+        settings = "\n".join(f"{k}={v}" for k, v in node.handle.env.items())  # what docker inspect shows
+        leaked = [name for name, value in values.items() if value in settings] + (
+            ["a private key"] if "PRIVATE KEY" in settings else []
+        )
+        assert not leaked, f"{node.name}: {leaked} in its settings"
+        code, listing = node.exec(["sh", "-c", f"stat -c '%n %a %U' {SECRETS_DIR}/*"])
+        held = {line.split()[0].rsplit("/", 1)[1]: line.split()[1:] for line in listing.splitlines() if "/" in line}
+        expected = (
+            {"tls-bundle.json", "admin-password", "cluster-secret"} if "auth" in node.services else {"tls-bundle.json"}
+        )
+        assert set(held) == expected, f"{node.name} ({','.join(node.services)}): {sorted(held)}"
+        assert all(mode_owner == ["400", "modematrix"] for mode_owner in held.values()), (node.name, held)
+        code, environs = node.exec(["sh", "-c", "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'"])
+        assert code == 0 and "PATH=" in environs, f"{node.name}: positive control: environments are readable"
+        assert not [n for n, v in values.items() if v in environs], f"{node.name}: a process has a secret in its env"

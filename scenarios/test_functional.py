@@ -132,8 +132,8 @@ def test_no_secret_is_stored_in_clear_in_any_data_dir(cluster: Cluster) -> None:
     TLS keys (the CA key, the token-signing keys) appear in no file of any node's data dir:
     sealed records only, in the DB files too (grep reads SQLite, etcd's WAL and bbolt alike)."""
     own_keys = {f"{DATA_DIR}/tls/node-key.pem", f"{DATA_DIR}/tls/peer-key.pem"}
+    secret, password = cluster.secrets.cluster_secret, cluster.secrets.admin_password
     for node in cluster.nodes:
-        secret, password = node.handle.env["RUNTIME_CLUSTER_SECRET"], node.handle.env["RUNTIME_ADMIN_PASSWORD"]
         needles = ["-e", secret, "-e", password, "-e", "PRIVATE KEY"]
         code, out = node.exec(
             ["grep", "-rlaFz", *needles, DATA_DIR]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from runtime.security.certs import Bundle
 from topologies import platforms, spec
 from topologies.client import Credentials
-from topologies.cluster import Cluster, run_dir
+from topologies.cluster import Cluster, read_secrets, run_dir
 from topologies.constants import API_PORT, LABEL_DB_MEMBER, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_SERVICES
 from topologies.exceptions import NotFound
 from topologies.node import Node
@@ -28,16 +27,14 @@ def attach(run_id: str, platform: Platform | str = "docker") -> Cluster:
     lb_spec = spec.LoadBalancerSpec(lbs[0].labels[LABEL_NODE]) if lbs else None
     db = "etcd" if env.get("RUNTIME_DB_BACKEND") == "etcd" else "sqlite"
     mode = spec.ModeSpec(members[0].labels[LABEL_MODE], "", db, node_specs, load_balancer=lb_spec)
-    admin = Credentials("admin", env.get("RUNTIME_ADMIN_PASSWORD", ""))
-    cluster = Cluster(run_id, mode, members[0].image, where, run_dir(run_id), admin)
+    workdir = run_dir(run_id)
+    admin = Credentials("admin", read_secrets(workdir).admin_password)
+    cluster = Cluster(run_id, mode, members[0].image, where, workdir, admin)
     cluster.nodes = [Node(s, h.ip, h.ports[API_PORT], h, where) for s, h in zip(node_specs, members, strict=True)]
     if lbs and lb_spec is not None:
         cluster.lb = Node(spec.NodeSpec(lb_spec.name, ()), lbs[0].ip, lbs[0].ports[API_PORT], lbs[0], where, "lb")
-    if not cluster.ca_file.exists():  # the run's folder went away: the CA certificate is in every bundle
-        bundle = env.get("RUNTIME_TLS_BUNDLE")
-        if bundle is None:
-            raise NotFound(f"run {run_id}: no CA certificate in {cluster.workdir} nor in the nodes' settings")
-        cluster.ca_file.write_bytes(Bundle.load(bundle).ca_pem)
+    if not cluster.ca_file.exists():
+        raise NotFound(f"run {run_id}: no CA certificate in {cluster.workdir}; attach works where the run started")
     return cluster
 
 

@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 import images
+from runtime.files import write_atomic
 from topologies import spec
 from topologies.client import ClusterClient, Credentials
 from topologies.constants import DATA_DIR, DB_CLIENT_PORT, GRPC_PORT, LABEL_MODE, LABEL_NODE, LABEL_RUN
 from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError
 from topologies.node import Node
+from topologies.plan import Secrets
 from topologies.platforms import Platform
 
 if TYPE_CHECKING:
@@ -63,6 +65,11 @@ class Cluster:
     @property
     def ca_file(self) -> Path:
         return self.workdir / "ca.pem"
+
+    @property
+    def secrets(self) -> Secrets:
+        """The run's cluster secret and admin password, from the launching machine's run folder."""
+        return read_secrets(self.workdir)
 
     @property
     def endpoints(self) -> list[str]:
@@ -269,6 +276,28 @@ ETCDCTL = (
 
 def _member_healthy(member: Node) -> bool:
     return member.exec([*ETCDCTL, "endpoint", "health"])[0] == 0
+
+
+SECRETS_FILE = "secrets.json"
+
+
+def write_secrets(workdir: Path, secrets: Secrets) -> None:
+    """The run's shared secrets, on the launching machine only (mode 0600, as its CA key):
+    what a later ``modematrix scale`` or ``fault`` of the run needs. Nodes never carry them in
+    their settings, so they cannot be read back from the platform."""
+    body = {"cluster_secret": secrets.cluster_secret, "admin_password": secrets.admin_password}
+    write_atomic(workdir / SECRETS_FILE, json.dumps(body).encode(), mode=0o600)
+
+
+def read_secrets(workdir: Path) -> Secrets:
+    path = workdir / SECRETS_FILE
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise NotFound(
+            f"the run's secrets are not in {path} ({exc}): scale and attach work on the machine that started the run"
+        ) from None
+    return Secrets(str(body["cluster_secret"]), str(body["admin_password"]))
 
 
 def run_dir(run_id: str) -> Path:

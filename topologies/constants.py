@@ -18,6 +18,8 @@ XDS_PORT = 18000  # the xds node's ADS server
 ENVOY_RUNTIME_PORT = 9443  # on envoy nodes the runtime steps aside: Envoy listens on API_PORT
 LB_KINDS = ("haproxy", "envoy")
 DATA_DIR = "/var/lib/modematrix/data"
+SECRETS_DIR = "/run/modematrix/secrets"  # a node's secrets, as files of the image's user (mode 0400)
+RUNTIME_UID = 10001  # the image's user (images/Dockerfile)
 
 LABEL_RUN = "modematrix.run"
 LABEL_MODE = "modematrix.mode"

@@ -18,7 +18,7 @@ from pathlib import Path
 from runtime.routing import GRPC_SERVICES
 from topologies import pki, plan, platforms, spec
 from topologies.client import Credentials
-from topologies.cluster import Cluster, run_dir
+from topologies.cluster import Cluster, run_dir, write_secrets
 from topologies.constants import (
     API_PORT,
     DATA_DIR,
@@ -30,13 +30,17 @@ from topologies.constants import (
     LABEL_ROLE,
     LABEL_RUN,
     LABEL_SERVICES,
+    RUNTIME_UID,
+    SECRETS_DIR,
 )
 from topologies.exceptions import StartTimeout
 from topologies.node import Node
 from topologies.platforms import Launch, Platform
 
 
-def _node_launch(cluster: Cluster, node: spec.NodeSpec, ip: str, env: Mapping[str, str]) -> Launch:
+def _node_launch(
+    cluster: Cluster, node: spec.NodeSpec, ip: str, env: Mapping[str, str], files: Mapping[str, bytes]
+) -> Launch:
     labels = {
         **cluster.labels(node.name),
         LABEL_ROLE: "node",
@@ -57,6 +61,8 @@ def _node_launch(cluster: Cluster, node: spec.NodeSpec, ip: str, env: Mapping[st
         cpuset=cluster.cpuset,
         volume=f"mm-{cluster.run_id}-{node.name}",
         volume_path=DATA_DIR,
+        files=files,
+        files_owner=RUNTIME_UID,
     )
 
 
@@ -68,7 +74,8 @@ def _start_nodes(
     for n in cluster.spec.nodes:
         bundle = run_pki.bundle(cluster.spec, n, ips[n.name]).dump()
         env = {**plan.node_env(cluster.spec, n, ips, secrets_, bundle), **extra_env}
-        launches.append((n, _node_launch(cluster, n, ips[n.name], env)))
+        files = plan.node_secrets(n, secrets_, bundle)
+        launches.append((n, _node_launch(cluster, n, ips[n.name], env, files)))
     with ThreadPoolExecutor(max_workers=len(launches)) as pool:
         handles = list(pool.map(lambda item: cluster.platform.launch(item[1]), launches))
     cluster.nodes = [
@@ -84,12 +91,15 @@ def init_db(cluster: Cluster, prefix: str, run_pki: pki.RunPki) -> None:
         return  # without members the nodes refuse to start, and readiness says which and why
     ips = plan.addresses(cluster.spec, prefix)
     endpoints = ",".join(f"https://{ips[m.name]}:{DB_CLIENT_PORT}" for m in cluster.spec.members)
+    files = {f"{SECRETS_DIR}/{plan.SECRET_FILES['tls_bundle']}": run_pki.root().dump().encode()}
     code, out = cluster.platform.run_once(
         cluster.image,
         ["db-init", "--endpoints", endpoints, "--service-sets", plan.service_sets(cluster.spec)],
-        {"RUNTIME_TLS_BUNDLE": run_pki.root().dump()},
+        plan.secret_settings(files),
         {**cluster.labels("db-init"), LABEL_ROLE: "db-init"},
         network=cluster.network,
+        files=files,
+        files_owner=RUNTIME_UID,
     )
     if code != 0:
         first = cluster.spec.members[0].name
@@ -101,23 +111,20 @@ def _start_load_balancer(cluster: Cluster, prefix: str, run_pki: pki.RunPki) -> 
     if lb is None or lb.kind != "haproxy":
         return  # Envoys are nodes of the mode, started with the others
     ips = plan.addresses(cluster.spec, prefix)
-    script = (
-        'printf "%s" "$CLUSTER_CA" > /tmp/ca.pem && printf "%s" "$HAPROXY_CONFIG" > /tmp/haproxy.cfg '
-        '&& (umask 077 && printf "%s" "$LB_PEM" > /tmp/lb.pem) && unset LB_PEM '
-        "&& exec haproxy -W -db -f /tmp/haproxy.cfg"
-    )
     cert, key = run_pki.client(lb.name, [lb.name, ips[lb.name], "127.0.0.1", "localhost"]).pairs["node"]
+    files = {
+        f"{SECRETS_DIR}/haproxy.cfg": plan.haproxy_config(lb, cluster.spec, ips).encode(),
+        f"{SECRETS_DIR}/ca.pem": cluster.ca_file.read_bytes(),
+        f"{SECRETS_DIR}/lb.pem": cert + key,
+    }
     handle = cluster.platform.launch(
         Launch(
             name=f"mm-{cluster.run_id}-{lb.name}",
             image=cluster.image,
             labels={**cluster.labels(lb.name), LABEL_ROLE: "lb"},
-            entrypoint=("/usr/bin/tini", "--", "sh", "-c", script),
-            env={
-                "HAPROXY_CONFIG": plan.haproxy_config(lb, cluster.spec, ips),
-                "CLUSTER_CA": cluster.ca_file.read_text(),
-                "LB_PEM": (cert + key).decode(),
-            },
+            entrypoint=("/usr/bin/tini", "--", "haproxy", "-W", "-db", "-f", f"{SECRETS_DIR}/haproxy.cfg"),
+            files=files,
+            files_owner=RUNTIME_UID,
             network=cluster.network,
             hostname=lb.name,
             ip=ips[lb.name],
@@ -177,6 +184,7 @@ def launch(
     admin = Credentials("admin", secrets_.admin_password)
     cluster = Cluster(run_id, mode_spec, image, where, run_dir(run_id), admin)
     cluster.cpuset = cpuset
+    write_secrets(cluster.workdir, secrets_)  # what attach and scale need later, on this machine only
     started = time.monotonic()
     try:
         prefix = where.create_network(cluster.network, cluster.labels("network"))

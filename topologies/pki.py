@@ -25,6 +25,7 @@ from runtime.storage.etcd_auth import ROOT_USER, user_name
 from topologies.spec import ModeSpec, NodeSpec
 
 DEFAULT_LIFETIME = 86400.0  # the runtime's own default for cert_lifetime
+ROOT_LIFETIME = timedelta(hours=1)
 
 
 def node_names(node: NodeSpec, ip: str) -> list[str]:
@@ -61,8 +62,11 @@ class RunPki:
         """A certificate (PEM) and its key for ``names``, whose common name is ``common_name``."""
         return self._pair(common_name, node, names)
 
-    def _pair(self, common_name: str, node: str, names: list[str]) -> tuple[bytes, bytes]:
-        pair = tls.issue_node_cert(self.ca, node, names, datetime.now(UTC), self.lifetime, common_name=common_name)
+    def _pair(
+        self, common_name: str, node: str, names: list[str], lifetime: timedelta | None = None
+    ) -> tuple[bytes, bytes]:
+        now = datetime.now(UTC)
+        pair = tls.issue_node_cert(self.ca, node, names, now, lifetime or self.lifetime, common_name=common_name)
         return pair.cert_pem, pair.key_pem
 
     def bundle(self, spec: ModeSpec, node: NodeSpec, ip: str) -> Bundle:
@@ -73,10 +77,11 @@ class RunPki:
         issuer = "auth" in node.services
         return Bundle(self.ca.cert_pem, pairs, self.ca.key_pem if issuer else None)
 
-    def client(self, common_name: str, addresses: Sequence[str] = ()) -> Bundle:
+    def client(self, common_name: str, addresses: Sequence[str] = (), lifetime: timedelta | None = None) -> Bundle:
         """A client identity: ``root`` for db-init, or any name a test wants to try. etcd's peer
         port also checks a client's address against the certificate's, hence ``addresses``."""
-        return Bundle(self.ca.cert_pem, {"node": self._pair(common_name, common_name, list(addresses))})
+        return Bundle(self.ca.cert_pem, {"node": self._pair(common_name, common_name, list(addresses), lifetime)})
 
     def root(self) -> Bundle:
-        return self.client(ROOT_USER)
+        """etcd's root, for db-init only: an hour, and no issuer renews it."""
+        return self.client(ROOT_USER, lifetime=ROOT_LIFETIME)

@@ -18,6 +18,7 @@ from topologies.constants import (
     GRPC_PORT,
     PROXY_PORT,
     ROUTED_SERVICES,
+    SECRETS_DIR,
     XDS_PORT,
 )
 from topologies.spec import LoadBalancerSpec, ModeSpec, NodeSpec
@@ -37,17 +38,45 @@ def addresses(spec: ModeSpec, subnet_prefix: str) -> dict[str, str]:
     return ips
 
 
+SECRET_FILES = {  # setting -> file name under SECRETS_DIR
+    "tls_bundle": "tls-bundle.json",
+    "cluster_secret": "cluster-secret",
+    "admin_password": "admin-password",
+}
+
+
+def node_secrets(node: NodeSpec, secrets: Secrets, tls_bundle: str | None) -> dict[str, bytes]:
+    """The secrets a node's services use, as files (container path -> content): its own
+    certificates for every node; the admin password and the cluster secret only for nodes
+    that run ``auth`` (it creates the first admin and seals the signing keys). A kv, queue,
+    Envoy or xds node never holds either, even when it hosts a DB member.
+
+    >>> sorted(node_secrets(NodeSpec("kv-1", ("kv",)), Secrets("c" * 32, "p" * 16), "{}"))
+    ['/run/modematrix/secrets/tls-bundle.json']
+    """
+    given = {"tls_bundle": tls_bundle} if tls_bundle is not None else {}
+    if "auth" in node.services:
+        given.update(cluster_secret=secrets.cluster_secret, admin_password=secrets.admin_password)
+    return {f"{SECRETS_DIR}/{SECRET_FILES[name]}": value.encode() for name, value in given.items()}
+
+
+def secret_settings(files: Mapping[str, bytes]) -> dict[str, str]:
+    """``RUNTIME_<SETTING>_FILE`` for each secret file a node is given: paths, never values."""
+    by_file = {f"{SECRETS_DIR}/{file}": name for name, file in SECRET_FILES.items()}
+    return {f"RUNTIME_{by_file[path].upper()}_FILE": path for path in files}
+
+
 def node_env(
     spec: ModeSpec, node: NodeSpec, ips: Mapping[str, str], secrets: Secrets, tls_bundle: str | None = None
 ) -> dict[str, str]:
-    """A node's settings; ``tls_bundle`` is its certificates from :mod:`topologies.pki`."""
+    """A node's settings; ``tls_bundle`` is its certificates from :mod:`topologies.pki`. The
+    secrets themselves are files (:func:`node_secrets`): here are only their paths."""
     env = {
         "RUNTIME_SERVICES": ",".join(node.services),
         "RUNTIME_NODE_NAME": node.name,
         "RUNTIME_ADVERTISE": ",".join([node.name, ips[node.name]]),
-        "RUNTIME_CLUSTER_SECRET": secrets.cluster_secret,
-        "RUNTIME_ADMIN_PASSWORD": secrets.admin_password,
         "RUNTIME_LOG_LEVEL": "info",
+        **secret_settings(node_secrets(node, secrets, tls_bundle)),
     }
     if spec.db == "etcd":
         env.update(
@@ -62,7 +91,6 @@ def node_env(
             RUNTIME_DB_INITIAL_CLUSTER=",".join(f"{m.name}=https://{ips[m.name]}:{DB_PEER_PORT}" for m in spec.members),
         )
     if tls_bundle is not None:
-        env["RUNTIME_TLS_BUNDLE"] = tls_bundle
         if "auth" not in node.services:
             env["RUNTIME_ISSUERS"] = ",".join(f"{ips[n.name]}:{API_PORT}" for n in spec.peers_of("auth"))
     peers = peer_setting(spec, node, ips)
@@ -130,12 +158,12 @@ def haproxy_config(lb: LoadBalancerSpec, mode: ModeSpec, ips: Mapping[str, str])
     /readyz; each connection opens with the client's address (PROXY protocol v2) on the
     nodes' port for balancers, so the runtime throttles and logs by client, not by balancer.
 
-    gRPC API (``GRPC_PORT``): HTTP/2 with TLS ended here (``/tmp/lb.pem``, a certificate of
+    gRPC API (``GRPC_PORT``): HTTP/2 with TLS ended here (``lb.pem``, a certificate of
     the run's CA), each call routed by its path to the service's nodes and balanced per call,
     over TLS with the same certificate as the member's identity the service nodes ask for.
     """
     servers = "\n".join(f"    server {n.name} {ips[n.name]}:{PROXY_PORT} verifyhost {n.name}" for n in mode.edges)
-    checks = f"inter {lb.check_interval_ms} fall 2 rise 2 check check-ssl verify required ca-file /tmp/ca.pem"
+    checks = f"inter {lb.check_interval_ms} fall 2 rise 2 check check-ssl verify required ca-file {SECRETS_DIR}/ca.pem"
     grpc = _haproxy_grpc(lb, mode, ips)
     return f"""global
     log stdout format raw local0 notice
@@ -169,13 +197,17 @@ def _haproxy_grpc(lb: LoadBalancerSpec, mode: ModeSpec, ips: Mapping[str, str]) 
     lines = [
         "frontend grpc",
         "    mode http",
-        f"    bind :{GRPC_PORT} ssl crt /tmp/lb.pem alpn h2",
+        f"    bind :{GRPC_PORT} ssl crt {SECRETS_DIR}/lb.pem alpn h2",
         "    timeout http-request 10s",
         *(f"    use_backend {service}_grpc if {{ path_beg {prefixes[service]} }}" for service in hosted),
+        "    default_backend not_found",  # any other path (the cluster's own routes among them): 404 here
+        "backend not_found",
+        "    mode http",
+        '    http-request return status 404 content-type application/json string "{\\"error\\":\\"not_found\\"}"',
     ]
     checks = (
         f"inter {lb.check_interval_ms} fall 2 rise 2 check check-ssl check-alpn http/1.1 port {API_PORT} "
-        "ssl verify required ca-file /tmp/ca.pem crt /tmp/lb.pem alpn h2"
+        f"ssl verify required ca-file {SECRETS_DIR}/ca.pem crt {SECRETS_DIR}/lb.pem alpn h2"
     )
     for service, nodes in hosted.items():
         lines += [

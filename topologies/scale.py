@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 from topologies import pki
 from topologies import plan as plans
-from topologies.cluster import Cluster
+from topologies.cluster import Cluster, read_secrets
 from topologies.constants import API_PORT, ROUTED_SERVICES
 from topologies.exceptions import UsageError
 from topologies.node import Node
@@ -101,8 +101,7 @@ def apply(cluster: Cluster, counts: Mapping[str, int], *, timeout: float = 120.0
 def _start(cluster: Cluster, specs: tuple[NodeSpec, ...], timeout: float) -> None:
     from topologies.launch import _node_launch  # one way to describe a node's container
 
-    template = cluster.nodes[0].handle.env
-    secrets = plans.Secrets(template["RUNTIME_CLUSTER_SECRET"], template["RUNTIME_ADMIN_PASSWORD"])
+    secrets = read_secrets(cluster.workdir)
     prefix = cluster.nodes[0].ip.rsplit(".", 1)[0]
     used = {int(n.ip.rsplit(".", 1)[1]) for n in cluster.nodes}
     free = (i for i in range(11, 250) if i not in used)
@@ -113,7 +112,8 @@ def _start(cluster: Cluster, specs: tuple[NodeSpec, ...], timeout: float) -> Non
     for node_spec in specs:
         bundle = run_pki.bundle(grown, node_spec, ips[node_spec.name]).dump()
         env = plans.node_env(grown, node_spec, ips, secrets, bundle)
-        handle = cluster.platform.launch(_node_launch(cluster, node_spec, ips[node_spec.name], env))
+        files = plans.node_secrets(node_spec, secrets, bundle)
+        handle = cluster.platform.launch(_node_launch(cluster, node_spec, ips[node_spec.name], env, files))
         node = Node(node_spec, ips[node_spec.name], handle.ports[API_PORT], handle, cluster.platform)
         cluster.nodes.append(node)
         started.append(node)

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -67,15 +68,15 @@ class Gate:
                 log.exception("unhandled error", extra={"fields": {"method": path}})
                 failed = Failed(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
         else:
-            self._record(method, grpc.StatusCode.OK, started)
+            self.record(method, grpc.StatusCode.OK, started)
             return result
-        self._record(method, failed.code, started)
+        self.record(method, failed.code, started)
         if failed.trailers:
             context.set_trailing_metadata(failed.trailers)
         await context.abort(failed.code, failed.detail)
         raise AssertionError("abort returns only by raising")  # pragma: no cover
 
-    def _record(self, method: GrpcMethod, code: grpc.StatusCode, started: float) -> None:
+    def record(self, method: GrpcMethod, code: grpc.StatusCode, started: float) -> None:
         self.metrics.requests.labels(method.route.name, "GRPC", code.name).inc()
         self.metrics.latency.labels(method.route.name, "GRPC").observe(time.perf_counter() - started)
 
@@ -97,13 +98,47 @@ class Gate:
         return principal
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal | None:
-        header = dict(context.invocation_metadata() or ()).get("authorization")
+        return await self.principal(context.invocation_metadata())
+
+    async def principal(self, metadata: Any) -> Principal | None:
+        header = dict(metadata or ()).get("authorization")
         if header is None:
             return None
         scheme, _, token = str(header).partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("authorization: expected 'Bearer <token>'")
         return await self.keys.verify_fresh(token.strip())
+
+    def interceptor(self) -> grpc.aio.ServerInterceptor:
+        return _TokenFirst(self)
+
+
+class _TokenFirst(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """The bearer token is checked from the call's headers before its message is read: a
+    call without a valid one is refused by a handler that never reads the request (declared
+    client-streaming, so gRPC does not buffer the message first), so nobody without a token
+    can make a node hold megabytes of unfinished messages."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        method = grpc_method(details.method)
+        try:
+            if method is None or await self.gate.principal(details.invocation_metadata) is None:
+                raise InvalidToken("a bearer token is required (metadata 'authorization')")
+        except InvalidToken as exc:
+            if method is not None:
+                self.gate.record(method, grpc.StatusCode.UNAUTHENTICATED, time.perf_counter())
+            return _refusal(f"unauthenticated: {exc}")
+        return await continuation(details)
+
+
+def _refusal(detail: str) -> grpc.RpcMethodHandler:
+    async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, detail)
+
+    return grpc.stream_unary_rpc_method_handler(refuse)
 
 
 def translate(exc: Exception) -> Failed | None:
@@ -242,16 +277,43 @@ class QueueServicer(pb_grpc.QueueServicer):
         return await self.gate.run(context, "/modematrix.v1.Queue/DeleteJob", op)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one client can hold of a node's gRPC port, as on its HTTP port: connections (the
+    cap is enforced before the TLS handshake), the handshake's deadline, an idle connection's
+    life, streams per connection and calls in all, and the size of a message and of headers."""
+
+    connections: int = 1024
+    handshake_s: float = 10.0
+    idle_s: float = 15.0
+    streams_per_connection: int = 32
+    calls: int = 256
+    message_bytes: int = MAX_MESSAGE
+    metadata_bytes: int = 16 * 1024
+
+    def options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_allowed_incoming_connections", self.connections),
+            ("grpc.server_handshake_timeout_ms", int(self.handshake_s * 1000)),
+            ("grpc.max_connection_idle_ms", int(self.idle_s * 1000)),
+            ("grpc.max_concurrent_streams", self.streams_per_connection),
+            ("grpc.max_receive_message_length", self.message_bytes),
+            ("grpc.max_send_message_length", self.message_bytes),
+            ("grpc.max_metadata_size", self.metadata_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+
+
 def build_server(
-    services: dict[str, Any], gate: Gate, address: str, credentials: grpc.ServerCredentials | None
+    services: dict[str, Any],
+    gate: Gate,
+    address: str,
+    credentials: grpc.ServerCredentials | None,
+    limits: Limits = Limits(),
 ) -> grpc.aio.Server | None:
     """A server with a servicer for each of kv and queue that runs here; None if neither does."""
     server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.max_send_message_length", MAX_MESSAGE),
-            ("grpc.so_reuseport", 0),
-        ]
+        interceptors=[gate.interceptor()], maximum_concurrent_rpcs=limits.calls, options=limits.options()
     )
     hosted = False
     if isinstance(services.get("kv"), KvService):

@@ -34,7 +34,9 @@ from typing import Protocol
 
 import aiohttp
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
+from runtime.config import ROLES, SERVICES
 from runtime.exceptions import SecurityError
 from runtime.files import write_atomic
 from runtime.security import tls
@@ -76,6 +78,35 @@ class Identity:
         return context
 
 
+class NotRenewable(ValueError):
+    """A certificate of the cluster CA that this issuer does not renew: not a node's identity."""
+
+
+def renewable(cert: x509.Certificate) -> None:
+    """Renew only what the launcher issues to nodes: a service set's identity (its common
+    name is the DB user of the set, such as ``kv`` or ``auth+ingress+kv+queue``) or a DB
+    member's peer identity. Never ``root`` (db-init's, one hour), never an identity of the
+    Kubernetes cluster built here, never a name nobody issued to a node.
+
+    >>> ca = tls.make_ca("ca", datetime.now(UTC), timedelta(days=1))
+    >>> root = tls.issue_node_cert(ca, "x", ["x"], datetime.now(UTC), timedelta(hours=1), common_name="root")
+    >>> renewable(root.cert)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    runtime.security.certs.NotRenewable: 'root' is not a node identity of this cluster; ...
+    """
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    common = str(names[0].value) if names else ""
+    if common == PEER_NAME or _service_set(common):
+        return
+    raise NotRenewable(f"{common!r} is not a node identity of this cluster; only service sets and DB peers renew")
+
+
+def _service_set(common_name: str) -> bool:
+    parts = common_name.split("+")
+    return bool(common_name) and parts == sorted(set(parts)) and all(p in SERVICES + ROLES for p in parts)
+
+
 class LocalIssuer:
     """This node holds the CA key: it certifies renewals itself, and for other nodes."""
 
@@ -92,6 +123,7 @@ class LocalIssuer:
         """Renew ``current`` (a valid certificate of this CA) for the key in the request."""
         now = datetime.fromtimestamp(self._clock(), UTC)
         tls.verify_issued(self.ca.cert, current, now)
+        renewable(current)
         return tls.renew(self.ca, current, request_pem, now, self.lifetime)
 
 

@@ -11,6 +11,12 @@ Keys are a 16-byte hash, so a megabyte username costs no more than a short one, 
 table holds at most ``max_keys`` entries. Locking is per (user, address): a stranger's
 guesses lock the stranger out, not the user everywhere. The address key, with a larger
 budget, slows one client spraying many users. State is per process.
+
+Every password check (a login, a change of one's own password) goes through :meth:`turn`:
+at most ``per_address_hashing`` checks of one address run at once, and each looks at the
+address's lock inside its turn, so a burst of guesses for many users is counted as it runs,
+not after (120 concurrent failures for 120 usernames once all ran scrypt first); and at most
+``hashing`` checks run at once in all (scrypt takes 16 MiB and ~50 ms of a core each).
 """
 
 from __future__ import annotations
@@ -44,19 +50,50 @@ class LoginThrottle:
     cap: float = 300.0
     max_keys: int = 100_000
     per_address_free: int = 50  # failures one address may have, over any users
+    per_address_hashing: int = 2  # password checks of one address running at once
+    hashing: int = 4  # password checks running at once, in all
     _keys: OrderedDict[bytes, _State] = field(default_factory=OrderedDict)
-    _turns: dict[bytes, asyncio.Lock] = field(default_factory=dict)
+    _turns: dict[bytes, tuple[asyncio.Lock, list[int]]] = field(default_factory=dict)
+    _addresses: dict[bytes, tuple[asyncio.Semaphore, list[int]]] = field(default_factory=dict)
+    _hashing: asyncio.Semaphore | None = None
+
+    @asynccontextmanager
+    async def turn(self, keys: list[bytes]) -> AsyncIterator[None]:
+        """A password check's turn: a slot of its address, then the (user, address) pair's
+        turn. Check :meth:`retry_after` inside it, then record the outcome."""
+        pair, address = keys
+        slots, users = self._addresses.setdefault(address, (asyncio.Semaphore(self.per_address_hashing), [0]))
+        users[0] += 1
+        try:
+            async with slots, self.serialized(pair):
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._addresses[address]  # nobody holds or waits: the table stays small
+
+    @asynccontextmanager
+    async def hashing_slot(self) -> AsyncIterator[None]:
+        """One of the process's ``hashing`` slots, around the hash itself."""
+        if self._hashing is None:
+            self._hashing = asyncio.Semaphore(self.hashing)
+        async with self._hashing:
+            yield
 
     @asynccontextmanager
     async def serialized(self, pair: bytes) -> AsyncIterator[None]:
-        """One attempt at a time for this (user, address) pair."""
-        turn = self._turns.setdefault(pair, asyncio.Lock())
+        """One attempt at a time for this (user, address) pair. The lock leaves the table
+        only when nobody holds or awaits it (a released lock whose next holder has not yet
+        woken is not free: dropping it then let a third attempt run beside the second)."""
+        turn, users = self._turns.setdefault(pair, (asyncio.Lock(), [0]))
+        users[0] += 1
         try:
             async with turn:
                 yield
         finally:
-            if not turn.locked() and self._turns.get(pair) is turn:
-                del self._turns[pair]  # nobody waits: the table of turns stays small
+            users[0] -= 1
+            if users[0] == 0:
+                del self._turns[pair]
 
     def retry_after(self, keys: list[bytes], now: float) -> float:
         """Seconds to wait before another attempt (0: go ahead)."""

@@ -48,7 +48,7 @@ class AuthService:
     ) -> None:
         self._ns, self._keys, self._clock = ns, keys, clock
         self._data_dir, self._admin_password = data_dir, admin_password
-        self._throttle = throttle or LoginThrottle()
+        self._throttle = throttle if throttle is not None else LoginThrottle()  # an empty one has len 0
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
@@ -89,35 +89,44 @@ class AuthService:
     async def login(self, call: Call) -> Response:
         body = _object(call.json(), "login body")
         username, password = _string(body, "username"), _string(body, "password")
-        throttle_keys = keys_for(username, call.client)
-        async with self._throttle.serialized(throttle_keys[0]):  # check and outcome in one turn
+        checked = await self._throttled_check(username, password, call.client)
+        if isinstance(checked, Response):
+            return checked
+        token, expires_at = self._keys.sign(username, tuple(checked["roles"]))
+        return http.json({"token": token, "expires_at": expires_at})
+
+    async def _throttled_check(self, username: str, password: str, client: str) -> dict[str, Any] | Response:
+        """Every password check, a login's or a password change's: in the throttle's turn, the
+        lock looked at inside it, the outcome counted. The user's record, or the refusal. A
+        disabled user's right password is refused like a wrong one (and counted like one), so
+        the answer never confirms it."""
+        throttle_keys = keys_for(username, client)
+        async with self._throttle.turn(throttle_keys):  # check and outcome in one turn
             wait = self._throttle.retry_after(throttle_keys, self._clock())
             if wait > 0:
                 return http.error(
                     429,
                     "too_many_attempts",
-                    f"too many failed logins; retry in {wait:.0f} s",
+                    f"too many failed password checks; retry in {wait:.0f} s",
                     headers={"Retry-After": str(int(wait) + 1)},
                 )
             record = await self._check(username, password)
-            if record is not None and record.get("disabled"):
-                return http.error(403, "disabled", f"user {username!r} is disabled")
-            if record is None:
+            if record is None or record.get("disabled"):
                 self._throttle.failed(throttle_keys, self._clock())
                 return http.error(
                     401, "invalid_credentials", "unknown user or wrong password", headers={"WWW-Authenticate": "Bearer"}
                 )
             self._throttle.succeeded(throttle_keys)
-        token, expires_at = self._keys.sign(username, tuple(record["roles"]))
-        return http.json({"token": token, "expires_at": expires_at})
+            return record
 
     async def _check(self, username: str, password: str) -> dict[str, Any] | None:
         """The user's record if the password is right; constant work whether or not it exists."""
         entry = await self._ns.get(f"users/{username}") if _USERNAME.match(username) else None
         record: dict[str, Any] | None = json.loads(entry.value) if entry else None
-        ok = await asyncio.get_running_loop().run_in_executor(
-            None, verify_password, password, record["password"] if record else None
-        )
+        async with self._throttle.hashing_slot():
+            ok = await asyncio.get_running_loop().run_in_executor(
+                None, verify_password, password, record["password"] if record else None
+            )
         return record if ok and record is not None else None
 
     async def create_user(self, call: Call) -> Response:
@@ -146,9 +155,11 @@ class AuthService:
         principal = _caller(call)
         body = _object(call.json(), "password body")
         current, new = _string(body, "current"), _string(body, "new")
-        async with self._throttle.serialized(keys_for(principal.username, call.client)[0]):
-            if await self._check(principal.username, current) is None:
+        checked = await self._throttled_check(principal.username, current, call.client)
+        if isinstance(checked, Response):
+            if checked.status_code == 401:  # the caller has a valid token: its password is what is wrong
                 return http.error(403, "wrong_password", "the current password does not match")
+            return checked
         return await self._replace_password(principal.username, new)
 
     async def set_password(self, call: Call) -> Response:

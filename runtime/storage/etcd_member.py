@@ -10,6 +10,7 @@ import asyncio
 import shutil
 from pathlib import PurePath
 
+from runtime import children
 from runtime.config import Config
 from runtime.security.certs import PEER_NAME
 
@@ -90,7 +91,7 @@ async def start_member(config: Config) -> asyncio.subprocess.Process:
     if etcd is None:
         raise FileNotFoundError("db_member_name is set but no 'etcd' binary is on PATH (Debian: etcd-server)")
     (config.data_dir / "etcd").mkdir(parents=True, exist_ok=True, mode=0o700)
-    return await asyncio.create_subprocess_exec(*member_argv(config, etcd))
+    return await asyncio.create_subprocess_exec(*member_argv(config, etcd), env=children.environment())
 
 
 async def stop_member(process: asyncio.subprocess.Process, timeout: float = 5.0) -> None:

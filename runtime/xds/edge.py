@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from runtime import children
 from runtime.files import write_atomic
 from runtime.xds.bootstrap import bootstrap, envoy_binary, sds_files
 from runtime.xds.snapshot import Tls
@@ -40,7 +41,7 @@ async def supervise(config_file: Path, *, binary: Path | None = None) -> None:
     command += ["--disable-hot-restart", "--drain-time-s", "2", "-l", "warning"]
     pause = 0.5
     while True:
-        process = await asyncio.create_subprocess_exec(*command)
+        process = await asyncio.create_subprocess_exec(*command, env=children.environment())
         log.info("envoy started", extra={"fields": {"pid": process.pid}})
         try:
             code = await process.wait()

@@ -47,6 +47,7 @@ from runtime import routing
 from runtime.discovery import Endpoint
 
 LISTENER = "api"
+NOT_AT_THE_FRONT_DOOR = "no route for this path through the front door"
 ROUTES = "routes"
 OPS_CLUSTER = "ops"  # /healthz, /readyz, /ca.pem, /metrics, /openapi.json: any service node answers
 TYPE = {
@@ -164,8 +165,11 @@ def route_configuration(direct: bool = False) -> route_pb2.RouteConfiguration:
     for entry in routing.ROUTES:
         methods = [entry.method, "HEAD"] if entry.method == "GET" else [entry.method]
         match = route_components_pb2.RouteMatch(safe_regex=_regex(entry.pattern.pattern), headers=[_method(methods)])
-        if direct:
-            action: dict[str, object] = {
+        action: dict[str, object]
+        if entry.members_only:  # cluster-internal: Envoy answers 404 itself, nothing reaches a node
+            action = _error(404, "not_found", NOT_AT_THE_FRONT_DOOR)
+        elif direct:
+            action = {
                 "direct_response": route_components_pb2.DirectResponseAction(
                     status=200, body=base_pb2.DataSource(inline_string=entry.name)
                 )

@@ -16,7 +16,7 @@ from cryptography import x509
 from runtime import config
 from runtime.exceptions import ConfigError, SecurityError
 from runtime.security import tls
-from runtime.security.certs import PEER_NAME, Bundle, Identity, LocalIssuer, NodeCertificate, RemoteIssuer
+from runtime.security.certs import PEER_NAME, Bundle, Identity, LocalIssuer, NodeCertificate, NotRenewable, RemoteIssuer
 from runtime.storage.etcd_member import member_argv
 from tests.conftest import RuntimeProcess
 
@@ -139,12 +139,37 @@ def test_renewal_refuses_a_foreign_or_expired_certificate_and_a_forged_request(c
     old = tls.issue_node_cert(ca, "kv-1", [], NOW - timedelta(days=2), timedelta(hours=1))
     with pytest.raises(ValueError, match="not valid at"):
         issuer.certify(old.cert, request)
-    valid = tls.issue_node_cert(ca, "kv-1", [], NOW, timedelta(hours=1))
+    valid = tls.issue_node_cert(ca, "kv-1", [], NOW, timedelta(hours=1), common_name="kv")
     with pytest.raises(ValueError, match="not a PEM certificate signing request"):
         issuer.certify(valid.cert, b"garbage")
     tampered = request.replace(request[80:84], b"AAAA") if request[80:84] != b"AAAA" else request
     with pytest.raises(ValueError):
         issuer.certify(valid.cert, tampered)
+
+
+@pytest.mark.parametrize(
+    ("common_name", "renews"),
+    [
+        ("kv", True),
+        ("auth+ingress+kv+queue", True),
+        ("envoy", True),
+        (PEER_NAME, True),
+        ("root", False),  # db-init's: an hour, then gone (it came back renewed for 24 h)
+        ("system:node:k8s-worker-1", False),  # the Kubernetes cluster built here shares the CA
+        ("lb", False),
+        ("kv+auth", False),  # not how a service set is named
+        ("", False),
+    ],
+)
+def test_the_issuer_renews_only_what_it_issues_to_nodes(ca: tls.KeyPair, common_name: str, renews: bool) -> None:
+    issuer = LocalIssuer(ca, 3600, clock=lambda: NOW.timestamp())
+    current = tls.issue_node_cert(ca, "x", ["x"], NOW, timedelta(hours=1), common_name=common_name)
+    request = tls.signing_request(tls.new_key())
+    if renews:
+        assert issuer.certify(current.cert, request)
+    else:
+        with pytest.raises(NotRenewable):
+            issuer.certify(current.cert, request)
 
 
 @pytest.mark.anyio

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -149,3 +150,93 @@ async def test_exactly_the_free_attempts_are_checked_when_guesses_arrive_togethe
 
     statuses = Counter(await asyncio.gather(*(login(f"wrong-{i}") for i in range(30)), login("right-password")))
     assert statuses[401] + statuses[200] == LoginThrottle.free and statuses[429] == 31 - LoginThrottle.free, statuses
+
+
+async def _auth_service(tmp_path: Path, throttle: LoginThrottle | None = None) -> tuple[Any, Any]:
+    from runtime.security.keystore import KeyStore
+    from runtime.security.secretbox import SecretBox
+    from runtime.services.auth import AuthService
+    from runtime.storage import MemoryBackend, Namespace
+
+    backend, now = MemoryBackend(), lambda: 1_000.0
+    keys = KeyStore(
+        Namespace(backend, "_cluster"), SecretBox("s" * 32), token_ttl=60, rotation=3600, ca_lifetime=86400, clock=now
+    )
+    await keys.ensure_signing_keys()
+    auth = AuthService(
+        Namespace(backend, "auth"),
+        keys,
+        data_dir=tmp_path,
+        admin_password="right-password",
+        clock=now,
+        throttle=throttle,
+    )
+    await auth.start()
+    return auth, keys
+
+
+@pytest.mark.anyio
+async def test_guesses_for_many_users_from_one_address_are_counted_as_they_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """120 concurrent failures for 120 distinct usernames from one address: before, all 120
+    ran scrypt before the address was locked; now at most the address's budget plus its
+    concurrent slots do, and never more than ``hashing`` hashes run at once."""
+    import asyncio
+    import threading
+
+    from starlette.requests import Request
+
+    from runtime.security import passwords
+    from runtime.services import auth as auth_module
+    from runtime.services.base import Call
+
+    throttle = LoginThrottle(per_address_free=20)
+    service, _ = await _auth_service(tmp_path, throttle)
+    running, most, hashed, lock = [0], [0], [0], threading.Lock()
+    real = passwords.verify_password
+
+    def counted(password: str, stored: str | None) -> bool:
+        with lock:
+            running[0] += 1
+            hashed[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real(password, stored)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(auth_module, "verify_password", counted)
+    request = Request({"type": "http", "method": "POST", "path": "/v1/auth/login", "headers": []})
+
+    async def login(user: str) -> int:
+        body = json.dumps({"username": user, "password": "wrong-password"}).encode()
+        return int((await service.login(Call(request, {}, None, body, "10.0.0.66"))).status_code)
+
+    statuses = Counter(await asyncio.gather(*(login(f"user{i}") for i in range(120))))
+    assert hashed[0] <= throttle.per_address_free + throttle.per_address_hashing, (hashed[0], dict(statuses))
+    assert statuses[429] >= 120 - hashed[0] and most[0] <= throttle.per_address_hashing
+
+
+@pytest.mark.anyio
+async def test_changing_ones_password_counts_against_the_same_throttle(tmp_path: Path) -> None:
+    """With a stolen token, wrong current passwords at /v1/auth/password were never
+    throttled (12 got 403, then the right one 204); now they lock like wrong logins."""
+    from starlette.requests import Request
+
+    from runtime.services.base import Call
+
+    service, keys = await _auth_service(tmp_path)
+    token, _ = keys.sign("admin", ("admin",))
+    principal = keys.verify(token)
+    request = Request({"type": "http", "method": "POST", "path": "/v1/auth/password", "headers": []})
+
+    async def change(current: str) -> int:
+        body = json.dumps({"current": current, "new": "a-new-password"}).encode()
+        call = Call(request, {}, principal, body, "10.0.0.66")
+        return int((await service.change_own_password(call)).status_code)
+
+    statuses = [await change(f"guess-{i}") for i in range(8)] + [await change("right-password")]
+    assert statuses[: LoginThrottle.free] == [403] * LoginThrottle.free
+    assert set(statuses[LoginThrottle.free :]) == {429}, statuses

@@ -107,7 +107,11 @@ async def test_envoy_routes_every_case_as_the_in_process_table_does(plane: tuple
                 expected = routing.match(method, path)
                 reply = await client.request(method, path)
                 case = f"{method} {path}"
-                if isinstance(expected, routing.Match):
+                if isinstance(expected, routing.Match) and expected.route.members_only:
+                    assert reply.status_code == 404, case  # never through a front door: Envoy's own 404
+                    if method != "HEAD":
+                        assert reply.json()["detail"] == snapshot.NOT_AT_THE_FRONT_DOOR, case
+                elif isinstance(expected, routing.Match):
                     assert reply.status_code == 200, case
                     if method != "HEAD":
                         assert reply.text == expected.route.name, case

@@ -16,7 +16,7 @@ from runtime.security.tls import make_ca
 from topologies import faults, plan, victims
 from topologies.attach import attach
 from topologies.client import Credentials
-from topologies.cluster import Cluster
+from topologies.cluster import Cluster, run_dir, write_secrets
 from topologies.constants import API_PORT, DATA_DIR, GRPC_PORT, LABEL_ROLE
 from topologies.exceptions import FaultError, NotFound, StartTimeout
 from topologies.launch import launch
@@ -243,9 +243,15 @@ def test_attach_rebuilds_a_run_from_what_the_platform_knows(
         }
         env = plan.node_env(spec, node, ips, secrets, run_pki.bundle(spec, node, ips[node.name]).dump())
         platform.launch(Launch(f"mm-r9-{node.name}", "img", labels, env=env, ip=ips[node.name], publish=(API_PORT,)))
-    cluster = attach("r9", platform)  # this machine has no folder for run r9: the CA comes from a node's bundle
+    with pytest.raises(NotFound, match="work on the machine that started the run"):
+        attach("r9", platform)  # no run folder here: the secrets are nowhere else (never in the nodes' settings)
+    folder = run_dir("r9")
+    write_secrets(folder, secrets)
+    (folder / "ca.pem").write_bytes(run_pki.ca.cert_pem)
+    cluster = attach("r9", platform)
     assert [n.name for n in cluster.nodes] == ["n1", "n2"] and cluster.spec.db == "etcd"
     assert cluster.admin.password == "pw" and cluster.ca_file.read_bytes() == run_pki.ca.cert_pem
+    assert not [v for h in platform.handles.values() for v in h.env.values() if v in ("s", "pw")]
     with pytest.raises(NotFound, match="no run 'nope'"):
         attach("nope", platform)
 

@@ -123,7 +123,7 @@ def test_haproxy_checks_readyz_over_verified_tls_and_sends_the_client_address() 
     scaled = spec.load("scaled-haproxy")
     ips = plan.addresses(scaled, "10.9.9")
     config = plan.haproxy_config(scaled.load_balancer, scaled, ips)  # type: ignore[arg-type]
-    assert "uri /readyz" in config and "verify required ca-file /tmp/ca.pem" in config
+    assert "uri /readyz" in config and "verify required ca-file /run/modematrix/secrets/ca.pem" in config
     http_api = config.split("frontend grpc")[0]
     assert http_api.count("\n    server ") == 3 and "server ingress-2 10.9.9.12:8444 verifyhost ingress-2" in config
     assert "send-proxy-v2 check-send-proxy" in config
@@ -139,7 +139,7 @@ def test_haproxy_routes_grpc_calls_by_path_to_each_services_nodes_over_h2() -> N
     scaled = spec.load("scaled-haproxy")
     ips = plan.addresses(scaled, "10.9.9")
     grpc = plan.haproxy_config(scaled.load_balancer, scaled, ips).split("frontend grpc")[1]  # type: ignore[arg-type]
-    assert "bind :8445 ssl crt /tmp/lb.pem alpn h2" in grpc
+    assert "bind :8445 ssl crt /run/modematrix/secrets/lb.pem alpn h2" in grpc
     assert "use_backend kv_grpc if { path_beg /modematrix.v1.Kv/ }" in grpc
     assert "use_backend queue_grpc if { path_beg /modematrix.v1.Queue/ }" in grpc
     kv = grpc.split("\nbackend kv_grpc")[1].split("\nbackend queue_grpc")[0]

@@ -49,6 +49,10 @@ class Launch:
     privileged: bool = False
     tmpfs: tuple[str, ...] = ()
     binds: Mapping[str, str] = field(default_factory=dict)
+    # secrets: container path -> content, written before the node starts, owned by
+    # ``files_owner`` with mode 0400; never in the node's settings (``docker inspect``)
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    files_owner: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,5 +120,8 @@ class Platform(Protocol):
         env: Mapping[str, str],
         labels: Mapping[str, str],
         network: str | None = None,
+        files: Mapping[str, bytes] | None = None,
+        files_owner: int = 0,
     ) -> tuple[int, str]:
-        """Run the image to completion with ``args`` (on ``network`` if given); (exit code, output)."""
+        """Run the image to completion with ``args`` (on ``network`` if given, with ``files``
+        as :class:`Launch` has them); (exit code, output)."""

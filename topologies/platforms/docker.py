@@ -9,10 +9,13 @@ volumes and helpers get the same label from :func:`reaped`.
 
 from __future__ import annotations
 
+import io
 import random
 import socket
+import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import docker
@@ -63,6 +66,47 @@ def _explain(exc: docker.errors.APIError) -> str:
 def reaped(labels: Mapping[str, str]) -> dict[str, str]:
     """Labels plus testcontainers' session label, for what testcontainers does not create."""
     return {**labels, LABEL_SESSION_ID: SESSION_ID}
+
+
+def secret_files(files: Mapping[str, bytes], owner: int) -> bytes:
+    """A tar of ``files`` (absolute paths) and their folders, owned by ``owner``: files 0400,
+    folders 0500, for ``put_archive`` into a container before it starts.
+
+    >>> import io, tarfile
+    >>> made = tarfile.open(fileobj=io.BytesIO(secret_files({"/run/s/a": b"x"}, 10001)))
+    >>> [(m.name, oct(m.mode), m.uid) for m in made.getmembers()]
+    [('run/s', '0o500', 10001), ('run/s/a', '0o400', 10001)]
+    """
+    buffer = io.BytesIO()
+    folders = sorted({str(PurePosixPath(path).parent).lstrip("/") for path in files})
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder in folders:
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o500, owner, owner
+            tar.addfile(info)
+        for path, data in sorted(files.items()):
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.uid, info.gid = len(data), 0o400, owner, owner
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+class _Node(DockerContainer):
+    """testcontainers' container, plus secret files put in place between create and start."""
+
+    def __init__(self, image: str, files: Mapping[str, bytes], owner: int) -> None:
+        super().__init__(image)
+        self._secrets, self._owner = files, owner
+        if files:
+            self.with_copy_into_container(b"", "/.modematrix-secrets")  # a marker: start() transfers
+
+    def _transfer_into_container(self, transferable: bytes | Path, destination: str, mode: int) -> None:
+        if destination == "/.modematrix-secrets":
+            created = self._container
+            if created is None or not created.put_archive(path="/", data=secret_files(self._secrets, self._owner)):
+                raise PlatformError("could not write the node's secret files")
+            return
+        super()._transfer_into_container(transferable, destination, mode)
 
 
 def _free_port() -> int:
@@ -157,7 +201,7 @@ class DockerPlatform:
             kwargs["privileged"] = True
             if PRIVILEGED_RUNTIME in (self.client.info().get("Runtimes") or {}):
                 kwargs["runtime"] = PRIVILEGED_RUNTIME
-        container = DockerContainer(spec.image).with_name(spec.name).with_kwargs(**kwargs)
+        container = _Node(spec.image, spec.files, spec.files_owner).with_name(spec.name).with_kwargs(**kwargs)
         if spec.command:
             container.with_command(list(spec.command))
         for path in spec.tmpfs:
@@ -273,11 +317,16 @@ class DockerPlatform:
         env: Mapping[str, str],
         labels: Mapping[str, str],
         network: str | None = None,
+        files: Mapping[str, bytes] | None = None,
+        files_owner: int = 0,
     ) -> tuple[int, str]:
         with translated(f"running {image} once"):
-            container = self.client.containers.run(
-                image, list(args), detach=True, labels=reaped(labels), environment=dict(env), network=network
+            container = self.client.containers.create(
+                image, list(args), labels=reaped(labels), environment=dict(env), network=network
             )
+            if files:
+                container.put_archive("/", secret_files(files, files_owner))
+            container.start()
             try:
                 code = int(container.wait(timeout=120)["StatusCode"])
                 return code, container.logs().decode(errors="replace")

@@ -140,6 +140,8 @@ class FakePlatform:
         env: Mapping[str, str],
         labels: Mapping[str, str],
         network: str | None = None,
+        files: Mapping[str, bytes] | None = None,
+        files_owner: int = 0,
     ) -> tuple[int, str]:
         self._record("run_once", image, *args)
         return 0, ""
