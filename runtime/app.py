@@ -67,8 +67,13 @@ class Node:
         return "ingress" in self.config.services
 
     def background(self) -> list[Coroutine[Any, Any, None]]:
-        jobs = [self.cert.renew_forever(), self._follow_keys(), self._follow_revocations()]
-        if self.keys.signer:  # only the nodes that issue tokens make new signing keys
+        jobs = [
+            self.cert.renew_forever(),
+            self._follow_keys(),
+            self._follow_revocations(),
+            self.keys.follow_revoked_tokens(),
+        ]
+        if self.keys.signer:  # only the nodes that issue tokens make new signing keys, and prune
             jobs.append(self._rotate_keys_forever())
         if self.peers is not None:
             jobs.append(self.peers.check_forever())
@@ -135,6 +140,7 @@ class Node:
             await asyncio.sleep(interval)
             try:
                 await self.keys.rotate_if_due()
+                await self.keys.prune_revoked_tokens()
             except StorageUnavailable as exc:
                 log.warning("could not rotate signing keys", extra={"fields": {"error": str(exc)}})
             self.metrics.cert_renewal.set(self.cert.seconds_until_renewal())
@@ -283,7 +289,7 @@ async def open_node(config: Config, *, db_timeout: float = 180.0, cert: NodeCert
             await _until_answered(keys.ensure_signing_keys, db_timeout)
         else:
             await keys.wait_for_signing_keys(db_timeout)
-        await _until_answered(keys.reload_revocations, db_timeout)
+        await _until_answered(keys.load_revocations, db_timeout)
         if isinstance(backend, EtcdBackend) and backend.tls is not None:
             cert.on_renew.append(backend.reconnect)
         write_atomic(config.data_dir / "ca.pem", cert.ca_pem, mode=0o644)  # public: the cluster's trust anchor

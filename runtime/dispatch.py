@@ -191,8 +191,9 @@ class RuntimeApp:
         try:
             await node.backend.ping()
             response = http.json({"status": "ready", **body})
-        except StorageUnavailable as exc:
-            response = http.error(503, "not_ready", f"DB unreachable: {exc}")
+        except StorageUnavailable as exc:  # the members and the error go to the log, not to the caller
+            log.warning("not ready: DB unreachable", extra={"fields": {"error": str(exc)}})
+            response = http.error(503, "not_ready", "the DB is unreachable from this node")
         self._ready = (time.monotonic(), response)
         return response
 
@@ -271,9 +272,13 @@ def metric_method(method: str) -> str:
 
 def unavailable(exc: StorageUnavailable) -> Response:
     """503 that tells a client whether sending the request again is safe: ``not_applied``
-    (it had no effect: retry anywhere) or ``outcome_unknown`` (it may have taken effect)."""
+    (it had no effect: retry anywhere) or ``outcome_unknown`` (it may have taken effect).
+    Which members failed, and how, is the node's log's, never the caller's (it named them).
+
+    >>> unavailable(StorageUnavailable("https://10.0.0.5:2379: refused", applied=False)).body
+    b'{"error":"not_applied","detail":"the DB is unavailable; nothing was applied"}'
+    """
+    log.warning("DB unavailable", extra={"fields": {"error": str(exc), "applied": exc.applied}})
     if exc.applied is False:
-        return http.error(503, "not_applied", f"the DB is unavailable; nothing was applied ({exc})", RETRY_AFTER)
-    return http.error(
-        503, "outcome_unknown", f"the DB did not confirm in time; it may have applied it ({exc})", RETRY_AFTER
-    )
+        return http.error(503, "not_applied", "the DB is unavailable; nothing was applied", RETRY_AFTER)
+    return http.error(503, "outcome_unknown", "the DB did not confirm in time; it may have applied it", RETRY_AFTER)

@@ -162,13 +162,12 @@ def translate(exc: Exception) -> Failed | None:
         return Failed(grpc.StatusCode.NOT_FOUND, f"not_found: {exc}")
     if isinstance(exc, LeaseLost):
         return Failed(grpc.StatusCode.FAILED_PRECONDITION, f"{exc.code}: {exc}")
-    if isinstance(exc, StorageUnavailable):
+    if isinstance(exc, StorageUnavailable):  # which members failed is the log's, not the caller's
+        log.warning("DB unavailable", extra={"fields": {"error": str(exc), "applied": exc.applied}})
         if exc.applied is False:
-            return Failed(
-                grpc.StatusCode.UNAVAILABLE, f"not_applied: the DB is unavailable; nothing was applied ({exc})"
-            )
+            return Failed(grpc.StatusCode.UNAVAILABLE, "not_applied: the DB is unavailable; nothing was applied")
         return Failed(
-            grpc.StatusCode.UNKNOWN, f"outcome_unknown: the DB did not confirm in time; it may have applied it ({exc})"
+            grpc.StatusCode.UNKNOWN, "outcome_unknown: the DB did not confirm in time; it may have applied it"
         )
     return None
 

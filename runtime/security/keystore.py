@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +34,7 @@ from runtime.exceptions import Conflict, InvalidToken, SecurityError, StorageUna
 from runtime.security import tls, tokens
 from runtime.security.authz import Principal
 from runtime.security.revocations import RECORD as REVOCATIONS
-from runtime.security.revocations import Revocations
+from runtime.security.revocations import TOKENS, Revocations, parse_token_key, token_key
 from runtime.security.secretbox import SecretBox
 from runtime.security.verified import VerifiedTokens
 from runtime.storage import Namespace
@@ -75,7 +75,8 @@ class KeyStore:
         self._current: str | None = None
         self._last_reload = 0.0
         self._verified = VerifiedTokens()
-        self._revocations = Revocations.empty()
+        self._revocations = Revocations.empty()  # users' (one small record)
+        self._revoked_tokens: dict[str, float] = {}  # jti -> expiry, one key each in the DB
 
     # -- the CA -------------------------------------------------------------------------
 
@@ -216,19 +217,65 @@ class KeyStore:
         return self._not_revoked(principal, now)
 
     def _not_revoked(self, principal: Principal, now: float) -> Principal:
-        if self._revocations.revoked(principal, now):
+        if self._revocations.revoked(principal, now) or principal.token_id in self._revoked_tokens:
             raise InvalidToken("token has been revoked")
         return principal
+
+    @property
+    def revoked_tokens(self) -> int:
+        """How many unexpired tokens this node knows to be revoked."""
+        return len(self._revoked_tokens)
 
     # -- revocation ------------------------------------------------------------------------
 
     def revocation_changes(self) -> AsyncIterator[None]:
-        """Wakes whenever any node revokes something."""
+        """Wakes whenever any node revokes a user's tokens."""
         return self._ns.changes(REVOCATIONS)
+
+    async def follow_revoked_tokens(self) -> None:
+        """Keep this node's set of revoked tokens current: the keys that changed, as etcd's
+        watch names them; everything again after a gap. Runs until cancelled."""
+        async for keys in self._ns.watch(TOKENS):
+            try:
+                if keys is None:
+                    await self._reload_tokens()
+                else:
+                    await self._read_tokens(keys)
+            except StorageUnavailable as exc:
+                log.warning("could not read revoked tokens", extra={"fields": {"error": str(exc)}})
+
+    async def load_revocations(self) -> None:
+        """Both kinds, as a node starts (the watches keep them current afterwards)."""
+        await self.reload_revocations()
+        await self._reload_tokens()
 
     async def reload_revocations(self) -> None:
         entry = await self._ns.get(REVOCATIONS)
-        self._revocations = Revocations.load(entry.value) if entry else Revocations.empty()
+        self._revocations = Revocations.load(entry.value if entry else b"")
+
+    async def _reload_tokens(self) -> None:
+        now, found, after = self._clock(), {}, None
+        while True:
+            page = await self._ns.range(TOKENS, after=after, limit=1000, keys_only=True)
+            for entry in page:
+                token_id, expires_at = parse_token_key(entry.key)
+                if expires_at > now:
+                    found[token_id] = expires_at
+            if len(page) < 1000:
+                break
+            after = page[-1].key
+        self._revoked_tokens = found
+
+    async def _read_tokens(self, keys: Sequence[str]) -> None:
+        """The key says it all (the token and its expiry), so nothing is read: a key past its
+        expiry was pruned (or soon will be) and stops nothing; any other was just written."""
+        now = self._clock()
+        for key in keys:
+            token_id, expires_at = parse_token_key(key)
+            if expires_at > now:
+                self._revoked_tokens[token_id] = expires_at
+            else:
+                self._revoked_tokens.pop(token_id, None)
 
     async def revoke_user(self, username: str) -> None:
         """Every token of ``username`` issued until now stops counting, on every node."""
@@ -236,15 +283,27 @@ class KeyStore:
         await self._update_revocations(lambda r: r.revoke_user(username, at=now, token_ttl=self.token_ttl))
 
     async def revoke_token(self, principal: Principal) -> None:
-        now = self._clock()
-        await self._update_revocations(
-            lambda r: r.revoke_token(principal.token_id, expires_at=principal.expires_at, now=now)
-        )
+        """This token stops counting, on every node: one key of its own, gone after it expires."""
+        await self._ns.put(token_key(principal.token_id, principal.expires_at), b"")
+        self._revoked_tokens[principal.token_id] = principal.expires_at
+
+    async def prune_revoked_tokens(self, *, batch: int = 1000) -> int:
+        """Delete the keys of revoked tokens past their expiry (key order is expiry order);
+        how many. Signers run it now and then; any node may."""
+        cutoff, pruned = self._clock(), 0
+        while pruned < batch:
+            page = await self._ns.range(TOKENS, limit=min(1000, batch - pruned), keys_only=True)
+            expired = [e.key for e in page if parse_token_key(e.key)[1] <= cutoff]
+            for key in expired:
+                pruned += await self._ns.delete(key)
+            if len(expired) < len(page) or not page:
+                break  # the rest expire later (key order is expiry order)
+        return pruned
 
     async def _update_revocations(self, change: Callable[[Revocations], Revocations]) -> None:
         for _ in range(20):  # compare-and-swap: another node may be revoking at the same moment
             entry = await self._ns.get(REVOCATIONS)
-            current = Revocations.load(entry.value) if entry else Revocations.empty()
+            current = Revocations.load(entry.value if entry else b"")
             try:
                 await self._ns.put(REVOCATIONS, change(current).dump(), if_revision=entry.revision if entry else 0)
             except Conflict:

@@ -9,7 +9,7 @@ whose methods take ``(namespace, key)``; only the runtime's wiring ever holds on
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,6 +42,11 @@ class Backend(Protocol):
     def changes(self, ns: str, key: str) -> AsyncIterator[None]:
         """Wakes at once, then whenever ``key`` may have changed, written by any node. Never ends
         on its own; a backend reconnects by itself (and wakes, since it may have missed one)."""
+
+    def watch(self, ns: str, prefix: str) -> AsyncIterator[Sequence[str] | None]:
+        """The keys under ``prefix`` that changed (written or deleted by any node), as they
+        change; ``None`` first and after every gap (a reconnect), meaning "read them all
+        again". Never ends on its own."""
 
 
 Observer = Callable[[str, float], None]
@@ -94,6 +99,10 @@ class Namespace:
     def changes(self, key: str) -> AsyncIterator[None]:
         """Wakes at once, then whenever ``key`` may have changed (see :meth:`Backend.changes`)."""
         return self.__backend.changes(self.__name, _key(key))
+
+    def watch(self, prefix: str) -> AsyncIterator[Sequence[str] | None]:
+        """Which keys under ``prefix`` changed, or None: read all (see :meth:`Backend.watch`)."""
+        return self.__backend.watch(self.__name, _key(prefix))
 
     async def range(
         self, prefix: str = "", *, after: str | None = None, limit: int = 100, keys_only: bool = False

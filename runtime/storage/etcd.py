@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from runtime.retry import Outcome, may_retry
 from runtime.storage.base import Entry, prefix_end, range_start
 
 ROOT = "/modematrix/"
+MAX_REVISION = 2**63 - 1  # etcd revisions are int64
 PING_KEY = f"{ROOT}_cluster/signing-keys".encode()
 _DENIED = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 REQUIRE_LEADER = (("hasleader", "true"),)  # etcd's rpctypes.MetadataRequireLeaderKey
@@ -201,7 +202,31 @@ class EtcdBackend:
                 failures += 1
             await asyncio.sleep(min(2.0, 0.1 * failures))
 
+    async def watch(self, ns: str, prefix: str) -> AsyncIterator[Sequence[str] | None]:
+        """etcd's watch on every key under ``prefix``, saying which changed; on a broken
+        stream the next member, and None (read all again: events may have been missed)."""
+        full = self._full(ns, prefix)
+        end = prefix_end(full) or b"\x00"
+        base = len(self._full(ns, ""))
+        failures = 0
+        while self._members:
+            member = self._members[(self._current + failures) % len(self._members)]
+            try:
+                async for events in self._watch_events(member, full, end):
+                    failures = 0
+                    yield None if events is None else [bytes(e.kv.key)[base:].decode() for e in events]
+            except grpc.aio.AioRpcError:
+                failures += 1
+            await asyncio.sleep(min(2.0, 0.1 * failures))
+
     async def _watch(self, member: _Member, full: bytes, end: bytes = b"") -> AsyncIterator[None]:
+        async for _ in self._watch_events(member, full, end):
+            yield
+
+    async def _watch_events(self, member: _Member, full: bytes, end: bytes) -> AsyncIterator[Sequence[Any] | None]:
+        """None once the watch is created (anything before it may have been missed), then
+        each response's events."""
+
         async def requests() -> AsyncIterator[Any]:
             yield rpc.WatchRequest(create_request=rpc.WatchCreateRequest(key=full, range_end=end))
             await asyncio.Event().wait()  # keep the stream open until it is cancelled
@@ -209,8 +234,10 @@ class EtcdBackend:
         call = member.watch.Watch(requests(), metadata=REQUIRE_LEADER)
         try:
             async for response in call:
-                if response.created or response.events:
-                    yield
+                if response.created:
+                    yield None
+                if response.events:
+                    yield list(response.events)
                 if response.canceled:
                     return
         finally:
@@ -270,6 +297,10 @@ class EtcdBackend:
         return Entry(key, bytes(kv.value), int(kv.mod_revision))
 
     async def _txn(self, full: bytes, if_revision: int, request: Any) -> Any:
+        if if_revision > MAX_REVISION:  # no key has it (etcd's are int64): a mismatch, as SQLite says
+            found = await self._call("Range", rpc.RangeRequest(key=full), write=False)
+            current = int(found.kvs[0].mod_revision) if found.kvs else 0
+            raise Conflict(full.decode(errors="replace").split("/", 3)[-1], if_revision, current)
         compare = rpc.Compare(key=full, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=if_revision)
         failure = rpc.RequestOp(request_range=rpc.RangeRequest(key=full))
         reply = await self._call(

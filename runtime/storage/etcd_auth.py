@@ -8,7 +8,8 @@ certificate from the cluster CA with that name logs in. Roles, one per service::
     auth            read-write  /modematrix/auth/ and /modematrix/_cluster/ (keys, CA, revocations),
                                 /modematrix/_discovery/auth/
     xds             read        /modematrix/_discovery/ (every service's registrations)
-    cluster-reader  read        /modematrix/_cluster/signing-keys and .../revocations (every node)
+    cluster-reader  read        /modematrix/_cluster/signing-keys, .../revocations and
+                                .../revoked-tokens/ (every node)
 
 ``root`` (etcd's administrator, certificate only) is used by :func:`ensure` once, at bootstrap,
 to create these and switch authentication on; no node holds its certificate. ``ensure`` is
@@ -59,7 +60,11 @@ PERMISSIONS: dict[str, list[tuple[int, tuple[bytes, bytes]]]] = {
         (_READWRITE, _prefix("_discovery/auth")),
     ],
     "xds": [(_READ, _prefix("_discovery"))],
-    READER: [(_READ, _key("_cluster", "signing-keys")), (_READ, _key("_cluster", "revocations"))],
+    READER: [
+        (_READ, _key("_cluster", "signing-keys")),
+        (_READ, _key("_cluster", "revocations")),
+        (_READ, _prefix("_cluster/revoked-tokens")),
+    ],
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from runtime.exceptions import Conflict
 from runtime.storage.base import Entry, prefix_end, range_start
@@ -19,6 +19,9 @@ class MemoryBackend:
 
     def changes(self, ns: str, key: str) -> AsyncIterator[None]:
         return self._changes.follow(ns, key)
+
+    def watch(self, ns: str, prefix: str) -> AsyncIterator[Sequence[str] | None]:
+        return self._changes.watch(ns, prefix)
 
     async def open(self) -> None:
         return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -83,6 +83,9 @@ class SqliteBackend:
     def changes(self, ns: str, key: str) -> AsyncIterator[None]:
         """Only this process writes the file: a committed write of ``key`` wakes its followers."""
         return self._changes.follow(ns, key)
+
+    def watch(self, ns: str, prefix: str) -> AsyncIterator[Sequence[str] | None]:
+        return self._changes.watch(ns, prefix)
 
     async def range(
         self, ns: str, prefix: str, after: str | None, limit: int, *, keys_only: bool = False

@@ -256,3 +256,29 @@ def test_a_node_with_another_cluster_secret_refuses_to_start(etcd: EtcdCluster, 
     assert intruder.process is not None and intruder.process.wait(60) == 2
     assert "does not decrypt with this node's cluster_secret" in intruder.log_file.read_text()
     first.kill()
+
+
+@pytest.mark.etcd
+def test_a_node_whose_db_is_gone_names_no_member_to_its_callers(etcd3: EtcdCluster, tmp_path: Path) -> None:
+    """/readyz and a write's 503 once carried the etcd members' addresses and raw errors;
+    now they say what happened and whether it was applied, and the log has the rest."""
+    env = cluster_env(etcd3, SECRET + "/gone", RUNTIME_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    node = RuntimeProcess(tmp_path / "n", env=env).start().wait_ready()
+    try:
+        token = node.login(password=ADMIN_PASSWORD)
+        etcd3.stop()
+        with httpx.Client(verify=trust(node.ca_file), timeout=30) as client:
+            ready = wait_until(
+                lambda: (r := client.get(node.url + "/readyz")).status_code == 503 and r,
+                timeout=30,
+                interval=0.2,
+                message="/readyz says not ready",
+            )
+            write = client.put(node.url + "/v1/kv/x", content=b"1", headers={"Authorization": f"Bearer {token}"})
+        assert ready.status_code == 503 and write.status_code == 503, (ready.text, write.text)
+        for body in (ready.text, write.text):
+            assert "127.0.0.1" not in body and "2379" not in body and "etcd" not in body.lower(), body
+            assert set(ready.json()) == {"error", "detail"}
+        assert any(str(m.client_port) in node.log_tail(200) for m in etcd3.members), "the log keeps the detail"
+    finally:
+        node.kill()

@@ -279,6 +279,41 @@ async def test_changes_wake_at_once_then_on_every_write_of_the_key(backend: Back
     await wakes.aclose()  # type: ignore[attr-defined]
 
 
+async def test_a_revision_no_key_can_have_is_a_mismatch(ns: Callable[[str], Namespace]) -> None:
+    """If-Match "9223372036854775808" (past int64) was a 500 on etcd and a 412 on SQLite."""
+    space = ns("t")
+    await space.put("a", b"1")
+    for too_big in (2**63, 10**19 - 1):
+        with pytest.raises(Conflict):
+            await space.put("a", b"2", if_revision=too_big)
+        with pytest.raises(Conflict):
+            await space.delete("a", if_revision=too_big)
+        with pytest.raises(Conflict):
+            await space.put("absent", b"2", if_revision=too_big)
+    assert (await space.get("a")).value == b"1"  # type: ignore[union-attr]
+
+
+async def test_a_watch_names_the_keys_that_changed_under_its_prefix(backend: Backend) -> None:
+    """Every backend: None first (read everything), then the keys written or deleted under
+    the prefix, by any client; keys outside it are not named."""
+    import asyncio
+
+    name = f"t{next(_counter)}"
+    watcher, writer = Namespace(backend, name), Namespace(backend, name)
+    events = aiter(watcher.watch("p/"))
+    assert await asyncio.wait_for(anext(events), 5) is None
+    await writer.put("q/outside", b"x")
+    await writer.put("p/a", b"1")
+    await writer.put("p/b", b"2")
+    await writer.delete("p/a")
+    seen: list[str] = []
+    while seen != ["p/a", "p/b", "p/a"]:
+        found = await asyncio.wait_for(anext(events), 5)
+        assert found is not None
+        seen += found
+    await events.aclose()  # type: ignore[attr-defined]
+
+
 async def test_a_keys_only_range_reads_no_value(ns: Callable[[str], Namespace]) -> None:
     """Listing keys must not read values (a list of 1000 one-MiB values read a gigabyte)."""
     space = ns("t")

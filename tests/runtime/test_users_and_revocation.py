@@ -3,14 +3,20 @@ what it must, and a revocation counts on every node, through the DB's watch."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 
+from runtime.exceptions import InvalidToken
+from runtime.security.authz import Principal
+from runtime.security.keystore import KeyStore
+from runtime.security.secretbox import SecretBox
+from runtime.storage import Backend, EtcdBackend, MemoryBackend, Namespace
 from tests.conftest import EtcdCluster, RuntimeProcess, cluster_env, running, trust
 from tests.runtime.test_security import ADMIN_PASSWORD, SECRET
 from topologies.wait import wait_until
@@ -129,3 +135,93 @@ def test_a_revocation_counts_on_every_node(etcd: EtcdCluster, tmp_path: Path) ->
     finally:
         for node in nodes:
             node.kill()
+
+
+async def _keystores(backend: Backend, count: int, clock: Callable[[], float]) -> list[KeyStore]:
+    made = [
+        KeyStore(
+            Namespace(backend, "_cluster"),
+            SecretBox("s" * 32),
+            token_ttl=3600,
+            rotation=7200,
+            ca_lifetime=86400,
+            clock=clock,
+            signer=i == 0,
+        )
+        for i in range(count)
+    ]
+    await made[0].ensure_signing_keys()
+    for store in made:
+        await store.reload()
+        await store.load_revocations()
+    return made
+
+
+async def _logouts(store: KeyStore, count: int, expires_at: float, concurrency: int = 256) -> None:
+    for start in range(0, count, concurrency):
+        await asyncio.gather(
+            *(
+                store.revoke_token(Principal("ann", (), expires_at, issued_at=0.0, token_id=f"t{n}"))
+                for n in range(start, min(count, start + concurrency))
+            )
+        )
+
+
+@pytest.mark.anyio
+async def test_a_hundred_thousand_logouts_in_a_row_keep_working() -> None:
+    """Logouts once shared one record: about 33,000 filled its 1 MiB, and then every logout,
+    password change, disable and delete failed. Each is now a key of its own; another node
+    follows them by the keys its watch names, and expired ones are pruned in key order."""
+    now = [1_000.0]
+    backend = MemoryBackend()
+    issuer, other = await _keystores(backend, 2, lambda: now[0])
+    following = asyncio.ensure_future(other.follow_revoked_tokens())
+    try:
+        await _logouts(issuer, 100_000, expires_at=2_000.0)
+        token, _ = issuer.sign("ann", ("reader",))
+        await issuer.revoke_token(issuer.verify(token))  # the 100,001st, through the real path
+        with pytest.raises(InvalidToken, match="revoked"):
+            issuer.verify(token)
+        await asyncio.wait_for(_until_revoked(other, token), 30)
+        assert other.revoked_tokens == 100_001
+        fresh, _ = issuer.sign("ann", ("reader",))
+        assert other.verify(fresh).username == "ann"
+        now[0] = 2_500.0  # the 100,000 have expired (the signed token has not): prune them, in batches
+        pruned = [await issuer.prune_revoked_tokens(batch=50_000) for _ in range(3)]
+        assert pruned == [50_000, 50_000, 0]
+        with pytest.raises(InvalidToken, match="revoked"):
+            issuer.verify(token)
+    finally:
+        following.cancel()
+
+
+async def _until_revoked(store: KeyStore, token: str) -> None:
+    while True:
+        try:
+            store.verify(token)
+        except InvalidToken:
+            return
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.anyio
+@pytest.mark.etcd
+async def test_logouts_past_the_old_limit_on_a_real_etcd(etcd: EtcdCluster) -> None:
+    """35,000 logouts (past the ~33,000 that once filled the shared record) against a real
+    etcd, then one more through the real path: another node's watch refuses it."""
+    etcd.wipe()
+    backend = EtcdBackend(etcd.endpoints)
+    await backend.open()
+    try:
+        issuer, other = await _keystores(backend, 2, time.time)
+        following = asyncio.ensure_future(other.follow_revoked_tokens())
+        try:
+            await _logouts(issuer, 35_000, expires_at=time.time() + 3600)
+            token, _ = issuer.sign("ann", ("reader",))
+            await issuer.revoke_token(issuer.verify(token))
+            await asyncio.wait_for(_until_revoked(other, token), 30)
+            assert other.revoked_tokens >= 35_001
+        finally:
+            following.cancel()
+    finally:
+        await backend.close()
