@@ -11,7 +11,8 @@ pins each of its staging modules (replace lines in Kubernetes' own go.mod) to th
 release; ``go.sum`` pins every dependency. Two small programs come with them, because their
 images cannot be pulled either: ``images/k8s/pause`` (the pod sandbox's process, in the same
 module) and ``images/k8s/coredns`` (the cluster DNS: CoreDNS v1.12.4 with only the plugins used,
-its own module, so its dependencies do not move Kubernetes').
+its own module, so its dependencies do not move Kubernetes'), and ``images/k8s/kube-router``
+(kube-router v2.1.0's firewall: the NetworkPolicy controller, its own module too).
 
 The result is content-addressed like the runtime image: a digest of go.mod, go.sum, the
 component list and the pinned Go toolchain (:mod:`images.golang`) names a folder of the cache;
@@ -48,6 +49,7 @@ PACKAGES = {
     **{name: (".", f"k8s.io/kubernetes/cmd/{name}") for name in KUBERNETES},
     "pause": (".", "./pause"),
     "coredns": ("coredns", "."),
+    "kube-router": ("kube-router", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"),
 }
 COMPONENTS = tuple(PACKAGES)
 

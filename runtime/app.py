@@ -129,6 +129,7 @@ class Node:
                 config.xds_servers,
                 admin_port=config.envoy_admin_port,
                 tls_directory=tls_directory,
+                max_connections=config.max_connections,
             )
             jobs.append(edge.supervise(bootstrap))
         return jobs

@@ -40,6 +40,11 @@ class Endpoint:
     ready: bool = True
     version: str = ""
     grpc_port: int = 0  # 0: no gRPC API on this node
+    tls_name: str = ""  # the name its certificate carries, which Envoy checks (empty: ``node``)
+
+    @property
+    def verified_as(self) -> str:
+        return self.tls_name or self.node
 
 
 def record(endpoint: Endpoint) -> bytes:

@@ -18,7 +18,7 @@ same pod in two slices (they overlap while the controller moves endpoints) is li
     ...       "endpoints": [{"addresses": ["10.42.0.7"], "conditions": {"ready": True},
     ...                      "targetRef": {"kind": "Pod", "name": "kv-5d9f-abcde"}}]}
     >>> endpoints_from_slices([kv], ["kv"])
-    [Endpoint(node='kv-5d9f-abcde', service='kv', host='10.42.0.7', port=8443, ready=True, version='', grpc_port=8445)]
+    [Endpoint(node='kv-5d9f-abcde', service='kv', host='10.42.0.7', port=8443, ready=True, version='', grpc_port=8445, tls_name='kv')]
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def endpoints_from_slices(slices: Iterable[Mapping[str, Any]], services: Sequenc
             if not ready and not draining:
                 continue
             name = (endpoint.get("targetRef") or {}).get("name") or addresses[0]
-            made = Endpoint(name, service, addresses[0], int(http_port), ready, "", int(ports.get(GRPC_PORT_NAME) or 0))
+            grpc_port = int(ports.get(GRPC_PORT_NAME) or 0)
+            # a pod's certificate names its workload's Service, not the pod (runtime/manifests' bundles)
+            made = Endpoint(name, service, addresses[0], int(http_port), ready, "", grpc_port, tls_name=service)
             key = (service, made.host, made.port)
             if key not in found or (made.ready and not found[key].ready):
                 found[key] = made

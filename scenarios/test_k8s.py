@@ -55,9 +55,10 @@ def test_kubectl_shows_every_node_ready_and_every_pod_running(cluster: KubeRun) 
         assert {c["image"] for c in pod["spec"]["containers"]} == {cluster.image}
 
 
-def test_the_same_store_over_http_and_grpc_through_each_envoy(cluster: KubeRun) -> None:
+def test_the_same_store_over_http_and_grpc_through_each_door(cluster: KubeRun) -> None:
+    """Every worker's node port reaches an Envoy (wherever Envoy's pods run)."""
     envoys = cluster.grpc_endpoints
-    assert len(envoys) == 2, envoys
+    assert cluster.cluster is not None and len(envoys) == len(cluster.cluster.workers), envoys
     with cluster.client() as api:
         token = (("authorization", f"Bearer {api.login()}"),)
         for endpoint in envoys:
@@ -161,3 +162,66 @@ def test_the_platform_deploys_onto_a_cluster_it_is_handed_and_removes_only_its_n
     assert not cluster.unavailable(), "the run's own namespace was not touched"
     assert main(["down", "kube-system", "--kubeconfig", config]) != 0, "a namespace that is not a run's is refused"
     assert "namespace/kube-system" in kubectl(cluster, "get", "namespaces", "-o", "name").split()
+
+
+PROBE = """
+import json, socket, sys
+found = {}
+for name, host, port in json.loads(sys.argv[1]):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        found[f"{name}:{port}"] = "reached"
+    except OSError as exc:
+        found[f"{name}:{port}"] = type(exc).__name__
+print("PROBE " + json.dumps(found))
+"""
+
+
+def test_a_pod_of_another_namespace_reaches_the_front_door_only(cluster: KubeRun) -> None:
+    """Default-deny NetworkPolicies, enforced by the cluster's controller (kube-router's
+    firewall in a cluster built here): a tenant's pod in another namespace connects to
+    Envoy, and to nothing else of the run: not etcd, not xds, not a service pod."""
+    targets = []
+    for pod in cluster.pods():
+        meta, status = pod.metadata, pod.status
+        workload = (meta.labels or {}).get("app.kubernetes.io/name") if meta else None
+        if workload in (None, "db-init") or status is None or not status.podIP:
+            continue
+        for container in pod.spec.containers if pod.spec else []:
+            for port in container.ports or []:
+                targets.append((workload, status.podIP, port.containerPort))
+    assert {t[0] for t in targets} >= {"envoy", "xds", "auth", "kv", "queue", "etcd"}, targets
+    tenant = unique("tenant")[:40]
+    kubectl(cluster, "create", "namespace", tenant)
+    try:
+        kubectl(
+            cluster,
+            "run",
+            "probe",
+            "-n",
+            tenant,
+            "--image",
+            cluster.image,
+            "--image-pull-policy=IfNotPresent",
+            "--restart=Never",
+            "--command",
+            "--",
+            "/opt/venv/bin/python",
+            "-c",
+            PROBE,
+            json.dumps(targets),
+        )
+
+        def finished() -> str | None:
+            phase = kubectl(cluster, "get", "pod", "probe", "-n", tenant, "-o", "jsonpath={.status.phase}")
+            return phase if phase in ("Succeeded", "Failed") else None
+
+        assert wait_until(finished, timeout=180, interval=1.0, message="the probe pod finished") == "Succeeded"
+        line = next(x for x in kubectl(cluster, "logs", "probe", "-n", tenant).splitlines() if x.startswith("PROBE "))
+        found: dict[str, str] = json.loads(line.removeprefix("PROBE "))
+    finally:
+        kubectl(cluster, "delete", "namespace", tenant, "--wait=false")
+    reached = sorted(k for k, v in found.items() if v == "reached")
+    assert reached and all(k.startswith("envoy:") for k in reached), found
+    with cluster.client() as api:  # and the mode keeps working behind its policies
+        assert api.put(f"/v1/kv/{unique('np')}", content=b"v").status_code == 200

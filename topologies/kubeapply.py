@@ -16,7 +16,10 @@ from typing import Any
 from lightkube import ApiError, Client, codecs
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.resources.apps_v1 import Deployment, StatefulSet
-from lightkube.resources.core_v1 import Namespace, Pod
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import Namespace, Pod, Secret
+
+from topologies.manifests import DB_ROOT_SECRET
 
 FIELD_MANAGER = "modematrix"
 
@@ -102,9 +105,31 @@ def deploy(manifests: Sequence[Mapping[str, Any]], config: KubeConfig, *, timeou
     deadline = time.monotonic() + timeout
     while True:
         waiting = unavailable(config, namespace)
-        if not waiting or time.monotonic() > deadline:
+        if not waiting and _db_initialised(config, namespace):
             return Deployed(namespace, applied, waiting)
+        if time.monotonic() > deadline:
+            return Deployed(namespace, applied, waiting or {"Job/db-init": "not complete"})
         time.sleep(1.0)
+
+
+def _db_initialised(config: KubeConfig, namespace: str) -> bool:
+    """Once db-init has run, etcd root's certificate leaves the namespace: its Secret is
+    deleted (the Job keeps its record; its pod is done and mounts nothing)."""
+    with Client(config=config) as client:
+        try:
+            job = client.get(Job, "db-init", namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return True  # a mode without one
+            raise
+        if not (job.status and job.status.succeeded):
+            return False
+        try:
+            client.delete(Secret, DB_ROOT_SECRET, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+    return True
 
 
 def unavailable(config: KubeConfig, namespace: str) -> dict[str, str]:

@@ -170,6 +170,7 @@ def node_files(
     files["kubelet.kubeconfig"] = identity(f"system:node:{node.name}", ["system:nodes"])
     files["kubelet.yaml"] = _yaml(_kubelet(control_plane(nodes).ip))
     files["kube-proxy.kubeconfig"] = identity("system:kube-proxy")
+    files["kube-router.kubeconfig"] = identity(KUBE_ROUTER_USER)
     files["kube-proxy.yaml"] = _yaml(_kube_proxy())
     if node.control_plane:
         files.update(_control_plane(node, pki, service_account))
@@ -347,10 +348,42 @@ def _corefile() -> str:
 # -- what the cluster needs before the mode's manifests ----------------------------------------
 
 
+KUBE_ROUTER_USER = "system:kube-router"
+
+
+def _kube_router_access() -> list[dict[str, Any]]:
+    """What kube-router's firewall reads (pods, namespaces, nodes, policies) and the leases and
+    events it writes, as its own DaemonSet's RBAC grants them."""
+    read = ["get", "list", "watch"]
+    rules = [
+        {"apiGroups": [""], "resources": ["namespaces", "pods", "services", "nodes", "endpoints"], "verbs": read},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": read},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+    ]
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": KUBE_ROUTER_USER},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": KUBE_ROUTER_USER},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": KUBE_ROUTER_USER},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBE_ROUTER_USER}],
+        },
+    ]
+
+
 def bootstrap(nodes: Sequence[KubeNode]) -> list[dict[str, Any]]:
-    """CoreDNS's read access, and local volumes (the default StorageClass) on each worker for
-    the etcd members' data: nothing provisions volumes in a cluster built here."""
+    """CoreDNS's read access, kube-router's, and local volumes (the default StorageClass) on
+    each worker for the etcd members' data: nothing provisions volumes in a cluster built here."""
     found: list[dict[str, Any]] = [
+        *_kube_router_access(),
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",

@@ -1,7 +1,7 @@
 """The k8s mode deployed: one namespace of a cluster, and what scenarios and users reach.
 
     run = kuberun.deploy(config, kubeconfig_path, namespace="mm-1a2b", image=tag,
-                         folder=run_dir("mm-1a2b"), ingress=Ingress(True, ("10.213.7.11", ...)))
+                         folder=run_dir("mm-1a2b"), ingress=Ingress("nodeport", ("10.213.7.11", ...)))
     with run.client() as api:                      # through Envoy, as on Docker
         api.put("/v1/kv/x", content=b"1")
     run.scale("kv", 3)                             # kubectl scale, in effect
@@ -55,6 +55,7 @@ class KubeRun:
     admin: Credentials
     addresses: list[str]  # where clients reach Envoy (empty: from inside the cluster only)
     applied: list[str] = field(default_factory=list)
+    port: int = API_PORT  # the port at those addresses: the Service's node port when exposed so
     cluster: KubeCluster | None = None  # a cluster built here (node containers), else the user's
     mode: str = "k8s"
 
@@ -72,17 +73,14 @@ class KubeRun:
 
     @property
     def endpoints(self) -> list[str]:
-        """Each Envoy as it runs now (asked of the API): what ``up --json`` and load tests get."""
-        if not self.addresses:
-            return []
-        return [f"https://{a}:{API_PORT}" for a in envoy_addresses(self)]
+        """The front door as clients outside reach it: the node port of every address given
+        (each node forwards to an Envoy, wherever it runs); what ``up --json`` prints."""
+        return [f"https://{target}" for target in self.grpc_endpoints]
 
     @property
     def grpc_endpoints(self) -> list[str]:
-        """Each Envoy as it runs now (gRPC and HTTP share its port), asked of the API."""
-        if not self.addresses:
-            return []
-        return [f"{a}:{API_PORT}" for a in envoy_addresses(self)]
+        """The same doors (gRPC and HTTP share Envoy's port), as ``HOST:PORT``."""
+        return [f"{a}:{self.port}" for a in self.addresses]
 
     def tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
@@ -97,9 +95,7 @@ class KubeRun:
         resend_idempotent: bool = True,
         budget: float | None = None,
     ) -> ClusterClient:
-        # every node that may run an Envoy: the client moves on from one that has none, so a
-        # client made before an Envoy moved still finds it
-        everywhere = endpoints or [f"https://{a}:{API_PORT}" for a in self.addresses]
+        everywhere = endpoints or self.endpoints
         if not everywhere:
             raise NotFound(f"run {self.namespace}: no address outside the cluster reaches Envoy")
         return ClusterClient(
@@ -236,9 +232,8 @@ def deploy(
         run.remove()
         why = "; ".join(f"{k} {v}" for k, v in deployed.unavailable.items())
         raise StartTimeout(f"k8s: not available after {timeout:.0f} s, namespace {namespace} removed: {why}")
-    if ingress.host_port:
-        # every node that may run an Envoy: the client moves on from one that has none
-        run.addresses = list(ingress.addresses) or envoy_addresses(run)
+    if ingress.expose == "nodeport":
+        run.addresses, run.port = list(ingress.addresses), ingress.node_port
     return run
 
 
@@ -272,7 +267,7 @@ def start(
         took = kube.load_image(image)
         say(f"{image} in every worker's containerd ({took:.1f} s)")
         say(f"deploying the mode into namespace {run_id}")
-        ingress = Ingress(host_port=True, addresses=tuple(n.ip for n in kube.workers))
+        ingress = Ingress(expose="nodeport", addresses=tuple(n.ip for n in kube.workers))
         run = deploy(
             kube.config,
             kube.kubeconfig_path,
@@ -288,13 +283,3 @@ def start(
         kube.stop()
         raise
     return run
-
-
-def envoy_addresses(run: KubeRun) -> list[str]:
-    """The nodes where Envoy's pods run and are Ready (their host port 8443 is Envoy)."""
-    found = set()
-    for pod in run.pods("envoy"):
-        status = pod.status
-        if status and status.hostIP and any(c.type == "Ready" and c.status == "True" for c in status.conditions or []):
-            found.add(status.hostIP)
-    return sorted(found)

@@ -33,15 +33,44 @@ from typing import Any
 from runtime.security.certs import PEER_NAME, Bundle
 from runtime.storage.etcd_auth import user_name
 from runtime.storage.etcd_member import tls_flags
-from topologies.constants import API_PORT, DB_CLIENT_PORT, DB_PEER_PORT, ENVOY_RUNTIME_PORT, GRPC_PORT, XDS_PORT
+from topologies.constants import (
+    API_PORT,
+    DB_CLIENT_PORT,
+    DB_PEER_PORT,
+    ENVOY_RUNTIME_PORT,
+    GRPC_PORT,
+    SECRETS_DIR,
+    XDS_PORT,
+)
 from topologies.pki import RunPki
-from topologies.plan import Secrets
+from topologies.plan import SECRET_FILES, Secrets, secret_settings
 from topologies.spec import ModeSpec
 
 KUBERNETES_VERSION = "1.34"
+# the Secret holding etcd root's certificate for db-init, deleted once it has run
+DB_ROOT_SECRET = "db-root"  # noqa: S105 (a name, not a password)
+# The namespace's Pod Security level: the API server admits no pod that breaks "restricted"
+POD_SECURITY = {
+    f"pod-security.kubernetes.io/{mode}": value
+    for action in ("enforce", "audit", "warn")
+    for mode, value in ((action, "restricted"), (f"{action}-version", f"v{KUBERNETES_VERSION}"))
+}
+POD_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 ETCD = "etcd"
 ETCD_TLS_DIR = "/etc/modematrix/etcd-tls"
-UID = 10001  # the image's user
 VOLUME_DIR = "/var/lib/modematrix/volume"
 Manifest = dict[str, Any]
 
@@ -80,14 +109,25 @@ def etcd_endpoints(spec: ModeSpec, namespace: str) -> list[str]:
     return [f"https://{ETCD}-{i}.{ETCD}.{namespace}.svc:{DB_CLIENT_PORT}" for i in range(len(spec.members))]
 
 
+EXPOSURES = ("cluster-ip", "nodeport", "loadbalancer")
+NODE_PORT = 30443  # the front door's node port when exposed that way
+
+
 @dataclass(frozen=True)
 class Ingress:
-    """How clients outside the cluster reach Envoy. ``host_port``: Envoy's pods take port
-    8443 of the node they run on (a cluster built here: no load balancer in front of it);
-    ``addresses``: the names or addresses clients use, which Envoy's certificate must name."""
+    """How clients outside the cluster reach Envoy: ``expose`` is the type of the ``envoy``
+    Service (``nodeport``: ``NODE_PORT`` on every node, so a client may dial any node;
+    ``loadbalancer``: the cluster's load balancer); ``addresses`` are the names or addresses
+    clients use, which Envoy's certificate must name. Pods never take a host port (Pod
+    Security ``restricted`` forbids it)."""
 
-    host_port: bool = False
+    expose: str = "cluster-ip"
     addresses: tuple[str, ...] = ()
+    node_port: int = NODE_PORT
+
+    def __post_init__(self) -> None:
+        if self.expose not in EXPOSURES:
+            raise ValueError(f"expose: expected one of {', '.join(EXPOSURES)}, got {self.expose!r}")
 
 
 def manifests(
@@ -96,7 +136,7 @@ def manifests(
     if not spec.members or spec.db != "etcd":
         raise ValueError(f"{spec.mode}: the k8s mode needs an etcd DB with members (as scaled has)")
     found = workloads(spec)
-    labels = {"app.kubernetes.io/part-of": "modematrix"}
+    labels = {"app.kubernetes.io/part-of": "modematrix", **POD_SECURITY}
     out: list[Manifest] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}},
         _secret(
@@ -111,11 +151,12 @@ def manifests(
         edge = ingress.addresses if "envoy" in workload.services else ()
         bundle = _bundle(pki, workload, namespace, edge)
         out.append(_secret(namespace, f"tls-{workload.name}", {"bundle": bundle.dump()}))
-        out.append(_deployment(spec, workload, namespace, image, ingress))
-        out.append(_service(workload, namespace))
+        out.append(_deployment(spec, workload, namespace, image))
+        out.append(_service(workload, namespace, ingress))
         if workload.replicas >= 2:
             out.append(_budget(workload.name, namespace, {"maxUnavailable": 1}))
     out += _xds_access(namespace)
+    out += network_policies(namespace)
     return out
 
 
@@ -140,9 +181,6 @@ def _selector(name: str) -> dict[str, str]:
 
 
 def _env(spec: ModeSpec, workload: Workload, namespace: str) -> list[dict[str, Any]]:
-    def secret(key: str, name: str = "modematrix-secrets") -> dict[str, Any]:
-        return {"secretKeyRef": {"name": name, "key": key}}
-
     plain = {
         "RUNTIME_SERVICES": ",".join(workload.services),
         "RUNTIME_MODE": "cluster",
@@ -168,16 +206,32 @@ def _env(spec: ModeSpec, workload: Workload, namespace: str) -> list[dict[str, A
             RUNTIME_XDS_SERVERS=f"xds.{namespace}.svc:{XDS_PORT}",
             RUNTIME_ENVOY_PORT=str(API_PORT),
         )
+    plain.update(secret_settings(_secret_items(workload)))  # paths of the secret files, never values
     env: list[dict[str, Any]] = [
         {"name": "RUNTIME_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
     ]
     env += [{"name": k, "value": v} for k, v in plain.items()]
-    env += [
-        {"name": "RUNTIME_CLUSTER_SECRET", "valueFrom": secret("cluster-secret")},
-        {"name": "RUNTIME_ADMIN_PASSWORD", "valueFrom": secret("admin-password")},
-        {"name": "RUNTIME_TLS_BUNDLE", "valueFrom": secret("bundle", f"tls-{workload.name}")},
-    ]
     return env
+
+
+def _secret_items(workload: Workload) -> dict[str, tuple[str, str]]:
+    """Container path -> (Secret, key): the workload's certificates, and only for ``auth``
+    the admin password and the cluster secret (as :func:`topologies.plan.node_secrets`)."""
+    files = {f"{SECRETS_DIR}/{SECRET_FILES['tls_bundle']}": (f"tls-{workload.name}", "bundle")}
+    if "auth" in workload.services:
+        files[f"{SECRETS_DIR}/{SECRET_FILES['cluster_secret']}"] = ("modematrix-secrets", "cluster-secret")
+        files[f"{SECRETS_DIR}/{SECRET_FILES['admin_password']}"] = ("modematrix-secrets", "admin-password")
+    return files
+
+
+def _secrets_volume(items: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """One projected volume at ``SECRETS_DIR`` (a tmpfs the kubelet fills): each file readable
+    by the runtime's group only (0440, the pod's fsGroup)."""
+    by_secret: dict[str, list[dict[str, str]]] = {}
+    for path, (secret, key) in items.items():
+        by_secret.setdefault(secret, []).append({"key": key, "path": PurePosixPath(path).name})
+    sources = [{"secret": {"name": name, "items": listed}} for name, listed in by_secret.items()]
+    return {"name": "secrets", "projected": {"sources": sources, "defaultMode": 0o440}}
 
 
 def _probe(path: str, port: int, *, period: int, failures: int) -> dict[str, Any]:
@@ -189,11 +243,9 @@ def _probe(path: str, port: int, *, period: int, failures: int) -> dict[str, Any
     }
 
 
-def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str, ingress: Ingress) -> Manifest:
+def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str) -> Manifest:
     runtime_port = ENVOY_RUNTIME_PORT if "envoy" in workload.services else API_PORT
     ports: list[dict[str, Any]] = [{"name": "https", "containerPort": API_PORT}]
-    if "envoy" in workload.services and ingress.host_port:
-        ports[0]["hostPort"] = API_PORT  # also spreads the Envoys: one per node
     if workload.grpc:
         ports.append({"name": "grpc", "containerPort": GRPC_PORT})
     if "xds" in workload.services:
@@ -211,14 +263,23 @@ def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str, 
         "readinessProbe": readiness,
         "livenessProbe": _probe("/livez", runtime_port, period=10, failures=3),
         "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": _quantity(spec.memory)}},
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "data", "mountPath": VOLUME_DIR}],
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [
+            {"name": "data", "mountPath": VOLUME_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (the pod's own, on a read-only root)
+            {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True},
+        ],
     }
     pod: dict[str, Any] = {
-        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "fsGroup": UID},
+        "securityContext": POD_SECURITY_CONTEXT,
         "terminationGracePeriodSeconds": 20,
+        "automountServiceAccountToken": "xds" in workload.services,  # only xds talks to the API
         "containers": [container],
-        "volumes": [{"name": "data", "emptyDir": {}}],
+        "volumes": [
+            {"name": "data", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+            _secrets_volume(_secret_items(workload)),
+        ],
     }
     if "xds" in workload.services:
         pod["serviceAccountName"] = "xds"
@@ -235,17 +296,23 @@ def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str, 
     }
 
 
-def _service(workload: Workload, namespace: str) -> Manifest:
-    ports = [{"name": "https", "port": API_PORT, "targetPort": "https"}]
+def _service(workload: Workload, namespace: str, ingress: Ingress) -> Manifest:
+    ports: list[dict[str, Any]] = [{"name": "https", "port": API_PORT, "targetPort": "https"}]
     if workload.grpc:
         ports.append({"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"})
     if "xds" in workload.services:
         ports = [{"name": "xds", "port": XDS_PORT, "targetPort": "xds"}]
+    spec: dict[str, Any] = {"selector": _selector(workload.name), "ports": ports}
+    if "envoy" in workload.services and ingress.expose == "nodeport":
+        spec["type"] = "NodePort"
+        ports[0]["nodePort"] = ingress.node_port
+    elif "envoy" in workload.services and ingress.expose == "loadbalancer":
+        spec["type"] = "LoadBalancer"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": workload.name, "namespace": namespace, "labels": _selector(workload.name)},
-        "spec": {"selector": _selector(workload.name), "ports": ports},
+        "spec": spec,
     }
 
 
@@ -292,10 +359,11 @@ def _etcd(spec: ModeSpec, namespace: str, image: str, pki: RunPki) -> list[Manif
         "ports": [{"name": "client", "containerPort": DB_CLIENT_PORT}, {"name": "peer", "containerPort": DB_PEER_PORT}],
         "readinessProbe": {"tcpSocket": {"port": DB_CLIENT_PORT}, "periodSeconds": 2},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [
             {"name": "data", "mountPath": "/var/lib/etcd"},
             {"name": "tls", "mountPath": ETCD_TLS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (the pod's own, on a read-only root)
         ],
     }
     return [
@@ -323,9 +391,13 @@ def _etcd(spec: ModeSpec, namespace: str, image: str, pki: RunPki) -> list[Manif
                 "template": {
                     "metadata": {"labels": _selector(ETCD)},
                     "spec": {
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "fsGroup": UID},
+                        "securityContext": POD_SECURITY_CONTEXT,
+                        "automountServiceAccountToken": False,
                         "containers": [container],
-                        "volumes": [{"name": "tls", "secret": {"secretName": "etcd-tls", "defaultMode": 0o440}}],
+                        "volumes": [
+                            {"name": "tls", "secret": {"secretName": "etcd-tls", "defaultMode": 0o440}},
+                            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+                        ],
                     },
                 },
                 "volumeClaimTemplates": [
@@ -342,6 +414,20 @@ def _etcd(spec: ModeSpec, namespace: str, image: str, pki: RunPki) -> list[Manif
 
 def _db_init(spec: ModeSpec, namespace: str, image: str, pki: RunPki, found: Sequence[Workload]) -> list[Manifest]:
     sets = ";".join(sorted({",".join(w.services) for w in found}))
+    bundle_file = f"{SECRETS_DIR}/{SECRET_FILES['tls_bundle']}"
+    container = {
+        "name": "db-init",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["db-init", "--endpoints", ",".join(etcd_endpoints(spec, namespace)), "--service-sets", sets],
+        "env": [{"name": "RUNTIME_TLS_BUNDLE_FILE", "value": bundle_file}],
+        "securityContext": CONTAINER_SECURITY,
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "volumeMounts": [
+            {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (db-init writes root's files there)
+        ],
+    }
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -352,32 +438,18 @@ def _db_init(spec: ModeSpec, namespace: str, image: str, pki: RunPki, found: Seq
                 "metadata": {"labels": _selector("db-init")},
                 "spec": {
                     "restartPolicy": "OnFailure",
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": UID},
-                    "containers": [
-                        {
-                            "name": "db-init",
-                            "image": image,
-                            "imagePullPolicy": "IfNotPresent",
-                            "args": [
-                                "db-init",
-                                "--endpoints",
-                                ",".join(etcd_endpoints(spec, namespace)),
-                                "--service-sets",
-                                sets,
-                            ],
-                            "env": [
-                                {
-                                    "name": "RUNTIME_TLS_BUNDLE",
-                                    "valueFrom": {"secretKeyRef": {"name": "db-root", "key": "bundle"}},
-                                }
-                            ],
-                        }
+                    "securityContext": POD_SECURITY_CONTEXT,
+                    "automountServiceAccountToken": False,
+                    "containers": [container],
+                    "volumes": [
+                        _secrets_volume({bundle_file: (DB_ROOT_SECRET, "bundle")}),
+                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
                     ],
                 },
             },
         },
     }
-    return [_secret(namespace, "db-root", {"bundle": pki.root().dump()}), job]
+    return [_secret(namespace, DB_ROOT_SECRET, {"bundle": pki.root().dump()}), job]
 
 
 def _xds_access(namespace: str) -> list[Manifest]:
@@ -400,6 +472,72 @@ def _xds_access(namespace: str) -> list[Manifest]:
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "xds"},
             "subjects": [{"kind": "ServiceAccount", "name": "xds", "namespace": namespace}],
         },
+    ]
+
+
+def network_policies(namespace: str) -> list[Manifest]:
+    """Default deny, in and out, then the paths the mode uses and nothing else:
+
+    ==========  ===========================================  ==================================
+    to          from                                         ports
+    ==========  ===========================================  ==================================
+    envoy       anywhere (the front door)                    8443
+    xds         envoy                                        18000
+    auth        envoy; every pod of the run (renewal)        8443
+    kv, queue   envoy                                        8443, 8445
+    etcd        every pod of the run; etcd (peers)           2379; 2380
+    ==========  ===========================================  ==================================
+
+    Out of every pod: the run's own pods, and DNS; the xds pod also the API server (443,
+    6443). A pod of another namespace reaches the front door only.
+    """
+    run = {"matchLabels": {"app.kubernetes.io/part-of": "modematrix"}}
+
+    def named(name: str) -> dict[str, Any]:
+        return {"matchLabels": {"app.kubernetes.io/name": name}}
+
+    def tcp(*ports: int) -> list[dict[str, Any]]:
+        return [{"protocol": "TCP", "port": port} for port in ports]
+
+    def policy(name: str, spec: dict[str, Any]) -> Manifest:
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+
+    def inbound(name: str, rules: list[dict[str, Any]], selector: dict[str, Any] | None = None) -> Manifest:
+        return policy(
+            f"in-{name}", {"podSelector": selector or named(name), "policyTypes": ["Ingress"], "ingress": rules}
+        )
+
+    dns = [{"protocol": proto, "port": 53} for proto in ("UDP", "TCP")]
+    return [
+        policy("default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        inbound("envoy", [{"ports": tcp(API_PORT)}]),
+        inbound("xds", [{"from": [{"podSelector": named("envoy")}], "ports": tcp(XDS_PORT)}]),
+        inbound("auth", [{"from": [{"podSelector": run}], "ports": tcp(API_PORT)}]),
+        inbound(
+            "kv-queue",
+            [{"from": [{"podSelector": named("envoy")}], "ports": tcp(API_PORT, GRPC_PORT)}],
+            {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In", "values": ["kv", "queue"]}]},
+        ),
+        inbound(
+            ETCD,
+            [
+                {"from": [{"podSelector": run}], "ports": tcp(DB_CLIENT_PORT)},
+                {"from": [{"podSelector": named(ETCD)}], "ports": tcp(DB_PEER_PORT)},
+            ],
+        ),
+        policy(
+            "out-run",
+            {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"podSelector": run}]}, {"ports": dns}]},
+        ),
+        policy(
+            "out-xds-api",
+            {"podSelector": named("xds"), "policyTypes": ["Egress"], "egress": [{"ports": tcp(443, 6443)}]},
+        ),
     ]
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from runtime.config import parse_duration
+from runtime.files import write_atomic
 from runtime.security import tls
 from runtime.security.certs import PEER_NAME, Bundle
 from runtime.storage.etcd_auth import ROOT_USER, user_name
@@ -44,12 +45,8 @@ class RunPki:
         live as long as ``RUNTIME_CERT_LIFETIME`` in ``env`` says, if it is given."""
         now = datetime.now(UTC)
         ca = tls.make_ca("modematrix cluster CA", now, timedelta(days=3650))
-        directory.mkdir(parents=True, exist_ok=True)
-        key_file = directory / "ca-key.pem"
-        key_file.touch(mode=0o600)
-        key_file.chmod(0o600)
-        key_file.write_bytes(ca.key_pem)
-        (directory / "ca.pem").write_bytes(ca.cert_pem)
+        write_atomic(directory / "ca-key.pem", ca.key_pem, mode=0o600)  # created 0600, never wider
+        write_atomic(directory / "ca.pem", ca.cert_pem, mode=0o644)
         raw = (env or {}).get("RUNTIME_CERT_LIFETIME")
         return cls(ca, timedelta(seconds=parse_duration(raw) if raw else DEFAULT_LIFETIME))
 

@@ -6,7 +6,7 @@ rules are computed from the groups before any rule is written (Jepsen's grudge, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from runtime.routing import GRPC_METHODS
@@ -60,10 +60,10 @@ def node_secrets(node: NodeSpec, secrets: Secrets, tls_bundle: str | None) -> di
     return {f"{SECRETS_DIR}/{SECRET_FILES[name]}": value.encode() for name, value in given.items()}
 
 
-def secret_settings(files: Mapping[str, bytes]) -> dict[str, str]:
+def secret_settings(paths: Iterable[str]) -> dict[str, str]:
     """``RUNTIME_<SETTING>_FILE`` for each secret file a node is given: paths, never values."""
     by_file = {f"{SECRETS_DIR}/{file}": name for name, file in SECRET_FILES.items()}
-    return {f"RUNTIME_{by_file[path].upper()}_FILE": path for path in files}
+    return {f"RUNTIME_{by_file[path].upper()}_FILE": path for path in paths}
 
 
 def node_env(

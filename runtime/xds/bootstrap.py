@@ -69,7 +69,42 @@ def _is_address(host: str) -> bool:
     return True
 
 
-def bootstrap(node: str, control_planes: Sequence[str], *, admin_port: int, tls: Tls | None) -> dict[str, Any]:
+def _control_plane_tls(tls: Tls, control_planes: Sequence[str]) -> dict[str, Any]:
+    """TLS to the control plane: this node's certificate, and the plane's must be the cluster
+    CA's and name the address (or DNS name) it is reached at: another certificate of the CA
+    does not pass for the control plane.
+
+    >>> names = _control_plane_tls(Tls("/t"), ["10.0.0.7:18000"])["typed_config"]["common_tls_context"]
+    >>> names["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"]
+    [{'san_type': 'IP_ADDRESS', 'matcher': {'exact': '10.0.0.7'}}]
+    """
+    common = MessageToDict(tls.common(verify=False), preserving_proto_field_name=True)
+    hosts = [address.rpartition(":")[0].strip("[]") for address in control_planes]
+    matchers = [
+        {"san_type": "IP_ADDRESS" if _is_address(host) else "DNS", "matcher": {"exact": host}} for host in hosts
+    ]
+    common["combined_validation_context"] = {
+        "default_validation_context": {"match_typed_subject_alt_names": matchers},
+        "validation_context_sds_secret_config": MessageToDict(tls.sds("ca"), preserving_proto_field_name=True),
+    }
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common,
+    }
+    if not _is_address(hosts[0]):
+        context["sni"] = hosts[0]
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def bootstrap(
+    node: str,
+    control_planes: Sequence[str],
+    *,
+    admin_port: int,
+    tls: Tls | None,
+    max_connections: int = 1024,
+    max_heap_bytes: int = 128 * 1024 * 1024,
+) -> dict[str, Any]:
     ads = {"ads": {}, "resource_api_version": "V3"}
     endpoints = []
     for address in control_planes:
@@ -95,14 +130,7 @@ def bootstrap(node: str, control_planes: Sequence[str], *, admin_port: int, tls:
     else:  # a name (Kubernetes: the xds Service's); looked up again every 2 s, IPv4 as every node has
         xds_cluster.update(type="STRICT_DNS", dns_lookup_family="V4_ONLY", dns_refresh_rate="2s")
     if tls is not None:
-        common = MessageToDict(tls.common(verify=True), preserving_proto_field_name=True)
-        xds_cluster["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "common_tls_context": common,
-            },
-        }
+        xds_cluster["transport_socket"] = _control_plane_tls(tls, control_planes)
     return {
         "node": {"id": node, "cluster": "modematrix"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
@@ -117,7 +145,40 @@ def bootstrap(node: str, control_planes: Sequence[str], *, admin_port: int, tls:
             "cds_config": ads,
         },
         "static_resources": {"clusters": [xds_cluster]},
-        "layered_runtime": {
-            "layers": [{"name": "static", "static_layer": {"overload": {"global_downstream_max_connections": 10000}}}]
-        },
+        "overload_manager": overload_manager(max_connections, max_heap_bytes),
+    }
+
+
+def overload_manager(max_connections: int, max_heap_bytes: int) -> dict[str, Any]:
+    """What Envoy does before it runs out: at ``max_connections`` open client connections it
+    accepts no more (the front door's cap, as each node has its own); near ``max_heap_bytes``
+    of heap it first returns memory, then stops taking new requests rather than be killed
+    for memory mid-request."""
+    monitors = "type.googleapis.com/envoy.extensions.resource_monitors"
+    heap = "envoy.resource_monitors.fixed_heap"
+    return {
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": f"{monitors}.downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": max_connections,
+                },
+            },
+            {
+                "name": heap,
+                "typed_config": {
+                    "@type": f"{monitors}.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": max_heap_bytes,
+                },
+            },
+        ],
+        "actions": [
+            {"name": "envoy.overload_actions.shrink_heap", "triggers": [{"name": heap, "threshold": {"value": 0.9}}]},
+            {
+                "name": "envoy.overload_actions.stop_accepting_requests",
+                "triggers": [{"name": heap, "threshold": {"value": 0.98}}],
+            },
+        ],
     }

@@ -22,7 +22,13 @@ log = logging.getLogger("runtime.envoy")
 
 
 def prepare(
-    data_dir: Path, node: str, control_planes: Sequence[str], *, admin_port: int, tls_directory: Path | None
+    data_dir: Path,
+    node: str,
+    control_planes: Sequence[str],
+    *,
+    admin_port: int,
+    tls_directory: Path | None,
+    max_connections: int = 1024,
 ) -> Path:
     """Write the bootstrap (and the SDS files); return the bootstrap's path."""
     tls = None
@@ -31,7 +37,8 @@ def prepare(
             write_atomic(tls_directory / name, json.dumps(content).encode(), mode=0o644)
         tls = Tls(str(tls_directory))
     path = data_dir / "envoy.json"
-    write_atomic(path, json.dumps(bootstrap(node, control_planes, admin_port=admin_port, tls=tls)).encode())
+    made = bootstrap(node, control_planes, admin_port=admin_port, tls=tls, max_connections=max_connections)
+    write_atomic(path, json.dumps(made).encode())
     return path
 
 

@@ -13,6 +13,7 @@ from runtime.xds.server import AdsServer, serve
 from runtime.xds.snapshot import Tls, build
 
 log = logging.getLogger("runtime.xds")
+ENVOY_IDENTITY = "envoy"  # an Envoy node's certificate common name (its service set, runtime.storage.etcd_auth)
 
 
 async def run_control_plane(
@@ -25,12 +26,12 @@ async def run_control_plane(
 ) -> None:
     """Serve until cancelled. ``tls_directory``: this node's certificate files; the same path
     holds each Envoy's own on its node (one image, one layout)."""
-    ads = ads or AdsServer()
     credentials = None
     tls = None
     if tls_directory is not None:
         credentials = server_credentials(tls_directory, require_client_auth=True)
         tls = Tls(str(tls_directory))
+    ads = ads or AdsServer(require_identity=ENVOY_IDENTITY if tls is not None else None)
     server = await serve(ads, f"0.0.0.0:{port}", credentials)
     log.info("xDS control plane listening", extra={"fields": {"port": port, "tls": tls is not None}})
     try:

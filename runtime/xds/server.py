@@ -55,7 +55,11 @@ class Nack:
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self) -> None:
+    max_streams = 64  # two Envoys per mode; room for restarts and for more, not for a flood
+
+    def __init__(self, *, require_identity: str | None = None) -> None:
+        """``require_identity``: the certificate common name a caller must present (``envoy``)."""
+        self.require_identity = require_identity
         self.snapshot: Snapshot | None = None
         self.streams: dict[int, StreamState] = {}
         self.nacks: list[Nack] = []
@@ -80,6 +84,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     async def StreamAggregatedResources(
         self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        refused = self._refused(context)
+        if refused:
+            log.warning("ADS stream refused", extra={"fields": {"reason": refused}})
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
         stream_id, state, wake = next(self._stream_ids), StreamState(), asyncio.Event()
         self.streams[stream_id] = state
         self._wakers.add(wake)
@@ -112,6 +120,19 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             reader.cancel()
             self._wakers.discard(wake)
             self.streams.pop(stream_id, None)
+
+    def _refused(self, context: grpc.aio.ServicerContext) -> str:
+        """Why this caller gets no configuration (empty: it does). Over TLS only an Envoy's
+        identity is served (the configuration lists every node's address): another
+        certificate of the cluster's CA is refused; and at most ``max_streams`` at once."""
+        if len(self.streams) >= self.max_streams:
+            return f"too many ADS streams (at most {self.max_streams})"
+        if self.require_identity is None:
+            return ""
+        names = [bytes(n).decode(errors="replace") for n in context.auth_context().get("x509_common_name", [])]
+        if names != [self.require_identity]:
+            return f"only {self.require_identity!r} identities are served, not {names or 'none'}"
+        return ""
 
     def _take(self, state: StreamState, request: discovery_pb2.DiscoveryRequest) -> None:
         kind = KIND_OF.get(request.type_url)
@@ -164,7 +185,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 async def serve(ads: AdsServer, address: str, credentials: grpc.ServerCredentials | None = None) -> grpc.aio.Server:
     """Start a gRPC server for ``ads`` on ``address`` (``0.0.0.0:18000``); mutual TLS when
     ``credentials`` are given (Envoys present their node certificates)."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_allowed_incoming_connections", ads.max_streams),
+            ("grpc.server_handshake_timeout_ms", 10_000),
+            ("grpc.max_concurrent_streams", 8),
+        ]
+    )
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
     if credentials is None:
         server.add_insecure_port(address)

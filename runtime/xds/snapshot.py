@@ -369,11 +369,19 @@ def cluster(service: str, tls: Tls | None, health_interval_ms: int = 500) -> clu
         _pack(options)
     )
     if tls is not None:  # the service nodes take calls only from members: this node's certificate
-        upstream = tls_pb2.UpstreamTlsContext(common_tls_context=tls.common(verify=True))
-        made.transport_socket.CopyFrom(
-            base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(upstream))
-        )
+        made.transport_socket.CopyFrom(_upstream_tls(tls, alpn=()))
     return made
+
+
+def _upstream_tls(tls: Tls, *, alpn: Sequence[str]) -> base_pb2.TransportSocket:
+    """TLS to a service node: this node's certificate; the node's must be the cluster CA's and
+    carry the endpoint's name (SNI from the endpoint's hostname, checked against its SANs), so
+    no other certificate of the CA, another service's or a client's, passes for a node."""
+    upstream = tls_pb2.UpstreamTlsContext(
+        common_tls_context=tls.common(verify=True), auto_host_sni=True, auto_sni_san_validation=True
+    )
+    upstream.common_tls_context.alpn_protocols.extend(alpn)
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(upstream))
 
 
 def grpc_cluster(service: str, tls: Tls | None, health_interval_ms: int = 500) -> cluster_pb2.Cluster:
@@ -394,11 +402,7 @@ def grpc_cluster(service: str, tls: Tls | None, health_interval_ms: int = 500) -
         _pack(options)
     )
     if tls is not None:  # ALPN h2: the node's gRPC server speaks HTTP/2 only
-        upstream = tls_pb2.UpstreamTlsContext(common_tls_context=tls.common(verify=True))
-        upstream.common_tls_context.alpn_protocols.append("h2")
-        made.transport_socket.CopyFrom(
-            base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(upstream))
-        )
+        made.transport_socket.CopyFrom(_upstream_tls(tls, alpn=("h2",)))
     return made
 
 
@@ -416,7 +420,7 @@ def load_assignment(
             address=address_pb2.Address(
                 socket_address=address_pb2.SocketAddress(address=e.host, port_value=e.grpc_port if grpc else e.port)
             ),
-            hostname=e.node,
+            hostname=e.verified_as,  # Envoy's SNI to the node, and the name its certificate must carry
         )
         if grpc:
             endpoint.health_check_config.port_value = e.port

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -45,10 +46,13 @@ def sample_paths() -> list[str]:
 
 
 class Envoy:
-    def __init__(self, directory: Path, control_plane: str) -> None:
+    def __init__(self, directory: Path, control_plane: str, max_connections: int = 1024) -> None:
         self.port, self.admin = free_port(), free_port()
         config = directory / "envoy.json"
-        config.write_text(json.dumps(bootstrap("test-envoy", [control_plane], admin_port=self.admin, tls=None)))
+        made = bootstrap(
+            "test-envoy", [control_plane], admin_port=self.admin, tls=None, max_connections=max_connections
+        )
+        config.write_text(json.dumps(made))
         self.log = directory / "envoy.log"
         with open(self.log, "ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
@@ -212,9 +216,21 @@ async def test_endpoint_changes_reach_envoys_traffic(plane: tuple[AdsServer, Env
         await b.cleanup()
 
 
-def test_envoy_accepts_the_generated_bootstrap(tmp_path: Path) -> None:
+@pytest.mark.parametrize("planes", [["127.0.0.1:18000"], ["xds.mm-1.svc:18000"]])
+@pytest.mark.parametrize("with_tls", [False, True])
+def test_envoy_accepts_the_generated_bootstrap(tmp_path: Path, planes: list[str], with_tls: bool) -> None:
+    """With and without TLS (the control plane's name checked, by address or DNS name), and
+    with its overload manager (Envoy warns at start when it has none)."""
+    from runtime.xds.bootstrap import sds_files
+    from runtime.xds.snapshot import Tls
+
+    tls = None
+    if with_tls:
+        for name, content in sds_files(tmp_path).items():
+            (tmp_path / name).write_text(json.dumps(content))
+        tls = Tls(str(tmp_path))
     config = tmp_path / "envoy.json"
-    config.write_text(json.dumps(bootstrap("n", ["127.0.0.1:18000"], admin_port=free_port(), tls=None)))
+    config.write_text(json.dumps(bootstrap("n", planes, admin_port=free_port(), tls=tls)))
     result = subprocess.run(
         [str(ENVOY), "--mode", "validate", "-c", str(config), "--use-dynamic-base-id"],
         capture_output=True,
@@ -223,6 +239,36 @@ def test_envoy_accepts_the_generated_bootstrap(tmp_path: Path) -> None:
         env={**os.environ},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "overload manager" not in (result.stdout + result.stderr).lower(), result.stderr
+
+
+async def test_envoy_takes_no_more_client_connections_than_its_limit(tmp_path: Path) -> None:
+    """The front door had no connection limit (and Envoy said it had no overload manager)."""
+    ads, port = AdsServer(), free_port()
+    server = await serve(ads, f"127.0.0.1:{port}")
+    envoy = Envoy(tmp_path, f"127.0.0.1:{port}", max_connections=4)
+    try:
+        ads.publish(snapshot.build([], port=envoy.port, tls=None, direct=True))
+        async with httpx.AsyncClient(base_url=envoy.url, timeout=5) as client:
+
+            async def listening() -> bool:
+                return (await client.get("/healthz")).status_code == 200
+
+            await until(listening)
+        held = [socket.create_connection(("127.0.0.1", envoy.port)) for _ in range(4)]
+        extra = socket.create_connection(("127.0.0.1", envoy.port))
+        try:
+            extra.settimeout(5)
+            assert extra.recv(1) == b"", "a fifth connection was kept open"
+            held[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            held[0].settimeout(5)
+            assert held[0].recv(100).startswith(b"HTTP/1.1 200"), "the first four are served"
+        finally:
+            for sock in [*held, extra]:
+                sock.close()
+    finally:
+        envoy.stop()
+        await server.stop(0)
 
 
 async def test_envoys_own_503s_say_whether_anything_was_applied(plane: tuple[AdsServer, Envoy, int]) -> None:
@@ -359,3 +405,104 @@ async def test_a_grpc_call_a_node_took_but_never_answered_is_unknown_not_unavail
         for writer in writers:
             writer.close()
         await silent.wait_closed()
+
+
+def _identity(ca: Any, directory: Path, common_name: str, names: list[str]) -> Path:
+    """``directory`` laid out as a node's certificate folder (node.pem, node-key.pem, ca.pem)."""
+    from datetime import UTC, datetime, timedelta
+
+    from runtime.security import tls
+
+    pair = tls.issue_node_cert(ca, common_name, names, datetime.now(UTC), timedelta(hours=1), common_name=common_name)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "node.pem").write_bytes(pair.cert_pem + ca.cert_pem)
+    (directory / "node-key.pem").write_bytes(pair.key_pem)
+    (directory / "ca.pem").write_bytes(ca.cert_pem)
+    return directory
+
+
+@pytest.fixture
+def cluster_ca() -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    from runtime.security import tls
+
+    return tls.make_ca("test cluster CA", datetime.now(UTC), timedelta(days=1))
+
+
+async def test_the_control_plane_serves_only_envoy_identities(cluster_ca: Any, tmp_path: Path) -> None:
+    """Any certificate of the CA once got the whole endpoint inventory over ADS."""
+    from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+    from runtime.security.grpc_tls import server_credentials
+
+    plane_dir = _identity(cluster_ca, tmp_path / "xds", "xds", ["xds-1", "127.0.0.1"])
+    ads, port = AdsServer(require_identity="envoy"), free_port()
+    ads.publish(snapshot.build([Endpoint("kv-1", "kv", "10.0.0.5", 8443)], port=8443, tls=None))
+    server = await serve(ads, f"127.0.0.1:{port}", server_credentials(plane_dir, require_client_auth=True))
+    try:
+        answers = {}
+        for who in ("envoy", "kv"):
+            mine = _identity(cluster_ca, tmp_path / who, who, [who])
+            credentials = grpc.ssl_channel_credentials(
+                cluster_ca.cert_pem, (mine / "node-key.pem").read_bytes(), (mine / "node.pem").read_bytes()
+            )
+            options = (("grpc.ssl_target_name_override", "xds-1"),)
+            async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials, options) as channel:
+                stream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
+                    iter([discovery_pb2.DiscoveryRequest(type_url=snapshot.TYPE["cluster"])])
+                )
+                try:
+                    first = await asyncio.wait_for(stream.read(), 10)
+                    answers[who] = f"{len(first.resources)} clusters"
+                except grpc.aio.AioRpcError as exc:
+                    answers[who] = exc.code().name
+        assert answers["envoy"] != "PERMISSION_DENIED" and answers["envoy"].endswith("clusters"), answers
+        assert answers["kv"] == "PERMISSION_DENIED", answers
+    finally:
+        await server.stop(0)
+
+
+async def test_envoy_takes_only_the_node_named_by_the_endpoint(cluster_ca: Any, tmp_path: Path) -> None:
+    """A node's certificate must carry the endpoint's name, not merely be the CA's: the same
+    TLS backend is served as ``kv-1`` (its name) and refused as ``kv-2`` (another node's)."""
+    import ssl
+
+    from runtime.xds.bootstrap import sds_files
+    from runtime.xds.snapshot import Tls
+
+    backend_dir = _identity(cluster_ca, tmp_path / "kv-1", "kv", ["kv-1", "127.0.0.1"])
+    envoy_dir = _identity(cluster_ca, tmp_path / "envoy", "envoy", ["envoy-1", "127.0.0.1"])
+    for name, content in sds_files(envoy_dir).items():
+        (envoy_dir / name).write_text(json.dumps(content))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(backend_dir / "node.pem", backend_dir / "node-key.pem")
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(text="kv-1 answered")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    backend_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", backend_port, ssl_context=context).start()
+    ads, port = AdsServer(), free_port()
+    server = await serve(ads, f"127.0.0.1:{port}")
+    envoy = Envoy(tmp_path, f"127.0.0.1:{port}")
+    tls = Tls(str(envoy_dir))
+    try:
+        verify = ssl.create_default_context(cafile=str(envoy_dir / "ca.pem"))
+        async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{envoy.port}", verify=verify, timeout=5) as client:
+            for name, expected in (("kv-1", 200), ("kv-2", 503)):
+                endpoint = Endpoint("kv-1", "kv", "127.0.0.1", backend_port, tls_name=name)
+                ads.publish(snapshot.build([endpoint], port=envoy.port, tls=tls))
+
+                async def settled(expected: int = expected) -> bool:
+                    return (await client.get("/v1/kv/x")).status_code == expected
+
+                await until(settled, timeout=30)
+    finally:
+        envoy.stop()
+        await server.stop(0)
+        await runner.cleanup()

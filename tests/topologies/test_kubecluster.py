@@ -182,3 +182,36 @@ def test_the_runc_wrapper_drops_only_the_capability_the_host_lacks(tmp_path: Pat
         assert kept == {"bounding": caps, "effective": caps}
     else:
         assert kept == {"bounding": ["CAP_CHOWN", "CAP_NET_ADMIN"], "effective": ["CAP_CHOWN", "CAP_NET_ADMIN"]}
+
+
+def test_keys_and_kubeconfigs_are_created_with_their_final_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nodes: list[kubecluster.KubeNode]
+) -> None:
+    """The run's CA key, each node's keys and kubeconfigs and the user's kubeconfig: created
+    0600 (they were written, then chmod'ed: readable by anyone for a moment). Every file is
+    watched from the system call that creates it, with a umask that hides nothing."""
+    import os
+
+    from topologies.platforms.kubernetes import KubeCluster
+
+    created: dict[str, int] = {}
+    real_open = os.open
+
+    def watched(path: object, flags: int, mode: int = 0o777, *args: object, **kwargs: object) -> int:
+        if flags & os.O_CREAT:
+            created[str(path)] = mode
+        return real_open(path, flags, mode, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", watched)
+    old = os.umask(0)
+    try:
+        pki = RunPki.create(tmp_path / "run")
+        cluster = KubeCluster.__new__(KubeCluster)
+        cluster.workdir, cluster.nodes, cluster.pki = tmp_path / "run" / "cluster", nodes, pki
+        cluster.node_image = type("NodeImage", (), {"pause": "modematrix/pause:x"})()
+        cluster._write_files()
+    finally:
+        os.umask(old)
+    private = {p: m for p, m in created.items() if p.endswith(("-key.pem.tmp", ".key.tmp", "kubeconfig.tmp"))}
+    assert any("ca-key.pem" in p for p in private) and any(p.endswith("/.kubeconfig.tmp") for p in private)
+    assert len(private) > 10 and set(private.values()) == {0o600}, private

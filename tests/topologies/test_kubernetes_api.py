@@ -6,6 +6,7 @@ slices as they are created, changed and deleted. No kubelet or node: nothing is 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -247,3 +248,60 @@ def test_up_on_an_existing_cluster_uses_a_namespace_of_its_own_and_removes_it(
     assert main(["down", "mm-never", "--kubeconfig", str(path)]) == 2
     assert main([*up, "--namespace", "Not_A_Name"]) == 2
     assert main(["up", "k8s", "--kubeconfig", str(tmp_path / "missing")]) == 2
+
+
+def test_the_api_server_admits_every_pod_of_the_mode_under_pod_security_restricted(
+    api: KubeConfig, tmp_path: Path
+) -> None:
+    """The namespace enforces Pod Security ``restricted`` (the API server's admission does,
+    not this test): every pod the mode's Deployments, StatefulSet and Job would create is
+    admitted as it is, and a pod that breaks the level is refused (the check can fail)."""
+    from lightkube import ApiError, Client, codecs
+    from lightkube.resources.core_v1 import Pod, ServiceAccount
+
+    namespace = "mm-restricted"
+    made = manifests(
+        spec.load("scaled"),
+        namespace=namespace,
+        image="modematrix/runtime:test",
+        secrets=Secrets("s" * 32, "pw"),
+        pki=RunPki.create(tmp_path),
+    )
+    apply(made, api)
+    templates = {
+        m["metadata"]["name"]: m["spec"]["template"] for m in made if m["kind"] in ("Deployment", "StatefulSet", "Job")
+    }
+    assert set(templates) == {"envoy", "xds", "auth", "kv", "queue", "etcd", "db-init"}
+    with Client(config=api) as client:
+        # no controller manager here to make the namespace's default ServiceAccount
+        client.create(ServiceAccount(metadata=ObjectMeta(name="default")), namespace=namespace)
+        for name, template in templates.items():
+            spec_ = json.loads(json.dumps(template["spec"]))
+            for volume in spec_.get("volumes", []):
+                volume.pop("persistentVolumeClaim", None)
+            if name == "etcd":  # the StatefulSet's claim template becomes a volume of its pods
+                spec_["volumes"].append({"name": "data", "emptyDir": {}})
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"admitted-{name}",
+                    "namespace": namespace,
+                    "labels": template["metadata"]["labels"],
+                },
+                "spec": spec_,
+            }
+            client.create(codecs.from_dict(pod), namespace=namespace)  # refused (403) if it broke the level
+        privileged = json.loads(json.dumps(templates["envoy"]["spec"]))  # as Envoy's pods once were
+        privileged["containers"][0]["ports"][0]["hostPort"] = 8443
+        with pytest.raises(ApiError) as refused:
+            client.create(
+                codecs.from_dict(
+                    {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "refused"}, "spec": privileged}
+                ),
+                namespace=namespace,
+            )
+        assert refused.value.status.code == 403 and 'violates PodSecurity "restricted' in str(refused.value)
+        assert {p.metadata.name for p in client.list(Pod, namespace=namespace) if p.metadata} >= {
+            f"admitted-{n}" for n in templates
+        }

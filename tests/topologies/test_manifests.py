@@ -62,7 +62,7 @@ def test_a_deployment_per_service_set_with_the_specs_counts_probes_and_budgets(m
     assert kv["resources"]["requests"] and kv["resources"]["limits"]["memory"] == "256Mi"
     assert {p["name"] for p in kv["ports"]} == {"https", "grpc"}
     env = {e["name"]: e for e in kv["env"]}
-    assert env["RUNTIME_SERVICES"]["value"] == "kv" and "value" not in env["RUNTIME_CLUSTER_SECRET"]
+    assert env["RUNTIME_SERVICES"]["value"] == "kv" and "RUNTIME_CLUSTER_SECRET" not in env
     assert env["RUNTIME_DB_ENDPOINTS"]["value"].count("https://etcd-") == 3
     assert env["RUNTIME_ISSUERS"]["value"] == f"auth.{NS}.svc:8443"
     assert set(kinds(made, "PodDisruptionBudget")) == {"envoy", "auth", "kv", "queue", "etcd"}
@@ -117,3 +117,74 @@ def test_manifests_command_prints_yaml_and_refuses_bad_input(
     assert main(["k8s", "manifests", "--namespace", "Bad_NS", "--pki-dir", str(tmp_path)]) == 2
     assert "namespace" in capsys.readouterr().err
     assert main(["k8s", "manifests", "--mode", "single", "--pki-dir", str(tmp_path)]) == 2
+
+
+def pod_specs(made: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        m["metadata"]["name"]: m["spec"]["template"]["spec"]
+        for m in made
+        if m["kind"] in ("Deployment", "StatefulSet", "Job")
+    }
+
+
+def test_every_pod_is_restricted_with_a_read_only_root_and_no_token_but_xds(made: list[dict[str, Any]]) -> None:
+    """What Pod Security ``restricted`` asks (the real API server's admission is in
+    tests/topologies/test_kubernetes_api.py), plus read-only roots and no service-account
+    token where the API is not used."""
+    namespace = kinds(made, "Namespace")[NS]["metadata"]["labels"]
+    assert namespace["pod-security.kubernetes.io/enforce"] == "restricted"
+    for name, pod in pod_specs(made).items():
+        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"] == {
+            "type": "RuntimeDefault"
+        }, name
+        assert pod["automountServiceAccountToken"] is (name == "xds"), name
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] and not context["allowPrivilegeEscalation"], name
+            assert context["capabilities"] == {"drop": ["ALL"]}, name
+            assert not [p for p in container.get("ports", []) if "hostPort" in p], f"{name}: a host port"
+
+
+def test_secrets_are_files_of_volumes_and_only_auth_holds_the_shared_ones(made: list[dict[str, Any]]) -> None:
+    for name, pod in pod_specs(made).items():
+        env = {e["name"]: e for c in pod["containers"] for e in c["env"]}
+        assert not [n for n, e in env.items() if "secretKeyRef" in str(e.get("valueFrom", ""))], name
+        assert not {"RUNTIME_CLUSTER_SECRET", "RUNTIME_ADMIN_PASSWORD", "RUNTIME_TLS_BUNDLE"} & set(env), name
+        given = {
+            item["key"]
+            for volume in pod.get("volumes", [])
+            for source in volume.get("projected", {}).get("sources", [])
+            for item in source["secret"]["items"]
+        }
+        if name == "etcd":
+            continue  # etcd's own files (its TLS), a Secret volume of their own
+        shared = {"cluster-secret", "admin-password"} & given
+        assert shared == ({"cluster-secret", "admin-password"} if name == "auth" else set()), (name, given)
+        if name != "db-init":
+            assert "RUNTIME_TLS_BUNDLE_FILE" in env and "bundle" in given, name
+
+
+def test_default_deny_with_the_modes_paths_listed(made: list[dict[str, Any]]) -> None:
+    policies = kinds(made, "NetworkPolicy")
+    assert policies["default-deny"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    open_to_all = [n for n, p in policies.items() if any("from" not in rule for rule in p["spec"].get("ingress", []))]
+    assert open_to_all == ["in-envoy"], "only the front door takes connections from anywhere"
+    etcd = policies["in-etcd"]["spec"]["ingress"]
+    assert {port["port"] for rule in etcd for port in rule["ports"]} == {2379, 2380}
+
+
+def test_the_front_door_is_a_node_port_when_asked(tmp_path: Path) -> None:
+    from topologies.manifests import Ingress
+
+    made = manifests(
+        spec.load("scaled"),
+        namespace=NS,
+        image="img",
+        secrets=Secrets("s" * 32, "pw"),
+        pki=RunPki.create(tmp_path),
+        ingress=Ingress("nodeport", ("10.0.0.11",)),
+    )
+    envoy = kinds(made, "Service")["envoy"]["spec"]
+    assert envoy["type"] == "NodePort" and envoy["ports"][0]["nodePort"] == 30443
+    with pytest.raises(ValueError, match="expose: expected one of"):
+        Ingress("hostport")

@@ -28,6 +28,7 @@ from lightkube.resources.core_v1 import Node
 
 import images
 from images import kubernetes as components
+from runtime.files import write_atomic
 from topologies import kubeapply, kubecluster
 from topologies.constants import LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
 from topologies.exceptions import FaultError, PlatformError, StartTimeout
@@ -137,14 +138,10 @@ class KubeCluster:
             files = kubecluster.node_files(
                 self.nodes, node, self.pki, pause_image=pause, service_account=service_account
             )
-            for name, data in files.items():
-                path = folder / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                path.chmod(0o600 if name.endswith(("-key.pem", ".key", ".kubeconfig")) else 0o644)
-        config = self.kubeconfig_path
-        config.touch(mode=0o600)
-        config.write_bytes(kubecluster.admin_kubeconfig(self.nodes, self.pki))
+            for name, data in files.items():  # created with their final mode: a key is never readable by others
+                private = name.endswith(("-key.pem", ".key", ".kubeconfig"))
+                write_atomic(folder / name, data, mode=0o600 if private else 0o644)
+        write_atomic(self.kubeconfig_path, kubecluster.admin_kubeconfig(self.nodes, self.pki), mode=0o600)
 
     def _launch(self, node: KubeNode, network: str) -> Launch:
         return Launch(

@@ -1,7 +1,7 @@
 #!/bin/bash
 # A Kubernetes node in a container: fix what the container hides or mounts differently, then
-# start containerd, the control plane's components if this node is one, kubelet and
-# kube-proxy, and stop them all when one of them stops (the platform restarts the node) or
+# start containerd, the control plane's components if this node is one, kubelet, kube-proxy
+# and kube-router (NetworkPolicy), and stop them all when one of them stops (the platform restarts the node) or
 # when the container is told to stop.
 #
 # Everything this node is comes from /etc/kubernetes, written by the platform
@@ -115,6 +115,18 @@ run kubelet kubelet --config "$CONF/kubelet.yaml" --kubeconfig "$CONF/kubelet.ku
     --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --node-labels "$NODE_LABELS" \
     ${NODE_TAINTS:+--register-with-taints "$NODE_TAINTS"}
 run kube-proxy kube-proxy --config "$CONF/kube-proxy.yaml" --hostname-override "$NODE_NAME"
+# NetworkPolicy, enforced with iptables and ipset; routing and Services are the others' job.
+# It exits while its Node is not registered yet (and before the platform grants it access):
+# run it again until it stays, as a kubelet would restart its pod.
+kube_router() {
+    while :; do
+        kube-router --kubeconfig "$CONF/kube-router.kubeconfig" --hostname-override "$NODE_NAME" \
+            --run-firewall=true --run-router=false --run-service-proxy=false --enable-ipv6=false \
+            --health-port 0 --metrics-port 0 -v 1 || log "kube-router exited ($?); again in 2 s"
+        sleep 2
+    done
+}
+run kube-router kube_router
 
 log "started: ${PIDS[*]}"
 set +e
