@@ -17,8 +17,9 @@ same pod in two slices (they overlap while the controller moves endpoints) is li
     ...       "ports": [{"name": "https", "port": 8443}, {"name": "grpc", "port": 8445}],
     ...       "endpoints": [{"addresses": ["10.42.0.7"], "conditions": {"ready": True},
     ...                      "targetRef": {"kind": "Pod", "name": "kv-5d9f-abcde"}}]}
-    >>> endpoints_from_slices([kv], ["kv"])
-    [Endpoint(node='kv-5d9f-abcde', service='kv', host='10.42.0.7', port=8443, ready=True, version='', grpc_port=8445, tls_name='kv')]
+    >>> endpoints_from_slices([kv], ["kv"])  # doctest: +NORMALIZE_WHITESPACE
+    [Endpoint(node='kv-5d9f-abcde', service='kv', host='10.42.0.7', port=8443, ready=True, version='',
+              grpc_port=8445, tls_name='kv')]
 """
 
 from __future__ import annotations

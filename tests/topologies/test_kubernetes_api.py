@@ -291,11 +291,11 @@ def test_the_api_server_admits_every_pod_of_the_mode_under_pod_security_restrict
                 },
                 "spec": spec_,
             }
-            client.create(codecs.from_dict(pod), namespace=namespace)  # refused (403) if it broke the level
+            client.create(codecs.from_dict(pod), namespace=namespace)  # type: ignore[type-var]  # 403 if it broke the level
         privileged = json.loads(json.dumps(templates["envoy"]["spec"]))  # as Envoy's pods once were
         privileged["containers"][0]["ports"][0]["hostPort"] = 8443
         with pytest.raises(ApiError) as refused:
-            client.create(
+            client.create(  # type: ignore[type-var]
                 codecs.from_dict(
                     {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "refused"}, "spec": privileged}
                 ),
