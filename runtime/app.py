@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from runtime import __version__
-from runtime.config import ROUTED_SERVICES, Config, seals
+from runtime.config import Config, seals
 from runtime.discovery import DbLeaseSource, Endpoint, EndpointSource, Registrar
 from runtime.endpointslices import EndpointSliceSource
 from runtime.exceptions import SecurityError, StorageUnavailable
 from runtime.files import write_atomic
 from runtime.metrics import Metrics
+from runtime.names import ROUTED_SERVICES
 from runtime.proxy import PeerPool
 from runtime.routing import GRPC_SERVICES
 from runtime.security import KeyStore, NodeCertificate, SecretBox

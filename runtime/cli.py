@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         const="true",
         help="serve plain HTTP instead of HTTPS (logs a warning)",
     )
+    sub.add_parser("settings", help="print every setting, its default and meaning (a Markdown table)")
     check = sub.add_parser("check-config", help="validate settings and exit (0: valid, 2: invalid)")
     check.add_argument("--config", type=Path)
     check.add_argument("--services")
@@ -69,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command is None:
         return refuse("no command given; expected 'runtime serve --services LIST' (see runtime --help)")
+    if args.command == "settings":
+        print(config.settings_table(), end="")
+        return 0
     if args.command == "db-init":
         return _db_init(args)
     try:

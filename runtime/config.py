@@ -13,100 +13,37 @@ named in settings. Every problem found is reported, each naming its setting, in 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from runtime.exceptions import ConfigError
+from runtime.names import ROLES, ROUTED_SERVICES, SERVICES
 
-SERVICES = ("auth", "ingress", "kv", "queue")
-ROUTED_SERVICES = ("auth", "kv", "queue")
-# Roles a node may take besides the services ('all' does not include them): the xDS control
-# plane, and the Envoy front door it configures (the runtime supervises the Envoy process).
-ROLES = ("envoy", "xds")
 _HOSTPORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
 _DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-@dataclass(frozen=True)
-class Config:
-    services: tuple[str, ...]
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 8443
-    data_dir: Path = Path("data")
-    node_name: str = "node"
-    advertise: tuple[str, ...] = ()
-    mode: str = "standalone"
-    db_backend: str = "sqlite"
-    db_endpoints: tuple[str, ...] = ()
-    db_member_name: str | None = None
-    db_member_host: str | None = None
-    db_initial_cluster: str | None = None
-    db_election_timeout_ms: int = 1000
-    db_heartbeat_ms: int = 100
-    peers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    insecure_http: bool = False
-    cluster_secret: str | None = field(default=None, repr=False)
-    admin_password: str | None = field(default=None, repr=False)
-    tls_bundle: str | None = field(default=None, repr=False)
-    issuers: tuple[str, ...] = ()
-    token_ttl: float = 3600.0
-    signing_key_rotation: float = 7 * 86400.0
-    cert_lifetime: float = 86400.0
-    ca_lifetime: float = 3650 * 86400.0
-    metrics_public: bool = False
-    queue_max_attempts: int = 20
-    max_connections: int = 1024
-    idle_timeout: float = 15.0
-    handshake_timeout: float = 10.0
-    header_timeout: float = 5.0
-    body_timeout: float = 30.0
-    discovery: bool = False
-    endpoint_source: str = "db"
-    kubernetes_namespace: str = "default"
-    xds_port: int = 18000
-    xds_servers: tuple[str, ...] = ()
-    envoy_port: int = 8443
-    envoy_admin_port: int = 9901
-    proxy_port: int = 0
-    grpc_port: int = 8445
-    trusted_proxies: tuple[str, ...] = ()
-    log_level: str = "info"
-    unsafe_fault: str | None = None
-
-    @property
-    def scheme(self) -> str:
-        return "http" if self.insecure_http else "https"
-
-    @property
-    def replicated(self) -> bool:
-        return self.mode == "cluster"
-
-    @property
-    def db_tls(self) -> bool:
-        """The DB link is TLS with client certificates (``https://`` endpoints)."""
-        return self.db_backend == "etcd" and all(e.startswith("https://") for e in self.db_endpoints)
-
+KUBERNETES_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123 label: namespaces, pods
 
 # -- parsers: each takes the raw value (str from env/flags, or YAML types) and returns the
 #    typed value, or raises ValueError with "expected ..., got ..." ------------------------
 
 
-def _kubernetes_name(raw: object) -> str:
+def parse_kubernetes_name(raw: object) -> str:
     """A namespace name (RFC 1123 label).
 
-    >>> _kubernetes_name("mm-run-1")
+    >>> parse_kubernetes_name("mm-run-1")
     'mm-run-1'
     """
     text = str(raw).strip()
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", text):
+    if not KUBERNETES_NAME.fullmatch(text):
         raise _expected("a Kubernetes namespace name (lowercase letters, digits, '-', at most 63)", raw)
     return text
 
@@ -282,56 +219,211 @@ def _secret_file(raw: object) -> str:
         raise ValueError(f"{path} is not UTF-8 text") from None
 
 
+# -- the settings: one row each, a field of Config with its parser, default and meaning ------
+
+_MISSING: Any = dataclasses.MISSING
+
+
+def setting(parse: Callable[[object], Any], default: Any = _MISSING, *, help: str, shown: str = "") -> Any:
+    """A field of :class:`Config`: ``parse`` turns what the user wrote into its value,
+    ``default`` is the value when nothing is written, ``help`` says what it means (the README's
+    table is made from these), ``shown`` how the table shows the default when not as written."""
+    metadata = {"parse": parse, "help": help, "shown": shown}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=dict, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _path(raw: object) -> Path:
+    return Path(_text(raw))
+
+
+def _optional_text(raw: object) -> str | None:
+    return _text(raw)
+
+
+@dataclass(frozen=True)
+class Config:
+    services: tuple[str, ...] = setting(
+        parse_services, help="`auth,ingress,kv,queue` or `all` (roles: `envoy`, `xds`)", shown="(none: refuses)"
+    )
+    listen: tuple[str, int] = setting(
+        parse_hostport,
+        ("127.0.0.1", 8443),
+        help="HOST:PORT of the API",
+        shown="`127.0.0.1:8443` (image: `0.0.0.0:8443`)",
+    )
+    data_dir: Path = setting(_path, Path("data"), help="node-local files: SQLite DB, certificates, generated secrets")
+    node_name: str = setting(_text, "", help="this node's name", shown="the host name")
+    advertise: tuple[str, ...] = setting(
+        lambda raw: tuple(_words(raw)), (), help="names and addresses other nodes reach it by (its certificate's)"
+    )
+    mode: str = setting(
+        _choice("standalone", "cluster"),
+        "standalone",
+        help="`cluster`: the DB is shared, so `db_backend: etcd` is required",
+    )
+    db_backend: str = setting(_choice("sqlite", "etcd"), "sqlite", help="`sqlite` or `etcd`")
+    db_endpoints: tuple[str, ...] = setting(
+        parse_urls, (), help="`https://HOST:2379,...` for etcd (TLS, this node's certificate as its DB user)"
+    )
+    db_member_name: str | None = setting(_optional_text, None, help="host one etcd member beside the runtime: its name")
+    db_member_host: str | None = setting(_optional_text, None, help="that member's address")
+    db_initial_cluster: str | None = setting(
+        _optional_text, None, help="`NAME=https://HOST:2380,...`: every member, this one included"
+    )
+    db_election_timeout_ms: int = setting(_int_between(100, 50_000), 1000, help="the member's election timeout")
+    db_heartbeat_ms: int = setting(_int_between(10, 5_000), 100, help="the member's heartbeat interval")
+    peers: Mapping[str, tuple[str, ...]] = setting(
+        parse_peers, {}, help="`kv=HOST:PORT,...;auth=...;queue=...`: where ingress forwards what it does not run"
+    )
+    insecure_http: bool = setting(parse_bool, False, help="plain HTTP (flag `--insecure-http`); logs a warning")
+    cluster_secret: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata={
+            "parse": _text,
+            "help": "seals the token-signing keys (nodes that run `auth`) and a CA kept in the DB",
+            "shown": "generated (standalone only)",
+        },
+    )
+    admin_password: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata={"parse": _text, "help": "the first admin's password", "shown": "generated into `data_dir`"},
+    )
+    tls_bundle: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata={
+            "parse": parse_tls_bundle,
+            "help": "the launcher's JSON of PEMs: `ca`, `node_cert`, `node_key`, a member's `peer_cert`/`peer_key`, "
+            "an issuer's `ca_key`",
+            "shown": "",
+        },
+    )
+    issuers: tuple[str, ...] = setting(
+        parse_addresses, (), help="`HOST:PORT,...` of nodes holding the CA key, where this node renews its certificates"
+    )
+    token_ttl: float = setting(_duration_up_to(30 * 86400, "30d"), 3600.0, help="bearer token lifetime", shown="`1h`")
+    signing_key_rotation: float = setting(
+        _duration_up_to(3650 * 86400, "3650d"), 7 * 86400.0, help="a signing key's age before the next", shown="`7d`"
+    )
+    cert_lifetime: float = setting(
+        _duration_up_to(3650 * 86400, "3650d"), 86400.0, help="node certificate lifetime; renewed at 2/3", shown="`24h`"
+    )
+    ca_lifetime: float = setting(
+        _duration_up_to(36500 * 86400, "36500d"), 3650 * 86400.0, help="a CA this node makes", shown="`3650d`"
+    )
+    metrics_public: bool = setting(parse_bool, False, help="serve `/metrics` without a token")
+    queue_max_attempts: int = setting(
+        _int_between(1, 1000), 20, help="claims without an ack after which a job is dead-lettered"
+    )
+    max_connections: int = setting(
+        _int_between(1, 100_000), 1024, help="open connections a node (and Envoy, and the gRPC port) holds"
+    )
+    idle_timeout: float = setting(
+        _duration_up_to(3600, "1h"), 15.0, help="a connection idle this long is closed", shown="`15s`"
+    )
+    handshake_timeout: float = setting(
+        _duration_up_to(60, "60s"), 10.0, help="TLS handshake (and PROXY header) deadline", shown="`10s`"
+    )
+    header_timeout: float = setting(
+        _duration_up_to(60, "60s"), 5.0, help="from a request's first byte to the end of its headers", shown="`5s`"
+    )
+    body_timeout: float = setting(
+        _duration_up_to(600, "10m"), 30.0, help="from the end of the headers to the end of the body", shown="`30s`"
+    )
+    discovery: bool = setting(parse_bool, False, help="register this node's services under etcd leases")
+    endpoint_source: str = setting(
+        _choice("db", "kubernetes"), "db", help="where an xds node finds endpoints: DB leases or EndpointSlices"
+    )
+    kubernetes_namespace: str = setting(
+        parse_kubernetes_name, "default", help="the namespace whose EndpointSlices xds watches"
+    )
+    xds_port: int = setting(_int_between(1, 65535), 18000, help="an xds node's ADS port")
+    xds_servers: tuple[str, ...] = setting(parse_addresses, (), help="an envoy node's control planes, HOST:PORT,...")
+    envoy_port: int = setting(_int_between(1, 65535), 8443, help="the port Envoy takes client calls on")
+    envoy_admin_port: int = setting(_int_between(1, 65535), 9901, help="Envoy's admin API (loopback)")
+    proxy_port: int = setting(
+        _int_between(0, 65535), 0, help="a port for balancers: PROXY protocol v2 first (with `trusted_proxies`)"
+    )
+    grpc_port: int = setting(
+        _int_between(0, 65535), 8445, help="kv and queue over gRPC (`0`: off); where kv or queue runs"
+    )
+    trusted_proxies: tuple[str, ...] = setting(parse_networks, (), help="addresses or networks allowed on `proxy_port`")
+    log_level: str = setting(_choice("debug", "info", "warning", "error"), "info", help="the log's level")
+    unsafe_fault: str | None = setting(
+        _choice("ack-without-commit", "stale-reads"), None, help="test only: prove the checkers catch these"
+    )
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen[0]
+
+    @property
+    def listen_port(self) -> int:
+        return self.listen[1]
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.insecure_http else "https"
+
+    @property
+    def replicated(self) -> bool:
+        return self.mode == "cluster"
+
+    @property
+    def db_tls(self) -> bool:
+        """The DB link is TLS with client certificates (``https://`` endpoints)."""
+        return self.db_backend == "etcd" and all(e.startswith("https://") for e in self.db_endpoints)
+
+
+SETTINGS = tuple(dataclasses.fields(Config))
+FILE_ALIASES = {f"{name}_file": name for name in ("cluster_secret", "admin_password", "tls_bundle")}
+
+
+def _from_file(target: str) -> Callable[[object], Any]:
+    """``X_file``: the file's text, parsed as ``X`` is."""
+
+    def parse(raw: object) -> Any:
+        return PARSERS[target](_secret_file(raw))
+
+    return parse
+
+
 PARSERS: dict[str, Callable[[object], Any]] = {
-    "services": parse_services,
-    "listen": parse_hostport,
-    "data_dir": lambda raw: Path(_text(raw)),
-    "node_name": _text,
-    "advertise": lambda raw: tuple(_words(raw)),
-    "mode": _choice("standalone", "cluster"),
-    "db_backend": _choice("sqlite", "etcd"),
-    "db_endpoints": parse_urls,
-    "db_member_name": _text,
-    "db_member_host": _text,
-    "db_initial_cluster": _text,
-    "db_election_timeout_ms": _int_between(100, 50_000),  # etcd's own bounds
-    "db_heartbeat_ms": _int_between(10, 5_000),
-    "peers": parse_peers,
-    "insecure_http": parse_bool,
-    "cluster_secret": _text,
-    "cluster_secret_file": _secret_file,
-    "admin_password": _text,
-    "admin_password_file": _secret_file,
-    "tls_bundle": parse_tls_bundle,
-    "tls_bundle_file": lambda raw: parse_tls_bundle(_secret_file(raw)),
-    "issuers": parse_addresses,
-    "token_ttl": _duration_up_to(30 * 86400, "30d"),
-    "signing_key_rotation": _duration_up_to(3650 * 86400, "3650d"),
-    "cert_lifetime": _duration_up_to(3650 * 86400, "3650d"),
-    "ca_lifetime": _duration_up_to(36500 * 86400, "36500d"),
-    "metrics_public": parse_bool,
-    "queue_max_attempts": _int_between(1, 1000),
-    "max_connections": _int_between(1, 100_000),
-    "idle_timeout": _duration_up_to(3600, "1h"),
-    "handshake_timeout": _duration_up_to(60, "60s"),
-    "header_timeout": _duration_up_to(60, "60s"),
-    "body_timeout": _duration_up_to(600, "10m"),
-    "proxy_port": _int_between(0, 65535),
-    "grpc_port": _int_between(0, 65535),
-    "discovery": parse_bool,
-    "endpoint_source": _choice("db", "kubernetes"),
-    "kubernetes_namespace": _kubernetes_name,
-    "xds_port": _int_between(1, 65535),
-    "xds_servers": parse_addresses,
-    "envoy_port": _int_between(1, 65535),
-    "envoy_admin_port": _int_between(1, 65535),
-    "trusted_proxies": parse_networks,
-    "log_level": _choice("debug", "info", "warning", "error"),
-    "unsafe_fault": _choice("ack-without-commit", "stale-reads"),
+    **{f.name: f.metadata["parse"] for f in SETTINGS},
+    **{alias: _from_file(target) for alias, target in FILE_ALIASES.items()},
 }
-SECRET_SETTINGS = frozenset(
-    {"cluster_secret", "cluster_secret_file", "admin_password", "admin_password_file", "tls_bundle", "tls_bundle_file"}
-)
+SECRET_SETTINGS = frozenset({f.name for f in SETTINGS if not f.repr} | set(FILE_ALIASES))
+
+
+def settings_table() -> str:
+    """The README's table of settings, made from :class:`Config` (a test keeps them equal).
+
+    >>> settings_table().splitlines()[2].startswith("| `services` | (none: refuses) |")
+    True
+    """
+    aliases = {target: alias for alias, target in FILE_ALIASES.items()}
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for f in SETTINGS:
+        name = f"`{f.name}`" + (f" / `{aliases[f.name]}`" if f.name in aliases else "")
+        rows.append(f"| {name} | {f.metadata['shown'] or _shown(f.default)} | {f.metadata['help']} |")
+    return "\n".join(rows) + "\n"
+
+
+def default(name: str) -> Any:
+    """A setting's default value (what a node uses when nothing is written)."""
+    return next(f.default for f in SETTINGS if f.name == name)
+
+
+def _shown(value: object) -> str:
+    if value is dataclasses.MISSING or value is None or value == ():
+        return ""
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
 
 
 def gather(*, file: Path | None, env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str, object]:
@@ -383,76 +475,71 @@ def build(raw: Mapping[str, object]) -> Config:
         )
     if problems:
         raise ConfigError(problems)
-    _fold_aliases(values)
-    problems.extend(_cross_check(values))
+    for alias, target in FILE_ALIASES.items():  # a value given directly wins over its file
+        from_file = values.pop(alias, None)
+        values.setdefault(target, from_file)
+    values["node_name"] = values.get("node_name") or socket.gethostname()
+    built = Config(**values)
+    problems = cross_check(built)
     if problems:
         raise ConfigError(problems)
-    return Config(**values)
+    return built
 
 
-def _fold_aliases(values: dict[str, Any]) -> None:
-    if "listen" in values:
-        values["listen_host"], values["listen_port"] = values.pop("listen")
-    for secret in ("cluster_secret", "admin_password", "tls_bundle"):
-        from_file = values.pop(f"{secret}_file", None)
-        values.setdefault(secret, from_file)
-    values.setdefault("node_name", socket.gethostname())
-
-
-def _cross_check(values: Mapping[str, Any]) -> list[str]:
-    problems: list[str] = []
-    services: tuple[str, ...] = values["services"]
-    cluster = values.get("mode") == "cluster"
-    backend = values.get("db_backend", "sqlite")
-    if cluster and backend != "etcd":
-        problems.append("db_backend: mode 'cluster' shares one DB between nodes; expected 'etcd', got 'sqlite'")
-    endpoints: tuple[str, ...] = values.get("db_endpoints", ())
-    if backend == "etcd" and not endpoints:
-        problems.append("db_endpoints: db_backend 'etcd' needs its endpoints; expected https://HOST:2379[,...]")
-    schemes = {e.split(":", 1)[0] for e in endpoints}
-    if len(schemes) > 1:
-        problems.append("db_endpoints: expected every endpoint https:// (or, unsecured, every one http://)")
-    if cluster and seals(services, values.get("tls_bundle")) and not values.get("cluster_secret"):
-        problems.append(
-            "cluster_secret: in mode 'cluster' a node that runs auth (or has no tls_bundle) needs the "
-            "secret every such node shares (cluster_secret_file, or RUNTIME_CLUSTER_SECRET)"
-        )
-    secret = values.get("cluster_secret")
-    if secret is not None and len(secret) < 16:
-        problems.append(f"cluster_secret: expected at least 16 characters, got {len(secret)}")
-    peers: Mapping[str, tuple[str, ...]] = values.get("peers", {})
-    if peers and not cluster:
+def cross_check(c: Config) -> list[str]:
+    """What no single setting can say alone: every problem, each naming its setting."""
+    problems = _check_db(c) + _check_member(c) + _check_bundle(c) + _check_ports(c)
+    if c.peers and not c.replicated:
         problems.append("peers: forwarding to peers needs mode 'cluster' (a shared DB); expected mode: cluster")
-    if "ingress" in services:
-        missing = [s for s in ROUTED_SERVICES if s not in services and s not in peers]
+    if "ingress" in c.services:
+        missing = [s for s in ROUTED_SERVICES if s not in c.services and s not in c.peers]
         if missing:
             problems.append(
                 f"peers: ingress routes to {', '.join(missing)}, which this node does not run; "
                 f"expected peers for {', '.join(missing)}"
             )
-    problems.extend(_check_member(values))
-    problems.extend(_check_bundle(values))
-    if "envoy" in services and not values.get("xds_servers"):
+    if "envoy" in c.services and not c.xds_servers:
         problems.append("xds_servers: an envoy node needs its control planes (HOST:PORT,...)")
-    if ("envoy" in services or "xds" in services or values.get("discovery")) and backend != "etcd":
+    if ("envoy" in c.services or "xds" in c.services or c.discovery) and c.db_backend != "etcd":
         problems.append("discovery: registrations live under etcd leases; expected db_backend: etcd")
-    if bool(values.get("proxy_port")) != bool(values.get("trusted_proxies")):
+    if c.signing_key_rotation <= c.token_ttl:
+        problems.append("signing_key_rotation: expected longer than token_ttl, so a key outlives the tokens it signed")
+    if c.cert_lifetime >= c.ca_lifetime:
+        problems.append("cert_lifetime: expected shorter than ca_lifetime; a node certificate cannot outlive its CA")
+    if c.db_election_timeout_ms < 5 * c.db_heartbeat_ms:
+        problems.append("db_election_timeout_ms: expected at least 5 x db_heartbeat_ms (etcd's rule)")
+    return problems
+
+
+def _check_db(c: Config) -> list[str]:
+    problems = []
+    if c.replicated and c.db_backend != "etcd":
+        problems.append("db_backend: mode 'cluster' shares one DB between nodes; expected 'etcd', got 'sqlite'")
+    if c.db_backend == "etcd" and not c.db_endpoints:
+        problems.append("db_endpoints: db_backend 'etcd' needs its endpoints; expected https://HOST:2379[,...]")
+    if len({e.split(":", 1)[0] for e in c.db_endpoints}) > 1:
+        problems.append("db_endpoints: expected every endpoint https:// (or, unsecured, every one http://)")
+    if c.replicated and seals(c.services, c.tls_bundle) and not c.cluster_secret:
+        problems.append(
+            "cluster_secret: in mode 'cluster' a node that runs auth (or has no tls_bundle) needs the "
+            "secret every such node shares (cluster_secret_file, or RUNTIME_CLUSTER_SECRET)"
+        )
+    if c.cluster_secret is not None and len(c.cluster_secret) < 16:
+        problems.append(f"cluster_secret: expected at least 16 characters, got {len(c.cluster_secret)}")
+    return problems
+
+
+def _check_ports(c: Config) -> list[str]:
+    problems = []
+    if bool(c.proxy_port) != bool(c.trusted_proxies):
         problems.append(
             "proxy_port: the balancers' port (PROXY protocol) and trusted_proxies, their addresses, go together"
         )
-    ports = {"listen": values.get("listen_port", 8443), "proxy_port": values.get("proxy_port", 0)}
-    grpc_port = values.get("grpc_port", 8445)
-    taken = [name for name, port in ports.items() if grpc_port and port == grpc_port]
-    if taken:
+    taken = [name for name, port in (("listen", c.listen_port), ("proxy_port", c.proxy_port)) if port == c.grpc_port]
+    if c.grpc_port and taken:
         problems.append(
-            f"grpc_port: {grpc_port} is also the {taken[0]} port; expected a port of its own, or 0 (no gRPC)"
+            f"grpc_port: {c.grpc_port} is also the {taken[0]} port; expected a port of its own, or 0 (no gRPC)"
         )
-    if values.get("signing_key_rotation", 7 * 86400.0) <= values.get("token_ttl", 3600.0):
-        problems.append("signing_key_rotation: expected longer than token_ttl, so a key outlives the tokens it signed")
-    if values.get("cert_lifetime", 86400.0) >= values.get("ca_lifetime", 3650 * 86400.0):
-        problems.append("cert_lifetime: expected shorter than ca_lifetime; a node certificate cannot outlive its CA")
-    if values.get("db_election_timeout_ms", 1000) < 5 * values.get("db_heartbeat_ms", 100):
-        problems.append("db_election_timeout_ms: expected at least 5 x db_heartbeat_ms (etcd's rule)")
     return problems
 
 
@@ -467,36 +554,33 @@ def seals(services: tuple[str, ...], tls_bundle: str | None) -> bool:
     return "auth" in services or tls_bundle is None
 
 
-def _check_bundle(values: Mapping[str, Any]) -> list[str]:
-    bundle = values.get("tls_bundle")
-    if bundle is None:
+def _check_bundle(c: Config) -> list[str]:
+    if c.tls_bundle is None:
         return []
     from runtime.security.certs import Bundle
 
-    if Bundle.load(bundle).ca_key_pem is None and not values.get("issuers"):
+    if Bundle.load(c.tls_bundle).ca_key_pem is None and not c.issuers:
         return ["issuers: this node's bundle has no CA key, so it needs issuer addresses (HOST:PORT,...) to renew"]
     return []
 
 
-def _check_member(values: Mapping[str, Any]) -> list[str]:
-    name = values.get("db_member_name")
-    cluster = values.get("db_initial_cluster")
-    if name is None and cluster is None:
+def _check_member(c: Config) -> list[str]:
+    if c.db_member_name is None and c.db_initial_cluster is None:
         return []
-    bundle = values.get("tls_bundle")
-    if bundle is not None:
+    if c.tls_bundle is not None:
         from runtime.security.certs import Bundle
 
-        if Bundle.load(bundle).get("peer") is None:
+        if Bundle.load(c.tls_bundle).get("peer") is None:
             return ["tls_bundle: a DB member needs peer_cert and peer_key in its bundle"]
-    if name is None or cluster is None or values.get("db_member_host") is None:
+    if c.db_member_name is None or c.db_initial_cluster is None or c.db_member_host is None:
         return [
             "db_member_name: hosting a DB member needs db_member_name, db_member_host and db_initial_cluster together"
         ]
-    members = dict(part.split("=", 1) for part in cluster.split(",") if "=" in part)
-    if name not in members:
+    members = dict(part.split("=", 1) for part in c.db_initial_cluster.split(",") if "=" in part)
+    if c.db_member_name not in members:
         return [
-            f"db_initial_cluster: expected NAME=https://HOST:2380,... including this member {name!r}, got {cluster!r}"
+            f"db_initial_cluster: expected NAME=https://HOST:2380,... including this member {c.db_member_name!r}, "
+            f"got {c.db_initial_cluster!r}"
         ]
     return []
 

@@ -20,9 +20,11 @@ def main() -> int:
     file = os.environ.get("RUNTIME_CONFIG")
     try:
         raw = config.gather(file=Path(file) if file else None, env=os.environ, flags={})
-        _, port = config.parse_hostport(raw.get("listen", "127.0.0.1:8443"))
-        data_dir = Path(str(raw.get("data_dir", "data")))
-        insecure = config.parse_bool(raw.get("insecure_http", "false"))
+        _, port = config.parse_hostport(raw["listen"]) if "listen" in raw else config.default("listen")
+        data_dir = Path(str(raw["data_dir"])) if "data_dir" in raw else config.default("data_dir")
+        insecure = (
+            config.parse_bool(raw["insecure_http"]) if "insecure_http" in raw else config.default("insecure_http")
+        )
     except (ConfigError, ValueError) as exc:
         print(f"healthcheck: {exc}", file=sys.stderr)
         return 1

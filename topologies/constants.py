@@ -6,7 +6,7 @@ can never disagree about them.
 
 from __future__ import annotations
 
-from runtime.config import ROLES, ROUTED_SERVICES, SERVICES
+from runtime.names import ROLES, ROUTED_SERVICES, SERVICES
 
 MODES = ("single", "ha", "scaled", "scaled-haproxy", "k8s")  # every mode the plugin and the CLI know
 PLATFORMS = ("docker",)  # where a mode's nodes run; "kubernetes" comes with the k8s mode

@@ -36,9 +36,9 @@ import aiohttp
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from runtime.config import ROLES, SERVICES
 from runtime.exceptions import SecurityError
 from runtime.files import write_atomic
+from runtime.names import ROLES, SERVICES
 from runtime.security import tls
 
 log = logging.getLogger("runtime.security")

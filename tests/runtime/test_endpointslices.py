@@ -56,7 +56,7 @@ def test_other_services_overlaps_and_portless_slices() -> None:
         piece("auth-b", "auth", {"addresses": [], "conditions": {"ready": True}}, grpc=False),
     ]
     assert endpoints_from_slices(slices, ["auth", "kv", "queue"]) == [
-        Endpoint("kv-1", "kv", "10.0.0.1", 8443, True, "", 8445)
+        Endpoint("kv-1", "kv", "10.0.0.1", 8443, True, "", 8445, tls_name="kv")
     ]
 
 
