@@ -28,8 +28,8 @@ def test_the_digest_names_the_inputs() -> None:
 
 
 def test_an_unknown_component_is_refused_before_any_build() -> None:
-    with pytest.raises(ImageError, match=r"unknown component.*kube-router"):
-        kubernetes.build(("kubectl", "kube-router"))
+    with pytest.raises(ImageError, match=r"unknown component.*kube-nope"):
+        kubernetes.build(("kubectl", "kube-nope"))
 
 
 def test_bad_jobs_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
