@@ -110,7 +110,8 @@ def test_ha_partitioned_node_refuses_writes_then_heal_brings_it_back(ha: topolog
         assert rest.put("/v1/kv/split", content=b"before").status_code == 200
         with faults.injected(ha, faults.Partition.isolating(victim.name, ha)):
             topologies.wait_until(
-                lambda: _error_of(alone.get("/v1/kv/split")) == "not_applied",  # refused before proposing
+                # a write to a key of its own (one taken before the node noticed may land later)
+                lambda: _error_of(alone.put("/v1/kv/split-probe", content=b"x")) == "not_applied",
                 timeout=30,
                 interval=0.2,
                 message=f"{victim.name} notices it is cut off and refuses",
