@@ -24,7 +24,7 @@ from typing import Any
 from runtime import __version__
 from runtime.config import Config, seals
 from runtime.discovery import DbLeaseSource, Endpoint, EndpointSource, Registrar
-from runtime.endpointslices import EndpointSliceSource
+from runtime.discovery.endpointslices import EndpointSliceSource
 from runtime.exceptions import SecurityError, StorageUnavailable
 from runtime.files import write_atomic
 from runtime.metrics import Metrics

@@ -10,7 +10,7 @@ from pathlib import Path
 from runtime.discovery import EndpointSource
 from runtime.security.grpc_tls import server_credentials
 from runtime.xds.server import AdsServer, serve
-from runtime.xds.snapshot import Tls, build
+from runtime.xds.snapshot import Tls, build, inconsistencies
 
 log = logging.getLogger("runtime.xds")
 ENVOY_IDENTITY = "envoy"  # an Envoy node's certificate common name (its service set, runtime.storage.etcd_auth)
@@ -36,6 +36,11 @@ async def run_control_plane(
     log.info("xDS control plane listening", extra={"fields": {"port": port, "tls": tls is not None}})
     try:
         async for endpoints in source.watch():
-            ads.publish(build(endpoints, port=envoy_port, tls=tls))
+            made = build(endpoints, port=envoy_port, tls=tls)
+            missing = inconsistencies(made)
+            if missing:  # a bug of ours: Envoys keep their last config rather than take a broken one
+                log.error("inconsistent snapshot not served", extra={"fields": {"problems": missing}})
+                continue
+            ads.publish(made)
     finally:
         await server.stop(1)

@@ -174,7 +174,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             due.append(
                 discovery_pb2.DiscoveryResponse(
                     version_info=snapshot.version,
-                    resources=snapshot.of(kind, () if kind in WILDCARD else entry.names),
+                    resources=snapshot.of(TYPE[kind], () if kind in WILDCARD else entry.names),
                     type_url=TYPE[kind],
                     nonce=entry.sent_nonce,
                 )

@@ -1,10 +1,12 @@
 """What Envoy is told, built purely from the one route table and a set of endpoints.
 
-A :class:`Snapshot` is the four resource kinds of one version: a listener (HTTP connection
-manager, routes over ADS), one route configuration generated from
-:data:`runtime.routing.ROUTES`, a cluster per service, and each cluster's endpoints. Nothing
-here does I/O; :mod:`runtime.xds.server` serves snapshots, :mod:`runtime.discovery` says
-which endpoints exist.
+A :class:`Snapshot` is the four resource kinds of one version, keyed by type URL as
+go-control-plane keys them: a listener (HTTP connection manager, routes over ADS), one route
+configuration generated from :data:`runtime.routing.ROUTES`, a cluster per service, and each
+cluster's endpoints; :func:`inconsistencies` checks it as a whole before it is served (every
+route's cluster defined, every endpoint set named by a cluster). Nothing here does I/O;
+:mod:`runtime.xds.server` serves snapshots, :mod:`runtime.discovery` says which endpoints
+exist.
 
 Routing is the table's, rule for rule: a route per table entry (path regex, RE2-valid, and
 the method; ``HEAD`` where the entry is ``GET``), then for each path a 405 with ``Allow``
@@ -92,14 +94,20 @@ class Tls:
 
 @dataclass(frozen=True)
 class Snapshot:
-    version: str
-    resources: Mapping[str, Mapping[str, any_pb2.Any]] = field(default_factory=dict)
+    """One version of everything Envoy is told: type URL -> resource name -> resource."""
 
-    def of(self, kind: str, names: Iterable[str] = ()) -> list[any_pb2.Any]:
-        """The resources of ``kind``: all of them, or those named (for RDS and EDS)."""
+    version: str
+    resources: Mapping[str, Mapping[str, Message]] = field(default_factory=dict)
+
+    def of(self, type_url: str, names: Iterable[str] = ()) -> list[any_pb2.Any]:
+        """The resources of one type, packed: all of them, or those named (for RDS and EDS)."""
         wanted = set(names)
-        found = self.resources.get(kind, {})
-        return [resource for name, resource in sorted(found.items()) if not wanted or name in wanted]
+        found = self.resources.get(type_url, {})
+        return [_pack(resource) for name, resource in sorted(found.items()) if not wanted or name in wanted]
+
+    def with_resources(self, type_url: str, changed: Mapping[str, Message]) -> Snapshot:
+        """A new snapshot with ``changed`` in place of that type's resources, re-versioned."""
+        return _versioned({**self.resources, type_url: dict(changed)})
 
 
 def cluster_name(service: str) -> str:
@@ -144,38 +152,24 @@ def _error(status: int, code: str, detail: str, headers: Mapping[str, str] = {})
     }
 
 
-def route_configuration(direct: bool = False) -> route_pb2.RouteConfiguration:
-    """The route table as Envoy routes. ``direct``: each route answers its own name instead of
-    forwarding (what the golden test asks a real Envoy)."""
+def route_configuration() -> route_pb2.RouteConfiguration:
+    """The route table as Envoy routes: one per gRPC method, one per table entry (the
+    cluster-internal ones answered 404 here), then each path's 405, then 404."""
     routes: list[route_components_pb2.Route] = []
     for method in routing.GRPC_METHODS:
         grpc_match = route_components_pb2.RouteMatch(
             path=method.path,
             grpc=route_components_pb2.RouteMatch.GrpcRouteMatchOptions(),  # content-type application/grpc*
         )
-        if direct:
-            grpc_action: dict[str, object] = {
-                "direct_response": route_components_pb2.DirectResponseAction(
-                    status=200, body=base_pb2.DataSource(inline_string=f"grpc {method.route.name}")
-                )
-            }
-        else:
-            grpc_action = {"route": _forward_grpc(method)}
-        routes.append(route_components_pb2.Route(name=f"grpc {method.route.name}", match=grpc_match, **grpc_action))
+        routes.append(
+            route_components_pb2.Route(name=f"grpc {method.route.name}", match=grpc_match, route=_forward_grpc(method))
+        )
     for entry in routing.ROUTES:
         methods = [entry.method, "HEAD"] if entry.method == "GET" else [entry.method]
         match = route_components_pb2.RouteMatch(safe_regex=_regex(entry.pattern.pattern), headers=[_method(methods)])
-        action: dict[str, object]
+        action: dict[str, object] = {"route": _forward(entry)}
         if entry.members_only:  # cluster-internal: Envoy answers 404 itself, nothing reaches a node
             action = _error(404, "not_found", NOT_AT_THE_FRONT_DOOR)
-        elif direct:
-            action = {
-                "direct_response": route_components_pb2.DirectResponseAction(
-                    status=200, body=base_pb2.DataSource(inline_string=entry.name)
-                )
-            }
-        else:
-            action = {"route": _forward(entry)}
         routes.append(route_components_pb2.Route(name=entry.name, match=match, **action))
     allowed: dict[str, list[str]] = {}
     for entry in routing.ROUTES:
@@ -197,9 +191,7 @@ def route_configuration(direct: bool = False) -> route_pb2.RouteConfiguration:
         )
     )
     host = route_components_pb2.VirtualHost(name="api", domains=["*"], routes=routes)
-    return route_pb2.RouteConfiguration(
-        name=ROUTES, virtual_hosts=[host], validate_clusters=wrappers_pb2.BoolValue(value=False)
-    )
+    return route_pb2.RouteConfiguration(name=ROUTES, virtual_hosts=[host])
 
 
 def _forward(entry: routing.Route) -> route_components_pb2.RouteAction:
@@ -261,10 +253,7 @@ def listener(port: int, tls: Tls | None) -> listener_pb2.Listener:
     if tls is not None:
         common = tls.common(verify=False)
         common.alpn_protocols.extend(["h2", "http/1.1"])
-        context = tls_pb2.DownstreamTlsContext(common_tls_context=common)
-        chain.transport_socket.CopyFrom(
-            base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
-        )
+        chain.transport_socket.CopyFrom(_tls_socket(tls_pb2.DownstreamTlsContext(common_tls_context=common)))
     return listener_pb2.Listener(
         name=LISTENER,
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address="0.0.0.0", port_value=port)),
@@ -360,17 +349,33 @@ def cluster(service: str, tls: Tls | None, health_interval_ms: int = 500) -> clu
             max_ejection_percent=wrappers_pb2.UInt32Value(value=50),
         ),
     )
-    options = http_protocol_options_pb2.HttpProtocolOptions(
-        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-            http_protocol_options=protocol_pb2.Http1ProtocolOptions()
-        )
-    )
-    made.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
-        _pack(options)
-    )
+    _speak(made, http2=False)
     if tls is not None:  # the service nodes take calls only from members: this node's certificate
         made.transport_socket.CopyFrom(_upstream_tls(tls, alpn=()))
     return made
+
+
+def _speak(made: cluster_pb2.Cluster, *, http2: bool) -> None:
+    """The protocol Envoy speaks to a cluster's nodes: HTTP/1.1 (the HTTP API), or HTTP/2
+    with 100 streams a connection (gRPC, balanced per call)."""
+    config = http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+        http2_protocol_options=protocol_pb2.Http2ProtocolOptions(
+            max_concurrent_streams=wrappers_pb2.UInt32Value(value=100)
+        )
+    )
+    if not http2:
+        config = http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http_protocol_options=protocol_pb2.Http1ProtocolOptions()
+        )
+    options = http_protocol_options_pb2.HttpProtocolOptions(explicit_http_config=config)
+    made.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
+        _pack(options)
+    )
+
+
+def _tls_socket(context: Message) -> base_pb2.TransportSocket:
+    """Envoy's TLS transport socket around a downstream or upstream TLS context."""
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
 
 
 def _upstream_tls(tls: Tls, *, alpn: Sequence[str]) -> base_pb2.TransportSocket:
@@ -381,7 +386,7 @@ def _upstream_tls(tls: Tls, *, alpn: Sequence[str]) -> base_pb2.TransportSocket:
         common_tls_context=tls.common(verify=True), auto_host_sni=True, auto_sni_san_validation=True
     )
     upstream.common_tls_context.alpn_protocols.extend(alpn)
-    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(upstream))
+    return _tls_socket(upstream)
 
 
 def grpc_cluster(service: str, tls: Tls | None, health_interval_ms: int = 500) -> cluster_pb2.Cluster:
@@ -391,16 +396,7 @@ def grpc_cluster(service: str, tls: Tls | None, health_interval_ms: int = 500) -
     made = cluster(service, tls, health_interval_ms)
     made.name = grpc_cluster_name(service)
     made.health_checks[0].http_health_check.codec_client_type = http_types_pb2.HTTP1
-    options = http_protocol_options_pb2.HttpProtocolOptions(
-        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-            http2_protocol_options=protocol_pb2.Http2ProtocolOptions(
-                max_concurrent_streams=wrappers_pb2.UInt32Value(value=100)
-            )
-        )
-    )
-    made.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
-        _pack(options)
-    )
+    _speak(made, http2=True)
     if tls is not None:  # ALPN h2: the node's gRPC server speaks HTTP/2 only
         made.transport_socket.CopyFrom(_upstream_tls(tls, alpn=("h2",)))
     return made
@@ -432,30 +428,59 @@ def load_assignment(
     )
 
 
-def build(endpoints: Iterable[Endpoint], *, port: int, tls: Tls | None, direct: bool = False) -> Snapshot:
+def build(endpoints: Iterable[Endpoint], *, port: int, tls: Tls | None) -> Snapshot:
     """The whole snapshot; its version is a digest of its content, so the same inputs give
     the same version and a change gives a new one."""
-    listed = list(endpoints)
     by_service: dict[str, list[Endpoint]] = {s: [] for s in services()}
-    for e in listed:
+    for e in endpoints:
         by_service.setdefault(e.service, []).append(e)
         by_service[OPS_CLUSTER].append(e)  # any service node answers the operations routes
-    resources: dict[str, dict[str, any_pb2.Any]] = {
-        "listener": {LISTENER: _pack(listener(port, tls))},
-        "route": {ROUTES: _pack(route_configuration(direct))},
-        "cluster": {
-            **{cluster_name(s): _pack(cluster(s, tls)) for s in services()},
-            **{grpc_cluster_name(s): _pack(grpc_cluster(s, tls)) for s in routing.GRPC_SERVICES},
+    grpc = routing.GRPC_SERVICES
+    resources: dict[str, dict[str, Message]] = {
+        TYPE["listener"]: {LISTENER: listener(port, tls)},
+        TYPE["route"]: {ROUTES: route_configuration()},
+        TYPE["cluster"]: {
+            **{cluster_name(s): cluster(s, tls) for s in services()},
+            **{grpc_cluster_name(s): grpc_cluster(s, tls) for s in grpc},
         },
-        "endpoint": {
-            **{cluster_name(s): _pack(load_assignment(s, by_service[s])) for s in services()},
-            **{
-                grpc_cluster_name(s): _pack(load_assignment(s, by_service[s], grpc=True)) for s in routing.GRPC_SERVICES
-            },
+        TYPE["endpoint"]: {
+            **{cluster_name(s): load_assignment(s, by_service[s]) for s in services()},
+            **{grpc_cluster_name(s): load_assignment(s, by_service[s], grpc=True) for s in grpc},
         },
     }
+    return _versioned(resources)
+
+
+def _versioned(resources: Mapping[str, Mapping[str, Message]]) -> Snapshot:
     digest = hashlib.sha256()
-    for kind in sorted(resources):
-        for name in sorted(resources[kind]):
-            digest.update(kind.encode() + name.encode() + resources[kind][name].SerializeToString(deterministic=True))
+    for type_url in sorted(resources):
+        for name in sorted(resources[type_url]):
+            message = resources[type_url][name].SerializeToString(deterministic=True)
+            digest.update(type_url.encode() + name.encode() + message)
     return Snapshot(digest.hexdigest()[:16], resources)
+
+
+def inconsistencies(snapshot: Snapshot) -> list[str]:
+    """What Envoy would find missing, said before it is sent (go-control-plane's
+    ``Snapshot.Consistent``): every endpoint set named by an EDS cluster and every such
+    cluster's endpoints present; every route's cluster defined; the listener's route table
+    present. Empty: consistent.
+
+    >>> inconsistencies(build([], port=8443, tls=None))
+    []
+    """
+    found = []
+    clusters = snapshot.resources.get(TYPE["cluster"], {})
+    assignments = snapshot.resources.get(TYPE["endpoint"], {})
+    eds = {name for name, c in clusters.items() if isinstance(c, cluster_pb2.Cluster) and c.type == c.EDS}
+    found += [f"cluster {name}: no endpoints (EDS)" for name in sorted(eds - set(assignments))]
+    found += [f"endpoints {name}: no EDS cluster names them" for name in sorted(set(assignments) - eds)]
+    routes = snapshot.resources.get(TYPE["route"], {})
+    for table in routes.values():
+        for host in table.virtual_hosts:  # type: ignore[attr-defined]
+            for route in host.routes:
+                if route.HasField("route") and route.route.cluster not in clusters:
+                    found.append(f"route {route.name!r}: cluster {route.route.cluster!r} is not defined")
+    if ROUTES not in routes:
+        found.append(f"listener {LISTENER}: route table {ROUTES!r} is not defined")
+    return found

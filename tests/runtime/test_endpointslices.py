@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from runtime.discovery import Endpoint
-from runtime.endpointslices import SERVICE_LABEL, EndpointSliceSource, endpoints_from_slices
+from runtime.discovery.endpointslices import SERVICE_LABEL, EndpointSliceSource, endpoints_from_slices
 
 pytestmark = pytest.mark.anyio
 

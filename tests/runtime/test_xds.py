@@ -45,6 +45,25 @@ def sample_paths() -> list[str]:
     return sorted(paths)
 
 
+def direct(made: snapshot.Snapshot) -> snapshot.Snapshot:
+    """The golden test's table: every route that would forward answers its own name instead
+    (``grpc <route>`` for a gRPC method), so a real Envoy shows which route each request hit;
+    the routes Envoy answers itself (405, 404, the cluster's own) stay as they are."""
+    from envoy.config.core.v3 import base_pb2
+    from envoy.config.route.v3 import route_components_pb2, route_pb2
+
+    table = route_pb2.RouteConfiguration()
+    table.CopyFrom(made.resources[snapshot.TYPE["route"]][snapshot.ROUTES])
+    for route in table.virtual_hosts[0].routes:
+        if route.HasField("route"):
+            route.ClearField("route")
+            answer = route_components_pb2.DirectResponseAction(
+                status=200, body=base_pb2.DataSource(inline_string=route.name)
+            )
+            route.direct_response.CopyFrom(answer)
+    return made.with_resources(snapshot.TYPE["route"], {snapshot.ROUTES: table})
+
+
 class Envoy:
     def __init__(self, directory: Path, control_plane: str, max_connections: int = 1024) -> None:
         self.port, self.admin = free_port(), free_port()
@@ -98,7 +117,7 @@ async def plane(tmp_path: Path) -> AsyncIterator[tuple[AdsServer, Envoy, int]]:
 
 async def test_envoy_routes_every_case_as_the_in_process_table_does(plane: tuple[AdsServer, Envoy, int]) -> None:
     ads, envoy, port = plane
-    ads.publish(snapshot.build([], port=port, tls=None, direct=True))
+    ads.publish(direct(snapshot.build([], port=port, tls=None)))
     async with httpx.AsyncClient(base_url=envoy.url, timeout=5) as client:
 
         async def listening() -> bool:
@@ -132,7 +151,7 @@ async def test_a_rejected_config_is_logged_and_the_last_accepted_one_keeps_servi
     plane: tuple[AdsServer, Envoy, int], caplog: pytest.LogCaptureFixture
 ) -> None:
     ads, envoy, port = plane
-    good = snapshot.build([], port=port, tls=None, direct=True)
+    good = direct(snapshot.build([], port=port, tls=None))
     ads.publish(good)
     async with httpx.AsyncClient(base_url=envoy.url, timeout=5) as client:
 
@@ -141,11 +160,10 @@ async def test_a_rejected_config_is_logged_and_the_last_accepted_one_keeps_servi
 
         await until(answering)
         broken = cluster_pb2.Cluster()
-        good.resources["cluster"]["kv"].Unpack(broken)
-        broken.lb_policy = 99
-        resources = {kind: dict(found) for kind, found in good.resources.items()}
-        resources["cluster"]["kv"] = snapshot._pack(broken)
-        ads.publish(snapshot.Snapshot("broken-1", resources))
+        broken.CopyFrom(good.resources[snapshot.TYPE["cluster"]]["kv"])
+        broken.lb_policy = 99  # Python builds it; only Envoy's validation refuses it
+        clusters = {**good.resources[snapshot.TYPE["cluster"]], "kv": broken}
+        ads.publish(snapshot.Snapshot("broken-1", {**good.resources, snapshot.TYPE["cluster"]: clusters}))
 
         async def nacked() -> bool:
             return bool(ads.nacks)
@@ -155,7 +173,7 @@ async def test_a_rejected_config_is_logged_and_the_last_accepted_one_keeps_servi
         assert "LbPolicy" in ads.nacks[0].reason or "lb_policy" in ads.nacks[0].reason, ads.nacks[0].reason
         assert any("Envoy rejected a config" in r.message for r in caplog.records)
         assert (await client.get("/readyz")).text == "readyz"  # still the last accepted config
-        fixed = snapshot.build([], port=port, tls=None, direct=True)
+        fixed = direct(snapshot.build([], port=port, tls=None))
         ads.publish(snapshot.Snapshot("fixed-2", fixed.resources))
 
         async def accepted() -> bool:
@@ -257,7 +275,7 @@ async def test_envoy_takes_no_more_client_connections_than_its_limit(tmp_path: P
     server = await serve(ads, f"127.0.0.1:{port}")
     envoy = Envoy(tmp_path, f"127.0.0.1:{port}", max_connections=4)
     try:
-        ads.publish(snapshot.build([], port=envoy.port, tls=None, direct=True))
+        ads.publish(direct(snapshot.build([], port=envoy.port, tls=None)))
         async with httpx.AsyncClient(base_url=envoy.url, timeout=5) as client:
 
             async def listening() -> bool:
@@ -518,3 +536,24 @@ async def test_envoy_takes_only_the_node_named_by_the_endpoint(cluster_ca: Any, 
         envoy.stop()
         await server.stop(0)
         await runner.cleanup()
+
+
+def test_an_inconsistent_snapshot_is_named_before_any_envoy_sees_it() -> None:
+    """In place of telling Envoy not to validate clusters: the snapshot checks itself."""
+    made = snapshot.build([Endpoint("kv-1", "kv", "10.0.0.5", 8443)], port=8443, tls=None)
+    assert snapshot.inconsistencies(made) == []
+    clusters = dict(made.resources[snapshot.TYPE["cluster"]])
+    del clusters["kv"]
+    assignments = dict(made.resources[snapshot.TYPE["endpoint"]])
+    del assignments["queue"]
+    broken = made.with_resources(snapshot.TYPE["cluster"], clusters).with_resources(
+        snapshot.TYPE["endpoint"], assignments
+    )
+    assert snapshot.inconsistencies(broken) == [
+        "cluster queue: no endpoints (EDS)",
+        "endpoints kv: no EDS cluster names them",
+        "route 'kv.list': cluster 'kv' is not defined",
+        "route 'kv.get': cluster 'kv' is not defined",
+        "route 'kv.put': cluster 'kv' is not defined",
+        "route 'kv.delete': cluster 'kv' is not defined",
+    ]

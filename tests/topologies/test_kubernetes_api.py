@@ -24,7 +24,7 @@ from lightkube.resources.core_v1 import Namespace
 from lightkube.resources.discovery_v1 import EndpointSlice
 
 from images import kubernetes
-from runtime.endpointslices import SERVICE_LABEL, EndpointSliceSource
+from runtime.discovery.endpointslices import SERVICE_LABEL, EndpointSliceSource
 from tests.conftest import free_port
 from topologies import spec
 from topologies.cli import main

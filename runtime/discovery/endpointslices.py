@@ -1,7 +1,7 @@
 """Kubernetes EndpointSlices as the xDS control plane's endpoint source (the k8s mode).
 
 Where discovery on Docker reads the nodes' own registrations under DB leases
-(:class:`runtime.discovery.DbLeaseSource`), on Kubernetes the cluster already knows which pods
+(:class:`runtime.discovery.leases.DbLeaseSource`), on Kubernetes the cluster already knows which pods
 back each Service and whether they are ready: the EndpointSlices of the Services named after
 the runtime's services (``kubernetes.io/service-name: kv``...). :func:`endpoints_from_slices`
 is the translation, pure; :class:`EndpointSliceSource` lists and watches the slices of one
@@ -29,7 +29,7 @@ import logging
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import Any
 
-from runtime.discovery import Endpoint
+from runtime.discovery.base import Endpoint
 
 SERVICE_LABEL = "kubernetes.io/service-name"
 HTTP_PORT_NAME, GRPC_PORT_NAME = "https", "grpc"

@@ -1,5 +1,5 @@
-"""Which service nodes exist: each registers itself in the DB under a lease, and endpoint
-sources turn the registrations into what the xDS control plane serves.
+"""Discovery through the DB: each service node registers itself under a lease, and
+:class:`DbLeaseSource` turns the registrations into endpoints for the xDS control plane.
 
 A registration is ``/modematrix/_discovery/<service>/<node>`` = ``{"node", "service", "host",
 "port", "version", "ready"}``, written with a lease of :data:`TTL` seconds that the node renews
@@ -7,19 +7,16 @@ every second. A node that dies stops renewing, and its keys vanish within the TT
 that drains revokes its lease first (its keys vanish at once), waits until the balancers
 have heard, then stops taking work.
 
-:class:`EndpointSource` is the seam: :class:`DbLeaseSource` reads these registrations; a
-Kubernetes source (EndpointSlices) is the next one, with the same output.
+The Kubernetes mode's source is :mod:`runtime.discovery.endpointslices`, with the same output.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
-from typing import Protocol
 
+from runtime.discovery.base import Endpoint, parse, record
 from runtime.exceptions import StorageUnavailable
 from runtime.storage.etcd import EtcdBackend
 
@@ -27,62 +24,6 @@ log = logging.getLogger("runtime.discovery")
 NAMESPACE = "_discovery"
 TTL = 3  # seconds: a dead node is out of every balancer within this (plus one health check)
 RENEW_EVERY = 1.0
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One service node as discovery knows it."""
-
-    node: str
-    service: str
-    host: str
-    port: int
-    ready: bool = True
-    version: str = ""
-    grpc_port: int = 0  # 0: no gRPC API on this node
-    tls_name: str = ""  # the name its certificate carries, which Envoy checks (empty: ``node``)
-
-    @property
-    def verified_as(self) -> str:
-        return self.tls_name or self.node
-
-
-def record(endpoint: Endpoint) -> bytes:
-    """One registration's value, keys sorted (the same endpoint, the same bytes).
-
-    >>> record(Endpoint("kv-1", "kv", "10.0.0.5", 8443, True, "0.1.0", 8445))[:38]
-    b'{"grpc_port": 8445, "host": "10.0.0.5"'
-    """
-    fields = {
-        "node": endpoint.node,
-        "service": endpoint.service,
-        "host": endpoint.host,
-        "port": endpoint.port,
-        "version": endpoint.version,
-        "ready": endpoint.ready,
-        "grpc_port": endpoint.grpc_port,
-    }
-    return json.dumps(fields, sort_keys=True).encode()
-
-
-def parse(value: bytes) -> Endpoint | None:
-    """A registration, or None for one this version cannot read (logged, skipped)."""
-    try:
-        data = json.loads(value)
-        return Endpoint(
-            str(data["node"]),
-            str(data["service"]),
-            str(data["host"]),
-            int(data["port"]),
-            bool(data.get("ready", True)),
-            str(data.get("version", "")),
-            int(data.get("grpc_port", 0)),
-        )
-    except (ValueError, KeyError, TypeError):
-        log.warning(
-            "unreadable registration skipped", extra={"fields": {"value": value[:200].decode(errors="replace")}}
-        )
-        return None
 
 
 class Registrar:
@@ -125,11 +66,6 @@ class Registrar:
             log.info("withdrew this node's registrations", extra={"fields": {"lease": f"{self.lease:x}"}})
         except StorageUnavailable as exc:  # they expire within the TTL anyway
             log.warning("could not withdraw; registrations expire by themselves", extra={"fields": {"error": str(exc)}})
-
-
-class EndpointSource(Protocol):
-    def watch(self) -> AsyncIterator[list[Endpoint]]:
-        """The current endpoints, then again after every change."""
 
 
 class DbLeaseSource:
