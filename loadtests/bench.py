@@ -34,14 +34,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 import images
 import topologies
 from images import golang
-from topologies import kuberun, platforms
+from topologies import ContainerRun, KubeRun, Run, engines, targets
 from topologies.constants import API_PORT, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
 from topologies.pki import RunPki
 from topologies.wait import wait_until
@@ -143,11 +142,11 @@ class Wrk:
 @contextmanager
 def bare_starlette(image: str, core: str) -> Iterator[str]:
     """The baseline server in a container of the runtime image; yields its URL."""
-    platform = platforms.get("docker")
-    platform.guard(image)
+    engine = engines.get("docker")
+    engine.guard(image)
     run_id = f"bench-{uuid.uuid4().hex[:6]}"
     labels = {LABEL_RUN: run_id, LABEL_MODE: "bench", LABEL_NODE: "baseline", LABEL_ROLE: "baseline"}
-    launch = platforms.Launch(
+    launch = engines.Launch(
         name=f"mm-{run_id}-baseline",
         image=image,
         labels=labels,
@@ -155,7 +154,7 @@ def bare_starlette(image: str, core: str) -> Iterator[str]:
         publish=(API_PORT,),
         cpuset=core,
     )
-    handle = platform.launch(launch)
+    handle = engine.launch(launch)
     url = f"https://127.0.0.1:{handle.ports[API_PORT]}/hello"
     try:
         wait_until(
@@ -166,75 +165,45 @@ def bare_starlette(image: str, core: str) -> Iterator[str]:
         )
         yield url
     finally:
-        platform.remove_run(run_id)
-
-
-def _rows_for_k8s(wrk: Wrk, core: str, bare: Row) -> list[Row]:
-    """The k8s mode on a cluster built here: through one Envoy (HTTP with wrk, gRPC with
-    grpcload), against the bare row (pod addresses, etcd's among them, are not reachable from
-    the host). Its node containers are not pinned: a kubelet in a container narrower than the
-    machine fails ("failed to write 0-1: .../cpuset/kubelet/kubepods/cpuset.cpus: permission
-    denied") and the node stops, so the servers share wrk's core here and the rows say so."""
-    del core
-    run = kuberun.start()
-    try:
-        with run.client(endpoints=[f"https://{run.grpc_endpoints[0]}"]) as api:
-            token = api.login()
-            seeded = api.put("/v1/kv/bench-get", content=b"x" * 64)
-            if seeded.status_code != 200:
-                raise topologies.TopologyError(f"k8s: could not write the GET key: {seeded.status_code} {seeded.text}")
-            url = f"https://{run.grpc_endpoints[0]}"
-            rows = [
-                _row(
-                    "k8s",
-                    "kv PUT through Envoy (unpinned)",
-                    wrk.run(f"{url}/v1/kv/", token=token, script=_lua_put("/v1/kv/bench-k8s-")),
-                    bare,
-                ),
-                _row("k8s", "kv GET through Envoy (unpinned)", wrk.run(f"{url}/v1/kv/bench-get", token=token), bare),
-            ]
-            rows += [
-                _row("k8s", "kv PUT over gRPC through Envoy (unpinned)", _grpc(run, token, "put", wrk), bare),
-                _row("k8s", "kv GET over gRPC through Envoy (unpinned)", _grpc(run, token, "get", wrk), bare),
-            ]
-            return rows
-    finally:
-        run.stop()
+        engine.remove_run(run_id)
 
 
 def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row) -> list[Row]:
-    if mode == "k8s":
-        return _rows_for_k8s(wrk, core, bare)
-    with topologies.start(mode, cpuset=core) as cluster, cluster.client() as api:
+    """One mode's rows: HTTP PUT and GET (wrk) and gRPC Put and Get (grpcload) through its
+    front door, against raw etcd puts to one of its members where it has them, else against
+    the bare row. Servers are pinned to ``core`` where the mode allows it
+    (:func:`topologies.targets.pinnable`); rows of one that does not say unpinned."""
+    pinned = targets.pinnable(mode)
+    with topologies.start(mode, cpuset=core if pinned else None, timeout=400) as run, run.client() as api:
         token = api.token or api.login()
         seeded = api.put("/v1/kv/bench-get", content=b"x" * 64)
         if seeded.status_code != 200:
             raise topologies.TopologyError(f"{mode}: could not write the GET key: {seeded.status_code} {seeded.text}")
-        url = cluster.endpoints[0]
+        url = run.endpoints[0]
         get = wrk.run(f"{url}/v1/kv/bench-get", token=token)
         put = wrk.run(f"{url}/v1/kv/", token=token, script=_lua_put(f"/v1/kv/bench-{mode}-"))
-        grpc_put = _grpc(cluster, token, "put", wrk) if cluster.grpc_endpoints else None
-        grpc_get = _grpc(cluster, token, "get", wrk) if cluster.grpc_endpoints else None
-        if cluster.spec.db != "etcd":
-            rows = [_row(mode, "kv GET", get, bare), _row(mode, "kv PUT", put, bare)]
-            if grpc_put and grpc_get:
-                rows += [_row(mode, "kv GET over gRPC", grpc_get, bare), _row(mode, "kv PUT over gRPC", grpc_put, bare)]
-            return rows
-        member = next(n for n in cluster.nodes if n.db_member)
-        raw_row = _row(mode, RAW_ETCD, _raw_etcd(cluster, member.ip, wrk), None)
-        envoys = any(n.spec.is_envoy for n in cluster.nodes)
-        through = "through the load balancer" if cluster.lb else "through Envoy" if envoys else "through one node"
-        rows = [
-            raw_row,
-            _row(mode, f"kv PUT {through}", put, raw_row),
-            _row(mode, f"kv GET {through}", get, raw_row),
-        ]
+        grpc_put = _grpc(run, token, "put", wrk) if run.grpc_endpoints else None
+        grpc_get = _grpc(run, token, "get", wrk) if run.grpc_endpoints else None
+        baseline, through = _baseline(run, mode, wrk, bare)
+        through = " ".join(word for word in (through, "" if pinned else "(unpinned)") if word)
+        measured = [("kv PUT", put), ("kv GET", get)]
         if grpc_put and grpc_get:
-            rows += [
-                _row(mode, f"kv PUT over gRPC {through}", grpc_put, raw_row),
-                _row(mode, f"kv GET over gRPC {through}", grpc_get, raw_row),
-            ]
-        return rows
+            measured += [("kv PUT over gRPC", grpc_put), ("kv GET over gRPC", grpc_get)]
+        rows = [baseline] if baseline is not bare else []
+        return rows + [_row(mode, f"{what} {through}".strip(), numbers, baseline) for what, numbers in measured]
+
+
+def _baseline(run: Run, mode: str, wrk: Wrk, bare: Row) -> tuple[Row, str]:
+    """The row a mode's rows are ratios of (raw etcd puts to one of its members, where the
+    host reaches one; else the bare server), and how its requests travel."""
+    if isinstance(run, KubeRun):
+        return bare, "through Envoy"  # pod addresses, etcd's among them, are not reachable from the host
+    if not isinstance(run, ContainerRun) or run.spec.db != "etcd":
+        return bare, ""
+    member = next(n for n in run.nodes if n.db_member)
+    raw = _row(mode, RAW_ETCD, _raw_etcd(run, member.ip, wrk), None)
+    envoys = any(n.spec.is_envoy for n in run.nodes)
+    return raw, "through the load balancer" if run.lb else "through Envoy" if envoys else "through one node"
 
 
 ETCDLOAD = Path(__file__).with_name("etcdload")
@@ -263,13 +232,13 @@ def go_binary(folder: Path) -> Path:
     return binary
 
 
-def _grpc(cluster: Any, token: str, method: str, wrk: Wrk) -> Measured:
+def _grpc(run: Run, token: str, method: str, wrk: Wrk) -> Measured:
     """Unary Kv calls over gRPC through the mode's gRPC front door, by ``loadtests/grpcload``
     (Go, pinned to wrk's core): 4 HTTP/2 connections carrying as many calls at once as wrk
     has connections."""
-    argv = ["taskset", "-c", str(wrk.core), str(go_binary(GRPCLOAD)), f"-target={cluster.grpc_endpoints[0]}"]
-    argv += [f"-cacert={cluster.ca_file}", f"-token={token}", f"-method={method}"]
-    argv += ["-key=bench-get" if method == "get" else f"-key=bench-grpc-{cluster.mode}"]
+    argv = ["taskset", "-c", str(wrk.core), str(go_binary(GRPCLOAD)), f"-target={run.grpc_endpoints[0]}"]
+    argv += [f"-cacert={run.ca_file}", f"-token={token}", f"-method={method}"]
+    argv += ["-key=bench-get" if method == "get" else f"-key=bench-grpc-{run.mode}"]
     argv += [f"-clients={wrk.connections}", f"-seconds={wrk.seconds:g}"]
     return _go_load("grpcload", argv, wrk)
 
@@ -285,10 +254,10 @@ def _go_load(name: str, argv: list[str], wrk: Wrk) -> Measured:
     )
 
 
-def _raw_etcd(cluster: topologies.Cluster, member_ip: str, wrk: Wrk) -> Measured:
+def _raw_etcd(run: ContainerRun, member_ip: str, wrk: Wrk) -> Measured:
     """Puts straight to one member as etcd's root, with etcd's own Go client: wrk presents no
     client certificate, and etcd's JSON gateway ignores certificate users."""
-    pki = RunPki.load(cluster.workdir)
+    pki = RunPki.load(run.workdir)
     root = pki.root().get("node")
     assert root is not None
     with tempfile.TemporaryDirectory() as folder:
@@ -324,7 +293,7 @@ def render(rows: Sequence[Row], wrk: Wrk) -> str:
 
 
 def bench(modes: Sequence[str], wrk: Wrk, server_core: str, results: Path) -> list[Row]:
-    image = platforms.get("docker").image(quiet=False)
+    image = engines.get("docker").image(quiet=False)
     with bare_starlette(image, server_core) as url:
         bare = _row("-", BARE, wrk.run(url), None)
     rows = [bare]
@@ -354,10 +323,10 @@ def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in [*topologies.available(), "k8s"]]
+    unknown = [m for m in modes if m not in topologies.modes()]
     if unknown or not modes:
         raise topologies.NotFound(
-            f"--mode: no mode {unknown[0] if unknown else ''!r}; expected some of single,ha,scaled,k8s"
+            f"--mode: no mode {unknown[0] if unknown else ''!r}; expected some of {', '.join(topologies.modes())}"
         )
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         raise topologies.UsageError("modematrix bench needs wrk and taskset: sudo apt-get install wrk util-linux")

@@ -12,7 +12,7 @@ import random
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import gevent
 from locust import events
@@ -20,15 +20,19 @@ from locust.env import Environment
 
 from loadtests import slo, target, users
 from loadtests.timeline import Timeline, recovery
-from topologies import faults, kubefaults, victims
+from topologies import ContainerRun, KubeRun, Run, faults
+from topologies.containers import victims
+from topologies.containers.faults import Kill, Partition, Pause
+from topologies.kubernetes import faults as kube
 
 log = logging.getLogger("modematrix.load")
+R = TypeVar("R", bound=Run)
 CPU_LIMIT = 90.0
-FAULTS = {
-    "kill-leader": ("leader", faults.Kill),
-    "kill-node": ("other", faults.Kill),
-    "pause-node": ("other", faults.Pause),
-    "partition-leader": ("leader", None),
+FAULTS = {  # --fault: which node (containers), and what happens to it
+    "kill-leader": ("leader", "kill"),
+    "kill-node": ("other", "kill"),
+    "pause-node": ("other", "pause"),
+    "partition-leader": ("leader", "partition"),
 }
 
 
@@ -58,12 +62,23 @@ def register(mode: str, defaults: slo.Slo) -> None:
     events.init.add_listener(start)
 
 
-def _k8s_fault(name: str, run: Any) -> Any:
+def on_containers(name: str, run: ContainerRun) -> faults.Fault[ContainerRun]:
+    which, action = FAULTS[name]
+    node = victims.choose(run, which, random.Random())
+    choices: dict[str, faults.Fault[ContainerRun]] = {
+        "kill": Kill(node),
+        "pause": Pause(node),
+        "partition": Partition.isolating(node, run),
+    }
+    return choices[action]
+
+
+def on_kubernetes(name: str, run: KubeRun) -> faults.Fault[KubeRun] | None:
     """kill-node and pause-node on a cluster built here: one worker's node container."""
     actions = {"kill-node": "kill", "pause-node": "pause"}
     if name not in actions:
         return None
-    return kubefaults.NodeFault(kubefaults.any_worker(run, random.Random()), actions[name])
+    return kube.NodeFault(kube.any_worker(run, random.Random()), actions[name])
 
 
 @dataclass
@@ -99,30 +114,31 @@ class LoadRun:
 
     def inject(self, name: str, at: float, duration: float) -> None:
         """The fault cycle of topologies, timed by the load run."""
-        cluster = self.target.cluster if self.target else None
-        if cluster is None:
-            log.error("--fault needs a cluster this run started, or --cluster-json of one")
+        run = self.target.run if self.target else None
+        if run is None:
+            log.error("--fault needs a run this load run started, or --cluster-json of one")
             return
         gevent.sleep(at)
-        if self.mode == "k8s":
-            fault = _k8s_fault(name, cluster)
+        if isinstance(run, KubeRun):
+            fault = on_kubernetes(name, run)
             if fault is None:
-                log.error("--fault %s: the k8s mode has kill-node, pause-node (a worker's container)", name)
+                log.error("--fault %s: the Kubernetes modes have kill-node and pause-node (a worker)", name)
                 return
-        else:
-            which, kind = FAULTS[name]
-            node = victims.choose(cluster, which, random.Random())
-            fault = kind(node) if kind is not None else faults.Partition.isolating(node, cluster)
-        with faults.injected(cluster, fault, mark=lambda event: self.timeline.mark(time.time(), event)):
+            self._hold(run, fault, duration)
+        elif isinstance(run, ContainerRun):
+            self._hold(run, on_containers(name, run), duration)
+
+    def _hold(self, run: R, fault: faults.Fault[R], duration: float) -> None:
+        with faults.injected(run, fault, mark=lambda event: self.timeline.mark(time.time(), event)):
             gevent.sleep(duration)
 
     def finish(self, environment: Environment, **_: Any) -> None:
         try:
             self.report()
         finally:
-            if self.target is not None and self.target.owned and self.target.cluster is not None:
-                log.info("removing the %s cluster started for this run", self.mode)
-                self.target.cluster.stop()
+            if self.target is not None and self.target.owned and self.target.run is not None:
+                log.info("removing the %s run started for this load run", self.mode)
+                self.target.run.stop()
 
     def report(self) -> None:
         environment, options = self.environment, self.environment.parsed_options

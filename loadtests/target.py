@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import topologies
-from topologies import kuberun
+from topologies import Run
 
 log = logging.getLogger("modematrix.load")
 
@@ -22,7 +22,7 @@ class Target:
     grpc_endpoints: tuple[str, ...]
     ca_file: str
     password: str
-    cluster: Any  # a Cluster or KubeRun: set when this run started it, or attached to it for --fault
+    run: Run | None  # set when this load run started it, or attached to it for --fault
     owned: bool
 
 
@@ -31,7 +31,7 @@ def resolve(mode: str, options: Any) -> Target:
     described: dict[str, Any] = json.loads(Path(options.cluster_json).read_text()) if options.cluster_json else {}
     if not options.host and not described:
         log.info("no --host: starting the %s mode", mode)
-        started: Any = kuberun.start() if mode == "k8s" else topologies.launch(mode)
+        started = topologies.start(mode)
         return Target(
             tuple(started.endpoints),
             tuple(started.grpc_endpoints),
@@ -47,10 +47,8 @@ def resolve(mode: str, options: Any) -> Target:
     password = options.admin_password or described.get("admin", {}).get("password", "")
     if not ca_file or not password:
         raise SystemExit("modematrix: with --host, give --cluster-json, or --ca-file and --admin-password")
-    if described.get("mode") == "k8s" and options.fault:
-        raise SystemExit("modematrix: --fault on the k8s mode needs a cluster this run starts (no --host)")
-    cluster = topologies.attach(described["run_id"]) if described and options.fault else None
-    return Target(endpoints, grpc_endpoints, ca_file, password, cluster, False)
+    attached = topologies.attach(described["run_id"]) if described and options.fault else None
+    return Target(endpoints, grpc_endpoints, ca_file, password, attached, False)
 
 
 def publish(mode: str, target: Target, options: Any) -> None:

@@ -1,8 +1,9 @@
 """Failover scenarios as data: which fault, how often, how long, against which modes, judged
 by which checks.
 
-Each scenario picks a concrete fault per cycle from the live cluster (through
-:mod:`topologies.victims`), so "kill the leader" means the leader at that moment.
+Each scenario is typed to the runs it breaks (``Scenario[ContainerRun]``,
+``Scenario[KubeRun]``) and picks a concrete fault per cycle from the live run (through
+:mod:`topologies.containers.victims`), so "kill the leader" means the leader at that moment.
 """
 
 from __future__ import annotations
@@ -10,31 +11,35 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Generic, TypeVar
 
 from scenarios.checkers import CHECKS
 from scenarios.traffic import Traffic
-from topologies import Cluster, kubefaults
-from topologies.faults import Both, Delay, Fault, Kill, Loss, Partition, Pause, Restart, netem_missing
-from topologies.victims import choose
+from topologies import ContainerRun, KubeRun, Run
+from topologies.containers.faults import Delay, Kill, Loss, Partition, Pause, Restart
+from topologies.containers.victims import choose
+from topologies.faults import Both, Fault
+from topologies.kubernetes import faults as kube
 
-Chooser = Callable[[Cluster, random.Random, int], Fault]
+R = TypeVar("R", bound=Run)
 ALL_CHECKS = tuple(CHECKS)
 REPLICATED = ("ha", "scaled")
+K8S = ("k8s",)
 
 
 @dataclass(frozen=True)
-class Scenario:
+class Scenario(Generic[R]):
     name: str
-    choose: Chooser
-    cycles: int | Callable[[Cluster], int] = 3
+    on: type[R]  # the runs it breaks: ContainerRun or KubeRun
+    choose: Callable[[R, random.Random, int], Fault[R]]
+    cycles: int | Callable[[R], int] = 3
     modes: tuple[str, ...] = REPLICATED
     checks: tuple[str, ...] = ALL_CHECKS
     traffic: Traffic = field(default_factory=Traffic)
     warmup_s: float = 1.5
     during_s: float = 4.0
     settle_s: float = 1.0
-    requires: Callable[[Cluster], str | None] = lambda cluster: None  # None, or why it cannot run here
+    requires: Callable[[R], str | None] = lambda run: None  # None, or why it cannot run on this run
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.checks if c not in CHECKS]
@@ -43,76 +48,80 @@ class Scenario:
                 f"scenario {self.name}: unknown check {unknown[0]!r}; expected some of {', '.join(CHECKS)}"
             )
 
-    def cycles_for(self, cluster: Cluster) -> int:
-        return self.cycles(cluster) if callable(self.cycles) else self.cycles
+    def cycles_for(self, run: R) -> int:
+        return self.cycles(run) if callable(self.cycles) else self.cycles
 
-    def skip_reason(self, mode: str, cluster: Cluster | None = None) -> str | None:
-        """None if the scenario applies to ``mode`` (and can run on ``cluster``), else why not."""
-        if mode not in self.modes:
-            return f"{self.name} applies to {', '.join(self.modes)}, not {mode}"
-        return self.requires(cluster) if cluster is not None else None
+    def bind(self, run: Run) -> R | str:
+        """``run`` as the runs this scenario breaks, or why it does not apply to it."""
+        if run.mode not in self.modes:
+            return f"{self.name} applies to {', '.join(self.modes)}, not {run.mode}"
+        if not isinstance(run, self.on):
+            return f"{self.name} breaks a {self.on.__name__}, not a {type(run).__name__}"
+        return self.requires(run) or run
 
 
-def _node(which: str) -> Callable[[Cluster, random.Random], str]:
-    return lambda cluster, rng: choose(cluster, which, rng)
+def _node(which: str) -> Callable[[ContainerRun, random.Random], str]:
+    return lambda run, rng: choose(run, which, rng)
 
 
 leader, follower, anyone = _node("leader"), _node("follower"), _node("random")
 
 
-K8S = ("k8s",)
-
-
-def _pod(workload: str) -> Chooser:
-    """Delete one of ``workload``'s Ready pods (a :class:`topologies.kuberun.KubeRun`'s)."""
-    return lambda run, rng, cycle: cast(Fault, kubefaults.any_pod(cast(Any, run), workload, rng))
-
-
-def _worker(action: str) -> Chooser:
-    return lambda run, rng, cycle: cast(Fault, kubefaults.NodeFault(kubefaults.any_worker(cast(Any, run), rng), action))
-
-
-def _overlapping(cluster: Cluster, rng: random.Random, cycle: int) -> Fault:
+def _overlapping(run: ContainerRun, rng: random.Random, cycle: int) -> Fault[ContainerRun]:
     """A follower's node killed and, at the same time, 20 % packet loss on another node that
     is not the leader: one member down and a lossy link, which a quorum of 3 survives."""
-    killed = follower(cluster, rng)
-    others = [n.name for n in cluster.nodes if n.name not in (killed, leader(cluster, rng))]
-    return Both(Kill(killed), Loss(rng.choice(others), 20))
+    killed = follower(run, rng)
+    others = [n.name for n in run.nodes if n.name not in (killed, leader(run, rng))]
+    return Both[ContainerRun](Kill(killed), Loss(rng.choice(others), 20))
 
 
-CATALOGUE: tuple[Scenario, ...] = (
-    Scenario("kill-leader", lambda c, r, i: Kill(leader(c, r))),
-    Scenario("kill-follower", lambda c, r, i: Kill(follower(c, r))),
-    Scenario("kill-random-node", lambda c, r, i: Kill(anyone(c, r))),
-    Scenario("pause-node", lambda c, r, i: Pause(anyone(c, r))),
-    Scenario("partition-one", lambda c, r, i: Partition.isolating(anyone(c, r), c)),
-    Scenario("partition-leader", lambda c, r, i: Partition.isolating(leader(c, r), c)),
-    Scenario(
+def _pod(name: str, workload: str) -> Scenario[KubeRun]:
+    """Delete one of ``workload``'s Ready pods; its controller replaces it."""
+    return Scenario[KubeRun](name, KubeRun, lambda run, rng, cycle: kube.any_pod(run, workload, rng), modes=K8S)
+
+
+def _worker(action: str) -> Scenario[KubeRun]:
+    def fault(run: KubeRun, rng: random.Random, cycle: int) -> Fault[KubeRun]:
+        return kube.NodeFault(kube.any_worker(run, rng), action)
+
+    return Scenario[KubeRun](f"{action}-a-worker", KubeRun, fault, modes=K8S)
+
+
+C = ContainerRun
+CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
+    Scenario[C]("kill-leader", C, lambda r, g, i: Kill(leader(r, g))),
+    Scenario[C]("kill-follower", C, lambda r, g, i: Kill(follower(r, g))),
+    Scenario[C]("kill-random-node", C, lambda r, g, i: Kill(anyone(r, g))),
+    Scenario[C]("pause-node", C, lambda r, g, i: Pause(anyone(r, g))),
+    Scenario[C]("partition-one", C, lambda r, g, i: Partition.isolating(anyone(r, g), r)),
+    Scenario[C]("partition-leader", C, lambda r, g, i: Partition.isolating(leader(r, g), r)),
+    Scenario[C](
         "rolling-restart",
-        lambda c, r, i: Restart(c.nodes[i % len(c.nodes)].name),
-        cycles=lambda c: len(c.nodes),
+        C,
+        lambda r, g, i: Restart(r.nodes[i % len(r.nodes)].name),
+        cycles=lambda r: len(r.nodes),
         during_s=0.5,
     ),
-    Scenario("packet-loss", lambda c, r, i: Loss(anyone(c, r), 30)),
-    Scenario("delay", lambda c, r, i: Delay(anyone(c, r), 200, 50), requires=netem_missing),
-    Scenario("kill-follower-with-loss-elsewhere", _overlapping),
+    Scenario[C]("packet-loss", C, lambda r, g, i: Loss(anyone(r, g), 30)),
+    Scenario[C]("delay", C, lambda r, g, i: Delay(anyone(r, g), 200, 50), requires=lambda r: r.netem_missing()),
+    Scenario[C]("kill-follower-with-loss-elsewhere", C, _overlapping),
     # the front door and its control plane (modes behind Envoy): the other Envoy keeps
     # serving; without the xds node the Envoys keep their last config and reconnect
-    Scenario("kill-an-envoy", lambda c, r, i: Kill(choose(c, "service:envoy", r)), modes=("scaled",)),
-    Scenario("kill-the-xds-node", lambda c, r, i: Kill(choose(c, "service:xds", r)), modes=("scaled",)),
+    Scenario[C]("kill-an-envoy", C, lambda r, g, i: Kill(choose(r, "service:envoy", g)), modes=("scaled",)),
+    Scenario[C]("kill-the-xds-node", C, lambda r, g, i: Kill(choose(r, "service:xds", g)), modes=("scaled",)),
     # the k8s mode (a cluster built here): Kubernetes replaces what is deleted, Envoy routes
     # around what is gone; a worker runs one etcd member and at most one Envoy
-    Scenario("delete-a-kv-pod", _pod("kv"), modes=K8S),
-    Scenario("delete-an-etcd-pod", _pod("etcd"), modes=K8S),
-    Scenario("delete-an-envoy-pod", _pod("envoy"), modes=K8S),
-    Scenario("delete-the-xds-pod", _pod("xds"), modes=K8S),
-    Scenario("kill-a-worker", _worker("kill"), modes=K8S),
-    Scenario("pause-a-worker", _worker("pause"), modes=K8S),
-    Scenario("partition-a-worker", _worker("partition"), modes=K8S),
+    _pod("delete-a-kv-pod", "kv"),
+    _pod("delete-an-etcd-pod", "etcd"),
+    _pod("delete-an-envoy-pod", "envoy"),
+    _pod("delete-the-xds-pod", "xds"),
+    _worker("kill"),
+    _worker("pause"),
+    _worker("partition"),
 )
 
 
-def by_name(name: str) -> Scenario:
+def by_name(name: str) -> Scenario[ContainerRun] | Scenario[KubeRun]:
     for scenario in CATALOGUE:
         if scenario.name == name:
             return scenario

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scenarios import report
+from scenarios.report import summary as report
 from scenarios.runner import Result
 
 RESULTS: list[Result] = []

@@ -12,13 +12,13 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
-from scenarios.catalogue import Scenario
+from scenarios.catalogue import R, Scenario
 from scenarios.checkers import CHECKS, Verdict
 from scenarios.history import History
 from scenarios.traffic import TrafficRun
-from topologies import Cluster
+from topologies import ContainerRun, KubeRun, Run
 from topologies.faults import injected
 
 
@@ -57,33 +57,46 @@ class Result:
         }
 
 
-def run(cluster: Cluster, scenario: Scenario, *, seed: int | None = None) -> Result:
-    skipped = scenario.skip_reason(cluster.mode, cluster)
-    if skipped:
-        return Result(scenario.name, cluster.mode, [], [], {}, 0.0, skipped=skipped)
+@overload
+def run(target: Run, scenario: Scenario[ContainerRun], *, seed: int | None = None) -> Result: ...
+@overload
+def run(target: Run, scenario: Scenario[KubeRun], *, seed: int | None = None) -> Result: ...
+def run(target: Run, scenario: Scenario[R], *, seed: int | None = None) -> Result:
+    """Run ``scenario`` against ``target``, or a skipped Result saying why it does not apply."""
+    return _bound(target, scenario, seed)
+
+
+def _bound(target: Run, scenario: Scenario[R], seed: int | None) -> Result:
+    bound = scenario.bind(target)
+    if isinstance(bound, str):
+        return Result(scenario.name, target.mode, [], [], {}, 0.0, skipped=bound)
+    return _cycles(bound, scenario, seed)
+
+
+def _cycles(target: R, scenario: Scenario[R], seed: int | None) -> Result:
     seed = seed if seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     history = History()
-    traffic = TrafficRun(cluster, scenario.traffic, history, tag=f"{scenario.name}-{seed}", seed=seed)
+    traffic = TrafficRun(target, scenario.traffic, history, tag=f"{scenario.name}-{seed}", seed=seed)
     started = time.monotonic()
-    cluster.wait_healthy()
+    target.wait_healthy()
     faults: list[str] = []
     traffic.start()
     try:
         traffic.run_for(scenario.warmup_s)
-        for cycle in range(scenario.cycles_for(cluster)):
-            fault = scenario.choose(cluster, rng, cycle)
+        for cycle in range(scenario.cycles_for(target)):
+            fault = scenario.choose(target, rng, cycle)
             faults.append(fault.name)
-            with injected(cluster, fault, mark=lambda event: history.mark(time.monotonic(), event)):
+            with injected(target, fault, mark=lambda event: history.mark(time.monotonic(), event)):
                 traffic.run_for(scenario.during_s)
             healed = time.monotonic()
             traffic.run_for(scenario.settle_s)
             traffic.run_until_write_after(healed, timeout=2 * scenario.traffic.timeout)
     finally:
         traffic.stop()
-    with cluster.client(timeout=scenario.traffic.timeout, resend_idempotent=False) as api:
+    with target.client(timeout=scenario.traffic.timeout, resend_idempotent=False) as api:
         traffic.final_reads(api)
         traffic.drain(api)
     verdicts = [CHECKS[name](history) for name in scenario.checks]
     elapsed = time.monotonic() - started
-    return Result(scenario.name, cluster.mode, faults, verdicts, history.counts(), elapsed, traffic.errors, history)
+    return Result(scenario.name, target.mode, faults, verdicts, history.counts(), elapsed, traffic.errors, history)

@@ -1,7 +1,7 @@
 """A steady, bounded load through a mode's front door that counts every outcome: what
 scaling scenarios run while they add and drain nodes or pods, and then require 0 failures.
 
-    with Load(cluster) as load:
+    with Load(run) as load:
         ...scale...
     assert load.failed == 0, load.failures[:10]
 """
@@ -13,9 +13,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import httpx
+
+from topologies import Run
 
 LOAD_SECONDS_MAX = 120  # the load stops by itself even if a test fails to stop it
 
@@ -23,15 +24,15 @@ LOAD_SECONDS_MAX = 120  # the load stops by itself even if a test fails to stop 
 class Load:
     """A bounded writer and reader through the front door, counting every outcome."""
 
-    def __init__(self, cluster: Any) -> None:  # a Cluster, or a KubeRun
-        self.cluster, self.outcomes = cluster, Counter[str]()
+    def __init__(self, run: Run) -> None:
+        self.run, self.outcomes = run, Counter[str]()
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         deadline = time.monotonic() + LOAD_SECONDS_MAX
-        with self.cluster.client(timeout=10) as api:
+        with self.run.client(timeout=10) as api:
             i = 0
             while not self._stop.is_set() and time.monotonic() < deadline:
                 i += 1

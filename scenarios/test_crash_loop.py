@@ -18,7 +18,8 @@ import time
 import httpx
 import pytest
 
-from topologies import Cluster, faults
+from topologies import ContainerRun, faults
+from topologies.containers.faults import Kill
 from topologies.wait import wait_until
 
 pytestmark = pytest.mark.single
@@ -27,17 +28,17 @@ WRITERS = 4
 WRITES_PER_CYCLE = 100  # acknowledged before each kill; the writers keep going until it lands
 
 
-def _writer(cluster: Cluster, name: str, stop: threading.Event, acked: dict[str, bytes]) -> None:
+def _writer(run: ContainerRun, name: str, stop: threading.Event, acked: dict[str, bytes]) -> None:
     while not stop.is_set():
         try:
-            _write(cluster, name, stop, acked)
+            _write(run, name, stop, acked)
             return
         except httpx.HTTPError:  # the kill landed while this writer was still logging in
             stop.wait(0.05)
 
 
-def _write(cluster: Cluster, name: str, stop: threading.Event, acked: dict[str, bytes]) -> None:
-    with cluster.client(timeout=5, budget=0) as api:  # no resends: an acknowledgement is this call's own
+def _write(run: ContainerRun, name: str, stop: threading.Event, acked: dict[str, bytes]) -> None:
+    with run.client(timeout=5, budget=0) as api:  # no resends: an acknowledgement is this call's own
         i = 0
         while not stop.is_set():
             i += 1
@@ -50,10 +51,10 @@ def _write(cluster: Cluster, name: str, stop: threading.Event, acked: dict[str, 
                 acked[key] = value
 
 
-def _missing(cluster: Cluster, expected: dict[str, bytes], when: str) -> list[str]:
+def _missing(run: ContainerRun, expected: dict[str, bytes], when: str) -> list[str]:
     """Every key of ``expected`` read back with its value, or a line saying what came back."""
     lost = []
-    with cluster.client(timeout=10) as api:
+    with run.client(timeout=10) as api:
         for key, value in expected.items():
             reply = api.get(f"/v1/kv/{key}")
             if reply.status_code != 200 or reply.content != value:
@@ -65,15 +66,15 @@ def _missing(cluster: Cluster, expected: dict[str, bytes], when: str) -> list[st
 # a connection cut by the kill is dropped by httpx's pool unclosed; its ResourceWarning is the
 # kill's doing, not a leak of the test's (100 cycles made pytest turn them into an error)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning", "ignore::ResourceWarning")
-def test_every_acknowledged_write_survives_kill_9(cluster: Cluster) -> None:
+def test_every_acknowledged_write_survives_kill_9(run: ContainerRun) -> None:
     cycles = CYCLES
-    node = cluster.nodes[0]
+    node = run.nodes[0]
     acked: dict[str, bytes] = {}
     lost: list[str] = []
     for cycle in range(cycles):
         stop = threading.Event()
         writers = [
-            threading.Thread(target=_writer, args=(cluster, f"c{cycle}w{w}", stop, acked), daemon=True)
+            threading.Thread(target=_writer, args=(run, f"c{cycle}w{w}", stop, acked), daemon=True)
             for w in range(WRITERS)
         ]
         earlier = set(acked)
@@ -89,12 +90,12 @@ def test_every_acknowledged_write_survives_kill_9(cluster: Cluster) -> None:
             interval=0.02,
             message=f"{WRITES_PER_CYCLE} writes acknowledged before the kill",
         )
-        with faults.injected(cluster, faults.Kill(node.name)):
+        with faults.injected(run, Kill(node.name)):
             stop.set()
             for thread in writers:
                 thread.join(10)
         now = dict(acked)
-        lost += _missing(cluster, {k: v for k, v in now.items() if k not in earlier}, f"cycle {cycle}")
-    lost += _missing(cluster, dict(acked), "at the end")  # earlier cycles' writes, after every later crash
+        lost += _missing(run, {k: v for k, v in now.items() if k not in earlier}, f"cycle {cycle}")
+    lost += _missing(run, dict(acked), "at the end")  # earlier cycles' writes, after every later crash
     print(f"\nsingle: {cycles} kill -9 cycles, {len(acked)} acknowledged writes, {len(lost)} lost")
     assert not lost, lost[:10]

@@ -1,7 +1,7 @@
 """The DB link, tried from outside as an attacker on the run's network would.
 
 In ha and scaled, etcd's client port (2379) and peer port (2380) take only TLS with a
-certificate from the run's cluster CA; 2380 only the members' peer certificate. Each
+certificate from the run's CA; 2380 only the members' peer certificate. Each
 service's DB user reaches its own namespace and nothing else. Each refusal has a positive
 control beside it (the same call with the right certificate succeeds), so these tests fail
 when the link is open, and when the test itself could not reach the DB at all.
@@ -28,7 +28,7 @@ from runtime.security import tls
 from runtime.security.certs import PEER_NAME
 from runtime.storage.base import prefix_end
 from runtime.storage.etcd_auth import ROOT_USER, user_name
-from topologies import Cluster
+from topologies import ContainerRun
 from topologies.constants import DB_CLIENT_PORT, DB_PEER_PORT, SECRETS_DIR
 from topologies.pki import RunPki
 from topologies.wait import wait_until
@@ -47,17 +47,17 @@ class Identity:
 
 
 @pytest.fixture(scope="module")
-def certs(cluster: Cluster) -> Iterator[dict[str, Identity]]:
+def certs(run: ContainerRun) -> Iterator[dict[str, Identity]]:
     """Certificates from the run's own CA (as the launcher can make them) and from a foreign CA
     whose certificate claims to be root."""
-    pki = RunPki.load(cluster.workdir)
-    here = [members(cluster)[0].rsplit(".", 1)[0] + ".1"]  # this host on the run's network (its gateway)
+    pki = RunPki.load(run.workdir)
+    here = [members(run)[0].rsplit(".", 1)[0] + ".1"]  # this host on the run's network (its gateway)
     now = datetime.now(UTC)
-    foreign = tls.make_ca("modematrix cluster CA", now, timedelta(days=1))  # same name, other key
+    foreign = tls.make_ca("modematrix run CA", now, timedelta(days=1))  # same name, other key
     with tempfile.TemporaryDirectory() as folder:
         directory = Path(folder)
         made = {"ca": Identity(directory, "ca", pki.ca.cert_pem, b"")}
-        for name in {ROOT_USER, PEER_NAME, *(user_name(n.services) for n in cluster.spec.nodes)}:
+        for name in {ROOT_USER, PEER_NAME, *(user_name(n.services) for n in run.spec.nodes)}:
             pair = pki.client(name, here).get("node")
             assert pair is not None
             made[name] = Identity(directory, name, *pair)
@@ -66,8 +66,8 @@ def certs(cluster: Cluster) -> Iterator[dict[str, Identity]]:
         yield made
 
 
-def members(cluster: Cluster) -> list[str]:
-    return [cluster.node(m.name).ip for m in cluster.spec.members]
+def members(run: ContainerRun) -> list[str]:
+    return [run.node(m.name).ip for m in run.spec.members]
 
 
 def _context(ca: Identity, client: Identity | None) -> ssl.SSLContext:
@@ -87,9 +87,9 @@ def _get(url: str, verify: ssl.SSLContext | bool) -> int:
 
 
 def test_the_client_port_takes_only_certificates_of_the_cluster_ca(
-    cluster: Cluster, certs: dict[str, Identity]
+    run: ContainerRun, certs: dict[str, Identity]
 ) -> None:
-    for ip in members(cluster):
+    for ip in members(run):
         url = f"https://{ip}:{DB_CLIENT_PORT}/version"
         assert _get(url, _context(certs["ca"], certs[ROOT_USER])) == 200, "positive control: the run's root"
         assert _get(f"http://{ip}:{DB_CLIENT_PORT}/version", False) != 200, "plaintext"
@@ -97,19 +97,19 @@ def test_the_client_port_takes_only_certificates_of_the_cluster_ca(
         assert _get(url, _context(certs["ca"], certs["foreign"])) == 0, "a foreign CA's 'root'"
 
 
-def test_the_peer_port_takes_only_the_members_peer_certificate(cluster: Cluster, certs: dict[str, Identity]) -> None:
-    for ip in members(cluster):
+def test_the_peer_port_takes_only_the_members_peer_certificate(run: ContainerRun, certs: dict[str, Identity]) -> None:
+    for ip in members(run):
         url = f"https://{ip}:{DB_PEER_PORT}/version"
         assert _get(url, _context(certs["ca"], certs[PEER_NAME])) == 200, "positive control: a peer certificate"
         assert _get(f"http://{ip}:{DB_PEER_PORT}/version", False) != 200, "plaintext"
         assert _get(url, _context(certs["ca"], None)) == 0, "TLS without a client certificate"
         assert _get(url, _context(certs["ca"], certs["foreign"])) == 0, "a foreign CA's certificate"
-        assert _get(url, _context(certs["ca"], certs[ROOT_USER])) == 0, "the cluster CA's, but not a peer's"
+        assert _get(url, _context(certs["ca"], certs[ROOT_USER])) == 0, "the run CA's, but not a peer's"
 
 
-def _kv(cluster: Cluster, certs: dict[str, Identity], user: str) -> tuple[grpc.Channel, rpc.KVStub]:
+def _kv(run: ContainerRun, certs: dict[str, Identity], user: str) -> tuple[grpc.Channel, rpc.KVStub]:
     credentials = grpc.ssl_channel_credentials(certs["ca"].cert_pem, certs[user].key_pem, certs[user].cert_pem)
-    channel = grpc.secure_channel(f"{members(cluster)[0]}:{DB_CLIENT_PORT}", credentials)
+    channel = grpc.secure_channel(f"{members(run)[0]}:{DB_CLIENT_PORT}", credentials)
     return channel, rpc.KVStub(channel)
 
 
@@ -124,11 +124,11 @@ def _allowed(method: Callable[..., object], request: object) -> bool:
         raise
 
 
-def test_each_service_user_reaches_only_its_own_namespace(cluster: Cluster, certs: dict[str, Identity]) -> None:
+def test_each_service_user_reaches_only_its_own_namespace(run: ContainerRun, certs: dict[str, Identity]) -> None:
     namespaces = ("auth", "kv", "queue")
-    for node in cluster.spec.nodes:
+    for node in run.spec.nodes:
         user = user_name(node.services)
-        channel, kv = _kv(cluster, certs, user)
+        channel, kv = _kv(run, certs, user)
         with channel:
             for ns in namespaces:
                 key = f"/modematrix/{ns}/meta/marker".encode()
@@ -147,8 +147,8 @@ def test_each_service_user_reaches_only_its_own_namespace(cluster: Cluster, cert
             assert _allowed(kv.Range, public), f"{user} reading the public signing keys"
 
 
-def test_root_is_held_by_no_node(cluster: Cluster) -> None:
-    for node in cluster.nodes:
+def test_root_is_held_by_no_node(run: ContainerRun) -> None:
+    for node in run.nodes:
         code, out = node.exec(["cat", f"{SECRETS_DIR}/tls-bundle.json"])
         assert code == 0 and '"node_cert"' in out
         assert f"CN={ROOT_USER}," not in _subject_of(out), node.name
@@ -163,11 +163,11 @@ def _subject_of(bundle: str) -> str:
     return x509.load_pem_x509_certificate(json.loads(bundle)["node_cert"].encode()).subject.rfc4514_string()
 
 
-def test_the_runtime_keeps_working_through_a_member_restart(cluster: Cluster) -> None:
-    member = cluster.node(cluster.spec.members[-1].name)
+def test_the_runtime_keeps_working_through_a_member_restart(run: ContainerRun) -> None:
+    member = run.node(run.spec.members[-1].name)
     member.restart()
-    cluster.wait_healthy()
-    with cluster.client() as api:
+    run.wait_healthy()
+    with run.client() as api:
         key = f"after-restart-{time.time_ns()}"
         assert api.put(f"/v1/kv/{key}", content=b"v").status_code == 200
         assert api.get(f"/v1/kv/{key}").content == b"v"
@@ -185,11 +185,12 @@ def _served_serial(ip: str, port: int, ca: Identity, client: Identity | None) ->
     return x509.load_der_x509_certificate(der).serial_number
 
 
-def test_certificates_renew_without_a_restart(cluster: Cluster, certs: dict[str, Identity]) -> None:
-    """A cluster of this mode whose certificates live 30 s: every node renews (non-issuers
+def test_certificates_renew_without_a_restart(run: ContainerRun, certs: dict[str, Identity]) -> None:
+    """A run of this mode whose certificates live 30 s: every node renews (non-issuers
     through an auth node), etcd serves the new certificate on 2379, and the API and the DB
     link keep working, with no process restarted."""
-    with topologies.start(cluster.mode, env={"RUNTIME_CERT_LIFETIME": "30s"}) as short:
+    with topologies.start(run.mode, env={"RUNTIME_CERT_LIFETIME": "30s"}) as short:
+        assert isinstance(short, ContainerRun)
         pki = RunPki.load(short.workdir)
         with tempfile.TemporaryDirectory() as folder:
             ca = Identity(Path(folder), "ca", pki.ca.cert_pem, b"")
@@ -216,14 +217,14 @@ def test_certificates_renew_without_a_restart(cluster: Cluster, certs: dict[str,
                 assert logs.count('"node ready"') == 1, f"{node.name} started more than once"
 
 
-def test_each_node_holds_only_the_secrets_its_services_use_and_none_in_its_settings(cluster: Cluster) -> None:
+def test_each_node_holds_only_the_secrets_its_services_use_and_none_in_its_settings(run: ContainerRun) -> None:
     """Secrets are files of the runtime's user (0400), never settings: nothing in any node's
     environment as the platform reports it (``docker inspect``) or in any process of it
     (Envoy's, an etcd member's), and only ``auth`` nodes hold the admin password and the
-    cluster secret (a kv node hosting an etcd member could once unseal the signing keys)."""
-    secrets = cluster.secrets
-    values = {"cluster secret": secrets.cluster_secret, "admin password": secrets.admin_password}
-    for node in cluster.nodes:
+    run secret (a kv node hosting an etcd member could once unseal the signing keys)."""
+    secrets = run.secrets
+    values = {"run secret": secrets.cluster_secret, "admin password": secrets.admin_password}
+    for node in run.nodes:
         settings = "\n".join(f"{k}={v}" for k, v in node.handle.env.items())  # what docker inspect shows
         leaked = [name for name, value in values.items() if value in settings] + (
             ["a private key"] if "PRIVATE KEY" in settings else []

@@ -12,19 +12,22 @@ import pytest
 from scenarios import runner
 from scenarios.catalogue import CATALOGUE, Scenario
 from scenarios.runner import Result
-from topologies import Cluster
+from topologies import ContainerRun, KubeRun, Run
 
 pytestmark = [pytest.mark.failover, pytest.mark.ha, pytest.mark.scaled, pytest.mark.k8s]
 
 
 @pytest.mark.parametrize("scenario", CATALOGUE, ids=[s.name for s in CATALOGUE])
 def test_failover_keeps_every_promise(
-    cluster: Cluster, scenario: Scenario, failover_results: list[Result], cycles: int
+    run: Run,
+    scenario: Scenario[ContainerRun] | Scenario[KubeRun],
+    failover_results: list[Result],
+    cycles: int,
 ) -> None:
-    result = runner.run(cluster, replace(scenario, cycles=cycles) if cycles else scenario)
+    result = runner.run(run, replace(scenario, cycles=cycles) if cycles else scenario)
     if result.skipped:
         pytest.skip(result.skipped)
     failover_results.append(result)
     failing = [f"{v.check}: {v.result} ({v.detail})" for v in result.verdicts if not v.passed]
     assert not result.traffic_errors, result.traffic_errors
-    assert not failing, f"{scenario.name} on {cluster.mode} after {result.faults}: " + "; ".join(failing)
+    assert not failing, f"{scenario.name} on {run.mode} after {result.faults}: " + "; ".join(failing)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import topologies
-from topologies import Cluster, Credentials
+from topologies import ContainerRun, Credentials
 from topologies.constants import DATA_DIR
 
 
@@ -21,15 +21,15 @@ def unique(name: str) -> str:
     return f"{name}-{time.time_ns()}"
 
 
-def front_doors(cluster: Cluster) -> list[str]:
+def front_doors(run: ContainerRun) -> list[str]:
     """The advertised endpoints plus every edge node: all must route the same way."""
-    edges = [n.url for n in cluster.nodes if n.spec.is_edge]
-    return [*cluster.endpoints, *[e for e in edges if e not in cluster.endpoints]]
+    edges = [n.url for n in run.nodes if n.spec.is_edge]
+    return [*run.endpoints, *[e for e in edges if e not in run.endpoints]]
 
 
-def test_every_service_routes_through_every_front_door(cluster: Cluster) -> None:
-    for door in front_doors(cluster):
-        with cluster.client(endpoints=[door]) as api:
+def test_every_service_routes_through_every_front_door(run: ContainerRun) -> None:
+    for door in front_doors(run):
+        with run.client(endpoints=[door]) as api:
             key = unique("route")
             assert api.get("/v1/auth/whoami").json()["username"] == "admin", door
             assert api.get("/v1/auth/jwks").json()["keys"], door
@@ -43,40 +43,40 @@ def test_every_service_routes_through_every_front_door(cluster: Cluster) -> None
             assert api.get("/readyz").json()["status"] == "ready", door
 
 
-def test_same_route_table_everywhere(cluster: Cluster) -> None:
+def test_same_route_table_everywhere(run: ContainerRun) -> None:
     from runtime.routing import ROUTES
 
-    with cluster.client(endpoints=[cluster.endpoints[0]]) as api:
+    with run.client(endpoints=[run.endpoints[0]]) as api:
         spec = api.get("/openapi.json").json()
     served = {op["operationId"] for methods in spec["paths"].values() for op in methods.values()}
     assert served == {r.name for r in ROUTES}
 
 
-def test_401_and_403(cluster: Cluster) -> None:
-    with cluster.client() as admin:
+def test_401_and_403(run: ContainerRun) -> None:
+    with run.client() as admin:
         for user, role in ((unique("reader"), "reader"), (unique("writer"), "writer")):
             body = {"username": user, "password": "password-" + user, "roles": [role]}
             assert admin.post("/v1/auth/users", json=body).status_code == 201
-            with cluster.client(Credentials(user, "password-" + user)) as api:
+            with run.client(Credentials(user, "password-" + user)) as api:
                 assert api.get("/v1/kv/nothing-here").status_code == 404
                 expected = 403 if role == "reader" else 200
                 assert api.put(f"/v1/kv/{user}", content=b"x").status_code == expected
                 assert api.post("/v1/auth/users", json={**body, "username": unique("x")}).status_code == 403
-    with cluster.client() as api:
+    with run.client() as api:
         assert api.get("/v1/kv/x", authenticate=False).status_code == 401
         assert api.get("/v1/kv/x", authenticate=False, headers={"Authorization": "Bearer not.a.jwt"}).status_code == 401
 
 
-def test_tls_is_verified_against_the_cluster_ca(cluster: Cluster) -> None:
-    url = cluster.endpoints[0]
+def test_tls_is_verified_against_the_cluster_ca(run: ContainerRun) -> None:
+    url = run.endpoints[0]
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.get(url + "/healthz")
-    trusted = httpx.get(url + "/ca.pem", verify=ssl.create_default_context(cafile=str(cluster.ca_file)))
-    assert trusted.content.decode() == cluster.ca_file.read_text()
+    trusted = httpx.get(url + "/ca.pem", verify=ssl.create_default_context(cafile=str(run.ca_file)))
+    assert trusted.content.decode() == run.ca_file.read_text()
 
 
-def test_services_cannot_see_each_others_namespaces(cluster: Cluster) -> None:
-    with cluster.client() as api:
+def test_services_cannot_see_each_others_namespaces(run: ContainerRun) -> None:
+    with run.client() as api:
         queue = unique("iso")
         assert api.post(f"/v1/queue/{queue}/jobs", json=1).status_code == 201
         for lookalike in ("users/admin", "meta/marker", f"jobs/{queue}", "..%2Fauth%2Fusers%2Fadmin"):
@@ -89,8 +89,8 @@ def test_services_cannot_see_each_others_namespaces(cluster: Cluster) -> None:
         assert all(not k.startswith(("jobs/", "meta/")) for k in listed)
 
 
-def test_queue_claim_hides_ack_removes_expired_lease_returns(cluster: Cluster) -> None:
-    with cluster.client() as api:
+def test_queue_claim_hides_ack_removes_expired_lease_returns(run: ContainerRun) -> None:
+    with run.client() as api:
         base = f"/v1/queue/{unique('sem')}"
         job = api.post(f"{base}/jobs", json="work").json()["id"]
         first = api.post(f"{base}/claim", params={"lease": "1"}).json()
@@ -116,24 +116,24 @@ def test_the_image_refuses_to_start_without_services() -> None:
     assert code == 2 and "unknown service 'warp'" in output
 
 
-def test_a_percent_encoded_key_is_decoded_once_through_every_front_door(cluster: Cluster) -> None:
+def test_a_percent_encoded_key_is_decoded_once_through_every_front_door(run: ContainerRun) -> None:
     """``dd%2541`` names the key ``dd%41`` whichever door it comes through (an ingress used to
     decode it a second time, into ``ddA``)."""
     tag = unique("enc")
-    for door in front_doors(cluster):
-        with cluster.client(endpoints=[door]) as api:
+    for door in front_doors(run):
+        with run.client(endpoints=[door]) as api:
             assert api.put(f"/v1/kv/{tag}%2541", content=door.encode()).status_code == 200
             assert [i["key"] for i in api.get("/v1/kv", params={"prefix": tag}).json()["items"]] == [f"{tag}%41"]
             assert api.get(f"/v1/kv/{tag}%2541").content == door.encode()
 
 
-def test_no_secret_is_stored_in_clear_in_any_data_dir(cluster: Cluster) -> None:
-    """The cluster secret, the admin password, and any private key other than the node's own
+def test_no_secret_is_stored_in_clear_in_any_data_dir(run: ContainerRun) -> None:
+    """The run secret, the admin password, and any private key other than the node's own
     TLS keys (the CA key, the token-signing keys) appear in no file of any node's data dir:
     sealed records only, in the DB files too (grep reads SQLite, etcd's WAL and bbolt alike)."""
     own_keys = {f"{DATA_DIR}/tls/node-key.pem", f"{DATA_DIR}/tls/peer-key.pem"}
-    secret, password = cluster.secrets.cluster_secret, cluster.secrets.admin_password
-    for node in cluster.nodes:
+    secret, password = run.secrets.cluster_secret, run.secrets.admin_password
+    for node in run.nodes:
         needles = ["-e", secret, "-e", password, "-e", "PRIVATE KEY"]
         code, out = node.exec(
             ["grep", "-rlaFz", *needles, DATA_DIR]
@@ -144,19 +144,19 @@ def test_no_secret_is_stored_in_clear_in_any_data_dir(cluster: Cluster) -> None:
         assert f"{DATA_DIR}/tls/node-key.pem" in found, f"{node.name}: positive control: its own key is found"
 
 
-def test_behind_the_balancer_the_runtime_sees_the_clients_address(cluster: Cluster) -> None:
+def test_behind_the_balancer_the_runtime_sees_the_clients_address(run: ContainerRun) -> None:
     """HAProxy passes TLS through and opens each connection with the PROXY protocol; Envoy
-    ends TLS and sets X-Forwarded-For, which the runtime takes from cluster members only.
+    ends TLS and sets X-Forwarded-For, which the runtime takes from run members only.
     Either way the node that checks a login sees this machine, not the balancer."""
-    balancers = [cluster.lb] if cluster.lb is not None else [n for n in cluster.nodes if n.spec.is_envoy]
+    balancers = [run.lb] if run.lb is not None else [n for n in run.nodes if n.spec.is_envoy]
     if not balancers:
-        pytest.skip(f"{cluster.mode} has no load balancer")
-    with cluster.client() as api:
+        pytest.skip(f"{run.mode} has no load balancer")
+    with run.client() as api:
         wrong = {"username": unique("nobody"), "password": "wrong-password"}
         assert api.post("/v1/auth/login", json=wrong, authenticate=False).status_code == 401
     records = [
         json.loads(line)
-        for node in cluster.nodes
+        for node in run.nodes
         if "auth" in node.spec.services
         for line in node.logs(400).splitlines()
         if line.startswith("{") and '"msg": "request"' in line

@@ -14,27 +14,27 @@ import httpx
 import pytest
 
 from runtime.rpc import pb, pb_grpc
-from topologies import Cluster
-from topologies.node import Node
+from topologies import ContainerRun
+from topologies.containers.node import Node
 
 
 def unique(name: str) -> str:
     return f"{name}-{time.time_ns()}"
 
 
-def _token(cluster: Cluster) -> tuple[tuple[str, str], ...]:
-    with cluster.client() as api:
+def _token(run: ContainerRun) -> tuple[tuple[str, str], ...]:
+    with run.client() as api:
         return (("authorization", f"Bearer {api.login()}"),)
 
 
-def test_grpc_and_http_are_one_store_through_every_grpc_front_door(cluster: Cluster) -> None:
-    token = _token(cluster)
-    assert cluster.grpc_endpoints, f"{cluster.mode} has a gRPC front door"
-    with cluster.client() as api:
+def test_grpc_and_http_are_one_store_through_every_grpc_front_door(run: ContainerRun) -> None:
+    token = _token(run)
+    assert run.grpc_endpoints, f"{run.mode} has a gRPC front door"
+    with run.client() as api:
         api.login()
-        for endpoint in cluster.grpc_endpoints:
+        for endpoint in run.grpc_endpoints:
             key = unique("grpc")
-            with cluster.grpc_channel(endpoint) as channel:
+            with run.grpc_channel(endpoint) as channel:
                 kv, queue = pb_grpc.KvStub(channel), pb_grpc.QueueStub(channel)
                 written = kv.Put(pb.PutRequest(key=key, value=b"by grpc", if_revision=0), metadata=token, timeout=10)
                 over_http = api.get(f"/v1/kv/{key}")
@@ -53,10 +53,10 @@ def test_grpc_and_http_are_one_store_through_every_grpc_front_door(cluster: Clus
                 assert stale.value.code() is grpc.StatusCode.FAILED_PRECONDITION
 
 
-def _grpc_calls(cluster: Cluster, node: Node, token: str) -> int:
+def _grpc_calls(run: ContainerRun, node: Node, token: str) -> int:
     """kv calls this node answered over gRPC, from its own /metrics."""
     headers = {"Authorization": f"Bearer {token}"}
-    text = httpx.get(f"{node.url}/metrics", headers=headers, verify=cluster.tls_context(), timeout=5).text
+    text = httpx.get(f"{node.url}/metrics", headers=headers, verify=run.tls_context(), timeout=5).text
     found = [
         line.rsplit(" ", 1)[1]
         for line in text.splitlines()
@@ -66,27 +66,27 @@ def _grpc_calls(cluster: Cluster, node: Node, token: str) -> int:
     return int(sum(float(n) for n in found))
 
 
-def test_calls_of_one_connection_are_spread_over_every_kv_node(cluster: Cluster) -> None:
-    kv_nodes = [n for n in cluster.nodes if "kv" in n.services]
-    if len(kv_nodes) < 2 or not (cluster.lb or any(n.spec.is_envoy for n in cluster.nodes)):
-        pytest.skip(f"{cluster.mode}: no balancer in front of two kv nodes")
-    token = _token(cluster)
+def test_calls_of_one_connection_are_spread_over_every_kv_node(run: ContainerRun) -> None:
+    kv_nodes = [n for n in run.nodes if "kv" in n.services]
+    if len(kv_nodes) < 2 or not (run.lb or any(n.spec.is_envoy for n in run.nodes)):
+        pytest.skip(f"{run.mode}: no balancer in front of two kv nodes")
+    token = _token(run)
     bearer = token[0][1].split(" ", 1)[1]
-    before = {n.name: _grpc_calls(cluster, n, bearer) for n in kv_nodes}
-    with cluster.grpc_channel() as channel:
+    before = {n.name: _grpc_calls(run, n, bearer) for n in kv_nodes}
+    with run.grpc_channel() as channel:
         kv = pb_grpc.KvStub(channel)
         for i in range(60):
             kv.Put(pb.PutRequest(key=unique(f"spread-{i}"), value=b"v"), metadata=token, timeout=10)
-    served = {n.name: _grpc_calls(cluster, n, bearer) - before[n.name] for n in kv_nodes}
+    served = {n.name: _grpc_calls(run, n, bearer) - before[n.name] for n in kv_nodes}
     assert sum(served.values()) == 60 and min(served.values()) >= 10, served
 
 
-def test_service_nodes_take_grpc_only_from_members(cluster: Cluster) -> None:
-    behind = [n for n in cluster.nodes if "kv" in n.services and not n.spec.is_edge and n.grpc_target]
+def test_service_nodes_take_grpc_only_from_members(run: ContainerRun) -> None:
+    behind = [n for n in run.nodes if "kv" in n.services and not n.spec.is_edge and n.grpc_target]
     if not behind:
-        pytest.skip(f"{cluster.mode}: every kv node is an edge node")
-    token = _token(cluster)
-    with cluster.grpc_channel(behind[0].grpc_target) as channel:
+        pytest.skip(f"{run.mode}: every kv node is an edge node")
+    token = _token(run)
+    with run.grpc_channel(behind[0].grpc_target) as channel:
         with pytest.raises(grpc.RpcError) as refused:
             pb_grpc.KvStub(channel).Get(pb.GetRequest(key="k"), metadata=token, timeout=10)
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE  # no handshake without a member's certificate

@@ -1,7 +1,8 @@
-"""The k8s mode on a cluster built here (1 control plane, 3 workers, node containers): every
+"""The k8s mode on a run built here (1 control plane, 3 workers, node containers): every
 node Ready and every pod Running as kubectl sees them, the same store over HTTP and gRPC
 through each Envoy, ``kubectl scale`` served by Envoy and drained with no failed request, and
-the same platform deploying onto a cluster it is handed as if it were the user's.
+the same code deploying onto a cluster it is handed as if it were the user's, and every
+``modematrix`` verb reaching the run from another process.
 
     pytest scenarios/test_k8s.py --mode k8s          (tox -e k8s)
 """
@@ -9,7 +10,10 @@ the same platform deploying onto a cluster it is handed as if it were the user's
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,14 +21,15 @@ import pytest
 
 from runtime.rpc import pb, pb_grpc
 from scenarios.steady import Load
-from topologies.kuberun import KubeRun
+from topologies import KubeRun
+from topologies.kubernetes.clusters import NodeCluster
 from topologies.wait import wait_until
 
 pytestmark = pytest.mark.k8s
 
 
 def kubectl(run: KubeRun, *args: str) -> str:
-    assert run.cluster is not None, "these scenarios run on a cluster built here"
+    assert run.cluster is not None, "these scenarios run on a run built here"
     return run.cluster.kubectl(*args)
 
 
@@ -32,8 +37,8 @@ def unique(name: str) -> str:
     return f"{name}-{time.time_ns()}"
 
 
-def test_kubectl_shows_every_node_ready_and_every_pod_running(cluster: KubeRun) -> None:
-    nodes = json.loads(kubectl(cluster, "get", "nodes", "-o", "json"))["items"]
+def test_kubectl_shows_every_node_ready_and_every_pod_running(run: KubeRun) -> None:
+    nodes = json.loads(kubectl(run, "get", "nodes", "-o", "json"))["items"]
     ready = {
         n["metadata"]["name"]: next(c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready")
         for n in nodes
@@ -43,7 +48,7 @@ def test_kubectl_shows_every_node_ready_and_every_pod_running(cluster: KubeRun) 
         k.rsplit("/", 1)[1] for n in nodes for k in n["metadata"]["labels"] if "node-role.kubernetes.io/" in k
     )
     assert roles.count("control-plane") == 1 and roles.count("worker") >= 2, roles
-    pods = json.loads(kubectl(cluster, "get", "pods", "-n", cluster.namespace, "-o", "json"))["items"]
+    pods = json.loads(kubectl(run, "get", "pods", "-n", run.namespace, "-o", "json"))["items"]
     phases = {p["metadata"]["name"]: p["status"]["phase"] for p in pods}
     workloads = {p["metadata"]["labels"].get("app.kubernetes.io/name") for p in pods}
     assert {"envoy", "xds", "auth", "kv", "queue", "etcd", "db-init"} <= workloads, workloads
@@ -52,20 +57,20 @@ def test_kubectl_shows_every_node_ready_and_every_pod_running(cluster: KubeRun) 
     }
     assert not not_running, not_running
     for pod in pods:  # one image for every workload, loaded without a registry
-        assert {c["image"] for c in pod["spec"]["containers"]} == {cluster.image}
+        assert {c["image"] for c in pod["spec"]["containers"]} == {run.image}
 
 
-def test_the_same_store_over_http_and_grpc_through_each_door(cluster: KubeRun) -> None:
+def test_the_same_store_over_http_and_grpc_through_each_door(run: KubeRun) -> None:
     """Every worker's node port reaches an Envoy (wherever Envoy's pods run)."""
-    envoys = cluster.grpc_endpoints
-    assert cluster.cluster is not None and len(envoys) == len(cluster.cluster.workers), envoys
-    with cluster.client() as api:
+    envoys = run.grpc_endpoints
+    assert isinstance(run.cluster, NodeCluster) and len(envoys) == len(run.cluster.workers), envoys
+    with run.client() as api:
         token = (("authorization", f"Bearer {api.login()}"),)
         for endpoint in envoys:
             key = unique("k8s")
-            with cluster.client(endpoints=[f"https://{endpoint}"]) as one:
+            with run.client(endpoints=[f"https://{endpoint}"]) as one:
                 assert one.put(f"/v1/kv/{key}", content=b"by http").status_code == 200
-            with cluster.grpc_channel(endpoint) as channel:
+            with run.grpc_channel(endpoint) as channel:
                 kv = pb_grpc.KvStub(channel)
                 assert kv.Get(pb.GetRequest(key=key), metadata=token, timeout=10).value == b"by http"
                 kv.Put(pb.PutRequest(key=key, value=b"by grpc"), metadata=token, timeout=10)
@@ -95,40 +100,40 @@ def kv_requests(run: KubeRun, pod: str, token: str) -> int:
     return int(total)
 
 
-def test_kubectl_scale_is_served_by_envoy_and_scaling_down_fails_no_request(cluster: KubeRun) -> None:
-    with cluster.client() as admin:
+def test_kubectl_scale_is_served_by_envoy_and_scaling_down_fails_no_request(run: KubeRun) -> None:
+    with run.client() as admin:
         token = admin.login()
-    before = set(cluster.ready_pods("kv"))
-    with Load(cluster) as load:
+    before = set(run.ready_pods("kv"))
+    with Load(run) as load:
         try:
             wait_until(lambda: load.outcomes["ok"] > 20, timeout=30, interval=0.1, message="load is flowing")
-            kubectl(cluster, "scale", "deployment/kv", "--replicas=3", "-n", cluster.namespace)
-            wait_until(lambda: len(cluster.ready_pods("kv")) == 3, timeout=120, interval=0.1, message="3 kv pods Ready")
+            kubectl(run, "scale", "deployment/kv", "--replicas=3", "-n", run.namespace)
+            wait_until(lambda: len(run.ready_pods("kv")) == 3, timeout=120, interval=0.1, message="3 kv pods Ready")
             ready_at = time.monotonic()
-            (new,) = set(cluster.ready_pods("kv")) - before
+            (new,) = set(run.ready_pods("kv")) - before
             wait_until(
-                lambda: kv_requests(cluster, new, token) > 0, timeout=30, interval=0.1, message=f"{new} takes traffic"
+                lambda: kv_requests(run, new, token) > 0, timeout=30, interval=0.1, message=f"{new} takes traffic"
             )
             took = time.monotonic() - ready_at
         finally:
-            kubectl(cluster, "scale", "deployment/kv", "--replicas=2", "-n", cluster.namespace)
-        wait_until(lambda: len(cluster.pods("kv")) == 2, timeout=120, interval=0.2, message="back to 2 kv pods")
+            kubectl(run, "scale", "deployment/kv", "--replicas=2", "-n", run.namespace)
+        wait_until(lambda: len(run.pods("kv")) == 2, timeout=120, interval=0.2, message="back to 2 kv pods")
         settled = load.outcomes["ok"]
         wait_until(lambda: load.outcomes["ok"] > settled + 40, timeout=30, interval=0.1, message="load still flowing")
     print(f"\nk8s: a new kv pod took traffic through Envoy {took:.2f} s after Ready; {dict(load.outcomes)}")
     assert load.failed == 0, load.failures[:10]
 
 
-def test_the_platform_deploys_onto_a_cluster_it_is_handed_and_removes_only_its_namespace(
-    cluster: KubeRun, capsys: pytest.CaptureFixture[str]
+def test_modematrix_deploys_onto_a_cluster_it_is_handed_and_removes_only_its_namespace(
+    run: KubeRun, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``modematrix up k8s --kubeconfig``, given this cluster's kubeconfig as a user's:
+    """``modematrix up k8s --kubeconfig``, given this run's kubeconfig as a user's:
     a namespace of its own, every workload available, then ``down`` removes that namespace and
     nothing else."""
     from topologies.cli import main
 
-    assert cluster.cluster is not None
-    config = str(cluster.cluster.kubeconfig_path)
+    assert run.cluster is not None
+    config = str(run.cluster.kubeconfig_path)
     namespace = unique("mm-handed")[:30]
     assert (
         main(
@@ -140,7 +145,7 @@ def test_the_platform_deploys_onto_a_cluster_it_is_handed_and_removes_only_its_n
                 "--namespace",
                 namespace,
                 "--image",
-                cluster.image,
+                run.image,
                 "--json",
                 "--timeout",
                 "300",
@@ -150,18 +155,60 @@ def test_the_platform_deploys_onto_a_cluster_it_is_handed_and_removes_only_its_n
     )
     described: dict[str, Any] = json.loads(capsys.readouterr().out)
     assert described["namespace"] == namespace and described["kubeconfig"] == config
-    pods = json.loads(kubectl(cluster, "get", "pods", "-n", namespace, "-o", "json"))["items"]
+    pods = json.loads(kubectl(run, "get", "pods", "-n", namespace, "-o", "json"))["items"]
     assert {p["status"]["phase"] for p in pods} <= {"Running", "Succeeded"}, [p["status"]["phase"] for p in pods]
-    assert main(["down", namespace, "--kubeconfig", config]) == 0
+    assert main(["down", described["run_id"]]) == 0  # the run's record knows its cluster and namespace
 
     def gone() -> bool:
-        found = kubectl(cluster, "get", "namespaces", "-o", "name")
+        found = kubectl(run, "get", "namespaces", "-o", "name")
         return f"namespace/{namespace}" not in found.split()
 
     wait_until(gone, timeout=120, interval=1.0, message=f"namespace {namespace} removed")
-    assert not cluster.unavailable(), "the run's own namespace was not touched"
+    assert not run.unavailable(), "the run's own namespace was not touched"
     assert main(["down", "kube-system", "--kubeconfig", config]) != 0, "a namespace that is not a run's is refused"
-    assert "namespace/kube-system" in kubectl(cluster, "get", "namespaces", "-o", "name").split()
+    assert "namespace/kube-system" in kubectl(run, "get", "namespaces", "-o", "name").split()
+
+
+def modematrix(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "topologies.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_every_verb_reaches_the_run_from_another_process(run: KubeRun) -> None:
+    """As a user in another shell: status, fault delete-pod (and heal), scale, logs, exec and
+    kubeconfig, each a new process that finds the run from its record."""
+    status = modematrix("status", run.run_id, "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["target"] == "kubernetes" and len(report["nodes"]) == 4
+    kv = sorted(p["name"] for p in report["pods"] if p["name"].startswith("kv-") and p["ready"])
+    assert len(kv) == 2, report["pods"]
+
+    deleted = modematrix("fault", run.run_id, "delete-pod", kv[0], "--json")
+    assert deleted.returncode == 0, deleted.stderr
+    wait_until(
+        lambda: kv[0] not in run.ready_pods("kv") and len(run.ready_pods("kv")) == 2,
+        timeout=120,
+        interval=0.5,
+        message="the Deployment replaces the deleted kv pod",
+    )
+    assert modematrix("fault", run.run_id, "heal").returncode == 0
+
+    scaled = modematrix("scale", run.run_id, "queue=3", "--json")
+    assert scaled.returncode == 0 and "deployment/queue: 2 -> 3 replicas" in scaled.stdout, scaled.stderr
+    wait_until(lambda: len(run.ready_pods("queue")) == 3, timeout=120, interval=0.5, message="3 queue pods Ready")
+    assert modematrix("scale", run.run_id, "queue=2").returncode == 0
+    wait_until(lambda: len(run.pods("queue")) == 2, timeout=120, interval=0.5, message="back to 2 queue pods")
+
+    pod = run.ready_pods("kv")[0]
+    assert pod in modematrix("logs", run.run_id).stdout.split()
+    logs = modematrix("logs", run.run_id, pod, "--tail", "5")
+    assert logs.returncode == 0 and logs.stdout.strip(), logs.stderr
+    whoami = modematrix("exec", run.run_id, pod, "--", "id", "-u")
+    assert (whoami.returncode, whoami.stdout.strip()) == (0, "10001"), whoami.stderr
+    config = modematrix("kubeconfig", run.run_id)  # a path: export KUBECONFIG=$(modematrix kubeconfig RUN)
+    assert config.returncode == 0 and "current-context" in Path(config.stdout.strip()).read_text()
+    unknown = modematrix("fault", run.run_id, "stop", "kv")
+    assert unknown.returncode == 2 and "no fault 'stop' for k8s" in unknown.stderr
 
 
 PROBE = """
@@ -177,12 +224,12 @@ print("PROBE " + json.dumps(found))
 """
 
 
-def test_a_pod_of_another_namespace_reaches_the_front_door_only(cluster: KubeRun) -> None:
-    """Default-deny NetworkPolicies, enforced by the cluster's controller (kube-router's
-    firewall in a cluster built here): a tenant's pod in another namespace connects to
+def test_a_pod_of_another_namespace_reaches_the_front_door_only(run: KubeRun) -> None:
+    """Default-deny NetworkPolicies, enforced by the run's controller (kube-router's
+    firewall in a run built here): a tenant's pod in another namespace connects to
     Envoy, and to nothing else of the run: not etcd, not xds, not a service pod."""
     targets = []
-    for pod in cluster.pods():
+    for pod in run.pods():
         meta, status = pod.metadata, pod.status
         workload = (meta.labels or {}).get("app.kubernetes.io/name") if meta else None
         if workload in (None, "db-init") or status is None or not status.podIP:
@@ -192,16 +239,16 @@ def test_a_pod_of_another_namespace_reaches_the_front_door_only(cluster: KubeRun
                 targets.append((workload, status.podIP, port.containerPort))
     assert {t[0] for t in targets} >= {"envoy", "xds", "auth", "kv", "queue", "etcd"}, targets
     tenant = unique("tenant")[:40]
-    kubectl(cluster, "create", "namespace", tenant)
+    kubectl(run, "create", "namespace", tenant)
     try:
         kubectl(
-            cluster,
+            run,
             "run",
             "probe",
             "-n",
             tenant,
             "--image",
-            cluster.image,
+            run.image,
             "--image-pull-policy=IfNotPresent",
             "--restart=Never",
             "--command",
@@ -213,15 +260,15 @@ def test_a_pod_of_another_namespace_reaches_the_front_door_only(cluster: KubeRun
         )
 
         def finished() -> str | None:
-            phase = kubectl(cluster, "get", "pod", "probe", "-n", tenant, "-o", "jsonpath={.status.phase}")
+            phase = kubectl(run, "get", "pod", "probe", "-n", tenant, "-o", "jsonpath={.status.phase}")
             return phase if phase in ("Succeeded", "Failed") else None
 
         assert wait_until(finished, timeout=180, interval=1.0, message="the probe pod finished") == "Succeeded"
-        line = next(x for x in kubectl(cluster, "logs", "probe", "-n", tenant).splitlines() if x.startswith("PROBE "))
+        line = next(x for x in kubectl(run, "logs", "probe", "-n", tenant).splitlines() if x.startswith("PROBE "))
         found: dict[str, str] = json.loads(line.removeprefix("PROBE "))
     finally:
-        kubectl(cluster, "delete", "namespace", tenant, "--wait=false")
+        kubectl(run, "delete", "namespace", tenant, "--wait=false")
     reached = sorted(k for k, v in found.items() if v == "reached")
     assert reached and all(k.startswith("envoy:") for k in reached), found
-    with cluster.client() as api:  # and the mode keeps working behind its policies
+    with run.client() as api:  # and the mode keeps working behind its policies
         assert api.put(f"/v1/kv/{unique('np')}", content=b"v").status_code == 200

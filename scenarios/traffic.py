@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from scenarios.history import FAIL, OK, UNKNOWN, WRITE_KINDS, History, Op
-from topologies import Cluster, ClusterClient, retry
+from topologies import ClusterClient, Run, retry
 from topologies.retry import Outcome
 
 Result = tuple[str, dict[str, Any]]
@@ -68,8 +68,8 @@ def _read(reply: httpx.Response) -> dict[str, Any]:
 
 
 class TrafficRun:
-    def __init__(self, cluster: Cluster, traffic: Traffic, history: History, tag: str, seed: int = 0) -> None:
-        self.cluster, self.traffic, self.history, self.tag, self.seed = cluster, traffic, history, tag, seed
+    def __init__(self, run: Run, traffic: Traffic, history: History, tag: str, seed: int = 0) -> None:
+        self.run, self.traffic, self.history, self.tag, self.seed = run, traffic, history, tag, seed
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.errors: list[str] = []
@@ -112,7 +112,7 @@ class TrafficRun:
     def _guard(self, index: int, name: str, target: Callable[[str, ClusterClient], None]) -> None:
         """Run one client; clients start on different endpoints, as real HA clients would."""
         try:
-            with self.cluster.client(timeout=self.traffic.timeout, first=index, resend_idempotent=False) as client:
+            with self.run.client(timeout=self.traffic.timeout, first=index, resend_idempotent=False) as client:
                 target(name, client)
         except Exception as exc:  # recorded, and reported by the scenario
             self.errors.append(f"{name}: {type(exc).__name__}: {exc}")

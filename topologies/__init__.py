@@ -1,49 +1,94 @@
-"""Start the one image in each deployment mode, reach it, and break it on purpose."""
+"""Start the one image in each deployment mode, reach it, and break it on purpose.
 
-from topologies.attach import attach
+    with topologies.start("ha") as run:            # any mode: topologies.modes()
+        with run.client() as api:
+            api.put("/v1/kv/x", content=b"1")
+
+A run is a :class:`Run`; its target (containers on an engine, or a namespace of a Kubernetes
+cluster) is chosen by the mode (:mod:`topologies.targets`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from topologies import containers, engines
 from topologies.client import ClusterClient, Credentials
-from topologies.cluster import Cluster
+from topologies.containers import ContainerRun
 from topologies.exceptions import (
+    EngineError,
+    EngineUnavailable,
     FaultError,
     ImageFailed,
     NotFound,
-    PlatformError,
-    PlatformUnavailable,
     PortInUse,
     SpecError,
     StartTimeout,
     TopologyError,
     UsageError,
 )
-from topologies.launch import launch, run_image, start
-from topologies.node import Node
-from topologies.platforms import Platform
-from topologies.spec import ModeSpec, available, load
+from topologies.kubernetes import KubeRun
+from topologies.run import Run
+from topologies.runs import Secrets
+from topologies.spec import ModeSpec, load
+from topologies.targets import Options, attach, modes, scale
+from topologies.targets import start as _start
 from topologies.wait import WaitTimeout, wait_until
 
+
+def start(
+    mode: str | Path,
+    *,
+    engine: str = "docker",
+    reaper: bool = True,
+    image: str | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    cpuset: str | None = None,
+    kubeconfig: str | None = None,
+) -> Run:
+    """Start ``mode`` and return the ready run (a context manager that removes it on exit).
+    ``env`` adds runtime settings to every node; ``cpuset`` pins every container to those
+    host cores; ``kubeconfig``: a Kubernetes mode on a cluster you have."""
+    options = Options(
+        engine=engine, reaper=reaper, image=image, timeout=timeout, env=env, cpuset=cpuset, kubeconfig=kubeconfig
+    )
+    return _start(mode, options)
+
+
+def run_image(
+    args: list[str], *, engine: str = "docker", image: str | None = None, env: Mapping[str, str] | None = None
+) -> tuple[int, str]:
+    """Run the image once with ``args`` (after its entry point): (exit code, output)."""
+    return containers.run_image(args, engines.get(engine, reaper=False), image=image, env=env)
+
+
 __all__ = [
-    "Cluster",
     "ClusterClient",
+    "ContainerRun",
     "Credentials",
+    "EngineError",
+    "EngineUnavailable",
     "FaultError",
     "ImageFailed",
+    "KubeRun",
     "ModeSpec",
-    "Node",
     "NotFound",
-    "Platform",
-    "PlatformError",
-    "PlatformUnavailable",
+    "Options",
     "PortInUse",
+    "Run",
+    "Secrets",
     "SpecError",
     "StartTimeout",
     "TopologyError",
     "UsageError",
     "WaitTimeout",
     "attach",
-    "available",
-    "launch",
     "load",
+    "modes",
     "run_image",
+    "scale",
     "start",
     "wait_until",
 ]

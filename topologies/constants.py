@@ -1,4 +1,5 @@
-"""Names the whole project agrees on, defined once: modes, services, ports, paths, labels.
+"""Names the whole project agrees on, defined once: services, ports, paths, labels (the
+modes are listed by :func:`topologies.targets.modes`).
 
 The service names come from the runtime itself, so a mode file, a peer list and the image
 can never disagree about them.
@@ -7,9 +8,6 @@ can never disagree about them.
 from __future__ import annotations
 
 from runtime.names import ROLES, ROUTED_SERVICES, SERVICES
-
-MODES = ("single", "ha", "scaled", "scaled-haproxy", "k8s")  # every mode the plugin and the CLI know
-PLATFORMS = ("docker",)  # where a mode's nodes run; "kubernetes" comes with the k8s mode
 
 API_PORT, DB_CLIENT_PORT, DB_PEER_PORT = 8443, 2379, 2380
 PROXY_PORT = 8444  # edge nodes behind a balancer: PROXY protocol v2, then TLS
@@ -40,8 +38,6 @@ __all__ = [
     "LABEL_ROLE",
     "LABEL_RUN",
     "LABEL_SERVICES",
-    "MODES",
-    "PLATFORMS",
     "ROLES",
     "ROUTED_SERVICES",
     "SERVICES",

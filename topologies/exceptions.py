@@ -3,9 +3,9 @@
 TopologyError                 exit 1: a run failed
 ├── UsageError                exit 2: bad input; nothing was started or changed
 │   ├── SpecError             a mode file is invalid; lists every offender
-│   └── NotFound              no such run, node, mode or platform
-├── PlatformError             the platform (Docker) refused or is not there
-│   ├── PlatformUnavailable   no daemon answers
+│   └── NotFound              no such run, node, mode or engine
+├── EngineError               the container engine (Docker) refused or is not there
+│   ├── EngineUnavailable     no daemon answers
 │   ├── PortInUse             a host port is taken
 │   └── ImageFailed           the image could not be built or found
 ├── StartTimeout              a node did not become ready, or exited while starting
@@ -38,19 +38,19 @@ class NotFound(UsageError):
     pass
 
 
-class PlatformError(TopologyError):
+class EngineError(TopologyError):
     pass
 
 
-class PlatformUnavailable(PlatformError):
+class EngineUnavailable(EngineError):
     pass
 
 
-class PortInUse(PlatformError):
+class PortInUse(EngineError):
     pass
 
 
-class ImageFailed(PlatformError):
+class ImageFailed(EngineError):
     pass
 
 

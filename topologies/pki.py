@@ -13,6 +13,7 @@ All the certificate math is the runtime's own (:mod:`runtime.security.tls`).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,10 @@ class RunPki:
     def load(cls, directory: Path) -> RunPki:
         pair = tls.load_pair((directory / "ca.pem").read_bytes(), (directory / "ca-key.pem").read_bytes())
         return cls(pair, timedelta(seconds=DEFAULT_LIFETIME))
+
+    def trust(self) -> ssl.SSLContext:
+        """A client context that trusts this CA (and nothing else)."""
+        return ssl.create_default_context(cadata=self.ca.cert_pem.decode())
 
     def pair(self, common_name: str, node: str, names: list[str]) -> tuple[bytes, bytes]:
         """A certificate (PEM) and its key for ``names``, whose common name is ``common_name``."""

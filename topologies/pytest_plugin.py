@@ -1,12 +1,13 @@
-"""pytest plugin: ``--mode``, ``--platform``, a session-scoped ``cluster`` fixture per mode,
-mode markers.
+"""pytest plugin: ``--mode`` and ``--engine``, a session-scoped ``run`` fixture per mode,
+a marker per mode.
 
-    pytest scenarios --mode single,ha --platform docker
+    pytest scenarios --mode single,ha
 
-Every test that takes ``cluster`` runs once per selected mode. A test marked with mode
-markers (``@pytest.mark.ha``) runs only in those modes. Each mode's cluster starts once per
-session and is removed when the session ends (or by the reaper, if the session dies). A
-cluster that fails to start is a fixture error naming the node, with its last log lines.
+Every test that takes ``run`` runs once per selected mode. A test marked with mode markers
+(``@pytest.mark.ha``; ``scaled-haproxy`` is ``@pytest.mark.scaled_haproxy``) runs only in
+those modes. Each mode's run starts once per session and is removed when the session ends
+(or by the reaper, if the session dies). A run that fails to start is a fixture error naming
+the node, with its last log lines.
 """
 
 from __future__ import annotations
@@ -15,8 +16,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from topologies.constants import MODES, PLATFORMS
+from topologies.engines import ENGINES
 from topologies.exceptions import StartTimeout, TopologyError
+from topologies.run import Run
+from topologies.targets import Options, modes, start
+
+
+def marker(mode: str) -> str:
+    """A mode's marker name: a Python identifier (``scaled-haproxy`` -> ``scaled_haproxy``)."""
+    return mode.replace("-", "_")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,33 +32,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--mode",
         default="single",
-        help=f"comma-separated modes to run scenarios against ({', '.join(MODES)}); default single",
+        help=f"comma-separated modes to run scenarios against ({', '.join(modes())}); default single",
     )
-    group.addoption(
-        "--platform", default="docker", choices=PLATFORMS, help="where the modes' nodes run; default docker"
-    )
+    group.addoption("--engine", default="docker", choices=ENGINES, help="where the modes' containers run")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for mode in MODES:
-        config.addinivalue_line("markers", f"{mode}: run only against the {mode} mode")
-    config.addinivalue_line("markers", "failover: injects faults into a running cluster")
+    for mode in modes():
+        config.addinivalue_line("markers", f"{marker(mode)}: run only against the {mode} mode")
+    config.addinivalue_line("markers", "failover: injects faults into a running mode")
 
 
 def selected_modes(config: pytest.Config) -> list[str]:
-    modes = [m.strip() for m in str(config.getoption("--mode")).split(",") if m.strip()]
-    unknown = [m for m in modes if m not in MODES]
+    chosen = [m.strip() for m in str(config.getoption("--mode")).split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in modes()]
     if unknown:
-        raise pytest.UsageError(f"--mode: unknown mode {unknown[0]!r}; expected some of {', '.join(MODES)}")
-    return modes
+        raise pytest.UsageError(f"--mode: unknown mode {unknown[0]!r}; expected some of {', '.join(modes())}")
+    return chosen
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "cluster" not in metafunc.fixturenames:
+    if "run" not in metafunc.fixturenames:
         return
-    marked = {m.name for m in metafunc.definition.iter_markers() if m.name in MODES}
-    modes = [m for m in selected_modes(metafunc.config) if not marked or m in marked]
-    metafunc.parametrize("cluster", modes, indirect=True, scope="session")
+    marked = {m.name for m in metafunc.definition.iter_markers()}
+    chosen = [
+        m for m in selected_modes(metafunc.config) if not marked & {marker(x) for x in modes()} or marker(m) in marked
+    ]
+    metafunc.parametrize("run", chosen, indirect=True, scope="session")
 
 
 def start_failure(exc: TopologyError) -> str:
@@ -62,20 +70,12 @@ def start_failure(exc: TopologyError) -> str:
 
 
 @pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest) -> Iterator[object]:
-    import topologies
-
+def run(request: pytest.FixtureRequest) -> Iterator[Run]:
     mode = request.param
-    started: object
     try:
-        if mode == "k8s":  # a cluster built here: node containers, the mode deployed on them
-            from topologies import kuberun
-
-            started = kuberun.start()
-        else:
-            started = topologies.launch(mode, platform=request.config.getoption("--platform"))
+        started = start(mode, Options(engine=request.config.getoption("--engine")))
     except TopologyError as exc:
-        pytest.fail(f"the {mode} cluster did not start: {start_failure(exc)}", pytrace=False)
+        pytest.fail(f"the {mode} run did not start: {start_failure(exc)}", pytrace=False)
     try:
         yield started
     finally:

@@ -66,6 +66,31 @@ class ModeSpec:
     def edges(self) -> tuple[NodeSpec, ...]:
         return tuple(n for n in self.nodes if n.is_edge)
 
+    def with_nodes(self, nodes: tuple[NodeSpec, ...]) -> ModeSpec:
+        """The same mode with these nodes (a scaled run's spec as it runs now)."""
+        return ModeSpec(self.mode, self.description, self.db, nodes, self.memory, self.load_balancer)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mode as a mode file says it: ``parse(spec.to_dict())`` gives it back.
+
+        >>> parse(load("ha").to_dict()) == load("ha")
+        True
+        """
+        made: dict[str, Any] = {
+            "mode": self.mode,
+            "description": self.description,
+            "db": self.db,
+            "resources": {"memory": self.memory},
+            "nodes": [
+                {"name": n.name, "services": list(n.services), **({"db_member": True} if n.db_member else {})}
+                for n in self.nodes
+            ],
+        }
+        if self.load_balancer is not None:
+            lb = self.load_balancer
+            made["load_balancer"] = {"name": lb.name, "kind": lb.kind, "check_interval_ms": lb.check_interval_ms}
+        return made
+
 
 def available() -> list[str]:
     return sorted(p.stem for p in MODES_DIR.glob("*.yaml"))
@@ -74,11 +99,6 @@ def available() -> list[str]:
 def load(mode: str | Path) -> ModeSpec:
     """Load a mode by name (``ha``) or path (``my/mode.yaml``)."""
     path = Path(mode) if str(mode).endswith((".yaml", ".yml")) else MODES_DIR / f"{mode}.yaml"
-    if not path.exists() and str(mode) == "k8s":
-        raise NotFound(
-            "k8s: the Kubernetes mode has no mode file of its own: it deploys the scaled spec as Kubernetes "
-            "objects (modematrix up k8s, or modematrix k8s manifests; README: Kubernetes)"
-        )
     if not path.exists():
         raise NotFound(f"no mode {str(mode)!r}; expected one of {', '.join(available())} or a path to a .yaml file")
     try:

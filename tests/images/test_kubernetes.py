@@ -34,7 +34,7 @@ def test_an_unknown_component_is_refused_before_any_build() -> None:
 
 def test_bad_jobs_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["k8s", "build", "--jobs", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "modematrix k8s build: --jobs: expected 1 or more, got 0"
+    assert capsys.readouterr().err.strip() == "modematrix: k8s build: --jobs: expected 1 or more, got 0"
 
 
 def test_the_digest_does_not_depend_on_the_order_components_are_named_in() -> None:

@@ -55,10 +55,10 @@ def test_bench_single_runs_for_real_and_writes_its_table(tmp_path: Path) -> None
     rows = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
     assert [r["target"] for r in rows] == [
         "bare Starlette JSON (TLS), same stack",
-        "kv GET",
         "kv PUT",
-        "kv GET over gRPC",  # loadtests/grpcload, through the node's gRPC port
-        "kv PUT over gRPC",
+        "kv GET",
+        "kv PUT over gRPC",  # loadtests/grpcload, through the node's gRPC port
+        "kv GET over gRPC",
     ]
     assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows), rows
     assert "| single | kv GET |" in (tmp_path / "bench.md").read_text()

@@ -10,10 +10,10 @@ import pytest
 from scenarios import runner
 from scenarios.catalogue import ALL_CHECKS, CATALOGUE, Scenario, by_name
 from scenarios.checkers import CHECKS
-from topologies.client import Credentials
-from topologies.cluster import Cluster
-from topologies.faults import Kill
-from topologies.platforms.fake import FakePlatform
+from topologies import ContainerRun, KubeRun
+from topologies.containers.faults import Kill
+from topologies.engines.fake import FakeEngine
+from topologies.runs import RunRecord, Secrets
 from topologies.spec import ModeSpec, NodeSpec
 
 
@@ -25,14 +25,18 @@ def test_every_scenario_names_only_known_checks_and_modes() -> None:
 
 def test_an_unknown_check_is_refused_when_the_scenario_is_written() -> None:
     with pytest.raises(ValueError, match="unknown check 'linearisable'"):
-        Scenario("typo", lambda c, r, i: Kill("x"), checks=("linearisable",))
+        Scenario[ContainerRun]("typo", ContainerRun, lambda c, r, i: Kill("x"), checks=("linearisable",))
 
 
 def test_a_scenario_for_other_modes_is_skipped_with_the_reason_and_touches_nothing(tmp_path: Path) -> None:
-    platform = FakePlatform()
+    engine = FakeEngine()
     single = ModeSpec("single", "", "sqlite", (NodeSpec("node-1", ("kv",)),))
-    cluster = Cluster("r1", single, "img", platform, tmp_path, Credentials("admin", "pw"))
-    result = runner.run(cluster, by_name("kill-leader"))
+    RunRecord("r1", "single", "containers", {}).write(tmp_path, Secrets("s", "pw"))
+    run = ContainerRun("r1", single, image="img", engine=engine, workdir=tmp_path, nodes=[])
+    result = runner.run(run, by_name("kill-leader"))
     assert result.skipped == "kill-leader applies to ha, scaled, not single"
-    assert not result.passed and result.verdicts == [] and platform.calls == []
-    assert replace(by_name("kill-leader"), modes=("single",)).skip_reason("single") is None
+    assert not result.passed and result.verdicts == [] and engine.calls == []
+    assert replace(by_name("kill-leader"), modes=("single",)).bind(run) is run
+    on_kubernetes = replace(by_name("delete-a-kv-pod"), modes=("single",))
+    assert on_kubernetes.bind(run) == "delete-a-kv-pod breaks a KubeRun, not a ContainerRun"
+    assert on_kubernetes.on is KubeRun

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from scenarios import page
 from scenarios.history import History, Op
-from scenarios.results import read, smallest_failing_part
+from scenarios.report import page
+from scenarios.report.results import read, smallest_failing_part
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -156,7 +156,7 @@ def test_report_of_a_missing_empty_or_foreign_folder_exits_2_with_one_line(
 
 
 def test_runs_of_several_ci_rows_combine_into_one_page(tmp_path: Path) -> None:
-    from scenarios.combine import combine
+    from scenarios.report.combine import combine
 
     for row in ("single", "ha"):
         folder = tmp_path / "downloaded" / f"report-{row}" / f"2026-{row}"
@@ -176,7 +176,7 @@ def test_runs_of_several_ci_rows_combine_into_one_page(tmp_path: Path) -> None:
 
 def test_every_cell_writes_into_its_own_absolute_folder(tmp_path: Path) -> None:
     """A cell runs with its folder as cwd: a relative artifact path would land nested twice."""
-    from scenarios.matrix import Cell, argv
+    from scenarios.report.matrix import Cell, argv
 
     folder = (tmp_path / "run" / "ha" / "load").resolve()
     for check in ("functional", "failover", "load", "bench"):

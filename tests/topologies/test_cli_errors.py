@@ -12,8 +12,8 @@ import docker.errors
 import pytest
 import requests
 
-from topologies.exceptions import NotFound, PlatformError, PlatformUnavailable, PortInUse
-from topologies.platforms.docker import translated
+from topologies.engines.docker import translated
+from topologies.exceptions import EngineError, EngineUnavailable, NotFound, PortInUse
 
 NO_DAEMON = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 
@@ -32,7 +32,8 @@ def modematrix(
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.strip().splitlines()
+    """The failure: one line, after any progress lines (``> starting ha``)."""
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("> ")]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     return lines[0]
 
@@ -45,8 +46,10 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
         (["up", "k8s", "--workers", "1"], 2, "--workers: expected 2 or more, got 1"),
         (["up", "ha"], 1, "no Docker daemon answers"),
         (["status"], 1, "no Docker daemon answers"),
-        (["down", "abc"], 1, "no Docker daemon answers"),
-        (["fault", "abc", "node-1", "kill"], 1, "no Docker daemon answers"),
+        (["down", "abc"], 1, "no Docker daemon answers"),  # containers of no record may be left: it must ask
+        (["fault", "abc", "kill", "node-1"], 2, "no run 'abc' on this machine"),
+        (["up", "ha", "--workers", "4"], 2, "--workers apply to the Kubernetes modes only"),
+        (["up", "ha", "--timeout", "0"], 2, "--timeout: expected seconds above 0, got 0"),
     ],
 )
 def test_without_a_daemon_or_with_bad_input_the_cli_says_one_line(args: list[str], code: int, says: str) -> None:
@@ -64,7 +67,7 @@ def test_an_invalid_mode_file_exits_2_naming_every_offender(tmp_path: Path) -> N
 
 def test_debug_shows_the_traceback() -> None:
     result = modematrix("--debug", "status", env=NO_DAEMON)
-    assert result.returncode == 1 and "Traceback" in result.stderr and "PlatformUnavailable" in result.stderr
+    assert result.returncode == 1 and "Traceback" in result.stderr and "EngineUnavailable" in result.stderr
 
 
 class _Reply:
@@ -83,9 +86,9 @@ class _Reply:
             PortInUse,
             "a host port is already in use",
         ),
-        (docker.errors.APIError("409", explanation="conflict: name in use"), PlatformError, "Docker refused"),
-        (requests.exceptions.ConnectionError("Connection refused"), PlatformUnavailable, "no Docker daemon"),
-        (docker.errors.DockerException("Error while fetching server API version"), PlatformUnavailable, "DOCKER_HOST"),
+        (docker.errors.APIError("409", explanation="conflict: name in use"), EngineError, "Docker refused"),
+        (requests.exceptions.ConnectionError("Connection refused"), EngineUnavailable, "no Docker daemon"),
+        (docker.errors.DockerException("Error while fetching server API version"), EngineUnavailable, "DOCKER_HOST"),
     ],
 )
 def test_docker_errors_are_translated_at_the_boundary(raised: Exception, expected: type, says: str) -> None:

@@ -28,10 +28,10 @@ from runtime.discovery.endpointslices import SERVICE_LABEL, EndpointSliceSource
 from tests.conftest import free_port
 from topologies import spec
 from topologies.cli import main
-from topologies.kubeapply import apply, delete_namespace, kubeconfig
-from topologies.manifests import manifests
+from topologies.kubernetes.apply import apply, delete_namespace, kubeconfig
+from topologies.kubernetes.manifests import manifests
 from topologies.pki import RunPki
-from topologies.plan import Secrets
+from topologies.runs import Secrets
 from topologies.wait import wait_until
 
 pytestmark = [pytest.mark.etcd, pytest.mark.timeout(180)]

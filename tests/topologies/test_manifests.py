@@ -15,9 +15,9 @@ from cryptography import x509
 from runtime.security.certs import PEER_NAME, Bundle
 from topologies import spec
 from topologies.cli import main
-from topologies.manifests import KUBERNETES_VERSION, manifests, to_yaml, workloads
+from topologies.kubernetes.manifests import KUBERNETES_VERSION, manifests, to_yaml, workloads
 from topologies.pki import RunPki
-from topologies.plan import Secrets
+from topologies.runs import Secrets
 
 NS = "mm-test"
 
@@ -174,7 +174,7 @@ def test_default_deny_with_the_modes_paths_listed(made: list[dict[str, Any]]) ->
 
 
 def test_the_front_door_is_a_node_port_when_asked(tmp_path: Path) -> None:
-    from topologies.manifests import Ingress
+    from topologies.kubernetes.manifests import Ingress
 
     made = manifests(
         spec.load("scaled"),

@@ -14,35 +14,39 @@ import pytest
 
 import images
 import topologies
-from topologies import faults
+from topologies import containers, engines, faults
 from topologies.constants import LABEL_RUN
+from topologies.containers.faults import Delay, Kill, Loss, Partition
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module", params=["single", "ha", "scaled"])
-def any_cluster(request: pytest.FixtureRequest) -> Iterator[topologies.Cluster]:
-    with topologies.start(request.param) as cluster:
-        yield cluster
+def any_cluster(request: pytest.FixtureRequest) -> Iterator[topologies.ContainerRun]:
+    with topologies.start(request.param) as run:
+        assert isinstance(run, topologies.ContainerRun)
+        yield run
 
 
 @pytest.fixture(scope="module")
-def ha() -> Iterator[topologies.Cluster]:
-    with topologies.start("ha") as cluster:
-        yield cluster
+def ha() -> Iterator[topologies.ContainerRun]:
+    with topologies.start("ha") as run:
+        assert isinstance(run, topologies.ContainerRun)
+        yield run
 
 
 @pytest.fixture(scope="module")
-def scaled() -> Iterator[topologies.Cluster]:
-    with topologies.start("scaled") as cluster:
-        yield cluster
+def scaled() -> Iterator[topologies.ContainerRun]:
+    with topologies.start("scaled") as run:
+        assert isinstance(run, topologies.ContainerRun)
+        yield run
 
 
-def edge_urls(cluster: topologies.Cluster) -> list[str]:
+def edge_urls(cluster: topologies.ContainerRun) -> list[str]:
     return [*cluster.endpoints, *(n.url for n in cluster.nodes if n.spec.is_edge and n.url not in cluster.endpoints)]
 
 
-def test_a_write_through_one_endpoint_reads_back_through_every_other(any_cluster: topologies.Cluster) -> None:
+def test_a_write_through_one_endpoint_reads_back_through_every_other(any_cluster: topologies.ContainerRun) -> None:
     urls = edge_urls(any_cluster)
     key = f"/v1/kv/everywhere-{time.time_ns()}"
     with any_cluster.client(endpoints=[urls[0]]) as first:
@@ -72,11 +76,11 @@ def until_ok(call: Callable[[], httpx.Response], timeout: float = 30.0) -> tuple
     return reply, time.monotonic() - started
 
 
-def test_ha_killing_the_db_leaders_node_writes_resume_through_survivors(ha: topologies.Cluster) -> None:
+def test_ha_killing_the_db_leaders_node_writes_resume_through_survivors(ha: topologies.ContainerRun) -> None:
     leader = ha.db_leader()
     with ha.client(timeout=15) as api:
         assert api.put("/v1/kv/before-kill", content=b"1").status_code == 200
-        with faults.injected(ha, faults.Kill(leader.name)):
+        with faults.injected(ha, Kill(leader.name)):
             _, outage = until_ok(lambda: api.put("/v1/kv/after-kill", content=b"2"))
             assert ha.db_leader().name != leader.name
             assert api.get("/v1/kv/before-kill").content == b"1"
@@ -85,12 +89,12 @@ def test_ha_killing_the_db_leaders_node_writes_resume_through_survivors(ha: topo
         assert revived.get("/v1/kv/after-kill").content == b"2"
 
 
-def test_ha_a_users_write_right_after_the_leader_kill_succeeds_with_one_call(ha: topologies.Cluster) -> None:
+def test_ha_a_users_write_right_after_the_leader_kill_succeeds_with_one_call(ha: topologies.ContainerRun) -> None:
     """As a new user would: kill the etcd leader's node, then at once one PUT through
     cluster.client(). Refused-before-proposal and unknown outcomes of a plain PUT are resent
     by the client, so the one call succeeds instead of hanging or failing."""
     leader = ha.db_leader()
-    with ha.client(timeout=15) as api, faults.injected(ha, faults.Kill(leader.name)):
+    with ha.client(timeout=15) as api, faults.injected(ha, Kill(leader.name)):
         started = time.monotonic()
         reply = api.put("/v1/kv/right-after-kill", content=b"1")
         took = time.monotonic() - started
@@ -98,7 +102,7 @@ def test_ha_a_users_write_right_after_the_leader_kill_succeeds_with_one_call(ha:
         print(f"\nha: a PUT sent right after killing leader {leader.name} succeeded in {took:.2f} s")
 
 
-def test_ha_partitioned_node_refuses_writes_then_heal_brings_it_back(ha: topologies.Cluster) -> None:
+def test_ha_partitioned_node_refuses_writes_then_heal_brings_it_back(ha: topologies.ContainerRun) -> None:
     """Once the cut-off node knows it has no leader it refuses before proposing (503
     not_applied), and such a write never lands. (A write it took in the first moments, before
     it noticed, is outcome_unknown and may land after the heal: etcd may deliver a queued
@@ -108,7 +112,7 @@ def test_ha_partitioned_node_refuses_writes_then_heal_brings_it_back(ha: topolog
     alone = ha.client(endpoints=[victim.url], timeout=15, budget=0)  # this node's own answer, not a retry
     with alone, ha.client(endpoints=majority, timeout=15) as rest:
         assert rest.put("/v1/kv/split", content=b"before").status_code == 200
-        with faults.injected(ha, faults.Partition.isolating(victim.name, ha)):
+        with faults.injected(ha, Partition.isolating(victim.name, ha)):
             topologies.wait_until(
                 # a write to a key of its own (one taken before the node noticed may land later)
                 lambda: _error_of(alone.put("/v1/kv/split-probe", content=b"x")) == "not_applied",
@@ -141,10 +145,10 @@ def exercise_every_api(api: topologies.ClusterClient, tag: str) -> bool:
 
 @pytest.mark.parametrize("service", ["envoy", "auth", "kv", "queue"])
 def test_scaled_losing_one_node_of_each_service_keeps_every_api_answering(
-    scaled: topologies.Cluster, service: str
+    scaled: topologies.ContainerRun, service: str
 ) -> None:
     victim = next(n for n in scaled.nodes if n.services == (service,))
-    with scaled.client(timeout=15) as api, faults.injected(scaled, faults.Kill(victim.name)):
+    with scaled.client(timeout=15) as api, faults.injected(scaled, Kill(victim.name)):
         started = time.monotonic()
         topologies.wait_until(
             lambda: exercise_every_api(api, f"without-{victim.name}"),
@@ -160,8 +164,8 @@ def test_killed_runner_leaves_nothing_behind_within_30_s() -> None:
     """A process that started a topology is SIGKILLed; the reaper removes all of it."""
     script = textwrap.dedent("""
         import sys, time, topologies
-        cluster = topologies.launch("single")
-        print(cluster.run_id, flush=True)
+        run = topologies.start("single")
+        print(run.run_id, flush=True)
         time.sleep(600)
     """)
     runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -189,6 +193,11 @@ def test_killed_runner_leaves_nothing_behind_within_30_s() -> None:
             message=f"nothing of run {run_id} left 30 s after SIGKILL",
         )
         print(f"\nreaper removed run {run_id} {time.monotonic() - killed_at:.1f} s after SIGKILL")
+        listed = subprocess.run(
+            [sys.executable, "-m", "topologies.cli", "status"], capture_output=True, text=True, check=True
+        )
+        assert f"{run_id}  single" in listed.stdout and "no containers" in listed.stdout, "its record says so"
+        subprocess.run([sys.executable, "-m", "topologies.cli", "down", run_id], check=True, capture_output=True)
     finally:
         if runner.poll() is None:
             runner.kill()
@@ -203,16 +212,16 @@ def test_a_failed_start_names_the_node_shows_its_log_and_cleans_up() -> None:
     client = images.docker_client()
     before = {c.id for c in client.containers.list(all=True, filters={"label": LABEL_RUN})}
     with pytest.raises(topologies.StartTimeout) as caught:
-        topologies.launch(broken, timeout=20)
+        containers.start(broken, engines.get("docker"), timeout=20)
     assert "node-1" in str(caught.value) and caught.value.node == "node-1"
     assert "refusing to start: db_endpoints" in caught.value.logs
     after = {c.id for c in client.containers.list(all=True, filters={"label": LABEL_RUN})}
     assert after <= before
 
 
-def test_ha_packet_loss_is_applied_in_the_nodes_namespace_and_healed(ha: topologies.Cluster) -> None:
+def test_ha_packet_loss_is_applied_in_the_nodes_namespace_and_healed(ha: topologies.ContainerRun) -> None:
     node = ha.nodes[1]
-    with faults.injected(ha, faults.Loss(node.name, 30)):
+    with faults.injected(ha, Loss(node.name, 30)):
         rules = ha.in_netns(node, ["iptables -S INPUT", "iptables -S OUTPUT"])
         # iptables keeps the probability as a 32-bit fraction: 0.3 reads back as 0.29999999981
         assert len(re.findall(r"statistic --mode random --probability 0\.(?:2999|3000)", rules)) == 2, rules
@@ -221,8 +230,8 @@ def test_ha_packet_loss_is_applied_in_the_nodes_namespace_and_healed(ha: topolog
     assert "statistic" not in ha.in_netns(node, ["iptables -S"]), "heal must remove every rule"
 
 
-def test_delay_runs_where_the_kernel_has_netem_and_says_why_not_elsewhere(ha: topologies.Cluster) -> None:
-    fault = faults.Delay(ha.nodes[2].name, 50, 10)
+def test_delay_runs_where_the_kernel_has_netem_and_says_why_not_elsewhere(ha: topologies.ContainerRun) -> None:
+    fault = Delay(ha.nodes[2].name, 50, 10)
     reason = fault.applies_to(ha)
     if reason is not None:
         assert "netem" in reason

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from topologies import plan, spec
+from topologies import spec
 from topologies.constants import SERVICES
+from topologies.containers import plan
 from topologies.exceptions import NotFound, SpecError
+from topologies.runs import Secrets
 
 
 @pytest.mark.parametrize("mode", ["single", "ha", "scaled", "scaled-haproxy"])
@@ -97,7 +99,7 @@ def test_addresses_are_fixed_and_distinct() -> None:
 def test_every_node_gets_every_member_and_edges_get_peers() -> None:
     scaled = spec.load("scaled-haproxy")
     ips = plan.addresses(scaled, "10.9.9")
-    secrets = plan.Secrets("s" * 32, "p" * 16)
+    secrets = Secrets("s" * 32, "p" * 16)
     members = {f"https://{ips[m.name]}:2379" for m in scaled.members}
     for node in scaled.nodes:
         env = plan.node_env(scaled, node, ips, secrets)
@@ -119,15 +121,20 @@ def test_ha_nodes_use_their_own_member_first() -> None:
         assert plan.db_endpoints(ha, node, ips)[0] == f"https://{ips[node.name]}:2379"
 
 
+def balancer(mode: spec.ModeSpec) -> spec.LoadBalancerSpec:
+    assert mode.load_balancer is not None, f"{mode.mode} has no load balancer"
+    return mode.load_balancer
+
+
 def test_haproxy_checks_readyz_over_verified_tls_and_sends_the_client_address() -> None:
     scaled = spec.load("scaled-haproxy")
     ips = plan.addresses(scaled, "10.9.9")
-    config = plan.haproxy_config(scaled.load_balancer, scaled, ips)  # type: ignore[arg-type]
+    config = plan.haproxy_config(balancer(scaled), scaled, ips)
     assert "uri /readyz" in config and "verify required ca-file /run/modematrix/secrets/ca.pem" in config
     http_api = config.split("frontend grpc")[0]
     assert http_api.count("\n    server ") == 3 and "server ingress-2 10.9.9.12:8444 verifyhost ingress-2" in config
     assert "send-proxy-v2 check-send-proxy" in config
-    secrets = plan.Secrets("s" * 32, "pw")
+    secrets = Secrets("s" * 32, "pw")
     edge = plan.node_env(scaled, next(n for n in scaled.nodes if n.name == "ingress-2"), ips, secrets)
     assert edge["RUNTIME_PROXY_PORT"] == "8444" and edge["RUNTIME_TRUSTED_PROXIES"] == ips["lb"]
     assert "RUNTIME_TRUSTED_PROXIES" not in plan.node_env(
@@ -138,7 +145,7 @@ def test_haproxy_checks_readyz_over_verified_tls_and_sends_the_client_address() 
 def test_haproxy_routes_grpc_calls_by_path_to_each_services_nodes_over_h2() -> None:
     scaled = spec.load("scaled-haproxy")
     ips = plan.addresses(scaled, "10.9.9")
-    grpc = plan.haproxy_config(scaled.load_balancer, scaled, ips).split("frontend grpc")[1]  # type: ignore[arg-type]
+    grpc = plan.haproxy_config(balancer(scaled), scaled, ips).split("frontend grpc")[1]
     assert "bind :8445 ssl crt /run/modematrix/secrets/lb.pem alpn h2" in grpc
     assert "use_backend kv_grpc if { path_beg /modematrix.v1.Kv/ }" in grpc
     assert "use_backend queue_grpc if { path_beg /modematrix.v1.Queue/ }" in grpc
@@ -175,7 +182,7 @@ def test_the_scaled_mode_is_fronted_by_two_envoys_and_an_xds_node() -> None:
     assert scaled.load_balancer is not None and scaled.load_balancer.kind == "envoy"
     ips = plan.addresses(scaled, "10.9.9")
     assert "lb" not in ips and len(ips) == 9
-    secrets = plan.Secrets("s" * 32, "p" * 16)
+    secrets = Secrets("s" * 32, "p" * 16)
     env = {n.name: plan.node_env(scaled, n, ips, secrets) for n in scaled.nodes}
     assert env["envoy-1"]["RUNTIME_XDS_SERVERS"] == f"{ips['xds-1']}:18000"
     assert env["envoy-1"]["RUNTIME_LISTEN"] == "0.0.0.0:9443" and env["envoy-1"]["RUNTIME_ENVOY_PORT"] == "8443"

@@ -1,0 +1,189 @@
+"""``modematrix matrix``: every chosen mode against every check, one results folder, one page.
+
+    modematrix matrix --modes single,ha --quick          # a subset that finishes in minutes
+    modematrix matrix --modes single,ha,scaled           # everything
+
+Each cell (mode x check) runs as its own process, exactly as a user would run it: pytest for
+the functional and failover scenarios, locust for the load test, ``modematrix bench``. Its
+artifacts and log go to ``results/<run-id>/<mode>/<check>/``; ``matrix.json`` is rewritten
+after every cell, and the report page is built at the end (``results/<run-id>/report/`` and
+``results/report/``). The exit code is 0 only if every cell passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from images.progress import step
+from scenarios.report import page
+from scenarios.report.results import MATRIX_FILE
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKS = ("functional", "failover", "load", "bench")
+QUICK_SCENARIOS = "kill-leader or partition-one"
+# seconds a cell takes, for the first ETA; replaced by what the run measures
+GUESS = {"functional": 40.0, "failover": 320.0, "load": 80.0, "bench": 110.0}
+QUICK_GUESS = {"functional": 40.0, "failover": 90.0, "load": 45.0, "bench": 50.0}
+
+
+@dataclass(frozen=True)
+class Cell:
+    mode: str
+    check: str
+    status: str = "pending"  # pass, fail, n/a (the check does not apply to the mode), pending
+    seconds: float = 0.0
+    log: str = ""
+    reason: str = ""
+
+
+def plan(modes: Sequence[str], checks: Sequence[str]) -> list[Cell]:
+    """The cells, in the order they run; a check that does not apply to a mode is n/a.
+
+    >>> [(c.mode, c.check, c.status) for c in plan(["single"], ["functional", "failover"])]
+    [('single', 'functional', 'pending'), ('single', 'failover', 'n/a')]
+    """
+    cells = []
+    for mode in modes:
+        for check in checks:
+            if check == "failover" and mode == "single":
+                cells.append(Cell(mode, check, "n/a", reason="one node has nothing to fail over to"))
+            else:
+                cells.append(Cell(mode, check))
+    return cells
+
+
+def argv(cell: Cell, folder: Path, *, quick: bool) -> list[str]:
+    """The command that runs one cell, writing its artifacts into ``folder`` (pure)."""
+    python = sys.executable
+    pytest = [python, "-m", "pytest", "-p", "no:cacheprovider", "--junitxml", str(folder / "junit.xml")]
+    if cell.check == "functional":
+        return [*pytest, str(ROOT / "scenarios" / "test_functional.py"), "--mode", cell.mode]
+    if cell.check == "failover":
+        command = [*pytest, str(ROOT / "scenarios" / "test_failover.py"), "--mode", cell.mode, "--results", str(folder)]
+        return command + (["--cycles", "1", "-k", QUICK_SCENARIOS] if quick else [])
+    if cell.check == "load":
+        locustfile = str(ROOT / "loadtests" / f"{cell.mode}.py")
+        users = ["-u", "10", "-r", "10", "-t", "15s" if quick else "45s"]
+        reports = ["--csv", str(folder / "load"), "--html", str(folder / "load.html")]
+        return [python, "-m", "locust", "-f", locustfile, "--headless", *users, *reports]
+    if cell.check == "bench":
+        seconds = "2" if quick else "8"
+        return [
+            python,
+            "-m",
+            "topologies.cli",
+            "bench",
+            "--mode",
+            cell.mode,
+            "--seconds",
+            seconds,
+            "--results",
+            str(folder),
+        ]
+    raise ValueError(f"no check {cell.check!r}; expected one of {', '.join(CHECKS)}")
+
+
+def run_cell(cell: Cell, root: Path, *, quick: bool) -> Cell:
+    folder = root / cell.mode / cell.check
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "log.txt"
+    started = time.monotonic()
+    with log.open("w") as out:
+        done = subprocess.run(
+            argv(cell, folder, quick=quick),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+            timeout=3600,
+        )
+    status = "pass" if done.returncode == 0 else "fail"
+    return Cell(cell.mode, cell.check, status, round(time.monotonic() - started, 1), str(log.relative_to(root)))
+
+
+class Progress:
+    """Elapsed time and an ETA from what each kind of cell has taken so far: a rich status
+    line while a cell runs on a terminal, and one plain line per finished cell (what CI keeps)."""
+
+    def __init__(self, cells: Sequence[Cell], quick: bool) -> None:
+        self.todo = [c for c in cells if c.status == "pending"]
+        self.guess = dict(QUICK_GUESS if quick else GUESS)
+        self.started = time.monotonic()
+        self.done = 0
+
+    def eta(self) -> float:
+        return sum(self.guess[c.check] for c in self.todo[self.done :])
+
+    def finished(self, cell: Cell) -> str:
+        self.guess[cell.check] = cell.seconds
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        return (
+            f"[{self.done}/{len(self.todo)}] {cell.mode} {cell.check}: {cell.status} in {cell.seconds:.0f} s "
+            f"(elapsed {_clock(elapsed)}, eta {_clock(self.eta())})"
+        )
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+
+
+def run(modes: Sequence[str], checks: Sequence[str], *, quick: bool, results: Path) -> tuple[Path, bool]:
+    run_id = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    root = (results / run_id).resolve()  # absolute: each cell runs with its own folder as cwd
+    root.mkdir(parents=True, exist_ok=True)
+    cells = plan(modes, checks)
+    progress = Progress(cells, quick)
+    meta: dict[str, object] = {"run_id": run_id, "started": datetime.datetime.now().isoformat(timespec="seconds")}
+    meta |= {"modes": list(modes), "checks": list(checks), "quick": quick}
+    print(f"matrix {run_id}: {len(progress.todo)} cells, about {_clock(progress.eta())}; results in {root}", flush=True)
+    for index, cell in enumerate(cells):
+        if cell.status == "pending":
+            with step(f"{cell.mode} {cell.check} (eta {_clock(progress.eta())})"):
+                cells[index] = run_cell(cell, root, quick=quick)
+            print(progress.finished(cells[index]), flush=True)
+        _write(root, meta, cells)
+    page_path = page.build(root, also=results / "report")
+    passed = all(c.status in ("pass", "n/a") for c in cells)
+    print(f"report: {page_path} (also {results / 'report' / 'index.html'}); {'all passed' if passed else 'FAILED'}")
+    return root, passed
+
+
+def _write(root: Path, meta: dict[str, object], cells: Sequence[Cell]) -> None:
+    (root / MATRIX_FILE).write_text(json.dumps({**meta, "cells": [asdict(c) for c in cells]}, indent=2))
+
+
+# -- the `modematrix matrix` subcommand ------------------------------------------------------------
+
+
+def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Registered through the ``modematrix.commands`` entry point group."""
+    parser = sub.add_parser("matrix", help="run modes x checks, write results/<run-id>/ and the report page")
+    parser.add_argument("--modes", default="single,ha,scaled", help="comma-separated (default %(default)s)")
+    parser.add_argument("--checks", default=",".join(CHECKS), help="comma-separated (default %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="two failover scenarios, one cycle each; short load")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import topologies
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    checks = [c.strip() for c in args.checks.split(",") if c.strip()]
+    bad_modes = [m for m in modes if m not in topologies.modes()]
+    bad_checks = [c for c in checks if c not in CHECKS]
+    if not modes or bad_modes:
+        raise topologies.UsageError(f"--modes: expected some of {', '.join(topologies.modes())}, got {args.modes!r}")
+    if not checks or bad_checks:
+        raise topologies.UsageError(f"--checks: expected some of {', '.join(CHECKS)}, got {args.checks!r}")
+    _, passed = run(modes, checks, quick=args.quick, results=args.results)
+    return 0 if passed else 1

@@ -1,0 +1,54 @@
+"""Engines plug in from outside: a package that names a class in the ``modematrix.engines``
+entry point group is offered by ``--engine`` and used by every verb, with no line of
+topologies changed. Shown with a package installed the way pip installs one (a dist-info
+folder on the path), whose engine is the recording fake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from topologies import engines
+from topologies.exceptions import NotFound
+
+PLUGIN = """
+from topologies.engines.fake import FakeEngine
+
+
+class RecordingEngine(FakeEngine):
+    name = "recording"
+
+    def __init__(self, *, reaper: bool = True) -> None:
+        super().__init__()
+        print("recording engine in use", flush=True)
+"""
+
+
+@pytest.fixture
+def plugin_path(tmp_path: Path) -> Path:
+    (tmp_path / "mm_recording.py").write_text(PLUGIN)
+    info = tmp_path / "mm_recording-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mm-recording\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[modematrix.engines]\nrecording = mm_recording:RecordingEngine\n")
+    return tmp_path
+
+
+def run(plugin_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    code = f"import sys; sys.path.insert(0, {str(plugin_path)!r}); from topologies.cli import main; sys.exit(main())"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_an_installed_engine_is_offered_and_used(plugin_path: Path) -> None:
+    assert "{docker,recording}" in run(plugin_path, "--help").stdout
+    started = run(plugin_path, "--engine", "recording", "up", "single", "--timeout", "1")
+    assert "recording engine in use" in started.stdout
+    assert started.returncode == 1 and "not ready after" in started.stderr, started.stderr
+
+
+def test_an_unknown_engine_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(NotFound, match="no engine 'podman'; expected one of docker"):
+        engines.get("podman")

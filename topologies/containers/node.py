@@ -1,0 +1,129 @@
+"""One server of a mode on a container engine: a name, its services, a fixed address and
+port, and the engine's handle through which it is started, stopped and broken. Faults and
+scenarios go through here, never through the engine's own API.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+
+import httpx
+
+from topologies.constants import GRPC_PORT
+from topologies.engines import PAUSED, RUNNING, Engine, Handle
+from topologies.exceptions import StartTimeout
+from topologies.spec import NodeSpec
+from topologies.wait import WaitTimeout, wait_until
+
+
+class Node:
+    def __init__(
+        self, spec: NodeSpec, ip: str, host_port: int, handle: Handle, engine: Engine, role: str = "node"
+    ) -> None:
+        self.spec, self.ip, self.host_port, self.role = spec, ip, host_port, role
+        self.handle, self.engine = handle, engine
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, {self.ip}, {self.status})"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def container(self) -> str:
+        """The engine's name for it (``mm-<run>-<node>``)."""
+        return self.handle.name
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return self.spec.services
+
+    @property
+    def db_member(self) -> bool:
+        return self.spec.db_member
+
+    @property
+    def url(self) -> str:
+        """How the host reaches this node: a fixed loopback port, stable across restarts."""
+        return f"https://127.0.0.1:{self.host_port}"
+
+    @property
+    def grpc_target(self) -> str | None:
+        """``127.0.0.1:PORT`` of this node's gRPC API on the host (Envoy's: its API port, which
+        takes gRPC too), or None where there is none."""
+        if self.spec.is_envoy:
+            return f"127.0.0.1:{self.host_port}"
+        port = self.handle.ports.get(GRPC_PORT)
+        return f"127.0.0.1:{port}" if port else None
+
+    @property
+    def status(self) -> str:
+        return self.engine.state(self.handle)
+
+    @property
+    def running(self) -> bool:
+        return self.status == RUNNING
+
+    @property
+    def paused(self) -> bool:
+        return self.status == PAUSED
+
+    def kill(self) -> None:
+        self.engine.kill(self.handle)
+
+    def stop(self, timeout: int = 20) -> None:
+        self.engine.stop(self.handle, timeout)
+
+    def start(self) -> None:
+        self.engine.start(self.handle)
+
+    def restart(self, timeout: int = 20) -> None:
+        self.engine.restart(self.handle, timeout)
+
+    def pause(self) -> None:
+        self.engine.pause(self.handle)
+
+    def unpause(self) -> None:
+        self.engine.unpause(self.handle)
+
+    def logs(self, tail: int = 30) -> str:
+        return self.engine.logs(self.handle, tail)
+
+    def exec(self, command: Sequence[str], user: str = "") -> tuple[int, str]:
+        return self.engine.exec(self.handle, command, user)
+
+    def readiness(self, context: ssl.SSLContext | None, timeout: float = 2.0) -> tuple[int, str]:
+        """(HTTP status, body) of /readyz; (0, why) when it could not be reached."""
+        try:
+            reply = httpx.get(self.url + "/readyz", verify=context or False, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return 0, f"{type(exc).__name__}: {exc}"
+        return reply.status_code, reply.text[:500]
+
+
+READY_POLL = 0.2  # seconds between /readyz polls while starting (faster than Docker's health interval)
+
+
+def wait_ready(nodes: Sequence[Node], context: ssl.SSLContext, timeout: float = 120.0) -> None:
+    """Return when every node answers /readyz 200; StartTimeout with its last answer and log
+    lines as soon as one is not running, or at the deadline."""
+    for node in nodes:
+        last: dict[str, tuple[int, str]] = {}
+
+        def ready(node: Node = node, last: dict[str, tuple[int, str]] = last) -> bool:
+            last["answer"] = node.readiness(context, timeout=1.0)
+            if last["answer"][0] == 0 and not node.running:
+                raise StartTimeout(f"{node.name} is {node.status}")
+            return last["answer"][0] == 200
+
+        try:
+            wait_until(ready, timeout=timeout, interval=READY_POLL, message=f"{node.name} ready", ignore=(OSError,))
+        except (WaitTimeout, StartTimeout) as exc:
+            raise StartTimeout(
+                f"node {node.name} ({node.container}) not ready after {timeout:.0f} s: {exc}; "
+                f"last /readyz answer: {last.get('answer')}",
+                node=node.name,
+                logs=node.logs(30),
+            ) from exc

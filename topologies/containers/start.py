@@ -1,0 +1,212 @@
+"""Starting a mode as containers: network, nodes in parallel, the cluster CA, the DB's users,
+readiness, the balancer; then the run, built whole.
+
+What each node gets is decided in :mod:`topologies.containers.plan`; this module hands it to
+the engine. Everything started is labelled with the run, so the engine's reaper removes it if
+this process dies; on any failure whatever was started is removed, then the error raised.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.routing import GRPC_SERVICES
+from topologies import pki
+from topologies.constants import (
+    API_PORT,
+    DATA_DIR,
+    DB_CLIENT_PORT,
+    GRPC_PORT,
+    LABEL_DB_MEMBER,
+    LABEL_MODE,
+    LABEL_NODE,
+    LABEL_ROLE,
+    LABEL_RUN,
+    LABEL_SERVICES,
+    RUNTIME_UID,
+    SECRETS_DIR,
+)
+from topologies.containers import plan
+from topologies.containers.node import Node, wait_ready
+from topologies.containers.run import TARGET, ContainerRun
+from topologies.engines import Engine, Launch
+from topologies.exceptions import StartTimeout
+from topologies.runs import SECRET_FILES, RunRecord, Secrets, new_run_id, run_dir, secret_settings
+from topologies.spec import ModeSpec, NodeSpec
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a run's containers go: the engine, the run, its network's /24, the image, and
+    the host cores they are pinned to (benchmarks)."""
+
+    engine: Engine
+    run_id: str
+    mode: str
+    prefix: str
+    image: str
+    memory: str
+    cpuset: str | None = None
+
+    @property
+    def network(self) -> str:
+        return f"mm-{self.run_id}"
+
+    def labels(self, node: str) -> dict[str, str]:
+        return {LABEL_RUN: self.run_id, LABEL_MODE: self.mode, LABEL_NODE: node}
+
+
+def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], files: Mapping[str, bytes]) -> Launch:
+    """One node's container: its labels, settings, secret files, address, ports and volume."""
+    labels = {
+        **place.labels(node.name),
+        LABEL_ROLE: "node",
+        LABEL_SERVICES: ",".join(node.services),
+        LABEL_DB_MEMBER: str(node.db_member).lower(),
+    }
+    return Launch(
+        name=f"mm-{place.run_id}-{node.name}",
+        image=place.image,
+        labels=labels,
+        command=("serve",),
+        env=dict(env),
+        network=place.network,
+        hostname=node.name,
+        ip=ip,
+        publish=(API_PORT, GRPC_PORT) if set(node.services) & set(GRPC_SERVICES) else (API_PORT,),
+        memory=place.memory,
+        cpuset=place.cpuset,
+        volume=f"mm-{place.run_id}-{node.name}",
+        volume_path=DATA_DIR,
+        files=files,
+        files_owner=RUNTIME_UID,
+    )
+
+
+def start_nodes(
+    place: Place,
+    spec: ModeSpec,
+    specs: Sequence[NodeSpec],
+    ips: Mapping[str, str],
+    secrets: Secrets,
+    run_pki: pki.RunPki,
+    extra_env: Mapping[str, str],
+) -> list[Node]:
+    """Start ``specs`` (nodes of ``spec``, whose addresses are ``ips``) in parallel."""
+    launches = []
+    for n in specs:
+        bundle = run_pki.bundle(spec, n, ips[n.name]).dump()
+        env = {**plan.node_env(spec, n, ips, secrets, bundle), **extra_env}
+        launches.append((n, node_launch(place, n, ips[n.name], env, plan.node_secrets(n, secrets, bundle))))
+    with ThreadPoolExecutor(max_workers=max(1, len(launches))) as pool:
+        handles = list(pool.map(lambda item: place.engine.launch(item[1]), launches))
+    return [
+        Node(n, ips[n.name], handle.ports[API_PORT], handle, place.engine)
+        for (n, _), handle in zip(launches, handles, strict=True)
+    ]
+
+
+def init_db(place: Place, spec: ModeSpec, ips: Mapping[str, str], run_pki: pki.RunPki) -> None:
+    """As etcd's root, once the members are up: a DB user and role per service set, then
+    authentication on (``runtime db-init``, from the same image, on the run's network)."""
+    if spec.db != "etcd" or not spec.members:
+        return  # without members the nodes refuse to start, and readiness says which and why
+    endpoints = ",".join(f"https://{ips[m.name]}:{DB_CLIENT_PORT}" for m in spec.members)
+    files = {f"{SECRETS_DIR}/{SECRET_FILES['tls_bundle']}": run_pki.root().dump().encode()}
+    code, out = place.engine.run_once(
+        place.image,
+        ["db-init", "--endpoints", endpoints, "--service-sets", plan.service_sets(spec)],
+        secret_settings(files),
+        {**place.labels("db-init"), LABEL_ROLE: "db-init"},
+        network=place.network,
+        files=files,
+        files_owner=RUNTIME_UID,
+    )
+    if code != 0:
+        raise StartTimeout(f"db-init exited {code}: {out.strip()[-300:]}", node=spec.members[0].name, logs=out)
+
+
+def start_balancer(place: Place, spec: ModeSpec, ips: Mapping[str, str], run_pki: pki.RunPki, ca: Path) -> Node | None:
+    """HAProxy, when the mode has one (Envoys are nodes of the mode, started with the others)."""
+    lb = spec.load_balancer
+    if lb is None or lb.kind != "haproxy":
+        return None
+    cert, key = run_pki.client(lb.name, [lb.name, ips[lb.name], "127.0.0.1", "localhost"]).pairs["node"]
+    files = {
+        f"{SECRETS_DIR}/haproxy.cfg": plan.haproxy_config(lb, spec, ips).encode(),
+        f"{SECRETS_DIR}/ca.pem": ca.read_bytes(),
+        f"{SECRETS_DIR}/lb.pem": cert + key,
+    }
+    handle = place.engine.launch(
+        Launch(
+            name=f"mm-{place.run_id}-{lb.name}",
+            image=place.image,
+            labels={**place.labels(lb.name), LABEL_ROLE: "lb"},
+            entrypoint=("/usr/bin/tini", "--", "haproxy", "-W", "-db", "-f", f"{SECRETS_DIR}/haproxy.cfg"),
+            files=files,
+            files_owner=RUNTIME_UID,
+            network=place.network,
+            hostname=lb.name,
+            ip=ips[lb.name],
+            publish=(API_PORT, GRPC_PORT),
+            memory="64m",
+            cpuset=place.cpuset,
+        )
+    )
+    return Node(NodeSpec(lb.name, ()), ips[lb.name], handle.ports[API_PORT], handle, place.engine, "lb")
+
+
+def start(
+    spec: ModeSpec,
+    engine: Engine,
+    *,
+    image: str | None = None,
+    timeout: float = 180.0,
+    quiet: bool = True,
+    env: Mapping[str, str] | None = None,
+    cpuset: str | None = None,
+    run_id: str | None = None,
+) -> ContainerRun:
+    """Start ``spec`` on ``engine`` and return the run once every part is ready; on any
+    failure remove whatever was started, then raise. ``env`` adds runtime settings to every
+    node (``{"RUNTIME_LOG_LEVEL": "debug"}``); ``cpuset`` pins every container to host cores."""
+    image = image or engine.image(quiet=quiet)
+    engine.guard(image)
+    run_id = run_id or new_run_id()
+    folder, secrets = run_dir(run_id), Secrets.generate()
+    RunRecord(run_id, spec.mode, TARGET, spec.to_dict(), {"engine": engine.name, "image": image}).write(folder, secrets)
+    started = time.monotonic()
+    try:
+        prefix = engine.create_network(
+            f"mm-{run_id}", {LABEL_RUN: run_id, LABEL_MODE: spec.mode, LABEL_NODE: "network"}
+        )
+        place = Place(engine, run_id, spec.mode, prefix, image, spec.memory, cpuset)
+        ips = plan.addresses(spec, prefix)
+        run_pki = pki.RunPki.create(folder, env)
+        nodes = start_nodes(place, spec, spec.nodes, ips, secrets, run_pki, env or {})
+        init_db(place, spec, ips, run_pki)
+        context = run_pki.trust()
+        wait_ready(nodes, context, timeout=max(10.0, timeout - (time.monotonic() - started)))
+        lb = start_balancer(place, spec, ips, run_pki, folder / "ca.pem")
+        if lb is not None:
+            wait_ready([lb], context, timeout=60)
+    except BaseException:
+        engine.remove_run(run_id)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return ContainerRun(run_id, spec, image=image, engine=engine, workdir=folder, nodes=nodes, lb=lb, cpuset=cpuset)
+
+
+def run_image(
+    args: Sequence[str], engine: Engine, *, image: str | None = None, env: Mapping[str, str] | None = None
+) -> tuple[int, str]:
+    """Run the image once with ``args`` (after the entry point): (exit code, output)."""
+    image = image or engine.image()
+    run_id = new_run_id()
+    labels = {LABEL_RUN: run_id, LABEL_MODE: "oneshot", LABEL_NODE: "oneshot"}
+    return engine.run_once(image, args, env or {}, labels)

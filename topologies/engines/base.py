@@ -1,0 +1,142 @@
+"""The Engine protocol: everything topologies ask of what runs containers.
+
+Docker implements it (:mod:`topologies.engines.docker`, the only module that imports the
+Docker SDK or testcontainers), and a recording fake for unit tests
+(:mod:`topologies.engines.fake`). Both targets run on an engine: the Docker modes' nodes are
+its containers (:mod:`topologies.containers`), and so are the node containers of a Kubernetes
+cluster built here (:mod:`topologies.kubernetes.clusters.nodes`). Nothing above this seam
+knows which engine it talks to.
+
+A container is described by a :class:`Launch` (what to start) and known afterwards by a
+:class:`Handle` (what was started, and how to reach it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from images.kubernetes import NodeImage
+
+# Container states every engine reports in: what faults and readiness reason about.
+RUNNING, PAUSED, EXITED, CREATED, REMOVED = "running", "paused", "exited", "created", "removed"
+STOPPED = (EXITED, CREATED, "dead")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What to start: one node (or balancer, or helper) of a run.
+
+    ``publish`` lists container ports that get a fixed loopback port on the host, stable
+    across restarts; ``volume`` is a named volume, created with the node's labels and
+    mounted at ``volume_path``.
+    """
+
+    name: str
+    image: str
+    labels: Mapping[str, str]
+    command: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    network: str | None = None
+    hostname: str | None = None
+    ip: str | None = None
+    publish: tuple[int, ...] = ()
+    memory: str | None = None
+    cpuset: str | None = None  # pin to these host cores ("0", "0-1"): benchmarks pin servers apart from load
+    volume: str | None = None
+    volume_path: str = ""
+    # a container that manages containers itself (a Kubernetes node: containerd, kubelet)
+    # needs every device and capability, a private /run and /tmp, and files of the run's
+    # folder (host path -> container path, read-only)
+    privileged: bool = False
+    tmpfs: tuple[str, ...] = ()
+    binds: Mapping[str, str] = field(default_factory=dict)
+    # secrets: container path -> content, written before the node starts, owned by
+    # ``files_owner`` with mode 0400; never in the node's settings (``docker inspect``)
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    files_owner: int = 0
+
+
+@dataclass(frozen=True)
+class Handle:
+    """A started container as the engine knows it. ``ports`` maps container port -> host port."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    ip: str = ""
+    ports: Mapping[int, int] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    image: str = ""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Where containers run. Every method raises only :class:`~topologies.exceptions.TopologyError`."""
+
+    name: str
+
+    def image(self, *, quiet: bool = True) -> str:
+        """The runtime image's reference, built or reused."""
+
+    def node_image(self, *, quiet: bool = True) -> NodeImage:
+        """The Kubernetes node image (components built from source), built or reused."""
+
+    def save_image(self, tag: str, folder: Path) -> Path:
+        """``tag`` as an image archive in ``folder`` (once per image: the file is named by
+        the image's id), for loading into a Kubernetes node's containerd."""
+
+    def guard(self, image: str) -> None:
+        """Make sure what this process starts is removed if the process dies (the reaper)."""
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        """Create an isolated network on a free /24; return its prefix (``10.213.7``)."""
+
+    def connect(self, network: str, handle: Handle, ip: str | None = None) -> None: ...
+    def disconnect(self, network: str, handle: Handle) -> None: ...
+    def launch(self, spec: Launch) -> Handle: ...
+    def state(self, handle: Handle) -> str:
+        """One of running, paused, exited, created, dead, removed."""
+
+    def exit_reason(self, handle: Handle) -> str:
+        """Why a node that is not running stopped, in a few words (exit code, OOM kill)."""
+
+    def start(self, handle: Handle) -> None: ...
+    def stop(self, handle: Handle, timeout: int = 20) -> None: ...
+    def kill(self, handle: Handle) -> None: ...
+    def restart(self, handle: Handle, timeout: int = 20) -> None: ...
+    def pause(self, handle: Handle) -> None: ...
+    def unpause(self, handle: Handle) -> None: ...
+    def remove(self, handle: Handle) -> None: ...
+    def exec(self, handle: Handle, command: Sequence[str], user: str = "") -> tuple[int, str]:
+        """Run ``command`` inside the node; (exit code, output)."""
+
+    def netns_exec(self, handle: Handle, script: str, image: str) -> tuple[int, str]:
+        """Run a shell script as root with network-admin rights in the node's network
+        namespace, without giving the node itself those rights."""
+
+    def logs(self, handle: Handle, tail: int = 30) -> str: ...
+    def follow_logs(self, handle: Handle, tail: int = 100) -> Iterator[str]:
+        """The last ``tail`` log lines, then each as it is written, until the container stops."""
+
+    def list_run(self, run_id: str | None) -> list[Handle]:
+        """Every node of a run (``None``: of every run), by the run label."""
+
+    def remove_run(self, run_id: str | None) -> dict[str, int]:
+        """Remove everything labelled with the run; counts of what was removed, by kind."""
+
+    def run_once(
+        self,
+        image: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        labels: Mapping[str, str],
+        network: str | None = None,
+        files: Mapping[str, bytes] | None = None,
+        files_owner: int = 0,
+    ) -> tuple[int, str]:
+        """Run the image to completion with ``args`` (on ``network`` if given, with ``files``
+        as :class:`Launch` has them); (exit code, output)."""

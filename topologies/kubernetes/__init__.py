@@ -1,0 +1,142 @@
+"""Target 2: a mode as objects in a namespace of a Kubernetes cluster, given a kubeconfig.
+
+    run = kubernetes.start(spec, "k8s", kubeconfig="~/.kube/config")     # a cluster the user has
+    run = kubernetes.start(spec, "k8s", engine=engines.get("docker"))     # one built here first
+    run = kubernetes.attach(RunRecord.read(run_id), engine)                # the same run, later
+
+``manifests`` decides (pure), ``apply`` puts them in, ``run`` is the deployed mode (one deploy
+path for both kinds of cluster), ``faults`` break it, ``clusters`` say where the kubeconfig
+comes from.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from runtime.config import parse_kubernetes_name
+from topologies.engines import Engine
+from topologies.exceptions import UsageError
+from topologies.kubernetes import apply
+from topologies.kubernetes.clusters import Cluster, GivenCluster, NodeCluster
+from topologies.kubernetes.manifests import Ingress
+from topologies.kubernetes.run import TARGET, KubeRun, deploy, scale
+from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
+from topologies.spec import ModeSpec, parse
+
+Report = Callable[[str], None]
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def start(
+    spec: ModeSpec,
+    mode: str,
+    *,
+    engine: Engine | None = None,
+    kubeconfig: str | Path | None = None,
+    namespace: str | None = None,
+    image: str | None = None,
+    image_registry: str | None = None,
+    workers: int = 3,
+    timeout: float = 400,
+    report: Report = _quiet,
+    cpuset: str | None = None,
+) -> KubeRun:
+    """The mode ``mode`` (laid out as ``spec``) on a cluster the user has (``kubeconfig``), or
+    on one built here on ``engine``; everything it makes is removed again if it fails."""
+    if kubeconfig is None and engine is None:
+        raise UsageError("the k8s mode needs a cluster: --kubeconfig PATH, or an engine to build one on")
+    if kubeconfig is None and workers < 2:
+        raise UsageError(f"--workers: expected 2 or more, got {workers}")
+    run_id = new_run_id()
+    namespace = _namespace(namespace or run_id)
+    given = GivenCluster.read(kubeconfig) if kubeconfig is not None else None
+    if given is not None and apply.owns(given.config, namespace) is False:
+        raise UsageError(f"--namespace {namespace}: exists and is not a modematrix run's; choose another")
+    folder, secrets = run_dir(run_id), Secrets.generate()
+    cluster: Cluster | None = given
+    try:
+        tag = image or _image_of(engine)
+        image = f"{image_registry.rstrip('/')}/{tag}" if image_registry else tag
+        details: dict[str, object] = {"namespace": namespace, "image": image}
+        if given is None:
+            assert engine is not None
+            engine.guard(image)
+            built = NodeCluster.create(
+                run_id, folder / "cluster", engine, workers=workers, report=report, cpuset=cpuset
+            )
+            cluster = built
+            ingress = Ingress(expose="nodeport", addresses=tuple(n.ip for n in built.workers))
+            details.update(built=True, prefix=built.prefix, workers=workers, kubectl=str(built.kubectl_path))
+            report(f"{image} in every worker's containerd ({built.load_image(image):.1f} s)")
+        else:
+            ingress = Ingress()
+            details.update(built=False, kubeconfig=str(given.kubeconfig_path))
+        details.update(expose=ingress.expose, addresses=list(ingress.addresses), port=ingress.node_port)
+        RunRecord(run_id, mode, TARGET, spec.to_dict(), details).write(folder, secrets)
+        report(f"deploying the mode into namespace {namespace}")
+        assert cluster is not None  # given, or built just now
+        run = deploy(
+            run_id, mode, spec, cluster, namespace=namespace, image=image, folder=folder, secrets=secrets,
+            ingress=ingress, timeout=timeout,
+        )  # fmt: skip
+        run.wait_healthy(timeout=timeout)
+    except BaseException:
+        if isinstance(cluster, NodeCluster):
+            cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return run
+
+
+def _image_of(engine: Engine | None) -> str:
+    if engine is None:
+        raise UsageError("--image: the image to deploy onto a cluster given by --kubeconfig (or an engine to build it)")
+    return engine.image(quiet=True)
+
+
+def _namespace(name: str) -> str:
+    try:
+        return parse_kubernetes_name(name)
+    except ValueError as exc:
+        raise UsageError(f"--namespace: {exc}") from None
+
+
+def attach(record: RunRecord, engine: Engine | None) -> KubeRun:
+    """The run of ``record``, from another process: its cluster (the kubeconfig it was given,
+    or the node containers built for it) and its namespace."""
+    details = record.details
+    folder = run_dir(record.run_id)
+    cluster: Cluster
+    if details.get("built"):
+        if engine is None:
+            raise UsageError(f"run {record.run_id} was built on a container engine; name it (--engine)")
+        cluster = NodeCluster.attach(
+            record.run_id,
+            folder / "cluster",
+            engine,
+            prefix=str(details["prefix"]),
+            workers=int(details["workers"]),
+            kubectl=Path(str(details["kubectl"])),
+        )
+    else:
+        cluster = GivenCluster(Path(str(details["kubeconfig"])))
+    spec = parse(record.spec, source=f"run {record.run_id}'s record")
+    return KubeRun(
+        record.run_id,
+        record.mode,
+        spec,
+        cluster=cluster,
+        namespace=str(details["namespace"]),
+        image=str(details["image"]),
+        workdir=folder,
+        addresses=[str(a) for a in details.get("addresses", [])],
+        port=int(details.get("port", 8443)) if details.get("expose") == "nodeport" else 8443,
+    )
+
+
+__all__ = ["TARGET", "GivenCluster", "KubeRun", "NodeCluster", "attach", "scale", "start"]

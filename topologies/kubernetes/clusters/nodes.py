@@ -1,0 +1,331 @@
+"""A Kubernetes cluster built here: node containers on a container engine (1 control plane,
+N workers), with the components built from source (``modematrix k8s build``).
+
+    with NodeCluster.create("r-1a2b", folder, engine, workers=3) as built:
+        built.load_image(runtime_tag)          # into every worker's containerd, where missing
+        built.kubeconfig_path                  # what a user's kubectl, or the k8s mode, is given
+
+Node containers run the node image on a network of their own, privileged (containerd and
+kubelet manage cgroups, mounts and iptables), with the run's labels: the engine's reaper
+removes them like any container if this process dies. What each node is, its certificates
+and configuration, is decided in :mod:`topologies.kubernetes.clusters.layout` and written to
+the run's folder, which the node sees read-only at ``/etc/kubernetes``. No registry is
+involved: the runtime image goes from the engine's archive into each node with
+``ctr images import``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Self
+
+from lightkube import Client
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.resources.core_v1 import Node as KubeNodeObject
+
+import images
+from runtime.files import write_atomic
+from topologies.constants import LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
+from topologies.engines import EXITED, PAUSED, STOPPED, Engine, Handle, Launch
+from topologies.exceptions import EngineError, FaultError, NotFound, StartTimeout
+from topologies.kubernetes import apply
+from topologies.kubernetes.clusters import layout
+from topologies.kubernetes.clusters.layout import KubeNode
+from topologies.pki import RunPki
+from topologies.wait import WaitTimeout, wait_until
+
+IMAGES_DIR = "/var/lib/mm-images"  # where nodes see saved images (read-only)
+PARTITION_CHAIN = "MM-PARTITION"
+ROLE = "k8s-node"
+Report = Callable[[str], None]
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+class NodeCluster:
+    """A running cluster of node containers; :meth:`stop` removes it."""
+
+    def __init__(
+        self,
+        run_id: str,
+        engine: Engine,
+        workdir: Path,
+        nodes: list[KubeNode],
+        handles: dict[str, Handle],
+        *,
+        kubectl: Path,
+        report: Report = _quiet,
+    ) -> None:
+        self.run_id, self.engine, self.workdir = run_id, engine, workdir
+        self.nodes, self.handles, self.kubectl_path, self.report = nodes, handles, kubectl, report
+
+    # -- what users reach -------------------------------------------------------------------------
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def config(self) -> KubeConfig:
+        return KubeConfig.from_file(self.kubeconfig_path)
+
+    @property
+    def workers(self) -> list[KubeNode]:
+        return [n for n in self.nodes if not n.control_plane]
+
+    def kubectl(self, *args: str, timeout: float = 60) -> str:
+        """Run the kubectl built here with the cluster's admin kubeconfig; its output."""
+        done = subprocess.run(
+            [str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise EngineError(f"kubectl {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
+        return done.stdout
+
+    # -- creating and finding -----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        run_id: str,
+        workdir: Path,
+        engine: Engine,
+        *,
+        workers: int = 3,
+        report: Report = _quiet,
+        timeout: float = 300,
+        cpuset: str | None = None,
+    ) -> NodeCluster:
+        """Build (or reuse) the node image, start the nodes, wait until the API answers, the
+        cluster's own objects are in and every node is Ready; on failure, say why (each
+        node's state and last log lines) and remove what was started."""
+        started = time.monotonic()
+        report("node image: building or reusing (modematrix k8s build)")
+        node_image = engine.node_image()
+        network = f"mm-{run_id}"
+        prefix = engine.create_network(network, _labels(run_id, "network"))
+        nodes = layout.plan(prefix, workers=workers)
+        pki = RunPki.create(workdir)
+        _write_files(workdir, nodes, pki, pause_image="docker.io/" + node_image.pause)
+        report(f"starting {len(nodes)} node containers on {prefix}.0/24")
+        handles = {}
+        for node in nodes:
+            handles[node.name] = engine.launch(_launch(run_id, workdir, node, node_image.tag, network, cpuset))
+        built = cls(
+            run_id, engine, workdir, nodes, handles, kubectl=node_image.components.path("kubectl"), report=report
+        )
+        try:
+            built.wait_api(timeout=timeout)
+            apply.apply(layout.bootstrap(nodes), built.config)
+            built.wait_nodes_ready(timeout=timeout)
+            built._label_roles()
+        except BaseException:
+            report(built.diagnose())
+            built.stop()
+            raise
+        report(f"{len(nodes)} nodes Ready in {time.monotonic() - started:.1f} s")
+        return built
+
+    @classmethod
+    def attach(cls, run_id: str, workdir: Path, engine: Engine, *, prefix: str, workers: int, kubectl: Path) -> Self:
+        """The cluster of ``run_id``, from the engine's containers and the run's folder."""
+        handles = {h.labels.get(LABEL_NODE, ""): h for h in engine.list_run(run_id) if h.labels.get(LABEL_ROLE) == ROLE}
+        if not handles:
+            raise NotFound(f"run {run_id} has no node containers left; remove it with `modematrix down {run_id}`")
+        return cls(run_id, engine, workdir, layout.plan(prefix, workers=workers), handles, kubectl=kubectl)
+
+    @property
+    def prefix(self) -> str:
+        return self.nodes[0].ip.rsplit(".", 1)[0]
+
+    # -- waiting ---------------------------------------------------------------------------------
+
+    def wait_api(self, timeout: float) -> None:
+        def answers() -> bool:  # any answer; an error is retried until the timeout
+            with Client(config=self.config) as client:
+                list(client.list(KubeNodeObject))
+            return True
+
+        self._wait(answers, timeout, "the API server answers")
+
+    def wait_nodes_ready(self, timeout: float) -> None:
+        self._wait(lambda: not self.not_ready(), timeout, "every node Ready", lambda: f"not Ready: {self.not_ready()}")
+
+    def _label_roles(self) -> None:
+        with Client(config=self.config, field_manager=apply.FIELD_MANAGER) as client:
+            for node in self.nodes:
+                client.patch(KubeNodeObject, node.name, {"metadata": {"labels": layout.role_labels(node)}})
+
+    def not_ready(self) -> dict[str, str]:
+        """Nodes that are not Ready (or not registered), with the Ready condition's message."""
+        found = {n.name: "not registered" for n in self.nodes}
+        with Client(config=self.config) as client:
+            for item in client.list(KubeNodeObject):
+                name = (item.metadata.name if item.metadata else None) or ""
+                for condition in (item.status.conditions if item.status else None) or []:
+                    if condition.type == "Ready":
+                        if condition.status == "True":
+                            found.pop(name, None)
+                        else:
+                            found[name] = condition.message or condition.reason or "NotReady"
+        return found
+
+    def _wait(self, check: Callable[[], bool], timeout: float, what: str, why: Callable[[], str] | None = None) -> None:
+        """Wait for ``check``; stop at once, with each node's state and last log lines, when
+        every node container has exited (nothing will ever answer)."""
+
+        last: list[Exception] = []
+
+        def settled() -> bool:
+            if all(self.engine.state(h) in (*STOPPED, EXITED) for h in self.handles.values()):
+                raise StartTimeout(f"k8s cluster {self.run_id}: every node container has exited:\n{self.diagnose()}")
+            try:
+                return check()
+            except Exception as exc:  # the API not up yet: asked again until the timeout
+                last[:] = [exc]
+                return False
+
+        try:
+            wait_until(settled, timeout=timeout, interval=1.0, message=what, ignore=())
+        except WaitTimeout as exc:
+            detail = f"(last: {last[0]})" if last else ""
+            if why is not None:
+                try:
+                    detail = why()
+                except Exception as error:  # the API itself may be what is down
+                    detail = str(error)
+            raise StartTimeout(
+                f"k8s cluster {self.run_id}: {what}: not after {timeout:.0f} s {detail}".strip()
+            ) from exc
+
+    # -- images ---------------------------------------------------------------------------------
+
+    def load_image(self, tag: str) -> float:
+        """Put ``tag`` into the containerd of every worker that lacks it (the engine's archive
+        once, ``ctr images import`` on each node, in parallel); seconds taken."""
+        started = time.monotonic()
+        archive = self.engine.save_image(tag, _saved_dir())
+        name = tag if "/" not in tag.split(":", 1)[0] or "." in tag.split("/", 1)[0] else f"docker.io/{tag}"
+
+        def load(node: KubeNode) -> None:
+            code, listed = self.engine.exec(self.handles[node.name], ["ctr", "-n", "k8s.io", "images", "ls", "-q"])
+            if code == 0 and name in listed.split():
+                return  # the node has it already
+            command = ["ctr", "-n", "k8s.io", "images", "import", f"{IMAGES_DIR}/{archive.name}"]
+            code, out = self.engine.exec(self.handles[node.name], command)
+            if code != 0:
+                raise EngineError(f"ctr images import {tag} on {node.name} failed ({code}): {out.strip()[-400:]}")
+
+        self.report(f"loading {tag} into {len(self.workers)} workers' containerd")
+        with ThreadPoolExecutor(len(self.workers)) as pool:
+            list(pool.map(load, self.workers))
+        return time.monotonic() - started
+
+    # -- faults (node containers) ---------------------------------------------------------------
+
+    def exec(self, node: str, script: str) -> tuple[int, str]:
+        """Run a shell script as root in the node container (its own network namespace)."""
+        return self.engine.exec(self.handles[node], ["sh", "-c", script])
+
+    def partition_node(self, node: str) -> None:
+        """Drop every packet on the node's link (eth0), in its own network namespace."""
+        chain = PARTITION_CHAIN
+        script = (
+            f"iptables -N {chain} 2>/dev/null; iptables -F {chain} && "
+            f"iptables -A {chain} -i eth0 -j DROP && iptables -A {chain} -o eth0 -j DROP && "
+            + " && ".join(f"iptables -I {hook} -j {chain}" for hook in ("INPUT", "OUTPUT", "FORWARD"))
+        )
+        code, out = self.exec(node, script)
+        if code != 0:
+            raise FaultError(f"partitioning {node}: {out.strip()}")
+
+    def heal_node(self, node: str) -> None:
+        """Whatever a fault did to the node container: thaw it, start it, lift a partition."""
+        handle = self.handles[node]
+        state = self.engine.state(handle)
+        if state == PAUSED:
+            self.engine.unpause(handle)
+        elif state in STOPPED:
+            self.engine.start(handle)
+        chain = PARTITION_CHAIN
+        lift = " ; ".join(
+            f"while iptables -D {h} -j {chain} 2>/dev/null; do :; done" for h in ("INPUT", "OUTPUT", "FORWARD")
+        )
+        code, out = self.exec(node, f"{lift} ; iptables -F {chain} 2>/dev/null; iptables -X {chain} 2>/dev/null; true")
+        if code != 0:
+            raise FaultError(f"healing {node}: {out.strip()}")
+
+    def kill_node(self, node: str) -> None:
+        self.engine.kill(self.handles[node])
+
+    def pause_node(self, node: str) -> None:
+        self.engine.pause(self.handles[node])
+
+    def diagnose(self) -> str:
+        """Each node's state and last log lines: what a failed start shows."""
+        lines = []
+        for name, handle in self.handles.items():
+            lines.append(f"--- {name}: {self.engine.exit_reason(handle)}")
+            lines.append(self.engine.logs(handle, tail=15))
+        return "\n".join(lines)
+
+    def stop(self) -> None:
+        self.engine.remove_run(self.run_id)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _labels(run_id: str, role: str) -> dict[str, str]:
+    return {LABEL_RUN: run_id, LABEL_MODE: "cluster", LABEL_ROLE: role}  # a cluster, whichever mode runs on it
+
+
+def _saved_dir() -> Path:
+    folder = images.cache_dir() / "saved-images"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _write_files(workdir: Path, nodes: list[KubeNode], pki: RunPki, *, pause_image: str) -> None:
+    """Each node's files under the run's folder (bound into the node read-only), created with
+    their final mode: a key is never readable by others, not even for a moment."""
+    service_account = layout.service_account_key()
+    for node in nodes:
+        folder = workdir / "nodes" / node.name
+        files = layout.node_files(nodes, node, pki, pause_image=pause_image, service_account=service_account)
+        for name, data in files.items():
+            private = name.endswith(("-key.pem", ".key", ".kubeconfig"))
+            write_atomic(folder / name, data, mode=0o600 if private else 0o644)
+    write_atomic(workdir / "kubeconfig", layout.admin_kubeconfig(nodes, pki), mode=0o600)
+
+
+def _launch(run_id: str, workdir: Path, node: KubeNode, image: str, network: str, cpuset: str | None) -> Launch:
+    return Launch(
+        name=f"mm-{run_id}-{node.name}",
+        image=image,
+        labels={**_labels(run_id, ROLE), LABEL_NODE: node.name},
+        network=network,
+        hostname=node.name,
+        ip=node.ip,
+        privileged=True,
+        tmpfs=("/run", "/tmp"),  # noqa: S108 (the node's own, as on a booted machine)
+        binds={str(workdir / "nodes" / node.name): layout.CONF, str(_saved_dir()): IMAGES_DIR},
+        volume=f"mm-{run_id}-{node.name}",
+        volume_path=layout.STATE,
+        cpuset=cpuset,
+    )
+
+
+__all__ = ["NodeCluster"]

@@ -1,0 +1,127 @@
+"""Faults of the k8s mode, as values (``Fault[KubeRun]``), run by the same fault cycle and
+scenario runner as every other:
+
+- :class:`DeletePod`: ``kubectl delete pod`` of one of a workload's pods; its Deployment or
+  StatefulSet replaces it; the cycle's health check waits for that.
+- :class:`NodeFault`: the node container of a cluster built here is SIGKILLed, frozen, or
+  drops every packet on its link (iptables in its own network namespace, where it is root);
+  heal starts, thaws or reconnects it. On a cluster the user has there are no node
+  containers: these faults say so and do not apply.
+
+A worker of a cluster built here runs one etcd member and maybe an Envoy, so a node fault
+takes one member and up to one front door away at once, which a quorum of 3 and the other
+Envoy survive.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from topologies.exceptions import FaultError, UsageError
+from topologies.faults import Fault
+from topologies.kubernetes.clusters import NodeCluster
+from topologies.kubernetes.run import KubeRun
+
+NOT_BUILT = "needs a cluster built here (node containers), not a cluster the user has"
+
+
+def _built(run: KubeRun) -> NodeCluster:
+    if not isinstance(run.cluster, NodeCluster):
+        raise FaultError(NOT_BUILT)
+    return run.cluster
+
+
+def _worker(run: KubeRun, node: str) -> str | None:
+    if not isinstance(run.cluster, NodeCluster):
+        return NOT_BUILT
+    names = [n.name for n in run.cluster.workers]
+    return None if node in names else f"no worker {node!r}; workers: {', '.join(names)}"
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    """Delete one pod of ``workload``, by name, as ``kubectl delete pod`` does."""
+
+    workload: str
+    pod: str
+    grace_s: int | None = None  # None: the pod's own grace period, as kubectl does
+
+    @property
+    def name(self) -> str:
+        return f"delete-pod({self.pod})"
+
+    def applies_to(self, run: KubeRun) -> str | None:
+        ready = run.ready_pods(self.workload)
+        return None if self.pod in ready else f"{self.pod} is not a Ready pod of {self.workload} ({ready})"
+
+    def apply(self, run: KubeRun) -> None:
+        run.delete_pod(self.pod, grace=self.grace_s)
+
+    def heal(self, run: KubeRun) -> None:
+        pass  # the controller replaces the pod; the cycle's health check waits for it
+
+
+NODE_ACTIONS = ("kill", "pause", "partition")
+
+
+@dataclass(frozen=True)
+class NodeFault:
+    """``kill``: SIGKILL the node container; ``pause``: freeze it; ``partition``: it drops
+    everything on its network link (to the other nodes, the control plane and clients) while
+    its pods keep running, cut off. Heal undoes whichever it was and waits for the node."""
+
+    node: str
+    action: str
+
+    def __post_init__(self) -> None:
+        if self.action not in NODE_ACTIONS:
+            raise ValueError(f"node fault: expected one of {', '.join(NODE_ACTIONS)}, got {self.action!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.action}-node({self.node})"
+
+    def applies_to(self, run: KubeRun) -> str | None:
+        return _worker(run, self.node)
+
+    def apply(self, run: KubeRun) -> None:
+        built = _built(run)
+        act = {"kill": built.kill_node, "pause": built.pause_node, "partition": built.partition_node}
+        act[self.action](self.node)
+
+    def heal(self, run: KubeRun) -> None:
+        built = _built(run)
+        built.heal_node(self.node)
+        built.wait_nodes_ready(timeout=120)
+
+
+def any_worker(run: KubeRun, rng: random.Random) -> str:
+    return rng.choice([n.name for n in _built(run).workers])
+
+
+def any_pod(run: KubeRun, workload: str, rng: random.Random) -> DeletePod:
+    ready = run.ready_pods(workload)
+    if not ready:
+        raise FaultError(f"no Ready pod of {workload} to delete")
+    return DeletePod(workload, rng.choice(ready))
+
+
+def named(action: str, target: str, run: KubeRun) -> Fault[KubeRun]:
+    """What ``modematrix fault RUN ACTION TARGET`` does on the k8s mode: ``delete-pod`` of a
+    pod or of a workload's (any of its Ready pods), or a node fault on a worker; UsageError
+    (exit 2) for an unknown action or target, or a node fault on a cluster the user has."""
+    if action == "delete-pod":
+        workload = target if run.ready_pods(target) else target.rsplit("-", 2)[0]
+        pods = run.ready_pods(workload)
+        if target in pods:
+            return DeletePod(workload, target)
+        if pods:
+            return DeletePod(target, random.choice(pods))
+        raise UsageError(f"delete-pod {target}: no Ready pod and no workload of that name in {run.namespace}")
+    if action in NODE_ACTIONS:
+        reason = _worker(run, target)
+        if reason:
+            raise UsageError(f"{action} {target}: {reason}")
+        return NodeFault(target, action)
+    raise UsageError(f"no fault {action!r} for the k8s mode; expected delete-pod or one of {', '.join(NODE_ACTIONS)}")

@@ -1,0 +1,343 @@
+"""The k8s mode deployed: one namespace of a cluster, and what scenarios and users reach.
+
+    run = kubernetes.start(spec.load("scaled"), cluster=GivenCluster.read("~/.kube/config"))
+    with run.client() as api:                      # through Envoy, as on Docker
+        api.put("/v1/kv/x", content=b"1")
+    scale(run, {"kv": 3})                           # kubectl scale, in effect
+
+A :class:`KubeRun` is a :class:`topologies.run.Run`: the same traffic and checkers run here.
+What it acts on is Kubernetes objects (pods, Deployments) through lightkube, and, on a
+cluster built here, its node containers (:class:`topologies.kubernetes.clusters.NodeCluster`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import grpc
+from lightkube import Client
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Pod
+
+from topologies.client import ClusterClient, Credentials
+from topologies.constants import API_PORT, ROUTED_SERVICES
+from topologies.exceptions import EngineError, FaultError, NotFound, StartTimeout, UsageError
+from topologies.kubernetes import apply
+from topologies.kubernetes.clusters import Cluster, NodeCluster
+from topologies.kubernetes.manifests import Ingress, manifests, workloads
+from topologies.pki import RunPki
+from topologies.runs import Secrets, read_secrets
+from topologies.spec import ModeSpec
+from topologies.wait import WaitTimeout, wait_until
+
+TARGET = "kubernetes"
+NAME_LABEL = "app.kubernetes.io/name"
+MAX_REPLICAS = 20
+
+
+class KubeRun:
+    def __init__(
+        self,
+        run_id: str,
+        mode: str,
+        spec: ModeSpec,
+        *,
+        cluster: Cluster,
+        namespace: str,
+        image: str,
+        workdir: Path,
+        addresses: Sequence[str] = (),
+        port: int = API_PORT,
+    ) -> None:
+        self._run_id, self._mode, self.spec, self.cluster = run_id, mode, spec, cluster
+        self.namespace, self.image, self._workdir = namespace, image, workdir
+        self.addresses, self.port = list(addresses), port
+        self._secrets = read_secrets(workdir)
+
+    def __repr__(self) -> str:
+        return f"KubeRun({self.run_id!r}, namespace={self.namespace!r})"
+
+    # -- the Run protocol ---------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def workdir(self) -> Path:
+        return self._workdir
+
+    @property
+    def ca_file(self) -> Path:
+        return self._workdir / "ca.pem"
+
+    @property
+    def secrets(self) -> Secrets:
+        return self._secrets
+
+    @property
+    def admin(self) -> Credentials:
+        return Credentials("admin", self._secrets.admin_password)
+
+    @property
+    def config(self) -> KubeConfig:
+        return self.cluster.config
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.cluster.kubeconfig_path
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The front door as clients outside reach it: the node port of every address given
+        (each node forwards to an Envoy, wherever it runs)."""
+        return [f"https://{target}" for target in self.grpc_endpoints]
+
+    @property
+    def grpc_endpoints(self) -> list[str]:
+        """The same doors (gRPC and HTTP share Envoy's port), as ``HOST:PORT``."""
+        return [f"{a}:{self.port}" for a in self.addresses]
+
+    def client(
+        self,
+        credentials: Credentials | None = None,
+        *,
+        timeout: float = 5.0,
+        endpoints: Sequence[str] | None = None,
+        first: int = 0,
+        resend_idempotent: bool = True,
+        budget: float | None = None,
+    ) -> ClusterClient:
+        doors = list(endpoints or self.endpoints)
+        if not doors:
+            raise NotFound(f"run {self.run_id}: no address outside the cluster reaches Envoy (exposed as a ClusterIP)")
+        return ClusterClient(
+            doors,
+            self.ca_file,
+            credentials or self.admin,
+            timeout=timeout,
+            first=first,
+            resend_idempotent=resend_idempotent,
+            budget=budget,
+        )
+
+    def grpc_channel(self, endpoint: str | None = None) -> grpc.Channel:
+        target = endpoint or next(iter(self.grpc_endpoints), None)
+        if target is None:
+            raise NotFound(f"run {self.run_id} has no gRPC endpoint")
+        return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=self.ca_file.read_bytes()))
+
+    def describe(self) -> dict[str, Any]:
+        built = self.cluster if isinstance(self.cluster, NodeCluster) else None
+        return {
+            "mode": self.mode,
+            "target": TARGET,
+            "run_id": self.run_id,
+            "namespace": self.namespace,
+            "kubeconfig": str(self.kubeconfig),
+            "kubectl": str(built.kubectl_path) if built else "kubectl",
+            "image": self.image,
+            "endpoints": self.endpoints,
+            "grpc_endpoints": self.grpc_endpoints,
+            "front_door": f"envoy.{self.namespace}.svc:{API_PORT}",
+            "ca_file": str(self.ca_file),
+            "admin": {"username": self.admin.username, "password": self.admin.password},
+            "nodes": [{"name": n.name, "role": n.role, "ip": n.ip} for n in built.nodes] if built else [],
+        }
+
+    def wait_healthy(self, timeout: float = 180.0) -> None:
+        """Every Deployment and StatefulSet at its replicas, and the front door answering."""
+        try:
+            wait_until(
+                lambda: not self.unavailable(), timeout=timeout, interval=1.0, message="available", ignore=(Exception,)
+            )
+        except WaitTimeout as exc:
+            raise FaultError(f"run {self.run_id} not available after {timeout:.0f} s: {self.unavailable()}") from exc
+        if self.endpoints:
+            with self.client(timeout=3.0) as api:
+                wait_until(
+                    lambda: api.get("/readyz", authenticate=False).status_code == 200,
+                    timeout=timeout,
+                    interval=0.5,
+                    message="Envoy answers",
+                    ignore=(Exception,),
+                )
+
+    def heal_all(self) -> None:
+        """After any fault: every node container of a cluster built here running, thawed and
+        connected, and Ready (pods are Kubernetes' to replace: the health check waits)."""
+        if not isinstance(self.cluster, NodeCluster):
+            return
+        for node in self.cluster.nodes:
+            self.cluster.heal_node(node.name)
+        self.cluster.wait_nodes_ready(timeout=120)
+
+    def status(self) -> dict[str, Any]:
+        """What ``modematrix status RUN`` shows: the nodes of a cluster built here, each pod
+        (phase, ready, node) and what is not available, and why."""
+        pods = []
+        for pod in self.pods():
+            meta, status = pod.metadata, pod.status
+            ready = any(c.type == "Ready" and c.status == "True" for c in (status.conditions if status else None) or [])
+            pods.append(
+                {
+                    "name": meta.name if meta else "?",
+                    "phase": status.phase if status else "?",
+                    "ready": ready,
+                    "node": pod.spec.nodeName if pod.spec else None,
+                }
+            )
+        nodes = []
+        if isinstance(self.cluster, NodeCluster):
+            built = self.cluster
+            nodes = [
+                {"name": n.name, "role": n.role, "ip": n.ip, "state": built.engine.state(built.handles[n.name])}
+                for n in built.nodes
+            ]
+        return {
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "target": TARGET,
+            "namespace": self.namespace,
+            "kubeconfig": str(self.kubeconfig),
+            "endpoints": self.endpoints,
+            "nodes": nodes,
+            "pods": sorted(pods, key=lambda p: str(p["name"])),
+            "unavailable": self.unavailable(),
+        }
+
+    def parts(self) -> list[str]:
+        """What ``logs`` and ``exec`` can name: the run's pods."""
+        return sorted(p.metadata.name for p in self.pods() if p.metadata and p.metadata.name)
+
+    def logs(self, part: str, tail: int = 100) -> str:
+        return "".join(self._log_lines(part, tail=tail, follow=False))
+
+    def follow(self, part: str, tail: int = 100) -> Iterator[str]:
+        return self._log_lines(part, tail=tail, follow=True)
+
+    def _log_lines(self, part: str, *, tail: int, follow: bool) -> Iterator[str]:
+        if part not in self.parts():
+            raise NotFound(f"no pod {part!r} in run {self.run_id}; pods: {', '.join(self.parts())}")
+        with Client(config=self.config) as client:
+            for line in client.log(part, namespace=self.namespace, follow=follow, tail_lines=tail):
+                yield line if line.endswith("\n") else line + "\n"
+
+    def exec(self, part: str, command: Sequence[str]) -> tuple[int, str]:
+        """``kubectl exec`` in the pod (its first container)."""
+        if part not in self.parts():
+            raise NotFound(f"no pod {part!r} in run {self.run_id}; pods: {', '.join(self.parts())}")
+        try:
+            return 0, self.cluster.kubectl("exec", "-n", self.namespace, part, "--", *command)
+        except EngineError as exc:
+            return 1, str(exc)
+
+    def stop(self) -> None:
+        """Remove the run: the whole cluster if it was built for it, else its namespace."""
+        if isinstance(self.cluster, NodeCluster):
+            self.cluster.stop()
+        else:
+            apply.delete_namespace(self.config, self.namespace)
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- Kubernetes objects --------------------------------------------------------------------
+
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def pods(self, workload: str | None = None) -> list[Pod]:
+        with Client(config=self.config) as client:
+            if workload is None:
+                return list(client.list(Pod, namespace=self.namespace))
+            return list(client.list(Pod, namespace=self.namespace, labels={NAME_LABEL: workload}))
+
+    def ready_pods(self, workload: str) -> list[str]:
+        """Names of ``workload``'s pods that are Ready and not being deleted."""
+        found = []
+        for pod in self.pods(workload):
+            meta, status = pod.metadata, pod.status
+            if meta is None or status is None or meta.deletionTimestamp is not None:
+                continue
+            if any(c.type == "Ready" and c.status == "True" for c in status.conditions or []):
+                found.append(meta.name or "")
+        return sorted(found)
+
+    def set_replicas(self, workload: str, replicas: int) -> None:
+        """What ``kubectl scale deployment/<workload> --replicas=N`` does (the scale subresource)."""
+        with Client(config=self.config, field_manager=apply.FIELD_MANAGER) as client:
+            client.patch(Deployment, workload, {"spec": {"replicas": replicas}}, namespace=self.namespace)
+
+    def delete_pod(self, name: str, grace: int | None = None) -> None:
+        with Client(config=self.config) as client:
+            client.delete(Pod, name, namespace=self.namespace, grace_period=grace)
+
+    def unavailable(self) -> dict[str, str]:
+        return apply.unavailable(self.config, self.namespace)
+
+
+def deploy(
+    run_id: str,
+    mode: str,
+    spec: ModeSpec,
+    cluster: Cluster,
+    *,
+    namespace: str,
+    image: str,
+    folder: Path,
+    secrets: Secrets,
+    ingress: Ingress,
+    timeout: float = 300,
+) -> KubeRun:
+    """The one way the mode reaches Kubernetes, whichever the cluster: its manifests into
+    ``namespace`` (its own: marked as the run's), then every workload available; on timeout
+    the namespace is removed and the error says what was not ready and why."""
+    pki = RunPki.create(folder)
+    made = manifests(spec, namespace=namespace, image=image, secrets=secrets, pki=pki, ingress=ingress)
+    deployed = apply.deploy(made, cluster.config, timeout=timeout)
+    if deployed.unavailable:
+        apply.delete_namespace(cluster.config, namespace)
+        why = "; ".join(f"{k} {v}" for k, v in deployed.unavailable.items())
+        raise StartTimeout(f"k8s: not available after {timeout:.0f} s, namespace {namespace} removed: {why}")
+    addresses, port = (ingress.addresses, ingress.node_port) if ingress.expose == "nodeport" else ((), API_PORT)
+    return KubeRun(
+        run_id,
+        mode,
+        spec,
+        cluster=cluster,
+        namespace=namespace,
+        image=image,
+        workdir=folder,
+        addresses=addresses,
+        port=port,
+    )
+
+
+def scale(run: KubeRun, counts: Mapping[str, int]) -> dict[str, int]:
+    """``modematrix scale RUN kv=4``: each routed service's Deployment to that many replicas
+    (``kubectl scale``); UsageError (exit 2) before anything changes for bad input.
+    Returns what each was before."""
+    known = {w.name for w in workloads(run.spec)} & set(ROUTED_SERVICES)
+    for service, count in counts.items():
+        if service not in known:
+            raise UsageError(f"unknown service {service!r}; expected one of {', '.join(sorted(known))}")
+        if not 1 <= count <= MAX_REPLICAS:
+            raise UsageError(f"{service}={count}: expected a count from 1 to {MAX_REPLICAS}")
+    before = {service: len(run.ready_pods(service)) for service in counts}
+    for service, count in counts.items():
+        run.set_replicas(service, count)
+    return before

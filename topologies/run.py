@@ -1,0 +1,86 @@
+"""The Run protocol: a mode started on a target, as everything above the targets sees it.
+
+Scenarios, load tests, the pytest plugin and the CLI use this and nothing more of a run;
+what only one target can do (stop a container, delete a pod) is that target's faults'
+business (:mod:`topologies.containers.faults`, :mod:`topologies.kubernetes.faults`).
+
+    with topologies.start("ha") as run:          # a ContainerRun
+        with run.client() as api:
+            api.put("/v1/kv/x", content=b"1")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import grpc
+
+from topologies.client import ClusterClient, Credentials
+from topologies.runs import Secrets
+
+
+@runtime_checkable
+class Run(Protocol):
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def workdir(self) -> Path:
+        """The run's folder on the launching machine (its CA, secrets and record)."""
+
+    @property
+    def ca_file(self) -> Path: ...
+    @property
+    def admin(self) -> Credentials: ...
+    @property
+    def secrets(self) -> Secrets: ...
+    @property
+    def endpoints(self) -> list[str]:
+        """The front door as clients reach it (``https://HOST:PORT``), in the order to try."""
+
+    @property
+    def grpc_endpoints(self) -> list[str]:
+        """The gRPC front door, ``HOST:PORT`` (TLS with the run's CA)."""
+
+    def client(
+        self,
+        credentials: Credentials | None = None,
+        *,
+        timeout: float = 5.0,
+        endpoints: Sequence[str] | None = None,
+        first: int = 0,
+        resend_idempotent: bool = True,
+        budget: float | None = None,
+    ) -> ClusterClient: ...
+
+    def grpc_channel(self, endpoint: str | None = None) -> grpc.Channel: ...
+    def describe(self) -> dict[str, Any]:
+        """What ``modematrix up --json`` prints (docs/cli.md has the schema)."""
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        """Return when every part is up and the front door answers; raise FaultError if not."""
+
+    def heal_all(self) -> None:
+        """Undo every fault this run's target knows of; FaultError lists what could not be."""
+
+    def status(self) -> dict[str, Any]:
+        """What ``modematrix status RUN`` shows: its parts and their state (docs/cli.md)."""
+
+    def parts(self) -> list[str]:
+        """The names ``logs`` and ``exec`` take: its containers, or its pods."""
+
+    def logs(self, part: str, tail: int = 100) -> str: ...
+    def follow(self, part: str, tail: int = 100) -> Iterator[str]:
+        """A part's last ``tail`` log lines, then each as it is written."""
+
+    def exec(self, part: str, command: Sequence[str]) -> tuple[int, str]:
+        """Run ``command`` in a part: (exit code, output)."""
+
+    def stop(self) -> None:
+        """Remove the run: everything it started, and its folder."""
+
+    def __enter__(self) -> Run: ...
+    def __exit__(self, *exc: object) -> None: ...
