@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from topologies.constants import LB_KINDS, ROLES, SERVICES
 from topologies.exceptions import NotFound, SpecError
@@ -22,6 +23,7 @@ from topologies.exceptions import NotFound, SpecError
 MODES_DIR = Path(__file__).resolve().parent / "modes"
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _MEMORY = re.compile(r"^\d+[kmg]$")
+SCHEMA_FILE = "mode.schema.json"  # beside the mode files; each names it for editors (yaml-language-server)
 
 
 @dataclass(frozen=True)
@@ -108,74 +110,117 @@ def load(mode: str | Path) -> ModeSpec:
     return parse(raw, source=path.name)
 
 
+NAME_PATTERN = _NAME.pattern
+SERVICE_CHOICES = (*SERVICES, "all", *ROLES)
+
+
+def _one_of(choices: tuple[str, ...], what: str) -> Any:
+    """A string that must be one of ``choices``: an enum in the schema, one line when not."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
+        return value
+
+    return Annotated[str, AfterValidator(check), WithJsonSchema({"type": "string", "enum": list(choices)})]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NodeFile(_Strict):
+    """One server of the mode."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="a lower-case host name, unique in the mode")
+    services: list[_one_of(SERVICE_CHOICES, "service")] = Field(  # type: ignore[valid-type]
+        min_length=1,
+        description=f"services it runs ({', '.join(SERVICES)}; all), or one role ({', '.join(ROLES)})",
+    )
+    db_member: bool = Field(False, description="hosts an etcd member (1, 3 or 5 in a mode with db: etcd)")
+
+
+class LoadBalancerFile(_Strict):
+    """The front door: HAProxy (a container added to the mode) or the mode's Envoy nodes."""
+
+    name: str = Field("lb", pattern=NAME_PATTERN)
+    kind: _one_of(LB_KINDS, "load balancer kind") = "haproxy"  # type: ignore[valid-type]
+    check_interval_ms: int = Field(500, ge=100, le=10_000, description="health checks of the nodes behind it")
+
+
+class ResourcesFile(_Strict):
+    memory: str = Field("256m", pattern=_MEMORY.pattern, description="per node container, e.g. 256m")
+
+
+class ModeFile(_Strict):
+    """A deployment mode of the one image: its nodes, their services, the DB, the front door.
+    Beyond this schema: node names are unique, db: etcd needs 1, 3 or 5 db_member nodes,
+    db: sqlite exactly one node, every service runs somewhere, roles need kind: envoy."""
+
+    model_config = ConfigDict(title="modematrix mode file")
+
+    mode: str = Field(pattern=NAME_PATTERN, description="the mode's name")
+    description: str = ""
+    db: _one_of(("sqlite", "etcd"), "db") = Field(  # type: ignore[valid-type]
+        description="sqlite: embedded in the one node; etcd: members on the db_member nodes"
+    )
+    resources: ResourcesFile = ResourcesFile()
+    nodes: list[NodeFile] = Field(min_length=1)
+    load_balancer: LoadBalancerFile | None = None
+
+
+def schema() -> dict[str, Any]:
+    """The mode file's JSON Schema (``modematrix modes schema``), from the model ``parse``
+    validates with; the shipped mode files name it for editors."""
+    made = ModeFile.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **made}
+
+
+def _where(location: tuple[int | str, ...]) -> str:
+    """``("nodes", 3, "services", 0)`` -> ``nodes[3].services[0]``."""
+    where = ""
+    for part in location:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    return where
+
+
+def _problem(error: Any) -> str:
+    where = _where(tuple(error["loc"])) or "(top)"
+    kind, message = error["type"], str(error["msg"])
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key"
+    if kind == "missing":
+        return f"{where}: required"
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif kind == "string_pattern_mismatch" and where.endswith("memory"):
+        message = f"expected a size such as 256m, got {error['input']!r}"
+    elif kind == "string_pattern_mismatch":
+        message = f"expected a lower-case name (a-z, 0-9 and -, at most 31), got {error['input']!r}"
+    elif kind == "too_short":
+        message = "expected a non-empty list"
+    return f"{where}: {message}"
+
+
 def parse(raw: Any, *, source: str = "<mode>") -> ModeSpec:
+    """Validate ``raw`` (a mode file's data) against :class:`ModeFile`, then as a whole;
+    every problem at once, each with its key."""
     if not isinstance(raw, dict):
         raise SpecError(source, ["expected a mapping with mode, db and nodes"])
-    problems: list[str] = []
-    unknown = set(raw) - {"mode", "description", "db", "nodes", "resources", "load_balancer"}
-    problems += [f"{key}: unknown key" for key in sorted(unknown)]
-    mode = raw.get("mode")
-    if not isinstance(mode, str) or not _NAME.match(mode):
-        problems.append(f"mode: expected a lower-case name, got {mode!r}")
-    db = raw.get("db")
-    if db not in ("sqlite", "etcd"):
-        problems.append(f"db: expected sqlite or etcd, got {db!r}")
-    nodes = _nodes(raw.get("nodes"), problems)
-    memory = str((raw.get("resources") or {}).get("memory", "256m"))
-    if not _MEMORY.match(memory):
-        problems.append(f"resources.memory: expected a size such as 256m, got {memory!r}")
-    lb = _load_balancer(raw.get("load_balancer"), problems)
-    problems += _check_whole(nodes, db, lb)
+    try:
+        made = ModeFile.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(source, [_problem(e) for e in exc.errors()]) from None
+    nodes = [
+        NodeSpec(n.name, tuple(sorted(set(SERVICES if n.services == ["all"] else n.services))), n.db_member)
+        for n in made.nodes
+    ]
+    lb = made.load_balancer
+    balancer = LoadBalancerSpec(lb.name, lb.kind, lb.check_interval_ms) if lb is not None else None
+    problems = _check_whole(nodes, made.db, balancer)
     if problems:
         raise SpecError(source, problems)
-    return ModeSpec(str(mode), str(raw.get("description", "")), str(db), tuple(nodes), memory, lb)
-
-
-def _nodes(raw: Any, problems: list[str]) -> list[NodeSpec]:
-    if not isinstance(raw, list) or not raw:
-        problems.append("nodes: expected a non-empty list")
-        return []
-    nodes = []
-    for i, item in enumerate(raw):
-        where = f"nodes[{i}]"
-        if not isinstance(item, dict):
-            problems.append(f"{where}: expected a mapping with name and services")
-            continue
-        name = item.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            problems.append(f"{where}.name: expected a lower-case host name, got {name!r}")
-            continue
-        services = item.get("services")
-        if not isinstance(services, list) or not services:
-            problems.append(f"{where}.services: expected a non-empty list")
-            continue
-        expanded = SERVICES if services == ["all"] else tuple(str(s) for s in services)
-        bad = [s for s in expanded if s not in SERVICES + ROLES]
-        if bad:
-            problems.append(
-                f"{where}.services: unknown service {bad[0]!r}; expected some of {', '.join(SERVICES)}, all, "
-                f"or a role: {', '.join(ROLES)}"
-            )
-            continue
-        extra = set(item) - {"name", "services", "db_member"}
-        problems += [f"{where}.{key}: unknown key" for key in sorted(extra)]
-        nodes.append(NodeSpec(name, tuple(sorted(set(expanded))), bool(item.get("db_member", False))))
-    return nodes
-
-
-def _load_balancer(raw: Any, problems: list[str]) -> LoadBalancerSpec | None:
-    """``kind: haproxy`` (one container the launcher adds, TCP pass-through to the ingress
-    nodes) or ``kind: envoy`` (the mode's own ``envoy`` nodes, configured by its ``xds`` node)."""
-    if raw is None:
-        return None
-    if not isinstance(raw, dict) or raw.get("kind", "haproxy") not in LB_KINDS:
-        problems.append(f"load_balancer: expected {{name, kind: {' or '.join(LB_KINDS)}, check_interval_ms}}")
-        return None
-    interval = raw.get("check_interval_ms", 500)
-    if not isinstance(interval, int) or not 100 <= interval <= 10_000:
-        problems.append(f"load_balancer.check_interval_ms: expected 100..10000, got {interval!r}")
-        return None
-    return LoadBalancerSpec(str(raw.get("name", "lb")), str(raw.get("kind", "haproxy")), interval)
+    return ModeSpec(made.mode, made.description, made.db, tuple(nodes), made.resources.memory, balancer)
 
 
 def _check_whole(nodes: list[NodeSpec], db: Any, lb: LoadBalancerSpec | None) -> list[str]:

@@ -62,7 +62,7 @@ def test_an_invalid_mode_file_exits_2_naming_every_offender(tmp_path: Path) -> N
     (tmp_path / "mine.yaml").write_text("mode: Mine\ndb: mysql\nnodes: []\n")
     line = one_line(result := modematrix("up", str(tmp_path / "mine.yaml"), env=NO_DAEMON))
     assert result.returncode == 2
-    assert "mode: expected a lower-case name" in line and "db: expected sqlite or etcd" in line
+    assert "mode: expected a lower-case name" in line and "db: unknown db 'mysql'; expected one of sqlite, etcd" in line
 
 
 def test_debug_shows_the_traceback() -> None:

@@ -45,7 +45,7 @@ def test_a_new_split_is_a_yaml_change(tmp_path: Path) -> None:
     ("raw", "problem"),
     [
         ({"mode": "x", "db": "etcd", "nodes": []}, "nodes: expected a non-empty list"),
-        ({"mode": "x", "db": "mysql", "nodes": [{"name": "a", "services": ["all"]}]}, "db: expected sqlite or etcd"),
+        ({"mode": "x", "db": "mysql", "nodes": [{"name": "a", "services": ["all"]}]}, "db: unknown db 'mysql'"),
         ({"mode": "x", "db": "sqlite", "nodes": [{"name": "a", "services": ["kvv"]}]}, "unknown service 'kvv'"),
         ({"mode": "x", "db": "sqlite", "nodes": [{"name": "A", "services": ["all"]}]}, "nodes[0].name"),
         (
@@ -198,7 +198,7 @@ def test_the_scaled_mode_is_fronted_by_two_envoys_and_an_xds_node() -> None:
         ([{"name": "a", "services": ["envoy"]}], "haproxy", "role 'envoy' needs load_balancer: {kind: envoy}"),
         ([{"name": "a", "services": ["auth", "kv", "queue", "envoy"]}], "envoy", "no node runs xds"),
         ([{"name": "a", "services": ["auth", "kv", "queue", "xds"]}], "envoy", "no node runs envoy"),
-        ([{"name": "a", "services": ["all"]}], "nginx", "kind: haproxy or envoy"),
+        ([{"name": "a", "services": ["all"]}], "nginx", "load balancer kind 'nginx'; expected one of haproxy, envoy"),
     ],
 )
 def test_envoy_roles_and_kinds_are_checked(nodes: list[dict[str, Any]], kind: str, problem: str) -> None:
