@@ -41,6 +41,7 @@ import images
 import topologies
 from images import golang
 from topologies import ContainerRun, KubeRun, Run, engines, targets
+from topologies.cli.common import example
 from topologies.constants import API_PORT, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
 from topologies.pki import RunPki
 from topologies.wait import wait_until
@@ -311,13 +312,22 @@ def bench(modes: Sequence[str], wrk: Wrk, server_core: str, results: Path) -> li
 
 def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Registered through the ``modematrix.commands`` entry point group."""
-    parser = sub.add_parser("bench", help="requests/s and latency per mode, against same-run baselines (wrk)")
-    parser.add_argument("--mode", default="single,ha,scaled", help="comma-separated modes (default %(default)s)")
+    parser = sub.add_parser(
+        "bench",
+        help="requests/s and latency per mode, against same-run baselines (wrk)",
+        epilog=example("modematrix bench --mode ha --seconds 8", "modematrix bench --mode k8s --json"),
+    )
+    parser.add_argument(
+        "--mode",
+        default="single,ha,scaled",
+        help=f"comma-separated, of {', '.join(targets.modes())} (default %(default)s)",
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="per row (default %(default)s)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--server-core", default="0", help="host core(s) every server container is pinned to")
     parser.add_argument("--load-core", type=int, default=1, help="host core wrk is pinned to")
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON (docs/cli.md)")
     parser.set_defaults(run=_run)
 
 
@@ -325,7 +335,7 @@ def _run(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
     unknown = [m for m in modes if m not in topologies.modes()]
     if unknown or not modes:
-        raise topologies.NotFound(
+        raise topologies.UsageError(
             f"--mode: no mode {unknown[0] if unknown else ''!r}; expected some of {', '.join(topologies.modes())}"
         )
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
@@ -334,6 +344,9 @@ def _run(args: argparse.Namespace) -> int:
         raise topologies.UsageError("--seconds must be positive and --connections at least 1")
     wrk = Wrk(args.seconds, args.connections, args.load_core)
     rows = bench(modes, wrk, args.server_core, args.results)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+        return 0
     print(render(rows, wrk))
     print(f"written to {args.results}/")
     return 0

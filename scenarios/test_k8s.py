@@ -22,6 +22,7 @@ import pytest
 from runtime.rpc import pb, pb_grpc
 from scenarios.steady import Load
 from topologies import KubeRun
+from topologies.cli import schemas
 from topologies.kubernetes.clusters import NodeCluster
 from topologies.wait import wait_until
 
@@ -154,6 +155,7 @@ def test_modematrix_deploys_onto_a_cluster_it_is_handed_and_removes_only_its_nam
         == 0
     )
     described: dict[str, Any] = json.loads(capsys.readouterr().out)
+    assert not schemas.problems("up", described), schemas.problems("up", described)
     assert described["namespace"] == namespace and described["kubeconfig"] == config
     pods = json.loads(kubectl(run, "get", "pods", "-n", namespace, "-o", "json"))["items"]
     assert {p["status"]["phase"] for p in pods} <= {"Running", "Succeeded"}, [p["status"]["phase"] for p in pods]
@@ -179,12 +181,14 @@ def test_every_verb_reaches_the_run_from_another_process(run: KubeRun) -> None:
     status = modematrix("status", run.run_id, "--json")
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
+    assert not schemas.problems("status RUN", report), schemas.problems("status RUN", report)
     assert report["target"] == "kubernetes" and len(report["nodes"]) == 4
     kv = sorted(p["name"] for p in report["pods"] if p["name"].startswith("kv-") and p["ready"])
     assert len(kv) == 2, report["pods"]
 
     deleted = modematrix("fault", run.run_id, "delete-pod", kv[0], "--json")
     assert deleted.returncode == 0, deleted.stderr
+    assert not schemas.problems("fault", json.loads(deleted.stdout))
     wait_until(
         lambda: kv[0] not in run.ready_pods("kv") and len(run.ready_pods("kv")) == 2,
         timeout=120,
@@ -195,6 +199,7 @@ def test_every_verb_reaches_the_run_from_another_process(run: KubeRun) -> None:
 
     scaled = modematrix("scale", run.run_id, "queue=3", "--json")
     assert scaled.returncode == 0 and "deployment/queue: 2 -> 3 replicas" in scaled.stdout, scaled.stderr
+    assert not schemas.problems("scale", json.loads(scaled.stdout))
     wait_until(lambda: len(run.ready_pods("queue")) == 3, timeout=120, interval=0.5, message="3 queue pods Ready")
     assert modematrix("scale", run.run_id, "queue=2").returncode == 0
     wait_until(lambda: len(run.pods("queue")) == 2, timeout=120, interval=0.5, message="back to 2 queue pods")

@@ -61,9 +61,15 @@ class Options:
     report: Report = _quiet
 
 
-def modes() -> list[str]:
-    """Every mode: the mode files, then the Kubernetes ones."""
-    return [*spec.available(), *KUBERNETES_MODES]
+def modes(target: str | None = None) -> list[str]:
+    """Every mode (the mode files, then the Kubernetes ones), or those of one target
+    (``containers``, ``kubernetes``)."""
+    every = [*spec.available(), *KUBERNETES_MODES]
+    return [m for m in every if target is None or target_of(m) == target]
+
+
+def targets() -> list[str]:
+    return [containers.TARGET, kubernetes.TARGET]
 
 
 def kubernetes_modes() -> list[str]:

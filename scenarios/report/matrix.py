@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -23,9 +24,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from images import ImageError, golang
 from images.progress import step
 from scenarios.report import page
 from scenarios.report.results import MATRIX_FILE
+from topologies import UsageError, targets
+from topologies.cli.common import example
+from topologies.containers import TARGET as CONTAINERS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = ("functional", "failover", "load", "bench")
@@ -54,11 +59,25 @@ def plan(modes: Sequence[str], checks: Sequence[str]) -> list[Cell]:
     cells = []
     for mode in modes:
         for check in checks:
-            if check == "failover" and mode == "single":
-                cells.append(Cell(mode, check, "n/a", reason="one node has nothing to fail over to"))
+            missing = bench_missing() if check == "bench" else None
+            if check == "failover" and targets.spec_of(mode).db != "etcd":
+                cells.append(Cell(mode, check, "n/a", reason="no replicated DB: nothing to fail over to"))
+            elif missing:
+                cells.append(Cell(mode, check, "n/a", reason=f"this machine lacks {missing}"))
             else:
                 cells.append(Cell(mode, check))
     return cells
+
+
+def bench_missing() -> str | None:
+    """What the bench needs and this machine lacks (wrk and taskset pin the load generator;
+    Go builds the gRPC and etcd load generators), or None."""
+    lacking = [tool for tool in ("wrk", "taskset") if shutil.which(tool) is None]
+    try:
+        golang.go()
+    except ImageError:
+        lacking.append("go")
+    return ", ".join(lacking) or None
 
 
 def argv(cell: Cell, folder: Path, *, quick: bool) -> list[str]:
@@ -136,7 +155,9 @@ def _clock(seconds: float) -> str:
     return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
 
 
-def run(modes: Sequence[str], checks: Sequence[str], *, quick: bool, results: Path) -> tuple[Path, bool]:
+def run(
+    modes: Sequence[str], checks: Sequence[str], *, quick: bool, results: Path, quiet: bool = False
+) -> tuple[Path, Path, bool]:
     run_id = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     root = (results / run_id).resolve()  # absolute: each cell runs with its own folder as cwd
     root.mkdir(parents=True, exist_ok=True)
@@ -144,17 +165,19 @@ def run(modes: Sequence[str], checks: Sequence[str], *, quick: bool, results: Pa
     progress = Progress(cells, quick)
     meta: dict[str, object] = {"run_id": run_id, "started": datetime.datetime.now().isoformat(timespec="seconds")}
     meta |= {"modes": list(modes), "checks": list(checks), "quick": quick}
-    print(f"matrix {run_id}: {len(progress.todo)} cells, about {_clock(progress.eta())}; results in {root}", flush=True)
+    out = sys.stderr if quiet else sys.stdout  # with --json, stdout is the summary alone
+    print(f"matrix {run_id}: {len(progress.todo)} cells, about {_clock(progress.eta())}; results in {root}", file=out)
     for index, cell in enumerate(cells):
         if cell.status == "pending":
-            with step(f"{cell.mode} {cell.check} (eta {_clock(progress.eta())})"):
+            with step(f"{cell.mode} {cell.check} (eta {_clock(progress.eta())})", quiet=quiet):
                 cells[index] = run_cell(cell, root, quick=quick)
-            print(progress.finished(cells[index]), flush=True)
+            print(progress.finished(cells[index]), file=out, flush=True)
         _write(root, meta, cells)
     page_path = page.build(root, also=results / "report")
     passed = all(c.status in ("pass", "n/a") for c in cells)
-    print(f"report: {page_path} (also {results / 'report' / 'index.html'}); {'all passed' if passed else 'FAILED'}")
-    return root, passed
+    verdict = "all passed" if passed else "FAILED"
+    print(f"report: {page_path} (also {results / 'report' / 'index.html'}); {verdict}", file=out)
+    return root, page_path, passed
 
 
 def _write(root: Path, meta: dict[str, object], cells: Sequence[Cell]) -> None:
@@ -166,24 +189,39 @@ def _write(root: Path, meta: dict[str, object], cells: Sequence[Cell]) -> None:
 
 def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Registered through the ``modematrix.commands`` entry point group."""
-    parser = sub.add_parser("matrix", help="run modes x checks, write results/<run-id>/ and the report page")
-    parser.add_argument("--modes", default="single,ha,scaled", help="comma-separated (default %(default)s)")
+    parser = sub.add_parser(
+        "matrix",
+        help="run modes x checks, write results/<run-id>/ and the report page",
+        epilog=example("modematrix matrix --quick --open", "modematrix matrix --modes single,ha --checks functional"),
+    )
+    parser.add_argument(
+        "--modes",
+        default=",".join(targets.modes(CONTAINERS)),
+        help=f"comma-separated, of {', '.join(targets.modes())} (default: the container modes, %(default)s)",
+    )
     parser.add_argument("--checks", default=",".join(CHECKS), help="comma-separated (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="two failover scenarios, one cycle each; short load")
     parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--open", action="store_true", help="open the report page in a browser at the end")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON (docs/cli.md)")
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    import topologies
-
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     checks = [c.strip() for c in args.checks.split(",") if c.strip()]
-    bad_modes = [m for m in modes if m not in topologies.modes()]
+    bad_modes = [m for m in modes if m not in targets.modes()]
     bad_checks = [c for c in checks if c not in CHECKS]
     if not modes or bad_modes:
-        raise topologies.UsageError(f"--modes: expected some of {', '.join(topologies.modes())}, got {args.modes!r}")
+        raise UsageError(f"--modes: expected some of {', '.join(targets.modes())}, got {args.modes!r}")
     if not checks or bad_checks:
-        raise topologies.UsageError(f"--checks: expected some of {', '.join(CHECKS)}, got {args.checks!r}")
-    _, passed = run(modes, checks, quick=args.quick, results=args.results)
+        raise UsageError(f"--checks: expected some of {', '.join(CHECKS)}, got {args.checks!r}")
+    root, page_path, passed = run(modes, checks, quick=args.quick, results=args.results, quiet=args.json)
+    if args.json:
+        summary = json.loads((root / MATRIX_FILE).read_text())
+        print(json.dumps({**summary, "results": str(root), "report": str(page_path), "passed": passed}, indent=2))
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(page_path.resolve().as_uri())
     return 0 if passed else 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.bench import Measured, parse_wrk
+from topologies.cli import schemas
 
 WRK_REPORT = """Running 8s test @ https://127.0.0.1:40001/v1/kv/bench-get
   1 threads and 64 connections
@@ -44,7 +45,7 @@ def test_a_report_without_latency_is_an_error_that_shows_it() -> None:
 def test_bench_single_runs_for_real_and_writes_its_table(tmp_path: Path) -> None:
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         pytest.skip("wrk is not installed (apt-get install wrk; .ci/run installs it)")
-    argv = ["bench", "--mode", "single", "--seconds", "1", "--connections", "8", "--results", str(tmp_path)]
+    argv = ["bench", "--mode", "single", "--seconds", "1", "--connections", "8", "--results", str(tmp_path), "--json"]
     done = subprocess.run(
         [sys.executable, "-m", "topologies.cli", *argv],
         capture_output=True,
@@ -53,6 +54,7 @@ def test_bench_single_runs_for_real_and_writes_its_table(tmp_path: Path) -> None
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    assert json.loads(done.stdout) == rows and not schemas.problems("bench", rows), schemas.problems("bench", rows)
     assert [r["target"] for r in rows] == [
         "bare Starlette JSON (TLS), same stack",
         "kv PUT",

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from topologies.cli import schemas
+
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 
@@ -24,9 +26,13 @@ def modematrix(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[
 
 
 def json_of(*args: str) -> Any:
+    """The verb's --json document, checked against its documented schema (docs/cli.md)."""
     done = modematrix(*args, "--json")
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)
+    document = json.loads(done.stdout)
+    verb = "status RUN" if args[:1] == ("status",) and len(args) > 1 else args[0]
+    assert not schemas.problems(verb, document), schemas.problems(verb, document)
+    return document
 
 
 def states(run_id: str) -> dict[str, str]:
@@ -104,7 +110,7 @@ def test_logs_follow_prints_the_last_lines_then_keeps_following(run_id: str) -> 
 
 
 def test_down_removes_the_run_and_its_record(run_id: str) -> None:
-    assert modematrix("down", run_id).returncode == 0
+    assert json_of("down", run_id) == {"removed": [run_id]}
     assert run_id not in {r["run_id"] for r in json_of("status")}
     again = modematrix("status", run_id)
     assert again.returncode == 2 and f"no run {run_id!r} on this machine" in again.stderr

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 import sys
 import time
 import traceback
 from collections.abc import Sequence
 
 from images import ImageError, cache_dir
-from topologies.cli import change, images, k8s, runs
+from topologies.cli import change, completion, images, k8s, modes, runs
 from topologies.cli.common import EXIT_FAILED, EXIT_USAGE, Sub
 from topologies.engines import ENGINES
 from topologies.exceptions import StartTimeout, TopologyError
@@ -50,8 +51,32 @@ def parser() -> argparse.ArgumentParser:
     change.register(sub)
     images.register(sub)
     k8s.register(sub)
+    modes.register(sub)
+    completion.register(sub, parser)
     _add_commands(sub)
+    _raw(made)
+    made.epilog = "one example of each verb (VERB --help has more):\n" + "\n".join(
+        f"  {line}" for line in _first_examples(sub)
+    )
     return made
+
+
+def _raw(parser: argparse.ArgumentParser) -> None:
+    """Every parser keeps its epilog's lines (the examples) as written."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _raw(child)
+
+
+def _first_examples(sub: Sub) -> list[str]:
+    found = []
+    for name, verb in sub.choices.items():
+        lines = (verb.epilog or "").splitlines()
+        examples = [line.strip() for line in lines[1:] if line.strip()] if lines[:1] == ["examples:"] else []
+        found.append(examples[0] if examples else f"modematrix {name} --help")
+    return found
 
 
 def _add_commands(sub: Sub) -> None:
@@ -73,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROGRAM}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `modematrix ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except Exception as exc:  # a bug of ours: still one line, with the way to see more
         return _fail(args, exc, EXIT_FAILED, unexpected=True)
 

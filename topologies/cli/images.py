@@ -8,6 +8,7 @@ from pathlib import Path
 
 import images
 from topologies.cli.common import EXIT_FAILED, Sub, example
+from topologies.exceptions import UsageError
 
 
 def register(sub: Sub) -> None:
@@ -86,6 +87,8 @@ def _lock(args: argparse.Namespace) -> int:
     """Refresh images/requirements.lock and images/build.lock on purpose (see images.lock)."""
     from images import lock
 
+    if not lock.PYPROJECT.exists():
+        raise UsageError(f"images lock refreshes a checkout's locks; no pyproject.toml at {lock.PYPROJECT.parent}")
     upgrade: bool | list[str] = True if args.upgrade else list(args.upgrade_package or [])
     old_runtime, old_build = lock.read(lock.RUNTIME_LOCK), lock.read(lock.BUILD_LOCK)
     refreshed = lock.refresh(upgrade=upgrade)

@@ -174,20 +174,23 @@ def _down(args: argparse.Namespace) -> int:
         raise UsageError("down: expected RUN... or --all")
     engine = engines.get(args.engine, reaper=False)
     chosen = [r.run_id for r in recorded()] if args.all else list(args.run_ids)
-    removed: dict[str, Any] = {}
-    for run_id in chosen:
-        removed[run_id] = _remove(run_id, engine)
+    lines = [f"removed {run_id}: {_remove(run_id, engine)}" for run_id in chosen]
+    document: dict[str, Any] = {"removed": chosen}
     if args.all:  # whatever runs left behind: containers, networks and volumes of no record
-        removed["(unrecorded)"] = engine.remove_run(None)
+        document["unrecorded"] = swept = engine.remove_run(None)
         shutil.rmtree(runs_root(), ignore_errors=True)
-    text = "\n".join(f"removed {run_id}: {what}" for run_id, what in removed.items()) or "no runs"
-    emit(args, {"removed": removed}, text)
+        lines.append(f"removed what no record names: {_counted(swept)}")
+    emit(args, document, "\n".join(lines) or "no runs")
     return EXIT_OK
 
 
-def _remove(run_id: str, engine: engines.Engine) -> dict[str, int] | str:
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
+
+
+def _remove(run_id: str, engine: engines.Engine) -> str:
     """Remove one run: through its target when it can still be reached, else whatever carries
-    its label; NotFound when this machine knows nothing of it."""
+    its label; NotFound when this machine knows nothing of it. What was done, in words."""
     known = (runs_root() / run_id).exists()
     try:
         run = targets.attach(run_id, engine.name)
@@ -200,7 +203,7 @@ def _remove(run_id: str, engine: engines.Engine) -> dict[str, int] | str:
     shutil.rmtree(runs_root() / run_id, ignore_errors=True)
     if not known and not any(gone.values()):
         raise NotFound(f"no run {run_id!r}; `modematrix status` lists the runs")
-    return gone
+    return f"swept what carries its label ({_counted(gone)})"
 
 
 def _down_namespaces(args: argparse.Namespace) -> int:

@@ -191,7 +191,7 @@ def start(
         nodes = start_nodes(place, spec, spec.nodes, ips, secrets, run_pki, env or {})
         init_db(place, spec, ips, run_pki)
         context = run_pki.trust()
-        wait_ready(nodes, context, timeout=max(10.0, timeout - (time.monotonic() - started)))
+        wait_ready(nodes, context, timeout=max(1.0, timeout - (time.monotonic() - started)))
         lb = start_balancer(place, spec, ips, run_pki, folder / "ca.pem")
         if lb is not None:
             wait_ready([lb], context, timeout=60)
