@@ -5,7 +5,7 @@
                                 # and the pod sandbox's pause: into the cache, then the node image
 
 No image can be pulled here and k3s cannot be built (the module proxy refuses
-github.com/k3s-io/k3s at every version, including an exact commit: README, "Kubernetes"), so
+github.com/k3s-io/k3s at every version, including an exact commit: docs/kubernetes.md), so
 the components are upstream Kubernetes. ``images/k8s/go.mod`` requires k8s.io/kubernetes and
 pins each of its staging modules (replace lines in Kubernetes' own go.mod) to the same
 release; ``go.sum`` pins every dependency. Two small programs come with them, because their
@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,18 @@ def folder(components: tuple[str, ...] = COMPONENTS) -> Path:
     return cache_dir() / "k8s" / f"{VERSION}-{digest(golang.TOOLCHAIN, components)}"
 
 
+def _by_module(components: Iterable[str]) -> dict[str, list[str]]:
+    """Components grouped by the module folder they are built in, in the table's order.
+
+    >>> _by_module(["kubectl", "coredns", "pause"])
+    {'.': ['kubectl', 'pause'], 'coredns': ['coredns']}
+    """
+    groups: dict[str, list[str]] = {}
+    for component in components:
+        groups.setdefault(PACKAGES[component][0], []).append(component)
+    return groups
+
+
 def build(components: tuple[str, ...] = COMPONENTS, *, jobs: int | None = None, quiet: bool = False) -> Components:
     """Build (or find in the cache) ``components``; returns where they are."""
     unknown = sorted(set(components) - set(COMPONENTS))
@@ -99,32 +112,27 @@ def build(components: tuple[str, ...] = COMPONENTS, *, jobs: int | None = None, 
         "-X k8s.io/component-base/version.gitTreeState=clean"
     )
     seconds: dict[str, float] = {}
-    for component in components:
-        if (staging / component).exists():
-            continue  # built by an interrupted earlier run
+    for module, group in _by_module(c for c in components if not (staging / c).exists()).items():
+        # one `go build` per module: its packages share one build graph, and their links run
+        # in parallel (a component built by an interrupted earlier run is not built again)
+        names = " ".join(group)
         started = time.monotonic()
-        with step(f"go build {component}" + (f" {VERSION}" if component in KUBERNETES else ""), quiet=quiet):
+        with step(f"go build {names}" + (f" {VERSION}" if set(group) & set(KUBERNETES) else ""), quiet=quiet):
             done = subprocess.run(
-                [
-                    go_bin,
-                    "build",
-                    "-ldflags",
-                    ldflags,
-                    "-o",
-                    str(staging / component),
-                    PACKAGES[component][1],
-                ],
-                cwd=SOURCE / PACKAGES[component][0],
+                [go_bin, "build", "-ldflags", ldflags, "-o", f"{staging}/", *(PACKAGES[c][1] for c in group)],
+                cwd=SOURCE / module,
                 env=env,
                 capture_output=True,
                 text=True,
                 timeout=3600,
             )
-        if done.returncode != 0:
-            log = staging / f"{component}.log"
+        missing = [c for c in group if not (staging / c).exists()]
+        if done.returncode != 0 or missing:
+            log = staging / f"{group[0]}.log"
             log.write_text(done.stdout + done.stderr)
-            raise BuildFailed(f"go build {component} failed: {done.stderr.strip()[-800:]}", log)
-        seconds[component] = round(time.monotonic() - started, 1)
+            why = done.stderr.strip()[-800:] if done.returncode != 0 else f"it wrote no {', '.join(missing)}"
+            raise BuildFailed(f"go build {names} failed: {why}", log)
+        seconds[names] = round(time.monotonic() - started, 1)
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)

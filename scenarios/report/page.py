@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from scenarios.report import plots
 from scenarios.report.results import NotResults, Results, Scenario, read, smallest_failing_part
+from topologies.cli.common import example
 
 CHECK_ORDER = ("functional", "failover", "load", "bench")
 STYLE = """
@@ -132,6 +132,8 @@ def _matrix(results: Results) -> str:
 
 
 def _failover(results: Results) -> Iterable[str]:
+    from scenarios.report import plots  # matplotlib: imported to draw, not when the CLI starts
+
     if not results.scenarios:
         return
     yield "<h2>Failover</h2>"
@@ -146,6 +148,8 @@ def _failover(results: Results) -> Iterable[str]:
 
 
 def _scenario(scenario: Scenario) -> Iterable[str]:
+    from scenarios.report import plots  # matplotlib: imported to draw, not when the CLI starts
+
     summary = scenario.summary
     yield (
         f"<h4>{_e(scenario.name)}: {'passed' if summary.get('passed') else 'FAILED'}</h4>"
@@ -182,6 +186,8 @@ def _violation(scenario: Scenario, check: str, detail: str) -> str:
 
 
 def _load(results: Results) -> Iterable[str]:
+    from scenarios.report import plots  # matplotlib: imported to draw, not when the CLI starts
+
     if not results.load:
         return
     yield "<h2>Load</h2>"
@@ -222,7 +228,11 @@ def _bench(results: Results) -> str:
 
 def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Registered through the ``modematrix.commands`` entry point group."""
-    parser = sub.add_parser("report", help="rebuild the report page of a results/<run-id> folder")
+    parser = sub.add_parser(
+        "report",
+        help="rebuild the report page of a results/<run-id> folder",
+        epilog=example("modematrix report results/20261206-101500-ab12"),
+    )
     parser.add_argument("folder", type=Path)
     parser.set_defaults(run=_run)
 
