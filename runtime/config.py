@@ -226,7 +226,7 @@ _MISSING: Any = dataclasses.MISSING
 
 def setting(parse: Callable[[object], Any], default: Any = _MISSING, *, help: str, shown: str = "") -> Any:
     """A field of :class:`Config`: ``parse`` turns what the user wrote into its value,
-    ``default`` is the value when nothing is written, ``help`` says what it means (the README's
+    ``default`` is the value when nothing is written, ``help`` says what it means (docs/runtime.md's
     table is made from these), ``shown`` how the table shows the default when not as written."""
     metadata = {"parse": parse, "help": help, "shown": shown}
     if isinstance(default, dict):
@@ -400,7 +400,7 @@ SECRET_SETTINGS = frozenset({f.name for f in SETTINGS if not f.repr} | set(FILE_
 
 
 def settings_table() -> str:
-    """The README's table of settings, made from :class:`Config` (a test keeps them equal).
+    """docs/runtime.md's table of settings, made from :class:`Config` (a test keeps them equal).
 
     >>> settings_table().splitlines()[2].startswith("| `services` | (none: refuses) |")
     True

@@ -1,5 +1,5 @@
 """Each setting is stated once (a field of Config with its parser, default and meaning); the
-README's table is made from them and must say the same."""
+docs/runtime.md's table is made from them and must say the same."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 from runtime import config
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "runtime.md"
 
 
 def test_the_readme_table_is_the_one_the_settings_make() -> None:
     text = README.read_text()
     found = re.search(r"<!-- settings:.*?-->\n(.*?)<!-- /settings -->", text, re.DOTALL)
-    assert found, "README has no settings table between its markers"
-    assert found[1] == config.settings_table(), "README's settings table is stale: paste `runtime settings` in"
+    assert found, "docs/runtime.md has no settings table between its markers"
+    assert found[1] == config.settings_table(), "docs/runtime.md's settings table is stale: paste `runtime settings` in"
 
 
 def test_every_setting_has_a_parser_a_meaning_and_a_working_default() -> None:
