@@ -126,7 +126,8 @@ def _matrix(results: Results) -> str:
             status = cell["status"] if cell else "n/a"
             seconds = f" <span class=small>{cell['seconds']:.0f} s</span>" if cell and cell.get("seconds") else ""
             link = f"<a href='#{_e(mode)}-{_e(check)}'>{_e(status)}</a>" if status not in ("n/a",) else status
-            tds.append(f"<td class='{_e(status)}'>{link}{seconds}</td>")
+            why = f" title='{_e(cell['reason'])}'" if cell and cell.get("reason") else ""
+            tds.append(f"<td class='{_e(status)}'{why}>{link}{seconds}</td>")
         rows.append(f"<tr><th>{_e(mode)}</th>{''.join(tds)}</tr>")
     return f"<h2 id=matrix>Matrix</h2><table id=matrix-table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
 

@@ -73,6 +73,7 @@ SCHEMAS: dict[str, Schema] = {
         {
             "envoys": {"type": "object", "additionalProperties": {"type": "object"}},
             "namespace": STRING,
+            "kubeconfig": STRING,
             "pods": {
                 "type": "array",
                 "items": _object(
