@@ -43,6 +43,7 @@ from images import golang
 from topologies import ContainerRun, KubeRun, Run, engines, targets
 from topologies.cli.common import example
 from topologies.constants import API_PORT, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
+from topologies.kubernetes.clusters import NodeCluster
 from topologies.pki import RunPki
 from topologies.wait import wait_until
 
@@ -175,7 +176,16 @@ def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row) -> list[Row]:
     the bare row. Servers are pinned to ``core`` where the mode allows it
     (:func:`topologies.targets.pinnable`); rows of one that does not say unpinned."""
     pinned = targets.pinnable(mode)
-    with topologies.start(mode, cpuset=core if pinned else None, timeout=400) as run, run.client() as api:
+    with topologies.start(mode, cpuset=core if pinned else None, timeout=400) as run:
+        return _rows_of(run, wrk, bare, pinned=pinned)
+
+
+def _rows_of(run: Run, wrk: Wrk, bare: Row, *, pinned: bool) -> list[Row]:
+    """The rows of a run that is up (started by the bench, or handed to it by ``--run``). A
+    k8s run on a cluster built here is measured through its port-forward and, for comparison,
+    through a node port of every worker (the same Envoys without the API server's tunnel)."""
+    mode = run.mode
+    with run.client() as api:
         token = api.token or api.login()
         seeded = api.put("/v1/kv/bench-get", content=b"x" * 64)
         if seeded.status_code != 200:
@@ -190,15 +200,29 @@ def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row) -> list[Row]:
         measured = [("kv PUT", put), ("kv GET", get)]
         if grpc_put and grpc_get:
             measured += [("kv PUT over gRPC", grpc_put), ("kv GET over gRPC", grpc_get)]
+        if isinstance(run, KubeRun) and run.expose == "port-forward" and isinstance(run.cluster, NodeCluster):
+            with run.node_port_doors() as doors:
+                direct = f"https://{doors[0]}"
+                measured += [
+                    (
+                        "kv PUT through a node port (no tunnel)",
+                        wrk.run(f"{direct}/v1/kv/", token=token, script=_lua_put(f"/v1/kv/bench-{mode}-np-")),
+                    ),
+                    ("kv GET through a node port (no tunnel)", wrk.run(f"{direct}/v1/kv/bench-get", token=token)),
+                ]
         rows = [baseline] if baseline is not bare else []
-        return rows + [_row(mode, f"{what} {through}".strip(), numbers, baseline) for what, numbers in measured]
+        return rows + [
+            _row(mode, what if "node port" in what else f"{what} {through}".strip(), numbers, baseline)
+            for what, numbers in measured
+        ]
 
 
 def _baseline(run: Run, mode: str, wrk: Wrk, bare: Row) -> tuple[Row, str]:
     """The row a mode's rows are ratios of (raw etcd puts to one of its members, where the
     host reaches one; else the bare server), and how its requests travel."""
     if isinstance(run, KubeRun):
-        return bare, "through Envoy"  # pod addresses, etcd's among them, are not reachable from the host
+        # pod addresses, etcd's among them, are not reachable from the host
+        return bare, f"through {run.expose} to Envoy"
     if not isinstance(run, ContainerRun) or run.spec.db != "etcd":
         return bare, ""
     member = next(n for n in run.nodes if n.db_member)
@@ -293,12 +317,16 @@ def render(rows: Sequence[Row], wrk: Wrk) -> str:
     return head + "\n".join(lines)
 
 
-def bench(modes: Sequence[str], wrk: Wrk, server_core: str, results: Path) -> list[Row]:
+def bench(modes: Sequence[str], wrk: Wrk, server_core: str, results: Path, run: Run | None = None) -> list[Row]:
+    """Rows of every mode in ``modes`` (each started for it, pinned where it can be), or of
+    ``run`` alone (a run that is up, unpinned), after the bare baseline."""
     image = engines.get("docker").image(quiet=False)
     with bare_starlette(image, server_core) as url:
         bare = _row("-", BARE, wrk.run(url), None)
     rows = [bare]
-    for mode in modes:
+    if run is not None:
+        rows += _rows_of(run, wrk, bare, pinned=False)
+    for mode in modes if run is None else ():
         rows += _rows_for(mode, wrk, server_core, bare)
     results.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -322,6 +350,7 @@ def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="single,ha,scaled",
         help=f"comma-separated, of {', '.join(targets.modes())} (default %(default)s)",
     )
+    parser.add_argument("--run", metavar="RUN", help="measure this run (modematrix up), instead of starting --mode")
     parser.add_argument("--seconds", type=float, default=8.0, help="per row (default %(default)s)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--server-core", default="0", help="host core(s) every server container is pinned to")
@@ -343,7 +372,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or args.connections < 1:
         raise topologies.UsageError("--seconds must be positive and --connections at least 1")
     wrk = Wrk(args.seconds, args.connections, args.load_core)
-    rows = bench(modes, wrk, args.server_core, args.results)
+    rows = bench(modes, wrk, args.server_core, args.results, run=topologies.attach(args.run) if args.run else None)
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0

@@ -118,6 +118,12 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
     _worker("kill"),
     _worker("pause"),
     _worker("partition"),
+    Scenario[KubeRun](
+        "drain-a-worker", KubeRun, lambda r, g, i: kube.Drain(kube.any_worker(r, g)), modes=K8S, cycles=1, during_s=2.0
+    ),
+    Scenario[KubeRun](
+        "rollout-restart-kv", KubeRun, lambda r, g, i: kube.RolloutRestart("kv"), modes=K8S, cycles=1, during_s=1.0
+    ),
 )
 
 

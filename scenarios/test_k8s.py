@@ -23,15 +23,16 @@ from runtime.rpc import pb, pb_grpc
 from scenarios.steady import Load
 from topologies import KubeRun
 from topologies.cli import schemas
+from topologies.client import ClusterClient, Credentials
 from topologies.kubernetes.clusters import NodeCluster
 from topologies.wait import wait_until
 
 pytestmark = pytest.mark.k8s
 
 
-def kubectl(run: KubeRun, *args: str) -> str:
+def kubectl(run: KubeRun, *args: str, timeout: float = 60) -> str:
     assert run.cluster is not None, "these scenarios run on a run built here"
-    return run.cluster.kubectl(*args)
+    return run.cluster.kubectl(*args, timeout=timeout)
 
 
 def unique(name: str) -> str:
@@ -62,9 +63,11 @@ def test_kubectl_shows_every_node_ready_and_every_pod_running(run: KubeRun) -> N
 
 
 def test_the_same_store_over_http_and_grpc_through_each_door(run: KubeRun) -> None:
-    """Every worker's node port reaches an Envoy (wherever Envoy's pods run)."""
+    """The run is reached as a user's cluster is, through the API server: one local port per
+    Envoy replica, each forwarded to its own Envoy pod."""
     envoys = run.grpc_endpoints
-    assert isinstance(run.cluster, NodeCluster) and len(envoys) == len(run.cluster.workers), envoys
+    assert run.expose == "port-forward" and all(e.startswith("127.0.0.1:") for e in envoys), envoys
+    assert len(envoys) == len(run.ready_pods("envoy")) == 2, envoys
     with run.client() as api:
         token = (("authorization", f"Bearer {api.login()}"),)
         for endpoint in envoys:
@@ -128,47 +131,84 @@ def test_kubectl_scale_is_served_by_envoy_and_scaling_down_fails_no_request(run:
 def test_modematrix_deploys_onto_a_cluster_it_is_handed_and_removes_only_its_namespace(
     run: KubeRun, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``modematrix up k8s --kubeconfig``, given this run's kubeconfig as a user's:
-    a namespace of its own, every workload available, then ``down`` removes that namespace and
-    nothing else."""
+    """``modematrix up k8s --kubeconfig --expose nodeport --image-registry``, given this run's
+    kubeconfig as a user's: the image pulled from a real registry (Debian's docker-registry in
+    a container on the cluster's network, the image pushed to it, every node's containerd
+    trusting it), a namespace of its own, every workload available, its front door on every
+    node's node port and answering; then ``down`` removes that namespace and nothing else:
+    every namespace and cluster-scoped object is as it was before."""
     from topologies.cli import main
 
-    assert run.cluster is not None
+    assert isinstance(run.cluster, NodeCluster)
     config = str(run.cluster.kubeconfig_path)
     namespace = unique("mm-handed")[:30]
-    assert (
-        main(
-            [
-                "up",
-                "k8s",
-                "--kubeconfig",
-                config,
-                "--namespace",
-                namespace,
-                "--image",
-                run.image,
-                "--json",
-                "--timeout",
-                "300",
-            ]
-        )
-        == 0
-    )
+    before = cluster_objects(run)
+    with run.cluster.registry(push=[run.image]) as registry:
+        up = ["up", "k8s", "--kubeconfig", config, "--namespace", namespace, "--image", run.image]
+        up += ["--expose", "nodeport", "--image-registry", registry]
+        assert main([*up, "--json", "--timeout", "300"]) == 0
     described: dict[str, Any] = json.loads(capsys.readouterr().out)
     assert not schemas.problems("up", described), schemas.problems("up", described)
     assert described["namespace"] == namespace and described["kubeconfig"] == config
+    ports = {int(e.rsplit(":", 1)[1]) for e in described["endpoints"]}
+    assert described["expose"] == "nodeport" and len(ports) == 1 and 30000 <= min(ports) <= 32767, described
     pods = json.loads(kubectl(run, "get", "pods", "-n", namespace, "-o", "json"))["items"]
     assert {p["status"]["phase"] for p in pods} <= {"Running", "Succeeded"}, [p["status"]["phase"] for p in pods]
+    pulled = {s["imageID"] for p in pods for s in p["status"].get("containerStatuses", [])}
+    assert pulled and all(i.startswith(f"{registry}/{run.image.split(':')[0]}@sha256:") for i in pulled), pulled
+    for endpoint in described["endpoints"]:  # every node's port reaches an Envoy, wherever it runs
+        with ClusterClient(
+            [endpoint], Path(described["ca_file"]), Credentials("admin", described["admin"]["password"])
+        ) as api:
+            assert api.put(f"/v1/kv/{unique('nodeport')}", content=b"1").status_code == 200
     assert main(["down", described["run_id"]]) == 0  # the run's record knows its cluster and namespace
 
-    def gone() -> bool:
-        found = kubectl(run, "get", "namespaces", "-o", "name")
-        return f"namespace/{namespace}" not in found.split()
+    def as_before() -> bool:
+        return cluster_objects(run) == before
 
-    wait_until(gone, timeout=120, interval=1.0, message=f"namespace {namespace} removed")
+    wait_until(as_before, timeout=120, interval=1.0, message=f"namespace {namespace} removed, nothing else changed")
     assert not run.unavailable(), "the run's own namespace was not touched"
     assert main(["down", "kube-system", "--kubeconfig", config]) != 0, "a namespace that is not a run's is refused"
     assert "namespace/kube-system" in kubectl(run, "get", "namespaces", "-o", "name").split()
+
+
+def test_the_exported_kustomize_base_deploys_with_kubectl_apply_k(run: KubeRun, tmp_path: Path) -> None:
+    """``modematrix k8s manifests --format kustomize``: the user's own tooling (kubectl's
+    built-in kustomize) deploys it into a namespace of its own, every workload available."""
+    from topologies.cli import main
+
+    namespace = unique("mm-kustomize")[:30]
+    base = tmp_path / "base"
+    argv = ["k8s", "manifests", "--namespace", namespace, "--image", run.image, "--format", "kustomize"]
+    assert main([*argv, "--output", str(base), "--pki-dir", str(tmp_path / "pki")]) == 0
+    try:
+        kubectl(run, "apply", "-k", str(base))
+        kubectl(
+            run,
+            "wait",
+            "-n",
+            namespace,
+            "--for=condition=Available",
+            "deployment",
+            "--all",
+            "--timeout=240s",
+            timeout=300,
+        )
+        pods = json.loads(kubectl(run, "get", "pods", "-n", namespace, "-o", "json"))["items"]
+        assert pods and {p["status"]["phase"] for p in pods} <= {"Running", "Succeeded"}
+    finally:
+        kubectl(run, "delete", "namespace", namespace, "--wait=false")
+
+
+CLUSTER_SCOPED = (
+    "namespaces,clusterroles,clusterrolebindings,customresourcedefinitions,persistentvolumes,storageclasses,"
+    "priorityclasses,validatingwebhookconfigurations,mutatingwebhookconfigurations,ingressclasses"
+)
+
+
+def cluster_objects(run: KubeRun) -> set[str]:
+    """Every namespace and cluster-scoped object of the kinds a deployment could leave behind."""
+    return set(kubectl(run, "get", CLUSTER_SCOPED, "-o", "name").split())
 
 
 def modematrix(*args: str) -> subprocess.CompletedProcess[str]:

@@ -70,26 +70,33 @@ class ClusterClient:
         if self.credentials is None:
             raise ValueError("no credentials to log in with")
         body = {"username": self.credentials.username, "password": self.credentials.password}
-        reply = self.request("POST", "/v1/auth/login", json=body, authenticate=False)
+        # a login may be sent twice (it changes nothing a caller sees but the token it gets): a
+        # connection dropped before the answer (a port-forward whose pod just went) is resent
+        reply = self.request("POST", "/v1/auth/login", json=body, authenticate=False, resend=True)
         reply.raise_for_status()
         self.token = str(reply.json()["token"])
         return self.token
 
-    def request(self, method: str, path: str, *, authenticate: bool = True, **kwargs: Any) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, authenticate: bool = True, resend: bool | None = None, **kwargs: Any
+    ) -> httpx.Response:
         headers = dict(kwargs.pop("headers", None) or {})
         if authenticate and self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        reply = self._send(method, path, headers, kwargs)
+        reply = self._send(method, path, headers, kwargs, resend)
         if reply.status_code == 401 and authenticate and self.credentials is not None:
             headers["Authorization"] = f"Bearer {self.login()}"
-            reply = self._send(method, path, headers, kwargs)
+            reply = self._send(method, path, headers, kwargs, resend)
         return reply
 
-    def _send(self, method: str, path: str, headers: dict[str, str], kwargs: dict[str, Any]) -> httpx.Response:
+    def _send(
+        self, method: str, path: str, headers: dict[str, str], kwargs: dict[str, Any], resend: bool | None = None
+    ) -> httpx.Response:
         """Send to the current endpoint; while :func:`retry.after` says the request may go
         elsewhere, go on to the next, round after round (a short pause between rounds) until
         the client's timeout budget is spent. Then the last answer, or the last error."""
-        resend = self.resend_idempotent and retry.idempotent(method, headers)
+        if resend is None:
+            resend = self.resend_idempotent and retry.idempotent(method, headers)
         ends = time.monotonic() + self.budget
         last: Exception | None = None
         reply: httpx.Response | None = None

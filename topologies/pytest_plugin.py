@@ -1,13 +1,15 @@
-"""pytest plugin: ``--mode`` and ``--engine``, a session-scoped ``run`` fixture per mode,
-a marker per mode.
+"""pytest plugin: ``--mode``, ``--engine`` and ``--run``, a session-scoped ``run`` fixture
+per mode, a marker per mode.
 
     pytest scenarios --mode single,ha
+    pytest scenarios --run r-1a2b3c4d        # a run that is up already (modematrix up): kept
 
 Every test that takes ``run`` runs once per selected mode. A test marked with mode markers
 (``@pytest.mark.ha``; ``scaled-haproxy`` is ``@pytest.mark.scaled_haproxy``) runs only in
 those modes. Each mode's run starts once per session and is removed when the session ends
 (or by the reaper, if the session dies). A run that fails to start is a fixture error naming
-the node, with its last log lines.
+the node, with its last log lines. With ``--run``, the tests take that run (its mode is the
+one selected) and leave it running.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 from topologies.engines import ENGINES
 from topologies.exceptions import StartTimeout, TopologyError
 from topologies.run import Run
-from topologies.targets import Options, modes, start
+from topologies.targets import Options, attach, modes, start
 
 
 def marker(mode: str) -> str:
@@ -35,6 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"comma-separated modes to run scenarios against ({', '.join(modes())}); default single",
     )
     group.addoption("--engine", default="docker", choices=ENGINES, help="where the modes' containers run")
+    group.addoption(
+        "--run",
+        dest="modematrix_run",
+        metavar="RUN",
+        help="test this run (modematrix up; its mode, instead of --mode) and leave it running",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,7 +51,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "failover: injects faults into a running mode")
 
 
+GIVEN = pytest.StashKey["Run"]()
+
+
+def given_run(config: pytest.Config) -> Run | None:
+    """The run ``--run`` names, attached once per session."""
+    run_id = config.getoption("modematrix_run", default=None)
+    if not run_id:
+        return None
+    if GIVEN not in config.stash:
+        try:
+            config.stash[GIVEN] = attach(str(run_id), str(config.getoption("--engine")))
+        except TopologyError as exc:
+            raise pytest.UsageError(f"--run {run_id}: {exc}") from None
+    return config.stash[GIVEN]
+
+
 def selected_modes(config: pytest.Config) -> list[str]:
+    given = given_run(config)
+    if given is not None:
+        return [given.mode]
     chosen = [m.strip() for m in str(config.getoption("--mode")).split(",") if m.strip()]
     unknown = [m for m in chosen if m not in modes()]
     if unknown:
@@ -72,6 +99,10 @@ def start_failure(exc: TopologyError) -> str:
 @pytest.fixture(scope="session")
 def run(request: pytest.FixtureRequest) -> Iterator[Run]:
     mode = request.param
+    given = given_run(request.config)
+    if given is not None:
+        yield given  # the user's: theirs to remove
+        return
     try:
         started = start(mode, Options(engine=request.config.getoption("--engine")))
     except TopologyError as exc:

@@ -58,6 +58,7 @@ class Options:
     namespace: str | None = None
     image_registry: str | None = None
     workers: int = 3
+    expose: str | None = None  # how the front door is reached from here; None: port-forward
     report: Report = _quiet
 
 
@@ -106,6 +107,7 @@ def refused(mode: str, options: Options) -> str | None:
             "--namespace": options.namespace,
             "--image-registry": options.image_registry,
             "--workers": options.workers != Options.workers,
+            "--expose": options.expose,
         }
         wrong = [flag for flag, value in given.items() if value]
         return (
@@ -141,6 +143,7 @@ def start(mode: str | Path, options: Options = Options()) -> Run:
             image=options.image,
             image_registry=options.image_registry,
             workers=options.workers,
+            expose=options.expose,
             timeout=timeout,
             report=options.report,
             cpuset=options.cpuset,

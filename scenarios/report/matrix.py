@@ -4,7 +4,10 @@
     modematrix matrix --modes single,ha,scaled           # everything
 
 Each cell (mode x check) runs as its own process, exactly as a user would run it: pytest for
-the functional and failover scenarios, locust for the load test, ``modematrix bench``. Its
+the functional and failover scenarios, locust for the load test, ``modematrix bench``. A
+container mode's cell starts a run of its own; a Kubernetes mode's cells share one run (a
+cluster is built once), started before them and removed after, handed to each as a user
+hands one (``pytest --run``, ``locust --cluster-json``, ``bench --run``). Its
 artifacts and log go to ``results/<run-id>/<mode>/<check>/``; ``matrix.json`` is rewritten
 after every cell, and the report page is built at the end (``results/<run-id>/report/`` and
 ``results/report/``). The exit code is 0 only if every cell passed.
@@ -31,10 +34,12 @@ from scenarios.report.results import MATRIX_FILE
 from topologies import UsageError, targets
 from topologies.cli.common import example
 from topologies.containers import TARGET as CONTAINERS
+from topologies.kubernetes import TARGET as KUBERNETES
+from topologies.run import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = ("functional", "failover", "load", "bench")
-QUICK_SCENARIOS = "kill-leader or partition-one"
+QUICK_SCENARIOS = {CONTAINERS: "kill-leader or partition-one", KUBERNETES: "delete-an-etcd-pod or delete-an-envoy-pod"}
 # seconds a cell takes, for the first ETA; replaced by what the run measures
 GUESS = {"functional": 40.0, "failover": 320.0, "load": 80.0, "bench": 110.0}
 QUICK_GUESS = {"functional": 40.0, "failover": 90.0, "load": 45.0, "bench": 50.0}
@@ -80,20 +85,28 @@ def bench_missing() -> str | None:
     return ", ".join(lacking) or None
 
 
-def argv(cell: Cell, folder: Path, *, quick: bool) -> list[str]:
-    """The command that runs one cell, writing its artifacts into ``folder`` (pure)."""
+def argv(cell: Cell, folder: Path, *, quick: bool, shared: Path | None = None) -> list[str]:
+    """The command that runs one cell, writing its artifacts into ``folder`` (pure); with
+    ``shared`` (the described run its mode's cells share, as JSON), against that run.
+
+    >>> argv(Cell("k8s", "functional"), Path("/r"), quick=True, shared=Path("/runs/r-1a2b3c4d/matrix-run.json"))[-2:]
+    ['--run', 'r-1a2b3c4d']
+    """
     python = sys.executable
     pytest = [python, "-m", "pytest", "-p", "no:cacheprovider", "--junitxml", str(folder / "junit.xml")]
+    shared_id = _run_id(shared) if shared else None
+    which = ["--run", shared_id] if shared_id else ["--mode", cell.mode]
     if cell.check == "functional":
-        return [*pytest, str(ROOT / "scenarios" / "test_functional.py"), "--mode", cell.mode]
+        return [*pytest, str(ROOT / "scenarios" / "test_functional.py"), *which]
     if cell.check == "failover":
-        command = [*pytest, str(ROOT / "scenarios" / "test_failover.py"), "--mode", cell.mode, "--results", str(folder)]
-        return command + (["--cycles", "1", "-k", QUICK_SCENARIOS] if quick else [])
+        command = [*pytest, str(ROOT / "scenarios" / "test_failover.py"), "--results", str(folder), *which]
+        return command + (["--cycles", "1", "-k", QUICK_SCENARIOS[targets.target_of(cell.mode)]] if quick else [])
     if cell.check == "load":
         locustfile = str(ROOT / "loadtests" / f"{cell.mode}.py")
         users = ["-u", "10", "-r", "10", "-t", "15s" if quick else "45s"]
         reports = ["--csv", str(folder / "load"), "--html", str(folder / "load.html")]
-        return [python, "-m", "locust", "-f", locustfile, "--headless", *users, *reports]
+        given = ["--cluster-json", str(shared)] if shared else []
+        return [python, "-m", "locust", "-f", locustfile, "--headless", *users, *reports, *given]
     if cell.check == "bench":
         seconds = "2" if quick else "8"
         return [
@@ -107,18 +120,26 @@ def argv(cell: Cell, folder: Path, *, quick: bool) -> list[str]:
             seconds,
             "--results",
             str(folder),
+            *(["--run", shared_id] if shared_id else []),
         ]
     raise ValueError(f"no check {cell.check!r}; expected one of {', '.join(CHECKS)}")
 
 
-def run_cell(cell: Cell, root: Path, *, quick: bool) -> Cell:
+def _run_id(described: Path) -> str:
+    """The run id of a described run (``up --json``'s document); a doctest's path is an example."""
+    if not described.exists():
+        return "r-1a2b3c4d"
+    return str(json.loads(described.read_text())["run_id"])
+
+
+def run_cell(cell: Cell, root: Path, *, quick: bool, shared: Path | None = None) -> Cell:
     folder = root / cell.mode / cell.check
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "log.txt"
     started = time.monotonic()
     with log.open("w") as out:
         done = subprocess.run(
-            argv(cell, folder, quick=quick),
+            argv(cell, folder, quick=quick, shared=shared),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=folder,
@@ -167,17 +188,59 @@ def run(
     meta |= {"modes": list(modes), "checks": list(checks), "quick": quick}
     out = sys.stderr if quiet else sys.stdout  # with --json, stdout is the summary alone
     print(f"matrix {run_id}: {len(progress.todo)} cells, about {_clock(progress.eta())}; results in {root}", file=out)
-    for index, cell in enumerate(cells):
-        if cell.status == "pending":
-            with step(f"{cell.mode} {cell.check} (eta {_clock(progress.eta())})", quiet=quiet):
-                cells[index] = run_cell(cell, root, quick=quick)
-            print(progress.finished(cells[index]), file=out, flush=True)
-        _write(root, meta, cells)
+    shared: dict[str, tuple[Run, Path] | str] = {}  # a Kubernetes mode's run, or why it did not start
+    try:
+        for index, cell in enumerate(cells):
+            if cell.status == "pending":
+                given = _shared(cell.mode, root, shared, quiet=quiet)
+                with step(f"{cell.mode} {cell.check} (eta {_clock(progress.eta())})", quiet=quiet):
+                    if isinstance(given, str):
+                        cells[index] = Cell(cell.mode, cell.check, "fail", reason=given)
+                    else:
+                        cells[index] = run_cell(cell, root, quick=quick, shared=given[1] if given else None)
+                print(progress.finished(cells[index]), file=out, flush=True)
+            _write(root, meta, cells)
+            _release(cell.mode, cells[index + 1 :], shared)
+    finally:
+        for mode in list(shared):
+            _release(mode, [], shared)
     page_path = page.build(root, also=results / "report")
     passed = all(c.status in ("pass", "n/a") for c in cells)
     verdict = "all passed" if passed else "FAILED"
     print(f"report: {page_path} (also {results / 'report' / 'index.html'}); {verdict}", file=out)
     return root, page_path, passed
+
+
+def _shared(
+    mode: str, root: Path, shared: dict[str, tuple[Run, Path] | str], *, quiet: bool
+) -> tuple[Run, Path] | str | None:
+    """The run a Kubernetes mode's cells share, started at its first cell (None: a container
+    mode, whose cells start their own); a str says why it did not start."""
+    if targets.target_of(mode) != KUBERNETES:
+        return None
+    if mode not in shared:
+        with step(f"{mode}: starting the run its cells share", quiet=quiet):
+            try:
+                started = targets.start(mode, targets.Options(quiet=quiet))
+            except Exception as exc:  # every cell of the mode fails with this reason
+                shared[mode] = f"the {mode} run did not start: {exc}"
+                return shared[mode]
+        # in the run's own folder (0700), not the results: the document carries its admin password
+        described = started.workdir / "matrix-run.json"
+        described.touch(mode=0o600)
+        described.write_text(json.dumps(started.describe(), indent=2))
+        shared[mode] = (started, described)
+    return shared[mode]
+
+
+def _release(mode: str, rest: Sequence[Cell], shared: dict[str, tuple[Run, Path] | str]) -> None:
+    """Remove a mode's shared run once none of ``rest`` needs it."""
+    given = shared.get(mode)
+    if given is None or any(c.mode == mode and c.status == "pending" for c in rest):
+        return
+    del shared[mode]
+    if not isinstance(given, str):
+        given[0].stop()
 
 
 def _write(root: Path, meta: dict[str, object], cells: Sequence[Cell]) -> None:

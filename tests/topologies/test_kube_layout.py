@@ -139,7 +139,7 @@ def test_the_clusters_own_objects_pass_the_schemas(nodes: list[layout.KubeNode])
     for manifest in objects:
         kubernetes_validate.validate(manifest, "1.34", strict=True)
     volumes = [o for o in objects if o["kind"] == "PersistentVolume"]
-    assert len(volumes) == 3 * layout.LOCAL_VOLUMES, "every worker, one member of each of two runs"
+    assert len(volumes) == 3 * layout.LOCAL_VOLUMES, "every worker, one member of each of three deployments"
     pinned = {
         o["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0]
         for o in volumes

@@ -6,25 +6,29 @@ slices as they are created, changed and deleted. No kubelet or node: nothing is 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
 from lightkube import AsyncClient, Client
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.models.discovery_v1 import Endpoint as SliceEndpoint
 from lightkube.models.discovery_v1 import EndpointConditions, EndpointPort
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment, StatefulSet
-from lightkube.resources.core_v1 import Namespace
+from lightkube.resources.core_v1 import Namespace, Secret, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
 from images import kubernetes
 from runtime.discovery.endpointslices import SERVICE_LABEL, EndpointSliceSource
+from runtime.security.certs import Bundle
 from tests.conftest import free_port
 from topologies import spec
 from topologies.cli import main
@@ -214,23 +218,7 @@ def test_up_on_an_existing_cluster_uses_a_namespace_of_its_own_and_removes_it(
     """``modematrix up k8s --kubeconfig``: this API server has no node, so nothing becomes
     available; up says which workloads and why, and removes its namespace again. A namespace
     that is not a run's is neither used nor removed."""
-    current = api.get()
-    assert current is not None
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": "c", "cluster": {"server": current.cluster.server, "insecure-skip-tls-verify": True}}
-                ],
-                "users": [{"name": "u", "user": {"token": TOKEN}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    path = _admin_kubeconfig(api, tmp_path)
     up = ["up", "k8s", "--kubeconfig", str(path), "--image", "modematrix/runtime:test", "--timeout", "3", "--json"]
     assert main([*up, "--namespace", "mm-up"]) == 1
     said = capsys.readouterr().err
@@ -305,3 +293,137 @@ def test_the_api_server_admits_every_pod_of_the_mode_under_pod_security_restrict
         assert {p.metadata.name for p in client.list(Pod, namespace=namespace) if p.metadata} >= {
             f"admitted-{n}" for n in templates
         }
+
+
+def test_a_load_balanced_front_door_waits_for_its_address_and_envoys_certificate_names_it(
+    api: KubeConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--expose loadbalancer``: the run's namespace and the envoy Service come first; with no
+    load balancer controller, up says so and removes the namespace; with one (this test, acting
+    as it, writes the Service's status), Envoy's certificate names the address it gave."""
+    path = _admin_kubeconfig(api, tmp_path)
+    up = ["up", "k8s", "--kubeconfig", str(path), "--image", "modematrix/runtime:test", "--expose", "loadbalancer"]
+    assert main([*up, "--timeout", "2", "--namespace", "mm-no-lb"]) == 1
+    assert "no load balancer gave Service envoy an address within 2 s" in capsys.readouterr().err
+
+    def controller() -> None:  # what a cloud's load balancer controller does
+        def give() -> bool:
+            with Client(config=api) as client:
+                client.patch(
+                    Service.Status,
+                    "envoy",
+                    {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}},
+                    namespace="mm-lb",
+                )
+            return True
+
+        wait_until(give, timeout=30, interval=0.2, message="the envoy Service exists", ignore=(Exception,))
+
+    giver = threading.Thread(target=controller)
+    giver.start()
+    assert main([*up, "--timeout", "20", "--namespace", "mm-lb"]) == 1  # no node: nothing becomes available
+    giver.join()
+    assert "not available after 20 s, namespace mm-lb removed" in capsys.readouterr().err
+    with Client(config=api) as client:  # no namespace controller here: its objects stay to be read
+        secret = client.get(Secret, "tls-envoy", namespace="mm-lb")
+        service = client.get(Service, "envoy", namespace="mm-lb")
+    assert service.spec is not None and service.spec.type == "LoadBalancer"
+    assert secret.data is not None
+    pair = Bundle.load(base64.b64decode(secret.data["bundle"]).decode()).get("node")
+    assert pair is not None
+    names = x509.load_pem_x509_certificate(pair[0]).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert "203.0.113.7" in [str(ip) for ip in names.value.get_values_for_type(x509.IPAddress)]
+
+
+def _admin_kubeconfig(api: KubeConfig, tmp_path: Path) -> Path:
+    current = api.get()
+    assert current is not None
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "c", "cluster": {"server": current.cluster.server, "insecure-skip-tls-verify": True}}
+                ],
+                "users": [{"name": "u", "user": {"token": TOKEN}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return path
+
+
+FAKE_KUBECTL = """\
+import socket, sys
+args = sys.argv[1:]
+pod = next(a for a in args if a.startswith("pod/"))[4:]
+port = int(next(a for a in args if a.endswith(":8443")).split(":")[0])
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", port))
+server.listen()
+while True:
+    conn, _ = server.accept()
+    conn.sendall(pod.encode())
+    conn.close()
+"""
+
+
+def test_the_port_forward_supervisor_keeps_each_door_on_a_ready_pod(api: KubeConfig, tmp_path: Path) -> None:
+    """The supervisor of ``--expose port-forward`` against a real API server, with a kubectl
+    that answers each connection with the pod it forwards to: one door per Envoy pod, a
+    door whose pod goes moves to another on the same port, a SIGKILLed supervisor takes its
+    kubectls with it and is started again on the same ports, and stop closes every door."""
+    import os
+    import signal
+    import socket
+    import sys
+
+    from lightkube.models.core_v1 import Container, PodCondition, PodSpec, PodStatus
+    from lightkube.resources.core_v1 import Pod
+
+    from topologies.kubernetes import forward
+
+    def served(door: str) -> str | None:
+        try:
+            with socket.create_connection(("127.0.0.1", int(door.rsplit(":", 1)[1])), timeout=2) as conn:
+                return conn.recv(100).decode() or None
+        except OSError:
+            return None
+
+    ns = "mm-forward"
+    apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}], api)
+    apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}}], api)
+    spec = PodSpec(containers=[Container(name="c", image="i")])
+    with Client(config=api) as client:
+        for name in ("envoy-a", "envoy-b"):
+            meta = ObjectMeta(name=name, namespace=ns, labels={"app.kubernetes.io/name": "envoy"})
+            client.create(Pod(metadata=meta, spec=spec))
+            ready = PodStatus(conditions=[PodCondition(type="Ready", status="True")])
+            client.patch(Pod.Status, name, {"status": ready.to_dict()}, namespace=ns)
+    fake = tmp_path / "kubectl.py"
+    fake.write_text(FAKE_KUBECTL)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    plan = forward.Plan([sys.executable, str(fake)], str(_admin_kubeconfig(api, tmp_path)), ns, forward.free_ports(2))
+    doors = forward.start(folder, plan, timeout=30)
+    try:
+        assert doors == plan.doors
+        assert sorted(served(d) or "" for d in doors) == ["envoy-a", "envoy-b"]
+        moved = next(d for d in doors if served(d) == "envoy-a")
+        with Client(config=api) as client:
+            client.delete(Pod, "envoy-a", namespace=ns)
+        wait_until(lambda: served(moved) == "envoy-b", timeout=30, interval=0.2, message="the door moved to envoy-b")
+
+        pid = forward.running(folder)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: all(served(d) is None for d in doors), timeout=30, interval=0.2, message="its kubectls end")
+        assert forward.ensure(folder, timeout=30) == doors  # a later command starts it again, same ports
+        assert all(served(d) == "envoy-b" for d in doors)
+    finally:
+        forward.stop(folder)
+    assert forward.running(folder) is None and all(served(d) is None for d in doors)

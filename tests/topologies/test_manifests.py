@@ -185,6 +185,47 @@ def test_the_front_door_is_a_node_port_when_asked(tmp_path: Path) -> None:
         ingress=Ingress("nodeport", ("10.0.0.11",)),
     )
     envoy = kinds(made, "Service")["envoy"]["spec"]
-    assert envoy["type"] == "NodePort" and envoy["ports"][0]["nodePort"] == 30443
+    assert envoy["type"] == "NodePort" and "nodePort" not in envoy["ports"][0]  # the cluster allocates one
+    pinned = manifests(
+        spec.load("scaled"),
+        namespace=NS,
+        image="img",
+        secrets=Secrets("s" * 32, "pw"),
+        pki=RunPki.create(tmp_path),
+        ingress=Ingress("nodeport", ("10.0.0.11",), node_port=31000),
+    )
+    assert kinds(pinned, "Service")["envoy"]["spec"]["ports"][0]["nodePort"] == 31000
     with pytest.raises(ValueError, match="expose: expected one of"):
         Ingress("hostport")
+
+
+@pytest.mark.parametrize("form", ["kustomize", "helm"])
+def test_a_kustomize_base_or_a_helm_chart_holds_every_object_valid_and_rendered(
+    form: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``k8s manifests --format kustomize|helm --output DIR``: one file per object, each valid
+    Kubernetes 1.34 with nothing left to template, listed by the kustomization (or under the
+    chart's templates/), the same objects as the YAML; bad input refused, nothing overwritten."""
+    out = tmp_path / form
+    common = ["k8s", "manifests", "--namespace", "mm-x", "--image", "img:1", "--pki-dir", str(tmp_path / "pki")]
+    assert main([*common, "--format", form, "--output", str(out)]) == 0
+    folder = out if form == "kustomize" else out / "templates"
+    objects = sorted(p for p in folder.glob("[0-9]*.yaml"))
+    if form == "kustomize":
+        listed = yaml.safe_load((out / "kustomization.yaml").read_text())["resources"]
+        assert listed == [p.name for p in objects]
+    else:
+        chart = yaml.safe_load((out / "Chart.yaml").read_text())
+        assert chart["apiVersion"] == "v2" and chart["name"] == "modematrix-mm-x"
+    found = [yaml.safe_load(p.read_text()) for p in objects]
+    for manifest in found:
+        assert "{{" not in json.dumps(manifest), "rendered: nothing to template at apply time"
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    assert found[0]["kind"] == "Namespace"
+    assert {m["kind"] for m in found} >= {"Deployment", "StatefulSet", "Service", "Secret", "Job", "NetworkPolicy"}
+    assert oct((objects[1]).stat().st_mode & 0o777) == "0o600", "Secrets among them: owner only"
+    capsys.readouterr()
+    assert main([*common, "--format", form, "--output", str(out)]) == 2  # exists: nothing overwritten
+    assert "already exists" in capsys.readouterr().err
+    assert main([*common, "--format", form]) == 2
+    assert main([*common, "--output", str(tmp_path / "y")]) == 2

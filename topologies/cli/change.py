@@ -22,8 +22,12 @@ def register(sub: Sub) -> None:
         ),
     )
     fault.add_argument("run_id", metavar="RUN")
-    fault.add_argument("action", metavar="ACTION", help="heal; on containers: kill, stop, restart, pause, partition; "
-                       "on Kubernetes: delete-pod, kill, pause, partition (a worker)")  # fmt: skip
+    fault.add_argument(
+        "action",
+        metavar="ACTION",
+        help="heal; on containers: kill, stop, restart, pause, partition; on Kubernetes: delete-pod, "
+        "rollout-restart (a Deployment), kill, pause, partition, drain (a worker)",
+    )
     fault.add_argument(
         "target", nargs="?", metavar="TARGET", help="a node; on Kubernetes a pod, a workload or a worker"
     )

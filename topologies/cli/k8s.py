@@ -31,7 +31,22 @@ def register(sub: Sub) -> None:
     made.add_argument("--namespace", default="modematrix", help="the namespace (default %(default)s)")
     made.add_argument("--image", help="the runtime image (default: the current content tag)")
     made.add_argument("--pki-dir", type=Path, help="where the new cluster CA goes (default: a new run folder)")
+    made.add_argument(
+        "--format",
+        choices=manifests.FORMATS,
+        default="yaml",
+        help="yaml to stdout (default), or a kustomize base or a Helm chart written to --output",
+    )
+    made.add_argument("--output", type=Path, help="the folder for --format kustomize|helm (must not exist)")
     made.set_defaults(run=_manifests)
+    load = verbs.add_parser(
+        "load-image",
+        help="put a local image into every worker's containerd of a cluster built here (where missing)",
+        epilog=example("modematrix k8s load-image r-1a2b3c4d myservice:dev"),
+    )
+    load.add_argument("run_id", metavar="RUN", help="a k8s run on a cluster built here")
+    load.add_argument("tag", metavar="TAG", help="an image this machine's engine has")
+    load.set_defaults(run=_load_image)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -52,6 +67,23 @@ def _build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load_image(args: argparse.Namespace) -> int:
+    """``k8s load-image RUN TAG``: a local image onto the nodes of a cluster built here (a
+    cluster handed by --kubeconfig pulls from a registry: ``up --image-registry``)."""
+    from topologies.kubernetes.clusters import NodeCluster
+    from topologies.kubernetes.run import KubeRun
+
+    run = targets.attach(args.run_id)
+    if not isinstance(run, KubeRun) or not isinstance(run.cluster, NodeCluster):
+        raise UsageError(
+            f"run {args.run_id} is not on a cluster built here: a cluster you were handed pulls "
+            "images from a registry (modematrix up k8s --image-registry REG)"
+        )
+    seconds = run.cluster.load_image(args.tag)
+    print(f"{args.tag}: in every worker's containerd of run {args.run_id} ({seconds:.1f} s)", file=sys.stderr)
+    return EXIT_OK
+
+
 def _manifests(args: argparse.Namespace) -> int:
     """The k8s mode's manifests for the user's own tooling; the run's CA, which clients need,
     is written to ``--pki-dir``."""
@@ -62,11 +94,29 @@ def _manifests(args: argparse.Namespace) -> int:
     layout = targets.spec_of(args.mode)
     if layout.db != "etcd" or not layout.members:
         raise UsageError(f"k8s manifests: --mode {args.mode}: expected a mode with etcd members (k8s, scaled)")
+    if args.format != "yaml" and args.output is None:
+        raise UsageError(f"k8s manifests: --format {args.format} writes a folder: give --output DIR")
+    if args.output is not None and (args.format == "yaml" or args.output.exists()):
+        raise UsageError(
+            f"k8s manifests: --output {args.output}: "
+            + (
+                "already exists (nothing is overwritten)"
+                if args.output.exists()
+                else "only with --format kustomize|helm"
+            )
+        )
     image = args.image or images.build(quiet=True).tag
     folder = args.pki_dir or run_dir(new_run_id())
     made = manifests.manifests(
         layout, namespace=namespace, image=image, secrets=Secrets.generate(), pki=pki.RunPki.create(folder)
     )
-    print(manifests.to_yaml(made), end="")
+    if args.output is None:
+        print(manifests.to_yaml(made), end="")
+    else:
+        for name, text in manifests.files(made, args.format, name=f"modematrix-{namespace}").items():
+            (args.output / name).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (args.output / name).touch(mode=0o600)  # Secrets among them
+            (args.output / name).write_text(text)
+        print(f"{args.format}: {args.output}", file=sys.stderr)
     print(f"cluster CA: {folder / 'ca.pem'}; admin password in the Secret modematrix-secrets", file=sys.stderr)
     return EXIT_OK

@@ -15,6 +15,7 @@ from topologies.constants import LABEL_RUN
 from topologies.exceptions import NotFound, TopologyError, UsageError
 from topologies.kubernetes import apply
 from topologies.kubernetes.clusters import GivenCluster, NodeCluster
+from topologies.kubernetes.manifests import EXPOSURES
 from topologies.kubernetes.run import KubeRun
 from topologies.run import Run
 from topologies.runs import recorded, runs_root
@@ -41,6 +42,12 @@ def register(sub: Sub) -> None:
     kube.add_argument("--namespace", help="with --kubeconfig: that namespace (refused if it is not a run's)")
     kube.add_argument("--workers", type=int, default=3, help="without --kubeconfig: worker nodes built here")
     kube.add_argument("--image-registry", help="where the cluster pulls the image from (default: loaded)")
+    kube.add_argument(
+        "--expose",
+        choices=EXPOSURES,
+        help="how Envoy is reached from here: port-forward (default; local ports on 127.0.0.1 through the "
+        "API server), nodeport (every node's port 30443), loadbalancer (the cluster's load balancer)",
+    )
     up.set_defaults(run=_up)
     status = sub.add_parser(
         "status", help="the runs; with RUN, its parts", epilog=example("modematrix status r-1a2b3c4d")
@@ -93,6 +100,7 @@ def _options(args: argparse.Namespace, quiet: bool) -> targets.Options:
         namespace=args.namespace,
         image_registry=args.image_registry,
         workers=args.workers,
+        expose=args.expose,
         report=report,
     )
 

@@ -54,7 +54,14 @@ RUN = {
     "ca_file": STRING,
     "admin": ADMIN,
 }
-KUBERNETES_ONLY = {"namespace": STRING, "kubeconfig": STRING, "kubectl": STRING, "image": STRING, "front_door": STRING}
+KUBERNETES_ONLY = {
+    "namespace": STRING,
+    "kubeconfig": STRING,
+    "kubectl": STRING,
+    "image": STRING,
+    "front_door": STRING,
+    "expose": STRING,
+}
 
 SCHEMAS: dict[str, Schema] = {
     # modematrix up MODE --json: the run, ready

@@ -89,6 +89,13 @@ class Engine(Protocol):
         """``tag`` as an image archive in ``folder`` (once per image: the file is named by
         the image's id), for loading into a Kubernetes node's containerd."""
 
+    def registry_image(self, *, quiet: bool = True) -> str:
+        """An image that serves a container registry on port 5000 (plain HTTP), built or reused."""
+
+    def push(self, tag: str, registry: str) -> str:
+        """Push the local image ``tag`` to ``registry`` (``HOST:PORT``, reachable from this
+        machine); the name it has there."""
+
     def guard(self, image: str) -> None:
         """Make sure what this process starts is removed if the process dies (the reaper)."""
 

@@ -29,6 +29,7 @@ from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
 
 import images
 from images import kubernetes as components
+from images import registry
 from topologies.constants import LABEL_ROLE, LABEL_RUN
 from topologies.engines.base import REMOVED, Handle, Launch
 from topologies.exceptions import EngineError, EngineUnavailable, ImageFailed, NotFound, PortInUse
@@ -136,6 +137,20 @@ class DockerEngine:
     def node_image(self, *, quiet: bool = True) -> components.NodeImage:
         with translated("building the Kubernetes node image"):
             return components.node_image(client=self.client, quiet=quiet)
+
+    def registry_image(self, *, quiet: bool = True) -> str:
+        with translated("building the registry image"):
+            return registry.build(quiet=quiet, client=self.client)
+
+    def push(self, tag: str, to: str) -> str:
+        repository, _, version = tag.rpartition(":")
+        target = f"{to}/{repository}"
+        with translated(f"pushing {tag} to {to}"):
+            self.client.images.get(tag).tag(target, tag=version)
+            for line in self.client.images.push(target, tag=version, stream=True, decode=True):
+                if "error" in line:
+                    raise EngineError(f"pushing {tag} to {to}: {line['error']}")
+        return f"{target}:{version}"
 
     def save_image(self, tag: str, folder: Path) -> Path:
         with translated(f"saving {tag}"):

@@ -62,6 +62,14 @@ class FakeEngine:
         self._record("save_image", tag)
         return folder / "fake.tar"
 
+    def registry_image(self, *, quiet: bool = True) -> str:
+        self._record("registry_image")
+        return "modematrix/registry:fake"
+
+    def push(self, tag: str, registry: str) -> str:
+        self._record("push", tag, registry)
+        return f"{registry}/{tag}"
+
     def guard(self, image: str) -> None:
         self._record("guard", image)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from runtime.config import parse_kubernetes_name
 from topologies.engines import Engine
 from topologies.exceptions import UsageError
-from topologies.kubernetes import apply
+from topologies.kubernetes import apply, forward
 from topologies.kubernetes.clusters import Cluster, GivenCluster, NodeCluster
-from topologies.kubernetes.manifests import Ingress
+from topologies.kubernetes.manifests import EXPOSURES, Ingress
 from topologies.kubernetes.run import TARGET, KubeRun, deploy, scale
 from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
 from topologies.spec import ModeSpec, parse
@@ -42,16 +42,21 @@ def start(
     image: str | None = None,
     image_registry: str | None = None,
     workers: int = 3,
+    expose: str | None = None,
     timeout: float = 400,
     report: Report = _quiet,
     cpuset: str | None = None,
 ) -> KubeRun:
     """The mode ``mode`` (laid out as ``spec``) on a cluster the user has (``kubeconfig``), or
-    on one built here on ``engine``; everything it makes is removed again if it fails."""
+    on one built here on ``engine``, its front door reached as ``expose`` says (default
+    ``port-forward``, the same on both); everything it makes is removed again if it fails."""
     if kubeconfig is None and engine is None:
         raise UsageError("the k8s mode needs a cluster: --kubeconfig PATH, or an engine to build one on")
     if kubeconfig is None and workers < 2:
         raise UsageError(f"--workers: expected 2 or more, got {workers}")
+    expose = expose or EXPOSURES[0]
+    if expose not in EXPOSURES:
+        raise UsageError(f"--expose: expected one of {', '.join(EXPOSURES)}, got {expose!r}")
     run_id = new_run_id()
     namespace = _namespace(namespace or run_id)
     given = GivenCluster.read(kubeconfig) if kubeconfig is not None else None
@@ -70,22 +75,25 @@ def start(
                 run_id, folder / "cluster", engine, workers=workers, report=report, cpuset=cpuset
             )
             cluster = built
-            ingress = Ingress(expose="nodeport", addresses=tuple(n.ip for n in built.workers))
             details.update(built=True, prefix=built.prefix, workers=workers, kubectl=str(built.kubectl_path))
             report(f"{image} in every worker's containerd ({built.load_image(image):.1f} s)")
         else:
-            ingress = Ingress()
             details.update(built=False, kubeconfig=str(given.kubeconfig_path))
-        details.update(expose=ingress.expose, addresses=list(ingress.addresses), port=ingress.node_port)
-        RunRecord(run_id, mode, TARGET, spec.to_dict(), details).write(folder, secrets)
-        report(f"deploying the mode into namespace {namespace}")
         assert cluster is not None  # given, or built just now
+        ingress = Ingress(expose, tuple(cluster.node_addresses()) if expose == "nodeport" else ())
+        details.update(expose=expose)
+        record = RunRecord(run_id, mode, TARGET, spec.to_dict(), details)
+        record.write(folder, secrets)
+        report(f"deploying the mode into namespace {namespace}, its front door by {expose}")
         run = deploy(
             run_id, mode, spec, cluster, namespace=namespace, image=image, folder=folder, secrets=secrets,
             ingress=ingress, timeout=timeout,
         )  # fmt: skip
+        details.update(doors=run.doors)
+        record.write(folder, secrets)
         run.wait_healthy(timeout=timeout)
     except BaseException:
+        forward.stop(folder)
         if isinstance(cluster, NodeCluster):
             cluster.stop()
         shutil.rmtree(folder, ignore_errors=True)
@@ -134,8 +142,8 @@ def attach(record: RunRecord, engine: Engine | None) -> KubeRun:
         namespace=str(details["namespace"]),
         image=str(details["image"]),
         workdir=folder,
-        addresses=[str(a) for a in details.get("addresses", [])],
-        port=int(details.get("port", 8443)) if details.get("expose") == "nodeport" else 8443,
+        doors=[str(d) for d in details.get("doors", [])],
+        expose=str(details.get("expose", EXPOSURES[0])),
     )
 
 

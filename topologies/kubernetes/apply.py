@@ -17,8 +17,9 @@ from lightkube import ApiError, Client, codecs
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.resources.apps_v1 import Deployment, StatefulSet
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Namespace, Pod, Secret
+from lightkube.resources.core_v1 import Namespace, Pod, Secret, Service
 
+from topologies.exceptions import StartTimeout
 from topologies.kubernetes.manifests import DB_ROOT_SECRET
 
 FIELD_MANAGER = "modematrix"
@@ -91,17 +92,7 @@ def deploy(manifests: Sequence[Mapping[str, Any]], config: KubeConfig, *, timeou
     """Apply into the run's own namespace (marked as the run's), then wait until every
     Deployment and StatefulSet is available or ``timeout`` passes; what is not, and why."""
     namespace = str(manifests[0]["metadata"]["name"])
-    marked = [
-        dict(
-            manifests[0],
-            metadata={
-                **manifests[0]["metadata"],
-                "labels": {**manifests[0]["metadata"].get("labels", {}), RUN_LABEL: namespace},
-            },
-        ),
-        *manifests[1:],
-    ]
-    applied = apply(marked, config)
+    applied = apply(_marked(manifests), config)
     deadline = time.monotonic() + timeout
     while True:
         waiting = unavailable(config, namespace)
@@ -110,6 +101,44 @@ def deploy(manifests: Sequence[Mapping[str, Any]], config: KubeConfig, *, timeou
         if time.monotonic() > deadline:
             return Deployed(namespace, applied, waiting or {"Job/db-init": "not complete"})
         time.sleep(1.0)
+
+
+def _marked(manifests: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The manifests with the namespace (the first) labelled as the run's."""
+    namespace = manifests[0]
+    labels = {**namespace["metadata"].get("labels", {}), RUN_LABEL: namespace["metadata"]["name"]}
+    return [dict(namespace, metadata={**namespace["metadata"], "labels": labels}), *manifests[1:]]
+
+
+def node_port(config: KubeConfig, namespace: str, service: str) -> int:
+    """The node port the cluster gave ``service``'s first port."""
+    with Client(config=config) as client:
+        found = client.get(Service, service, namespace=namespace)
+    ports = (found.spec.ports if found.spec else None) or []
+    if not ports or not ports[0].nodePort:
+        raise StartTimeout(f"k8s: Service {service} in {namespace} has no node port")
+    return int(ports[0].nodePort)
+
+
+def load_balancer_address(
+    manifests: Sequence[Mapping[str, Any]], config: KubeConfig, service: str, *, timeout: float
+) -> str | None:
+    """Apply the run's namespace and its ``service`` (of type LoadBalancer) alone, and wait
+    for the cluster's load balancer to give it an address (an IP or a name); None if none
+    came within ``timeout`` (the cluster may have no load balancer controller)."""
+    namespace = str(manifests[0]["metadata"]["name"])
+    wanted = [m for m in manifests[1:] if m["kind"] == "Service" and m["metadata"]["name"] == service]
+    apply(_marked([manifests[0], *wanted]), config)
+    deadline = time.monotonic() + timeout
+    with Client(config=config) as client:
+        while time.monotonic() < deadline:
+            found = client.get(Service, service, namespace=namespace)
+            balancer = found.status.loadBalancer if found.status else None
+            for entry in (balancer.ingress if balancer else None) or []:
+                if entry.ip or entry.hostname:
+                    return str(entry.ip or entry.hostname)
+            time.sleep(1.0)
+    return None
 
 
 def _db_initialised(config: KubeConfig, namespace: str) -> bool:

@@ -7,6 +7,10 @@ scenario runner as every other:
   drops every packet on its link (iptables in its own network namespace, where it is root);
   heal starts, thaws or reconnects it. On a cluster the user has there are no node
   containers: these faults say so and do not apply.
+- :class:`Drain`: ``kubectl drain`` of a worker (evictions honour the PodDisruptionBudgets);
+  heal uncordons it. Refused on a cluster the user has: its nodes carry other people's pods.
+- :class:`RolloutRestart`: ``kubectl rollout restart`` of a Deployment, every pod replaced
+  one at a time (``maxUnavailable: 0``); heal waits for the rollout to finish. Any cluster.
 
 A worker of a cluster built here runs one etcd member and maybe an Envoy, so a node fault
 takes one member and up to one front door away at once, which a quorum of 3 and the other
@@ -96,6 +100,58 @@ class NodeFault:
         built.wait_nodes_ready(timeout=120)
 
 
+@dataclass(frozen=True)
+class Drain:
+    """``kubectl drain`` a worker: cordoned, its pods evicted as the budgets allow (an etcd
+    member's pod waits Pending for its node: its volume is local there); heal uncordons it."""
+
+    node: str
+    timeout_s: int = 120
+
+    @property
+    def name(self) -> str:
+        return f"drain({self.node})"
+
+    def applies_to(self, run: KubeRun) -> str | None:
+        return _worker(run, self.node)
+
+    def apply(self, run: KubeRun) -> None:
+        drain = ["drain", self.node, "--ignore-daemonsets", "--delete-emptydir-data", f"--timeout={self.timeout_s}s"]
+        _built(run).kubectl(*drain, timeout=self.timeout_s + 30)
+
+    def heal(self, run: KubeRun) -> None:
+        _built(run).kubectl("uncordon", self.node)
+
+
+@dataclass(frozen=True)
+class RolloutRestart:
+    """``kubectl rollout restart deployment/<workload>``: a new pod before each old one goes."""
+
+    workload: str
+    timeout_s: int = 180
+
+    @property
+    def name(self) -> str:
+        return f"rollout-restart({self.workload})"
+
+    def applies_to(self, run: KubeRun) -> str | None:
+        return None if run.ready_pods(self.workload) else f"no Ready pod of {self.workload}"
+
+    def apply(self, run: KubeRun) -> None:
+        run.cluster.kubectl("rollout", "restart", f"deployment/{self.workload}", "-n", run.namespace)
+
+    def heal(self, run: KubeRun) -> None:
+        status = [
+            "rollout",
+            "status",
+            f"deployment/{self.workload}",
+            "-n",
+            run.namespace,
+            f"--timeout={self.timeout_s}s",
+        ]
+        run.cluster.kubectl(*status, timeout=self.timeout_s + 30)
+
+
 def any_worker(run: KubeRun, rng: random.Random) -> str:
     return rng.choice([n.name for n in _built(run).workers])
 
@@ -119,9 +175,14 @@ def named(action: str, target: str, run: KubeRun) -> Fault[KubeRun]:
         if pods:
             return DeletePod(target, random.choice(pods))
         raise UsageError(f"delete-pod {target}: no Ready pod and no workload of that name in {run.namespace}")
-    if action in NODE_ACTIONS:
+    if action in (*NODE_ACTIONS, "drain"):
         reason = _worker(run, target)
         if reason:
             raise UsageError(f"{action} {target}: {reason}")
-        return NodeFault(target, action)
-    raise UsageError(f"no fault {action!r} for the k8s mode; expected delete-pod or one of {', '.join(NODE_ACTIONS)}")
+        return Drain(target) if action == "drain" else NodeFault(target, action)
+    if action == "rollout-restart":
+        if not run.ready_pods(target):
+            raise UsageError(f"rollout-restart {target}: no Deployment of that name with Ready pods in {run.namespace}")
+        return RolloutRestart(target)
+    every = ", ".join(("delete-pod", "rollout-restart", *NODE_ACTIONS, "drain"))
+    raise UsageError(f"no fault {action!r} for the k8s mode; expected one of {every}")

@@ -109,21 +109,22 @@ def etcd_endpoints(spec: ModeSpec, namespace: str) -> list[str]:
     return [f"https://{ETCD}-{i}.{ETCD}.{namespace}.svc:{DB_CLIENT_PORT}" for i in range(len(spec.members))]
 
 
-EXPOSURES = ("cluster-ip", "nodeport", "loadbalancer")
-NODE_PORT = 30443  # the front door's node port when exposed that way
+EXPOSURES = ("port-forward", "nodeport", "loadbalancer")
 
 
 @dataclass(frozen=True)
 class Ingress:
-    """How clients outside the cluster reach Envoy: ``expose`` is the type of the ``envoy``
-    Service (``nodeport``: ``NODE_PORT`` on every node, so a client may dial any node;
-    ``loadbalancer``: the cluster's load balancer); ``addresses`` are the names or addresses
-    clients use, which Envoy's certificate must name. Pods never take a host port (Pod
-    Security ``restricted`` forbids it)."""
+    """How clients outside the cluster reach Envoy. ``expose`` decides the ``envoy`` Service's
+    type: ``port-forward`` leaves it a ClusterIP (clients come through the API server, to
+    127.0.0.1, which every certificate names); ``nodeport``: a node port on every node (``node_port``,
+    or one the cluster allocates, so two runs on one cluster never collide), so a client may
+    dial any node; ``loadbalancer``: the cluster's load balancer. ``addresses`` are
+    the names or addresses clients dial, which Envoy's certificate must name. Pods never take a
+    host port (Pod Security ``restricted`` forbids it)."""
 
-    expose: str = "cluster-ip"
+    expose: str = "port-forward"
     addresses: tuple[str, ...] = ()
-    node_port: int = NODE_PORT
+    node_port: int | None = None
 
     def __post_init__(self) -> None:
         if self.expose not in EXPOSURES:
@@ -305,7 +306,8 @@ def _service(workload: Workload, namespace: str, ingress: Ingress) -> Manifest:
     spec: dict[str, Any] = {"selector": _selector(workload.name), "ports": ports}
     if "envoy" in workload.services and ingress.expose == "nodeport":
         spec["type"] = "NodePort"
-        ports[0]["nodePort"] = ingress.node_port
+        if ingress.node_port is not None:
+            ports[0]["nodePort"] = ingress.node_port
     elif "envoy" in workload.services and ingress.expose == "loadbalancer":
         spec["type"] = "LoadBalancer"
     return {
@@ -554,3 +556,33 @@ def to_yaml(found: Sequence[Manifest]) -> str:
     import yaml
 
     return "".join("---\n" + yaml.safe_dump(json.loads(json.dumps(m)), sort_keys=False) for m in found)
+
+
+FORMATS = ("yaml", "kustomize", "helm")
+KUSTOMIZATION = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+
+
+def files(found: Sequence[Manifest], form: str, *, name: str = "modematrix", version: str = "0.1.0") -> dict[str, str]:
+    """The manifests as the files of a kustomize base (``kubectl apply -k DIR``) or of a Helm
+    chart (``helm install NAME DIR``): rendered, with nothing left to template at apply time,
+    one file per object, in apply order (the namespace first).
+
+    >>> sorted(files([{"kind": "Namespace", "metadata": {"name": "x"}}], "kustomize"))
+    ['00-namespace-x.yaml', 'kustomization.yaml']
+    >>> sorted(files([{"kind": "Namespace", "metadata": {"name": "x"}}], "helm"))
+    ['Chart.yaml', 'templates/00-namespace-x.yaml', 'values.yaml']
+    """
+    if form not in FORMATS[1:]:
+        raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {form!r}")
+    objects = {f"{i:02d}-{m['kind'].lower()}-{m['metadata']['name']}.yaml": to_yaml([m]) for i, m in enumerate(found)}
+    if form == "kustomize":
+        listed = "".join(f"  - {f}\n" for f in objects)
+        return {
+            **objects,
+            "kustomization.yaml": f"{KUSTOMIZATION}resources:\n{listed}",
+        }
+    chart = (
+        f"apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: {version}\n"
+        'description: "the k8s mode of modematrix, rendered: no values, every object as it is applied"\n'
+    )
+    return {"Chart.yaml": chart, "values.yaml": "{}\n", **{f"templates/{f}": text for f, text in objects.items()}}

@@ -15,19 +15,23 @@ from __future__ import annotations
 import shutil
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
 import grpc
 from lightkube import Client
 from lightkube.config.kubeconfig import KubeConfig
+from lightkube.models.core_v1 import ServicePort, ServiceSpec
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Pod, Service
 
 from topologies.client import ClusterClient, Credentials
 from topologies.constants import API_PORT, ROUTED_SERVICES
 from topologies.exceptions import EngineError, FaultError, NotFound, StartTimeout, UsageError
-from topologies.kubernetes import apply
+from topologies.kubernetes import apply, forward
 from topologies.kubernetes.clusters import Cluster, NodeCluster
 from topologies.kubernetes.manifests import Ingress, manifests, workloads
 from topologies.pki import RunPki
@@ -36,6 +40,8 @@ from topologies.spec import ModeSpec
 from topologies.wait import WaitTimeout, wait_until
 
 TARGET = "kubernetes"
+FRONT_DOOR = "envoy"  # the Service clients outside the cluster come through
+LB_WAIT_S = 120.0
 NAME_LABEL = "app.kubernetes.io/name"
 MAX_REPLICAS = 20
 
@@ -51,12 +57,12 @@ class KubeRun:
         namespace: str,
         image: str,
         workdir: Path,
-        addresses: Sequence[str] = (),
-        port: int = API_PORT,
+        doors: Sequence[str] = (),
+        expose: str = "port-forward",
     ) -> None:
         self._run_id, self._mode, self.spec, self.cluster = run_id, mode, spec, cluster
         self.namespace, self.image, self._workdir = namespace, image, workdir
-        self.addresses, self.port = list(addresses), port
+        self._doors, self.expose = list(doors), expose
         self._secrets = read_secrets(workdir)
 
     def __repr__(self) -> str:
@@ -97,15 +103,23 @@ class KubeRun:
         return self.cluster.kubeconfig_path
 
     @property
+    def doors(self) -> list[str]:
+        """Where Envoy is reached from here, as ``HOST:PORT``: local ports forwarded through the
+        API server (started again on the same ports if the forwarder is gone), every node's node
+        port, or the load balancer's address."""
+        if self.expose == "port-forward":
+            return forward.ensure(self._workdir) or self._doors
+        return list(self._doors)
+
+    @property
     def endpoints(self) -> list[str]:
-        """The front door as clients outside reach it: the node port of every address given
-        (each node forwards to an Envoy, wherever it runs)."""
-        return [f"https://{target}" for target in self.grpc_endpoints]
+        """The front door as clients outside reach it."""
+        return [f"https://{door}" for door in self.doors]
 
     @property
     def grpc_endpoints(self) -> list[str]:
         """The same doors (gRPC and HTTP share Envoy's port), as ``HOST:PORT``."""
-        return [f"{a}:{self.port}" for a in self.addresses]
+        return self.doors
 
     def client(
         self,
@@ -119,7 +133,7 @@ class KubeRun:
     ) -> ClusterClient:
         doors = list(endpoints or self.endpoints)
         if not doors:
-            raise NotFound(f"run {self.run_id}: no address outside the cluster reaches Envoy (exposed as a ClusterIP)")
+            raise NotFound(f"run {self.run_id}: no address outside the cluster reaches Envoy")
         return ClusterClient(
             doors,
             self.ca_file,
@@ -149,6 +163,7 @@ class KubeRun:
             "endpoints": self.endpoints,
             "grpc_endpoints": self.grpc_endpoints,
             "front_door": f"envoy.{self.namespace}.svc:{API_PORT}",
+            "expose": self.expose,
             "ca_file": str(self.ca_file),
             "admin": {"username": self.admin.username, "password": self.admin.password},
             "nodes": [{"name": n.name, "role": n.role, "ip": n.ip} for n in built.nodes] if built else [],
@@ -242,7 +257,9 @@ class KubeRun:
             return 1, str(exc)
 
     def stop(self) -> None:
-        """Remove the run: the whole cluster if it was built for it, else its namespace."""
+        """Remove the run: its port-forward, then the whole cluster if it was built for it, else
+        its namespace."""
+        forward.stop(self._workdir)
         if isinstance(self.cluster, NodeCluster):
             self.cluster.stop()
         else:
@@ -289,6 +306,33 @@ class KubeRun:
     def unavailable(self) -> dict[str, str]:
         return apply.unavailable(self.config, self.namespace)
 
+    @contextmanager
+    def node_port_doors(self) -> Iterator[list[str]]:
+        """For the length of the block, Envoy on a node port of every worker as well (a second
+        Service, ``envoy-direct``): the path without the API server's tunnel, for the bench to
+        compare with. Only on a cluster built here, whose nodes this machine reaches."""
+        if not isinstance(self.cluster, NodeCluster):
+            raise UsageError("a node-port door is made only on a cluster built here")
+        with Client(config=self.config) as client:
+            front = client.get(Service, FRONT_DOOR, namespace=self.namespace)
+            assert front.spec is not None
+            direct = Service(
+                metadata=ObjectMeta(name=f"{FRONT_DOOR}-direct", namespace=self.namespace),
+                spec=ServiceSpec(
+                    type="NodePort",
+                    selector=front.spec.selector,
+                    ports=[
+                        ServicePort(name=p.name, port=p.port, targetPort=p.targetPort) for p in front.spec.ports or []
+                    ],
+                ),
+            )
+            client.create(direct)
+            try:
+                port = apply.node_port(self.config, self.namespace, f"{FRONT_DOOR}-direct")
+                yield [f"{address}:{port}" for address in self.cluster.node_addresses()]
+            finally:
+                client.delete(Service, f"{FRONT_DOOR}-direct", namespace=self.namespace)
+
 
 def deploy(
     run_id: str,
@@ -308,12 +352,21 @@ def deploy(
     the namespace is removed and the error says what was not ready and why."""
     pki = RunPki.create(folder)
     made = manifests(spec, namespace=namespace, image=image, secrets=secrets, pki=pki, ingress=ingress)
+    if ingress.expose == "loadbalancer":  # its address first: Envoy's certificate names it
+        address = apply.load_balancer_address(made, cluster.config, FRONT_DOOR, timeout=min(timeout, LB_WAIT_S))
+        if address is None:
+            apply.delete_namespace(cluster.config, namespace)
+            raise StartTimeout(
+                f"k8s: no load balancer gave Service {FRONT_DOOR} an address within {min(timeout, LB_WAIT_S):.0f} s "
+                f"(namespace {namespace} removed); this cluster may have none: --expose port-forward or nodeport"
+            )
+        ingress = replace(ingress, addresses=(address,))
+        made = manifests(spec, namespace=namespace, image=image, secrets=secrets, pki=pki, ingress=ingress)
     deployed = apply.deploy(made, cluster.config, timeout=timeout)
     if deployed.unavailable:
         apply.delete_namespace(cluster.config, namespace)
         why = "; ".join(f"{k} {v}" for k, v in deployed.unavailable.items())
         raise StartTimeout(f"k8s: not available after {timeout:.0f} s, namespace {namespace} removed: {why}")
-    addresses, port = (ingress.addresses, ingress.node_port) if ingress.expose == "nodeport" else ((), API_PORT)
     return KubeRun(
         run_id,
         mode,
@@ -322,9 +375,29 @@ def deploy(
         namespace=namespace,
         image=image,
         workdir=folder,
-        addresses=addresses,
-        port=port,
+        doors=_doors(spec, cluster, namespace, folder, ingress, timeout),
+        expose=ingress.expose,
     )
+
+
+def _doors(
+    spec: ModeSpec, cluster: Cluster, namespace: str, folder: Path, ingress: Ingress, timeout: float
+) -> list[str]:
+    """The front door as ``ingress`` exposes it: one forwarded local port per Envoy replica,
+    or each node's node port, or the load balancer's address."""
+    if ingress.expose == "nodeport":
+        port = ingress.node_port or apply.node_port(cluster.config, namespace, FRONT_DOOR)
+        return [f"{address}:{port}" for address in ingress.addresses]
+    if ingress.expose == "loadbalancer":
+        return [f"{address}:{API_PORT}" for address in ingress.addresses]
+    replicas = sum(w.replicas for w in workloads(spec) if "envoy" in w.services)
+    plan = forward.Plan(
+        kubectl=cluster.kubectl_argv(),
+        kubeconfig=str(cluster.kubeconfig_path),
+        namespace=namespace,
+        ports=forward.free_ports(max(replicas, 1)),
+    )
+    return forward.start(folder, plan, timeout=min(timeout, 60))
 
 
 def scale(run: KubeRun, counts: Mapping[str, int]) -> dict[str, int]:

@@ -36,7 +36,8 @@ SERVICE_CIDR, API_SERVICE_IP = "10.96.0.0/16", "10.96.0.1"
 POD_CIDR = "10.244.0.0/16"
 CONF = "/etc/kubernetes"  # where a node finds its files (a read-only bind of the run's folder)
 STATE = "/var/lib/mm-node"  # a Docker volume: containerd's snapshots, etcd, local volumes
-LOCAL_VOLUMES = 2  # per worker: one etcd member's data for each of two runs on the cluster
+REGISTRY_HOSTS = "/etc/containerd/certs.d"  # containerd's hosts.toml per registry (written at run time)
+LOCAL_VOLUMES = 3  # per worker: one etcd member's data for each of three deployments on the cluster (Retain: one each)
 STORAGE_CLASS = "modematrix-local"
 Files = dict[str, bytes]
 
@@ -210,6 +211,10 @@ state = "/run/containerd"
 
 [{cri}.containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
+
+[{cri}.registry]
+  # a registry this cluster trusts has a hosts.toml here (NodeCluster.trust_registry)
+  config_path = "{REGISTRY_HOSTS}"
 
 [{cri}.cni]
   bin_dir = "/usr/lib/cni"
@@ -426,6 +431,15 @@ def bootstrap(nodes: Sequence[KubeNode]) -> list[dict[str, Any]]:
 
 def local_volume_path(i: int) -> str:
     return f"{STATE}/pv/data-{i}"
+
+
+def local_volume_script() -> str:
+    """What makes a worker's local volumes' folders (a local PersistentVolume's path must exist).
+
+    >>> local_volume_script().count("/pv/data-") == LOCAL_VOLUMES
+    True
+    """
+    return "install -d -m 0777 " + " ".join(local_volume_path(i) for i in range(LOCAL_VOLUMES))
 
 
 def _local_volume(node: KubeNode, i: int) -> dict[str, Any]:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
+import httpx
 from lightkube import Client
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.resources.core_v1 import Node as KubeNodeObject
@@ -79,10 +81,17 @@ class NodeCluster:
     def workers(self) -> list[KubeNode]:
         return [n for n in self.nodes if not n.control_plane]
 
+    def kubectl_argv(self) -> list[str]:
+        return [str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig_path)]
+
+    def node_addresses(self) -> list[str]:
+        """The workers' addresses on the engine's network: where a node port is dialled."""
+        return [n.ip for n in self.workers]
+
     def kubectl(self, *args: str, timeout: float = 60) -> str:
         """Run the kubectl built here with the cluster's admin kubeconfig; its output."""
         done = subprocess.run(
-            [str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig_path), *args],
+            [*self.kubectl_argv(), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -125,6 +134,7 @@ class NodeCluster:
         )
         try:
             built.wait_api(timeout=timeout)
+            built._make_local_volumes()
             apply.apply(layout.bootstrap(nodes), built.config)
             built.wait_nodes_ready(timeout=timeout)
             built._label_roles()
@@ -159,6 +169,12 @@ class NodeCluster:
 
     def wait_nodes_ready(self, timeout: float) -> None:
         self._wait(lambda: not self.not_ready(), timeout, "every node Ready", lambda: f"not Ready: {self.not_ready()}")
+
+    def _make_local_volumes(self) -> None:
+        for node in self.workers:
+            code, out = self.exec(node.name, layout.local_volume_script())
+            if code != 0:
+                raise EngineError(f"making {node.name}'s local volumes failed ({code}): {out.strip()[-300:]}")
 
     def _label_roles(self) -> None:
         with Client(config=self.config, field_manager=apply.FIELD_MANAGER) as client:
@@ -230,6 +246,50 @@ class NodeCluster:
             list(pool.map(load, self.workers))
         return time.monotonic() - started
 
+    @contextmanager
+    def registry(self, push: Sequence[str] = ()) -> Iterator[str]:
+        """A container registry on the cluster's network for the length of the block (Debian's
+        docker-registry, plain HTTP), holding ``push`` and trusted by every node's containerd;
+        yields its address as the nodes reach it (``IP:5000``). It carries the run's labels: the
+        reaper and ``down`` remove it like a node."""
+        handle = self.engine.launch(
+            Launch(
+                name=f"mm-{self.run_id}-registry",
+                image=self.engine.registry_image(),
+                labels=_labels(self.run_id, "registry"),
+                network=f"mm-{self.run_id}",
+                ip=f"{self.prefix}.{REGISTRY_HOST}",
+                publish=(REGISTRY_PORT,),
+            )
+        )
+        try:
+            local = f"127.0.0.1:{handle.ports[REGISTRY_PORT]}"  # where this machine pushes
+            wait_until(
+                lambda: httpx.get(f"http://{local}/v2/", timeout=2).status_code == 200,
+                timeout=60,
+                interval=0.2,
+                message="the registry answers",
+                ignore=(httpx.HTTPError,),
+            )
+            for tag in push:
+                self.report(f"pushing {tag} to the registry")
+                self.engine.push(tag, local)
+            address = f"{self.prefix}.{REGISTRY_HOST}:{REGISTRY_PORT}"
+            self.trust_registry(address)
+            yield address
+        finally:
+            self.engine.remove(handle)
+
+    def trust_registry(self, address: str) -> None:
+        """Every node's containerd pulls from ``address`` over plain HTTP (a hosts.toml under
+        containerd's registry config path, read at each pull: nothing restarts)."""
+        hosts = f'server = "http://{address}"\n[host."http://{address}"]\n  capabilities = ["pull", "resolve"]\n'
+        folder = f"{layout.REGISTRY_HOSTS}/{address}"
+        for node in self.nodes:
+            code, out = self.exec(node.name, f"mkdir -p '{folder}' && printf '%s' '{hosts}' > '{folder}/hosts.toml'")
+            if code != 0:
+                raise EngineError(f"trusting registry {address} on {node.name} failed ({code}): {out.strip()[-300:]}")
+
     # -- faults (node containers) ---------------------------------------------------------------
 
     def exec(self, node: str, script: str) -> tuple[int, str]:
@@ -286,6 +346,10 @@ class NodeCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+REGISTRY_HOST = 250  # the registry's address on the cluster's /24, beyond the nodes'
+REGISTRY_PORT = 5000
 
 
 def _labels(run_id: str, role: str) -> dict[str, str]:
