@@ -350,7 +350,9 @@ def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="single,ha,scaled",
         help=f"comma-separated, of {', '.join(targets.modes())} (default %(default)s)",
     )
-    parser.add_argument("--run", metavar="RUN", help="measure this run (modematrix up), instead of starting --mode")
+    parser.add_argument(
+        "--run", dest="run_id", metavar="RUN", help="measure this run (modematrix up), instead of starting --mode"
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="per row (default %(default)s)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--server-core", default="0", help="host core(s) every server container is pinned to")
@@ -372,7 +374,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or args.connections < 1:
         raise topologies.UsageError("--seconds must be positive and --connections at least 1")
     wrk = Wrk(args.seconds, args.connections, args.load_core)
-    rows = bench(modes, wrk, args.server_core, args.results, run=topologies.attach(args.run) if args.run else None)
+    given = topologies.attach(args.run_id) if args.run_id else None  # an unknown run: exit 2 before anything starts
+    rows = bench(modes, wrk, args.server_core, args.results, run=given)
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0

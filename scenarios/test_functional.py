@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import topologies
-from topologies import ContainerRun, Credentials
+from topologies import ContainerRun, Credentials, Run
 from topologies.constants import DATA_DIR
 
 
@@ -21,13 +21,16 @@ def unique(name: str) -> str:
     return f"{name}-{time.time_ns()}"
 
 
-def front_doors(run: ContainerRun) -> list[str]:
-    """The advertised endpoints plus every edge node: all must route the same way."""
+def front_doors(run: Run) -> list[str]:
+    """The advertised endpoints plus every edge node: all must route the same way (a k8s
+    run's doors are its endpoints: the pods are not reached from here)."""
+    if not isinstance(run, ContainerRun):
+        return list(run.endpoints)
     edges = [n.url for n in run.nodes if n.spec.is_edge]
     return [*run.endpoints, *[e for e in edges if e not in run.endpoints]]
 
 
-def test_every_service_routes_through_every_front_door(run: ContainerRun) -> None:
+def test_every_service_routes_through_every_front_door(run: Run) -> None:
     for door in front_doors(run):
         with run.client(endpoints=[door]) as api:
             key = unique("route")
@@ -116,7 +119,7 @@ def test_the_image_refuses_to_start_without_services() -> None:
     assert code == 2 and "unknown service 'warp'" in output
 
 
-def test_a_percent_encoded_key_is_decoded_once_through_every_front_door(run: ContainerRun) -> None:
+def test_a_percent_encoded_key_is_decoded_once_through_every_front_door(run: Run) -> None:
     """``dd%2541`` names the key ``dd%41`` whichever door it comes through (an ingress used to
     decode it a second time, into ``ddA``)."""
     tag = unique("enc")
@@ -131,6 +134,8 @@ def test_no_secret_is_stored_in_clear_in_any_data_dir(run: ContainerRun) -> None
     """The run secret, the admin password, and any private key other than the node's own
     TLS keys (the CA key, the token-signing keys) appear in no file of any node's data dir:
     sealed records only, in the DB files too (grep reads SQLite, etcd's WAL and bbolt alike)."""
+    if not isinstance(run, ContainerRun):
+        pytest.skip("reads each node container's data dir; a k8s pod's secrets are Secret volumes (test_manifests)")
     own_keys = {f"{DATA_DIR}/tls/node-key.pem", f"{DATA_DIR}/tls/peer-key.pem"}
     secret, password = run.secrets.cluster_secret, run.secrets.admin_password
     for node in run.nodes:
@@ -148,6 +153,8 @@ def test_behind_the_balancer_the_runtime_sees_the_clients_address(run: Container
     """HAProxy passes TLS through and opens each connection with the PROXY protocol; Envoy
     ends TLS and sets X-Forwarded-For, which the runtime takes from run members only.
     Either way the node that checks a login sees this machine, not the balancer."""
+    if not isinstance(run, ContainerRun):
+        pytest.skip("through kubectl port-forward every client is the pod's own loopback (docs/security.md)")
     balancers = [run.lb] if run.lb is not None else [n for n in run.nodes if n.spec.is_envoy]
     if not balancers:
         pytest.skip(f"{run.mode} has no load balancer")

@@ -64,3 +64,9 @@ def test_bench_single_runs_for_real_and_writes_its_table(tmp_path: Path) -> None
     ]
     assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows), rows
     assert "| single | kv GET |" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_of_a_run_that_does_not_exist_is_refused_before_anything_starts() -> None:
+    from topologies.cli import main
+
+    assert main(["bench", "--run", "r-00000000", "--seconds", "1"]) == 2

@@ -13,6 +13,7 @@ cluster built here, its node containers (:class:`topologies.kubernetes.clusters.
 from __future__ import annotations
 
 import shutil
+import socket
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -329,9 +330,25 @@ class KubeRun:
             client.create(direct)
             try:
                 port = apply.node_port(self.config, self.namespace, f"{FRONT_DOOR}-direct")
-                yield [f"{address}:{port}" for address in self.cluster.node_addresses()]
+                doors = [f"{address}:{port}" for address in self.cluster.node_addresses()]
+                wait_until(  # kube-proxy programs a new node port within its sync period
+                    lambda: all(_accepts(door) for door in doors),
+                    timeout=60,
+                    interval=0.2,
+                    message=f"node port {port} on every worker",
+                )
+                yield doors
             finally:
                 client.delete(Service, f"{FRONT_DOOR}-direct", namespace=self.namespace)
+
+
+def _accepts(door: str) -> bool:
+    host, port = door.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def deploy(
