@@ -49,6 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for mode in modes():
         config.addinivalue_line("markers", f"{marker(mode)}: run only against the {mode} mode")
     config.addinivalue_line("markers", "failover: injects faults into a running mode")
+    given_run(config)  # a --run that names no run is a usage error now, not at collection
 
 
 GIVEN = pytest.StashKey["Run"]()

@@ -335,14 +335,14 @@ class DockerEngine:
 
     def list_run(self, run_id: str | None) -> list[Handle]:
         with translated("listing runs"):
-            found = self.client.containers.list(all=True, filters=_selector(run_id))
+            found = self.client.containers.list(all=True, filters=_selector(run_id), ignore_removed=True)
             return [self._handle(c) for c in found if c.labels.get(LABEL_ROLE) != "helper"]
 
     def remove_run(self, run_id: str | None) -> dict[str, int]:
         selector = _selector(run_id)
         removed = {"containers": 0, "networks": 0, "volumes": 0}
         with translated(f"removing run {run_id or '(all)'}"):
-            for container in self.client.containers.list(all=True, filters=selector):
+            for container in self.client.containers.list(all=True, filters=selector, ignore_removed=True):
                 removed["containers"] += _quietly(lambda c=container: c.remove(force=True, v=True))
             for network in self.client.networks.list(filters=selector):
                 removed["networks"] += _quietly(network.remove)
