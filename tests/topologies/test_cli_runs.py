@@ -109,13 +109,6 @@ def test_logs_follow_prints_the_last_lines_then_keeps_following(run_id: str) -> 
             follower.stdout.close()
 
 
-def test_down_removes_the_run_and_its_record(run_id: str) -> None:
-    assert json_of("down", run_id) == {"removed": [run_id]}
-    assert run_id not in {r["run_id"] for r in json_of("status")}
-    again = modematrix("status", run_id)
-    assert again.returncode == 2 and f"no run {run_id!r} on this machine" in again.stderr
-
-
 def test_pytest_takes_a_running_run_with_dash_dash_run_and_leaves_it_running(run_id: str) -> None:
     """``pytest --run RUN``: the scenarios test the run ``modematrix up`` started (its mode, not
     --mode's) and leave it as they found it; a run that does not exist is a usage error."""
@@ -123,7 +116,7 @@ def test_pytest_takes_a_running_run_with_dash_dash_run_and_leaves_it_running(run
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", scenario]
     argv += ["-k", "test_every_service_routes_through_every_front_door"]
     done = subprocess.run([*argv, "--run", run_id], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
     assert "1 passed" in done.stdout, done.stdout[-2000:]
     assert set(states(run_id).values()) == {"running"}, "the run is left as it was"
     missing = subprocess.run([*argv, "--run", "r-00000000"], capture_output=True, text=True, timeout=600)
@@ -133,3 +126,10 @@ def test_pytest_takes_a_running_run_with_dash_dash_run_and_leaves_it_running(run
 def test_load_image_is_refused_for_a_run_on_containers(run_id: str) -> None:
     done = modematrix("k8s", "load-image", run_id, "modematrix/runtime:latest")
     assert done.returncode == 2 and "is not on a cluster built here" in done.stderr, done.stderr
+
+
+def test_down_removes_the_run_and_its_record(run_id: str) -> None:
+    assert json_of("down", run_id) == {"removed": [run_id]}
+    assert run_id not in {r["run_id"] for r in json_of("status")}
+    again = modematrix("status", run_id)
+    assert again.returncode == 2 and f"no run {run_id!r} on this machine" in again.stderr

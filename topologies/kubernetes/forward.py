@@ -262,8 +262,10 @@ class Supervisor:
             f"{port}:{self.plan.target_port}",
         ]
         say(f"slot {slot}: 127.0.0.1:{port} -> {pod}:{self.plan.target_port}")
+        # kubectl's stdout says "Handling connection for PORT" per connection: not kept; its
+        # errors (a lost pod, a refused stream) go to the log
         self.children[slot] = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=sys.stdout, preexec_fn=_die_with_parent
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=sys.stdout, preexec_fn=_die_with_parent
         )
         self.pods[slot] = pod
 
