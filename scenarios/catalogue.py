@@ -40,6 +40,9 @@ class Scenario(Generic[R]):
     during_s: float = 4.0
     settle_s: float = 1.0
     requires: Callable[[R], str | None] = lambda run: None  # None, or why it cannot run on this run
+    # hold each fault until this says None (else what it still waits for), asked while the
+    # traffic runs, at most during_s; the cycle's "settled" verdict says how long it took
+    until: Callable[[R, Fault[R]], str | None] | None = None
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.checks if c not in CHECKS]
@@ -118,6 +121,18 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
     _worker("kill"),
     _worker("pause"),
     _worker("partition"),
+    # a worker stays dead until Kubernetes has moved its pods (marked unreachable after the
+    # node monitor's grace period, then evicted after the pods' toleration): the settled
+    # verdict is the time to move; etcd's member waits for its node (its volume is there)
+    Scenario[KubeRun](
+        "kill-a-worker-until-rescheduled",
+        KubeRun,
+        lambda r, g, i: kube.NodeFault(kube.any_worker(r, g), "kill"),
+        modes=K8S,
+        cycles=1,
+        during_s=150.0,
+        until=kube.moved,
+    ),
     Scenario[KubeRun](
         "drain-a-worker", KubeRun, lambda r, g, i: kube.Drain(kube.any_worker(r, g)), modes=K8S, cycles=1, during_s=2.0
     ),

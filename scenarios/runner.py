@@ -3,6 +3,9 @@
 healthy -> traffic -> (fault, traffic, heal, healthy, traffic) x cycles -> stop traffic
         -> final reads and queue drain -> the scenario's checks
 
+A scenario with ``until`` holds each fault until its condition holds (a dead worker's pods
+running elsewhere), not for a fixed time; a ``settled`` verdict says how long that took.
+
 Each cycle is :func:`topologies.faults.injected`, the one fault cycle. A scenario that does
 not apply to the cluster's mode is not run: its result says skipped, and why.
 """
@@ -11,15 +14,16 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
 
 from scenarios.catalogue import R, Scenario
-from scenarios.checkers import CHECKS, Verdict
+from scenarios.checkers import CHECKS, FAIL, PASS, Verdict
 from scenarios.history import History
 from scenarios.traffic import TrafficRun
 from topologies import ContainerRun, KubeRun, Run
-from topologies.faults import injected
+from topologies.faults import Fault, injected
 
 
 @dataclass
@@ -81,6 +85,7 @@ def _cycles(target: R, scenario: Scenario[R], seed: int | None) -> Result:
     started = time.monotonic()
     target.wait_healthy()
     faults: list[str] = []
+    settled: list[Verdict] = []
     traffic.start()
     try:
         traffic.run_for(scenario.warmup_s)
@@ -88,7 +93,10 @@ def _cycles(target: R, scenario: Scenario[R], seed: int | None) -> Result:
             fault = scenario.choose(target, rng, cycle)
             faults.append(fault.name)
             with injected(target, fault, mark=lambda event: history.mark(time.monotonic(), event)):
-                traffic.run_for(scenario.during_s)
+                if scenario.until is None:
+                    traffic.run_for(scenario.during_s)
+                else:
+                    settled.append(_hold(target, fault, scenario.until, scenario.during_s, traffic, history))
             healed = time.monotonic()
             traffic.run_for(scenario.settle_s)
             traffic.run_until_write_after(healed, timeout=2 * scenario.traffic.timeout)
@@ -98,5 +106,41 @@ def _cycles(target: R, scenario: Scenario[R], seed: int | None) -> Result:
         traffic.final_reads(api)
         traffic.drain(api)
     verdicts = [CHECKS[name](history) for name in scenario.checks]
+    if settled:
+        verdicts.append(_settled(settled))
     elapsed = time.monotonic() - started
     return Result(scenario.name, target.mode, faults, verdicts, history.counts(), elapsed, traffic.errors, history)
+
+
+def _hold(
+    target: R,
+    fault: Fault[R],
+    until: Callable[[R, Fault[R]], str | None],
+    most: float,
+    traffic: TrafficRun,
+    history: History,
+) -> Verdict:
+    """Hold ``fault`` while traffic runs until ``until`` says None, at most ``most`` s."""
+    applied = time.monotonic()
+    waiting: list[str] = []
+
+    def done() -> bool:
+        try:
+            waiting[:] = [until(target, fault) or ""]
+        except Exception as exc:  # the API may be slow to answer while a node is gone: asked again
+            waiting[:] = [f"not known yet ({exc})"]
+        return not waiting[0]
+
+    if traffic.run_until(done, timeout=most):
+        seconds = time.monotonic() - applied
+        history.mark(time.monotonic(), f"settled {fault.name}")
+        return Verdict("settled", PASS, f"{fault.name}: settled in {seconds:.1f} s", {"settled_s": [round(seconds, 1)]})
+    return Verdict("settled", FAIL, f"{fault.name}: not settled after {most:.0f} s: {waiting[0] if waiting else '?'}")
+
+
+def _settled(each: list[Verdict]) -> Verdict:
+    """The cycles' settled verdicts as one: failed if any failed; the seconds of each."""
+    failed = [v for v in each if not v.passed]
+    seconds = [s for v in each for s in v.numbers.get("settled_s", [])]
+    detail = "; ".join(v.detail for v in (failed or each))
+    return Verdict("settled", FAIL if failed else PASS, detail, {"settled_s": seconds})

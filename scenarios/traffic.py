@@ -97,11 +97,20 @@ class TrafficRun:
         """Let traffic flow until some write that started after ``since`` succeeded, at most
         ``timeout`` s: after a heal, clients blocked on a call from before it need that long to
         come back. False if none did (the availability check then says so)."""
+        return self.run_until(
+            lambda: any(op.outcome == OK and op.kind in WRITE_KINDS and op.call >= since for op in self.history.ops),
+            timeout,
+            interval=0.1,
+        )
+
+    def run_until(self, condition: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+        """Let traffic flow until ``condition()`` holds (asked every ``interval`` s), at most
+        ``timeout`` s; whether it came to hold."""
         deadline = time.monotonic() + timeout
         while not self._stop.is_set() and time.monotonic() < deadline:
-            if any(op.outcome == OK and op.kind in WRITE_KINDS and op.call >= since for op in self.history.ops):
+            if condition():
                 return True
-            self._stop.wait(0.1)
+            self._stop.wait(interval)
         return False
 
     def stop(self) -> None:

@@ -59,6 +59,7 @@ class Options:
     image_registry: str | None = None
     workers: int = 3
     expose: str | None = None  # how the front door is reached from here; None: port-forward
+    evict_after: int | None = None  # seconds a dead node's pods stay bound to it; None: 10
     report: Report = _quiet
 
 
@@ -108,6 +109,7 @@ def refused(mode: str, options: Options) -> str | None:
             "--image-registry": options.image_registry,
             "--workers": options.workers != Options.workers,
             "--expose": options.expose,
+            "--evict-after": options.evict_after is not None,
         }
         wrong = [flag for flag, value in given.items() if value]
         return (
@@ -115,6 +117,8 @@ def refused(mode: str, options: Options) -> str | None:
         )
     if options.workers < 2:
         return f"--workers: expected 2 or more, got {options.workers}"
+    if options.evict_after is not None and not 0 <= options.evict_after <= kubernetes.MAX_EVICT_AFTER_S:
+        return f"--evict-after: expected 0 to {kubernetes.MAX_EVICT_AFTER_S} seconds, got {options.evict_after}"
     if options.kubeconfig and options.workers != Options.workers:
         return "--workers applies to a cluster built here, not to one given by --kubeconfig"
     if not options.kubeconfig and options.namespace:
@@ -144,6 +148,7 @@ def start(mode: str | Path, options: Options = Options()) -> Run:
             image_registry=options.image_registry,
             workers=options.workers,
             expose=options.expose,
+            evict_after=kubernetes.EVICT_AFTER_S if options.evict_after is None else options.evict_after,
             timeout=timeout,
             report=options.report,
             cpuset=options.cpuset,

@@ -40,3 +40,28 @@ def test_a_scenario_for_other_modes_is_skipped_with_the_reason_and_touches_nothi
     on_kubernetes = replace(by_name("delete-a-kv-pod"), modes=("single",))
     assert on_kubernetes.bind(run) == "delete-a-kv-pod breaks a KubeRun, not a ContainerRun"
     assert on_kubernetes.on is KubeRun
+
+
+class _Traffic:
+    """What ``runner._hold`` needs of a TrafficRun: run until a condition, at most some time."""
+
+    def __init__(self, asks: int) -> None:
+        self.asks = asks
+
+    def run_until(self, condition: object, timeout: float) -> bool:
+        assert callable(condition)
+        return any(condition() for _ in range(self.asks))
+
+
+def test_a_fault_held_until_it_settles_says_how_long_or_what_it_still_waits_for() -> None:
+    from scenarios.history import History
+
+    answers = iter(["kv: 1 of 2 Ready off w2", None])
+    history = History()
+    held = runner._hold("run", Kill("n"), lambda run, fault: next(answers), 10, _Traffic(2), history)  # type: ignore[arg-type,misc]
+    assert held.passed and held.detail.startswith("kill(n): settled in ") and len(held.numbers["settled_s"]) == 1
+    assert [event for _, event in history.events] == ["settled kill(n)"]
+    stuck = runner._hold("run", Kill("n"), lambda run, fault: "kv: 0 of 2", 7, _Traffic(3), History())  # type: ignore[arg-type,misc]
+    assert not stuck.passed and stuck.detail == "kill(n): not settled after 7 s: kv: 0 of 2"
+    assert not runner._settled([held, stuck]).passed
+    assert runner._settled([held, held]).numbers["settled_s"] == held.numbers["settled_s"] * 2

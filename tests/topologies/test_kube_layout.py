@@ -134,6 +134,18 @@ def test_containerd_kubelet_and_kube_proxy_configuration_parse_and_agree(files: 
     assert all(flag.startswith("--") and " " not in flag for flag in flags), "node.sh splits the file on whitespace"
 
 
+def test_a_silent_node_is_marked_within_the_grace_period_its_kubelet_renews_within(
+    files: dict[str, dict[str, bytes]],
+) -> None:
+    kubelet = yaml.safe_load(files["kube-worker-1"]["kubelet.yaml"])
+    renew_s = kubelet["nodeLeaseDurationSeconds"] / 4  # the kubelet renews at a quarter of the lease
+    flags = files["kube-control-plane"]["kube-controller-manager.flags"].decode().split()
+    assert f"--node-monitor-grace-period={layout.NODE_MONITOR_GRACE_S}s" in flags
+    assert "--node-monitor-period=2s" in flags
+    assert layout.NODE_MONITOR_GRACE_S >= 4 * renew_s, "a busy node may miss a few renewals before it is marked"
+    assert float(kubelet["nodeStatusUpdateFrequency"].rstrip("s")) <= layout.NODE_MONITOR_GRACE_S / 4
+
+
 def test_the_clusters_own_objects_pass_the_schemas(nodes: list[layout.KubeNode]) -> None:
     objects = layout.bootstrap(nodes)
     for manifest in objects:

@@ -15,7 +15,7 @@ from cryptography import x509
 from runtime.security.certs import PEER_NAME, Bundle
 from topologies import spec
 from topologies.cli import main
-from topologies.kubernetes.manifests import KUBERNETES_VERSION, manifests, to_yaml, workloads
+from topologies.kubernetes.manifests import EVICT_AFTER_S, KUBERNETES_VERSION, manifests, to_yaml, workloads
 from topologies.pki import RunPki
 from topologies.runs import Secrets
 
@@ -103,6 +103,23 @@ def common_name(cert: x509.Certificate) -> str:
     return str(cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
 
 
+def test_deployments_leave_a_dead_node_after_evict_after_and_etcd_waits_for_its_volume(
+    made: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    for name, deployment in kinds(made, "Deployment").items():
+        tolerations = deployment["spec"]["template"]["spec"]["tolerations"]
+        assert {(t["key"], t["effect"], t["tolerationSeconds"]) for t in tolerations} == {
+            ("node.kubernetes.io/not-ready", "NoExecute", EVICT_AFTER_S),
+            ("node.kubernetes.io/unreachable", "NoExecute", EVICT_AFTER_S),
+        }, name
+    assert "tolerations" not in kinds(made, "StatefulSet")["etcd"]["spec"]["template"]["spec"]
+    scaled, pki = spec.load("scaled"), RunPki.create(tmp_path)
+    later = manifests(scaled, namespace=NS, image="i", secrets=Secrets("s" * 32, "pw"), pki=pki, evict_after=120)
+    assert kinds(later, "Deployment")["kv"]["spec"]["template"]["spec"]["tolerations"][1]["tolerationSeconds"] == 120
+    with pytest.raises(ValueError, match="evict after: expected 0 to 3600 seconds, got -1"):
+        manifests(scaled, namespace=NS, image="i", secrets=Secrets("s" * 32, "pw"), pki=pki, evict_after=-1)
+
+
 def test_workloads_group_the_spec() -> None:
     assert [(w.name, w.replicas) for w in workloads(spec.load("ha"))] == [("auth-ingress-kv-queue", 3)]
 
@@ -117,6 +134,8 @@ def test_manifests_command_prints_yaml_and_refuses_bad_input(
     assert main(["k8s", "manifests", "--namespace", "Bad_NS", "--pki-dir", str(tmp_path)]) == 2
     assert "namespace" in capsys.readouterr().err
     assert main(["k8s", "manifests", "--mode", "single", "--pki-dir", str(tmp_path)]) == 2
+    assert main(["k8s", "manifests", "--evict-after", "99999", "--image", "i", "--pki-dir", str(tmp_path)]) == 2
+    assert "--evict-after: expected 0 to 3600 seconds, got 99999" in capsys.readouterr().err
 
 
 def pod_specs(made: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -37,6 +37,13 @@ def register(sub: Sub) -> None:
         default="yaml",
         help="yaml to stdout (default), or a kustomize base or a Helm chart written to --output",
     )
+    made.add_argument(
+        "--evict-after",
+        type=int,
+        default=manifests.EVICT_AFTER_S,
+        metavar="SECONDS",
+        help="a not-ready or unreachable node's pods move after this long (default %(default)s)",
+    )
     made.add_argument("--output", type=Path, help="the folder for --format kustomize|helm (must not exist)")
     made.set_defaults(run=_manifests)
     load = verbs.add_parser(
@@ -105,10 +112,19 @@ def _manifests(args: argparse.Namespace) -> int:
                 else "only with --format kustomize|helm"
             )
         )
+    if not 0 <= args.evict_after <= manifests.MAX_EVICT_AFTER_S:
+        raise UsageError(
+            f"k8s manifests: --evict-after: expected 0 to {manifests.MAX_EVICT_AFTER_S} seconds, got {args.evict_after}"
+        )
     image = args.image or images.build(quiet=True).tag
     folder = args.pki_dir or run_dir(new_run_id())
     made = manifests.manifests(
-        layout, namespace=namespace, image=image, secrets=Secrets.generate(), pki=pki.RunPki.create(folder)
+        layout,
+        namespace=namespace,
+        image=image,
+        secrets=Secrets.generate(),
+        pki=pki.RunPki.create(folder),
+        evict_after=args.evict_after,
     )
     if args.output is None:
         print(manifests.to_yaml(made), end="")

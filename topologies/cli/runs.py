@@ -48,6 +48,13 @@ def register(sub: Sub) -> None:
         help="how Envoy is reached from here: port-forward (default; local ports on 127.0.0.1 through the "
         "API server), nodeport (every node's port 30443), loadbalancer (the cluster's load balancer)",
     )
+    kube.add_argument(
+        "--evict-after",
+        type=int,
+        metavar="SECONDS",
+        help="a dead or unreachable node's pods move to other nodes after this long, once Kubernetes marks "
+        "the node (default 10; Kubernetes' own default is 300)",
+    )
     up.set_defaults(run=_up)
     status = sub.add_parser(
         "status", help="the runs; with RUN, its parts", epilog=example("modematrix status r-1a2b3c4d")
@@ -101,6 +108,7 @@ def _options(args: argparse.Namespace, quiet: bool) -> targets.Options:
         image_registry=args.image_registry,
         workers=args.workers,
         expose=args.expose,
+        evict_after=args.evict_after,
         report=report,
     )
 

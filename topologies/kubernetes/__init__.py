@@ -20,7 +20,7 @@ from topologies.engines import Engine
 from topologies.exceptions import UsageError
 from topologies.kubernetes import apply, forward
 from topologies.kubernetes.clusters import Cluster, GivenCluster, NodeCluster
-from topologies.kubernetes.manifests import EXPOSURES, Ingress
+from topologies.kubernetes.manifests import EVICT_AFTER_S, EXPOSURES, MAX_EVICT_AFTER_S, Ingress
 from topologies.kubernetes.run import TARGET, KubeRun, deploy, scale
 from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
 from topologies.spec import ModeSpec, parse
@@ -43,13 +43,15 @@ def start(
     image_registry: str | None = None,
     workers: int = 3,
     expose: str | None = None,
+    evict_after: int = EVICT_AFTER_S,
     timeout: float = 400,
     report: Report = _quiet,
     cpuset: str | None = None,
 ) -> KubeRun:
     """The mode ``mode`` (laid out as ``spec``) on a cluster the user has (``kubeconfig``), or
     on one built here on ``engine``, its front door reached as ``expose`` says (default
-    ``port-forward``, the same on both); everything it makes is removed again if it fails."""
+    ``port-forward``, the same on both); a dead node's pods move after ``evict_after`` seconds
+    (plus the node monitor's grace period); everything it makes is removed again if it fails."""
     if kubeconfig is None and engine is None:
         raise UsageError("the k8s mode needs a cluster: --kubeconfig PATH, or an engine to build one on")
     if kubeconfig is None and workers < 2:
@@ -57,6 +59,8 @@ def start(
     expose = expose or EXPOSURES[0]
     if expose not in EXPOSURES:
         raise UsageError(f"--expose: expected one of {', '.join(EXPOSURES)}, got {expose!r}")
+    if not 0 <= evict_after <= MAX_EVICT_AFTER_S:
+        raise UsageError(f"--evict-after: expected 0 to {MAX_EVICT_AFTER_S} seconds, got {evict_after}")
     run_id = new_run_id()
     namespace = _namespace(namespace or run_id)
     given = GivenCluster.read(kubeconfig) if kubeconfig is not None else None
@@ -81,13 +85,13 @@ def start(
             details.update(built=False, kubeconfig=str(given.kubeconfig_path))
         assert cluster is not None  # given, or built just now
         ingress = Ingress(expose, tuple(cluster.node_addresses()) if expose == "nodeport" else ())
-        details.update(expose=expose)
+        details.update(expose=expose, evict_after=evict_after)
         record = RunRecord(run_id, mode, TARGET, spec.to_dict(), details)
         record.write(folder, secrets)
         report(f"deploying the mode into namespace {namespace}, its front door by {expose}")
         run = deploy(
             run_id, mode, spec, cluster, namespace=namespace, image=image, folder=folder, secrets=secrets,
-            ingress=ingress, timeout=timeout,
+            ingress=ingress, evict_after=evict_after, timeout=timeout,
         )  # fmt: skip
         details.update(doors=run.doors)
         record.write(folder, secrets)
@@ -147,4 +151,14 @@ def attach(record: RunRecord, engine: Engine | None) -> KubeRun:
     )
 
 
-__all__ = ["TARGET", "GivenCluster", "KubeRun", "NodeCluster", "attach", "scale", "start"]
+__all__ = [
+    "EVICT_AFTER_S",
+    "MAX_EVICT_AFTER_S",
+    "TARGET",
+    "GivenCluster",
+    "KubeRun",
+    "NodeCluster",
+    "attach",
+    "scale",
+    "start",
+]

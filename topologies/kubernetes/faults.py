@@ -152,6 +152,15 @@ class RolloutRestart:
         run.cluster.kubectl(*status, timeout=self.timeout_s + 30)
 
 
+def moved(run: KubeRun, fault: Fault[KubeRun]) -> str | None:
+    """None once the pods of the node ``fault`` took away run on the other nodes, Ready (and
+    so in the EndpointSlices the Envoys route by); else which Deployments are still short."""
+    if not isinstance(fault, NodeFault):
+        raise TypeError(f"moved: expected a node fault, got {fault.name}")
+    left = run.left_on(fault.node)
+    return "; ".join(f"{name}: {why}" for name, why in left.items()) or None
+
+
 def any_worker(run: KubeRun, rng: random.Random) -> str:
     return rng.choice([n.name for n in _built(run).workers])
 

@@ -72,6 +72,11 @@ CONTAINER_SECURITY = {
 ETCD = "etcd"
 ETCD_TLS_DIR = "/etc/modematrix/etcd-tls"
 VOLUME_DIR = "/var/lib/modematrix/volume"
+# A Deployment's pods leave a node that is not ready or unreachable after this long, not
+# Kubernetes' default 300 s: a dead worker's pods run elsewhere within the node monitor's grace
+# period plus this. etcd's pods keep the default: their volume is on that node, so they wait.
+EVICT_AFTER_S = 10
+MAX_EVICT_AFTER_S = 3600
 Manifest = dict[str, Any]
 
 
@@ -132,10 +137,19 @@ class Ingress:
 
 
 def manifests(
-    spec: ModeSpec, *, namespace: str, image: str, secrets: Secrets, pki: RunPki, ingress: Ingress = Ingress()
+    spec: ModeSpec,
+    *,
+    namespace: str,
+    image: str,
+    secrets: Secrets,
+    pki: RunPki,
+    ingress: Ingress = Ingress(),
+    evict_after: int = EVICT_AFTER_S,
 ) -> list[Manifest]:
     if not spec.members or spec.db != "etcd":
         raise ValueError(f"{spec.mode}: the k8s mode needs an etcd DB with members (as scaled has)")
+    if not 0 <= evict_after <= MAX_EVICT_AFTER_S:
+        raise ValueError(f"evict after: expected 0 to {MAX_EVICT_AFTER_S} seconds, got {evict_after}")
     found = workloads(spec)
     labels = {"app.kubernetes.io/part-of": "modematrix", **POD_SECURITY}
     out: list[Manifest] = [
@@ -152,7 +166,7 @@ def manifests(
         edge = ingress.addresses if "envoy" in workload.services else ()
         bundle = _bundle(pki, workload, namespace, edge)
         out.append(_secret(namespace, f"tls-{workload.name}", {"bundle": bundle.dump()}))
-        out.append(_deployment(spec, workload, namespace, image))
+        out.append(_deployment(spec, workload, namespace, image, evict_after))
         out.append(_service(workload, namespace, ingress))
         if workload.replicas >= 2:
             out.append(_budget(workload.name, namespace, {"maxUnavailable": 1}))
@@ -244,7 +258,25 @@ def _probe(path: str, port: int, *, period: int, failures: int) -> dict[str, Any
     }
 
 
-def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str) -> Manifest:
+def tolerations(seconds: int) -> list[dict[str, Any]]:
+    """Leave a node ``seconds`` after it is marked not ready or unreachable (the taints the node
+    lifecycle controller puts on it); without these, the admission default is 300 s.
+
+    >>> [t["key"] for t in tolerations(10)]
+    ['node.kubernetes.io/not-ready', 'node.kubernetes.io/unreachable']
+    """
+    return [
+        {
+            "key": f"node.kubernetes.io/{taint}",
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": seconds,
+        }
+        for taint in ("not-ready", "unreachable")
+    ]
+
+
+def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str, evict_after: int) -> Manifest:
     runtime_port = ENVOY_RUNTIME_PORT if "envoy" in workload.services else API_PORT
     ports: list[dict[str, Any]] = [{"name": "https", "containerPort": API_PORT}]
     if workload.grpc:
@@ -275,6 +307,7 @@ def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str) 
         "securityContext": POD_SECURITY_CONTEXT,
         "terminationGracePeriodSeconds": 20,
         "automountServiceAccountToken": "xds" in workload.services,  # only xds talks to the API
+        "tolerations": tolerations(evict_after),
         "containers": [container],
         "volumes": [
             {"name": "data", "emptyDir": {}},

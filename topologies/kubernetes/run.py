@@ -34,7 +34,7 @@ from topologies.constants import API_PORT, ROUTED_SERVICES
 from topologies.exceptions import EngineError, FaultError, NotFound, StartTimeout, UsageError
 from topologies.kubernetes import apply, forward
 from topologies.kubernetes.clusters import Cluster, NodeCluster
-from topologies.kubernetes.manifests import Ingress, manifests, workloads
+from topologies.kubernetes.manifests import EVICT_AFTER_S, Ingress, manifests, workloads
 from topologies.pki import RunPki
 from topologies.runs import Secrets, read_secrets
 from topologies.spec import ModeSpec
@@ -295,6 +295,32 @@ class KubeRun:
                 found.append(meta.name or "")
         return sorted(found)
 
+    def left_on(self, node: str) -> dict[str, str]:
+        """The run's Deployments that do not yet have all their replicas Ready on nodes other
+        than ``node``, each with how many they have; empty once a dead node's pods run
+        elsewhere (``evict_after`` seconds after Kubernetes marks it, then their start)."""
+        with Client(config=self.config) as client:
+            wanted = {
+                d.metadata.name: (d.spec.replicas if d.spec and d.spec.replicas is not None else 1)
+                for d in client.list(Deployment, namespace=self.namespace)
+                if d.metadata and d.metadata.name
+            }
+            pods = list(client.list(Pod, namespace=self.namespace))
+        elsewhere: dict[str, int] = {}
+        for pod in pods:
+            meta, status, spec = pod.metadata, pod.status, pod.spec
+            if meta is None or status is None or spec is None or meta.deletionTimestamp is not None:
+                continue
+            ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
+            workload = (meta.labels or {}).get(NAME_LABEL, "")
+            if ready and spec.nodeName != node:
+                elsewhere[workload] = elsewhere.get(workload, 0) + 1
+        return {
+            name: f"{elsewhere.get(name, 0)} of {count} Ready off {node}"
+            for name, count in sorted(wanted.items())
+            if elsewhere.get(name, 0) < count
+        }
+
     def set_replicas(self, workload: str, replicas: int) -> None:
         """What ``kubectl scale deployment/<workload> --replicas=N`` does (the scale subresource)."""
         with Client(config=self.config, field_manager=apply.FIELD_MANAGER) as client:
@@ -362,13 +388,16 @@ def deploy(
     folder: Path,
     secrets: Secrets,
     ingress: Ingress,
+    evict_after: int = EVICT_AFTER_S,
     timeout: float = 300,
 ) -> KubeRun:
     """The one way the mode reaches Kubernetes, whichever the cluster: its manifests into
     ``namespace`` (its own: marked as the run's), then every workload available; on timeout
     the namespace is removed and the error says what was not ready and why."""
     pki = RunPki.create(folder)
-    made = manifests(spec, namespace=namespace, image=image, secrets=secrets, pki=pki, ingress=ingress)
+    made = manifests(
+        spec, namespace=namespace, image=image, secrets=secrets, pki=pki, ingress=ingress, evict_after=evict_after
+    )
     if ingress.expose == "loadbalancer":  # its address first: Envoy's certificate names it
         address = apply.load_balancer_address(made, cluster.config, FRONT_DOOR, timeout=min(timeout, LB_WAIT_S))
         if address is None:
@@ -378,7 +407,9 @@ def deploy(
                 f"(namespace {namespace} removed); this cluster may have none: --expose port-forward or nodeport"
             )
         ingress = replace(ingress, addresses=(address,))
-        made = manifests(spec, namespace=namespace, image=image, secrets=secrets, pki=pki, ingress=ingress)
+        made = manifests(
+            spec, namespace=namespace, image=image, secrets=secrets, pki=pki, ingress=ingress, evict_after=evict_after
+        )
     deployed = apply.deploy(made, cluster.config, timeout=timeout)
     if deployed.unavailable:
         apply.delete_namespace(cluster.config, namespace)

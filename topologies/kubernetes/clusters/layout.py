@@ -39,6 +39,7 @@ STATE = "/var/lib/mm-node"  # a Docker volume: containerd's snapshots, etcd, loc
 REGISTRY_HOSTS = "/etc/containerd/certs.d"  # containerd's hosts.toml per registry (written at run time)
 LOCAL_VOLUMES = 3  # per worker: one etcd member's data for each of three deployments on the cluster (Retain: one each)
 STORAGE_CLASS = "modematrix-local"
+NODE_MONITOR_GRACE_S = 15  # a silent node is marked not ready or unreachable after this long
 Files = dict[str, bytes]
 
 
@@ -259,6 +260,10 @@ def _kubelet(dns: str) -> dict[str, Any]:
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": False,
+        # the lease is renewed at a quarter of its duration: every 3 s, for the controller
+        # manager's 15 s grace period (_control_plane)
+        "nodeLeaseDurationSeconds": 12,
+        "nodeStatusUpdateFrequency": "3s",
         "rotateCertificates": False,
     }
 
@@ -327,7 +332,11 @@ def _control_plane(node: KubeNode, pki: RunPki, service_account: tuple[bytes, by
         "--leader-elect=false",
         "--bind-address=127.0.0.1",
         "--cluster-name=modematrix",
-        "--node-monitor-grace-period=20s",  # a killed node is NotReady within 20 s, not 40
+        # a killed node is marked unreachable within 15 s (Kubernetes' default: 40 s), checked
+        # every 2 s; its kubelet renews its lease every 3 s (_kubelet), so a busy node may miss
+        # four renewals before it is marked
+        f"--node-monitor-grace-period={NODE_MONITOR_GRACE_S}s",
+        "--node-monitor-period=2s",
         "--profiling=false",
     ]
     files["kube-apiserver.flags"] = "\n".join(apiserver).encode() + b"\n"
