@@ -17,6 +17,12 @@ gRPC rows (every mode with a gRPC front door) come from ``loadtests/grpcload`` (
 pinned to wrk's core; wrk speaks no gRPC), against the same baselines.
 
 Rows go to stdout as a table and to ``results/bench/`` as JSON and Markdown.
+
+    modematrix bench --start --mode single,k8s [--repeat 3]
+
+times ``up`` instead: from the call to every part ready (on k8s: every workload available and
+the front door answering through port-forward), with the phases the start reports (node
+containers, nodes Ready, the image in every worker's containerd, the deploy), images built.
 """
 
 from __future__ import annotations
@@ -335,6 +341,42 @@ def bench(modes: Sequence[str], wrk: Wrk, server_core: str, results: Path, run: 
     return rows
 
 
+# -- start times --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    mode: str
+    seconds: float  # from the call to the run ready
+    phases: list[tuple[float, str]]  # (seconds since the call, what the start reported)
+
+
+def time_start(mode: str, repeat: int = 1) -> list[Started]:
+    """Start ``mode`` ``repeat`` times, one after the other (each removed before the next):
+    how long each took to be ready, and its phases."""
+    found = []
+    for _ in range(repeat):
+        began = time.monotonic()
+        phases: list[tuple[float, str]] = []
+
+        def heard(line: str, began: float = began, phases: list[tuple[float, str]] = phases) -> None:
+            phases.append((round(time.monotonic() - began, 1), line))
+
+        with targets.start(mode, targets.Options(report=heard)) as run:
+            seconds = time.monotonic() - began
+            run.wait_healthy()
+        found.append(Started(mode, round(seconds, 1), phases))
+    return found
+
+
+def render_starts(starts: Sequence[Started]) -> str:
+    lines = ["| mode | up to ready, s | phases (s since the call) |", "|---|---:|---|"]
+    for s in starts:
+        phases = "; ".join(f"{at:.1f} {what}" for at, what in s.phases) or "-"
+        lines.append(f"| {s.mode} | {s.seconds:.1f} | {phases} |")
+    return "\n".join(lines)
+
+
 # -- the `modematrix bench` subcommand ----------------------------------------------------------
 
 
@@ -343,7 +385,9 @@ def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "bench",
         help="requests/s and latency per mode, against same-run baselines (wrk)",
-        epilog=example("modematrix bench --mode ha --seconds 8", "modematrix bench --mode k8s --json"),
+        epilog=example(
+            "modematrix bench --mode ha --seconds 8", "modematrix bench --mode k8s --json", "modematrix bench --start"
+        ),
     )
     parser.add_argument(
         "--mode",
@@ -359,6 +403,10 @@ def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--load-core", type=int, default=1, help="host core wrk is pinned to")
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
     parser.add_argument("--json", action="store_true", help="print the rows as JSON (docs/cli.md)")
+    parser.add_argument(
+        "--start", action="store_true", help="time `up` of each --mode to ready, with its phases, instead of load"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="with --start: starts per mode (default %(default)s)")
     parser.set_defaults(run=_run)
 
 
@@ -369,6 +417,8 @@ def _run(args: argparse.Namespace) -> int:
         raise topologies.UsageError(
             f"--mode: no mode {unknown[0] if unknown else ''!r}; expected some of {', '.join(topologies.modes())}"
         )
+    if args.start:
+        return _starts(args, modes)
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         raise topologies.UsageError("modematrix bench needs wrk and taskset: sudo apt-get install wrk util-linux")
     if args.seconds <= 0 or args.connections < 1:
@@ -381,4 +431,17 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     print(render(rows, wrk))
     print(f"written to {args.results}/")
+    return 0
+
+
+def _starts(args: argparse.Namespace, modes: Sequence[str]) -> int:
+    if args.run_id or not 1 <= args.repeat <= 20:
+        raise topologies.UsageError("--start: times new runs (not --run), --repeat from 1 to 20")
+    starts = [started for mode in modes for started in time_start(mode, args.repeat)]
+    args.results.mkdir(parents=True, exist_ok=True)
+    document = [
+        {"mode": s.mode, "seconds": s.seconds, "phases": [{"at": a, "what": w} for a, w in s.phases]} for s in starts
+    ]
+    (args.results / f"start-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(document, indent=2))
+    print(json.dumps(document, indent=2) if args.json else render_starts(starts))
     return 0

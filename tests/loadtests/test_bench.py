@@ -70,3 +70,18 @@ def test_bench_of_a_run_that_does_not_exist_is_refused_before_anything_starts() 
     from topologies.cli import main
 
     assert main(["bench", "--run", "r-00000000", "--seconds", "1"]) == 2
+
+
+def test_bench_start_times_up_to_ready_and_refuses_what_it_cannot_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from topologies.cli import main
+
+    assert main(["bench", "--start", "--run", "r-00000000"]) == 2
+    assert main(["bench", "--start", "--repeat", "0"]) == 2
+    assert "--repeat from 1 to 20" in capsys.readouterr().err
+    assert main(["bench", "--start", "--mode", "single", "--results", str(tmp_path), "--json"]) == 0
+    starts = json.loads(capsys.readouterr().out)
+    assert not schemas.problems("bench --start", starts), schemas.problems("bench --start", starts)
+    assert [s["mode"] for s in starts] == ["single"] and starts[0]["seconds"] > 0
+    assert json.loads(next(tmp_path.glob("start-*.json")).read_text()) == starts

@@ -52,3 +52,38 @@ def test_an_installed_engine_is_offered_and_used(plugin_path: Path) -> None:
 def test_an_unknown_engine_is_refused_with_the_known_ones() -> None:
     with pytest.raises(NotFound, match="no engine 'podman'; expected one of docker"):
         engines.get("podman")
+
+
+def test_docker_says_its_cgroup_version_and_gives_a_container_its_own_cgroup_namespace() -> None:
+    """What the nodes of a cluster built here rely on, against the real Docker: the host's
+    cgroup version as the kernel shows it, and ``cgroupns="private"`` making the container's
+    own cgroup the root it sees (kind's nodes on cgroup v2; on this v1 machine the default is
+    the host's namespace, where the container sees its full path)."""
+    import os
+
+    from topologies.constants import LABEL_MODE, LABEL_ROLE, LABEL_RUN
+    from topologies.engines import Launch
+
+    engine = engines.get("docker", reaper=False)
+    unified = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    assert engine.cgroup_version() == (2 if unified else 1)
+    run_id = f"r-cgroupns-{os.getpid()}"
+    seen = {}
+    try:
+        for mode in (None, "private"):
+            launch = Launch(
+                name=f"mm-{run_id}-{mode or 'host'}",
+                image=engine.image(),
+                labels={LABEL_RUN: run_id, LABEL_MODE: "test", LABEL_ROLE: "probe"},
+                entrypoint=("sleep",),
+                command=("120",),
+                cgroupns=mode,
+            )
+            code, out = engine.exec(engine.launch(launch), ["cat", "/proc/self/cgroup"])
+            assert code == 0, out
+            seen[mode] = out.split()
+    finally:
+        engine.remove_run(run_id)
+    assert all(line.endswith(":/") for line in seen["private"]), seen["private"]
+    if not unified:
+        assert any(not line.endswith(":/") for line in seen[None]), "v1's default: the host's namespace"

@@ -13,7 +13,7 @@ from topologies.engines import EXITED, Handle, Launch
 from topologies.engines.fake import FakeEngine
 from topologies.exceptions import StartTimeout
 from topologies.kubernetes.clusters import NodeCluster
-from topologies.kubernetes.clusters.layout import CONF
+from topologies.kubernetes.clusters.layout import CONF, cgroupns
 
 
 def test_node_containers_are_launched_through_the_engine_and_removed_when_the_api_never_answers(
@@ -26,6 +26,7 @@ def test_node_containers_are_launched_through_the_engine_and_removed_when_the_ap
     assert names == ["mm-r-fake-kube-control-plane", "mm-r-fake-kube-worker-1", "mm-r-fake-kube-worker-2"]
     for launch in engine.launched:
         assert launch.privileged and launch.image == "modematrix/k8s-node:fake"
+        assert launch.cgroupns is None, "a cgroup v1 host: the host's namespace, node.sh binds the hierarchies"
         assert CONF in launch.binds.values(), "each node reads its files from the run's folder"
         assert launch.labels["modematrix.run"] == "r-fake"
     assert ("node_image",) in engine.calls and engine.calls[-1] == ("remove_run", "r-fake")
@@ -45,3 +46,24 @@ def test_a_cluster_whose_nodes_all_exit_stops_waiting_at_once(tmp_path: Path) ->
     with pytest.raises(StartTimeout, match="every node container has exited"):
         NodeCluster.create("r-gone", tmp_path / "cluster", engine, workers=2, timeout=300)
     assert engine.calls[-1] == ("remove_run", "r-gone")
+
+
+def test_on_a_cgroup_v2_host_each_node_has_a_cgroup_namespace_of_its_own(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    engine.cgroups = 2
+    with pytest.raises(StartTimeout):
+        NodeCluster.create("r-v2", tmp_path / "cluster", engine, workers=2, timeout=1)
+    assert [launch.cgroupns for launch in engine.launched] == ["private"] * 3
+    assert ("cgroup_version",) in engine.calls
+    with pytest.raises(ValueError, match="cgroup version: expected 1 or 2, got 3"):
+        cgroupns(3)
+
+
+def test_node_sh_knows_both_hierarchies() -> None:
+    """What node.sh does per version, read from the script (its v2 path cannot run here: this
+    machine is cgroup v1; the GitHub workflow's k8s job runs it on cgroup v2 runners)."""
+    script = (Path(__file__).parents[2] / "images" / "k8s" / "node" / "node.sh").read_text()
+    v2 = script[script.index("fix_cgroups_v2() {") :]
+    v2 = v2[: v2.index("\n}\n")]
+    assert "/sys/fs/cgroup/cgroup.controllers ]; then fix_cgroups_v2" in script
+    assert "init.scope/cgroup.procs" in v2 and "cgroup.subtree_control" in v2 and '"$root/kubelet"' in v2

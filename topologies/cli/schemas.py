@@ -127,6 +127,17 @@ SCHEMAS: dict[str, Schema] = {
             "passed": BOOLEAN,
         }
     ),
+    # modematrix bench --start --json: one start per mode and repeat, with its phases
+    "bench --start": {
+        "type": "array",
+        "items": _object(
+            {
+                "mode": STRING,
+                "seconds": NUMBER,
+                "phases": {"type": "array", "items": _object({"at": NUMBER, "what": STRING})},
+            }
+        ),
+    },
     # modematrix bench --json: one row per measurement
     "bench": {
         "type": "array",

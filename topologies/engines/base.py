@@ -52,6 +52,7 @@ class Launch:
     # needs every device and capability, a private /run and /tmp, and files of the run's
     # folder (host path -> container path, read-only)
     privileged: bool = False
+    cgroupns: str | None = None  # "private": a cgroup namespace of its own (a node on a cgroup v2 host)
     tmpfs: tuple[str, ...] = ()
     binds: Mapping[str, str] = field(default_factory=dict)
     # secrets: container path -> content, written before the node starts, owned by
@@ -84,6 +85,9 @@ class Engine(Protocol):
 
     def node_image(self, *, quiet: bool = True) -> NodeImage:
         """The Kubernetes node image (components built from source), built or reused."""
+
+    def cgroup_version(self) -> int:
+        """The cgroup hierarchy the engine's containers get: 1 (one per controller) or 2 (unified)."""
 
     def save_image(self, tag: str, folder: Path) -> Path:
         """``tag`` as an image archive in ``folder`` (once per image: the file is named by

@@ -138,6 +138,10 @@ class DockerEngine:
         with translated("building the Kubernetes node image"):
             return components.node_image(client=self.client, quiet=quiet)
 
+    def cgroup_version(self) -> int:
+        with translated("asking Docker for its cgroup version"):
+            return 2 if str(self.client.info().get("CgroupVersion", "1")) == "2" else 1
+
     def registry_image(self, *, quiet: bool = True) -> str:
         with translated("building the registry image"):
             return registry.build(quiet=quiet, client=self.client)
@@ -231,6 +235,8 @@ class DockerEngine:
             mounts.append(Mount(spec.volume_path, spec.volume, type="volume"))
         if mounts:
             kwargs["mounts"] = mounts
+        if spec.cgroupns:
+            kwargs["cgroupns"] = spec.cgroupns
         if spec.privileged:
             kwargs["privileged"] = True
             if PRIVILEGED_RUNTIME in (self.client.info().get("Runtimes") or {}):

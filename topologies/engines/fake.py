@@ -31,6 +31,7 @@ class FakeEngine:
 
     def __init__(self, *, image: str = "modematrix/runtime:fake", prefix: str = "10.9.9") -> None:
         self.image_ref, self.prefix = image, prefix
+        self.cgroups = 1  # the cgroup version its containers get
         self.calls: list[tuple[str, ...]] = []
         self.states: dict[str, str] = {}
         self.handles: dict[str, Handle] = {}
@@ -52,6 +53,10 @@ class FakeEngine:
     def image(self, *, quiet: bool = True) -> str:
         self._record("image")
         return self.image_ref
+
+    def cgroup_version(self) -> int:
+        self._record("cgroup_version")
+        return self.cgroups
 
     def node_image(self, *, quiet: bool = True) -> NodeImage:
         self._record("node_image")

@@ -76,11 +76,10 @@ def start(
             assert engine is not None
             engine.guard(image)
             built = NodeCluster.create(
-                run_id, folder / "cluster", engine, workers=workers, report=report, cpuset=cpuset
+                run_id, folder / "cluster", engine, workers=workers, report=report, cpuset=cpuset, preload=[image]
             )
             cluster = built
             details.update(built=True, prefix=built.prefix, workers=workers, kubectl=str(built.kubectl_path))
-            report(f"{image} in every worker's containerd ({built.load_image(image):.1f} s)")
         else:
             details.update(built=False, kubeconfig=str(given.kubeconfig_path))
         assert cluster is not None  # given, or built just now

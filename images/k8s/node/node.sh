@@ -5,7 +5,7 @@
 # when the container is told to stop.
 #
 # Everything this node is comes from /etc/kubernetes, written by the platform
-# (topologies/platforms/kubernetes.py): node.env (ROLE, NODE_NAME, NODE_IP, POD_CIDR, POD_ROUTES...),
+# (topologies/kubernetes/clusters/): node.env (ROLE, NODE_NAME, NODE_IP, POD_CIDR, POD_ROUTES...),
 # certificates, kubeconfigs, and the components' configuration files.
 set -euo pipefail
 
@@ -20,7 +20,7 @@ log() { echo "node $NODE_NAME: $*"; }
 # own cgroup, but /proc/self/cgroup still names the full path, which kubelet and cAdvisor
 # follow. Bind each hierarchy at that path too, and give kubelet its own root (/kubelet).
 fix_cgroups() {
-    [ -d /sys/fs/cgroup/memory ] || return 0          # cgroup v2: nothing to fix
+    if [ -f /sys/fs/cgroup/cgroup.controllers ]; then fix_cgroups_v2; return; fi
     local current
     current=$(grep -E '^[0-9]+:memory:' /proc/self/cgroup | cut -d: -f3)
     mount --make-rprivate /sys/fs/cgroup
@@ -37,6 +37,28 @@ fix_cgroups() {
             cat "$hierarchy/cpuset.mems" > "$hierarchy/kubelet/cpuset.mems"
         fi
         mount --bind "$hierarchy/kubelet" "$hierarchy/kubelet"
+    done
+}
+
+# cgroup v2 (unified), as kind's nodes have it: the container has a cgroup namespace of its own
+# (the engine starts it with --cgroupns=private), so / here is its own cgroup and
+# /proc/self/cgroup says "0::/". A cgroup may delegate controllers only while it holds no
+# process itself: move this container's processes to /init.scope (what systemd does in a kind
+# node), delegate every controller, and make kubelet's root (/kubelet). Untested on this
+# project's machine (cgroup v1); the GitHub workflow's k8s job runs on cgroup v2 runners.
+fix_cgroups_v2() {
+    local root=/sys/fs/cgroup
+    mount -o remount,rw "$root" 2>/dev/null || true     # read-only unless the container is privileged
+    mkdir -p "$root/init.scope"
+    local pid
+    while read -r pid; do
+        echo "$pid" > "$root/init.scope/cgroup.procs" 2>/dev/null || true   # a kernel thread cannot move
+    done < "$root/cgroup.procs"
+    mkdir -p "$root/kubelet"
+    local controller
+    for controller in $(cat "$root/cgroup.controllers"); do   # each alone: one refused leaves the others
+        echo "+$controller" > "$root/cgroup.subtree_control" || log "cgroup v2: $controller not delegated"
+        echo "+$controller" > "$root/kubelet/cgroup.subtree_control" 2>/dev/null || true
     done
 }
 
@@ -59,7 +81,7 @@ prepare() {
     masquerade=(POSTROUTING -s "$POD_CIDR" ! -d "$POD_NETWORK" -j MASQUERADE)
     iptables -t nat -C "${masquerade[@]}" 2>/dev/null || iptables -t nat -A "${masquerade[@]}"
     mkdir -p "$STATE/containerd" "$STATE/etcd" /var/lib/kubelet /var/log/pods
-    install -d -m 0777 "$STATE/pv/data-0" "$STATE/pv/data-1"   # local volumes (topologies/kubecluster.py)
+    # the workers' local volumes' folders are made by the platform (layout.local_volume_script)
 }
 
 PIDS=()

@@ -73,6 +73,21 @@ def plan(prefix: str, *, workers: int, name: str = "kube") -> list[KubeNode]:
     return nodes
 
 
+def cgroupns(version: int) -> str | None:
+    """The cgroup namespace of a node container on a host of cgroup ``version``. On v2 its own
+    (``private``, as kind starts its nodes): its root is its own cgroup, and node.sh moves its
+    processes to ``/init.scope`` to delegate controllers to kubelet's ``/kubelet``. On v1 the
+    host's (Docker's default there): node.sh binds each hierarchy at the path
+    ``/proc/self/cgroup`` names, as kind's entrypoint does.
+
+    >>> cgroupns(2), cgroupns(1)
+    ('private', None)
+    """
+    if version not in (1, 2):
+        raise ValueError(f"cgroup version: expected 1 or 2, got {version!r}")
+    return "private" if version == 2 else None
+
+
 def role_labels(node: KubeNode) -> dict[str, str]:
     """What ``kubectl get nodes`` shows as ROLES: set through the API once the node has
     registered (NodeRestriction keeps kubelets from setting them on themselves)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,10 +113,13 @@ class NodeCluster:
         report: Report = _quiet,
         timeout: float = 300,
         cpuset: str | None = None,
+        preload: Sequence[str] = (),
     ) -> NodeCluster:
         """Build (or reuse) the node image, start the nodes, wait until the API answers, the
         cluster's own objects are in and every node is Ready; on failure, say why (each
-        node's state and last log lines) and remove what was started."""
+        node's state and last log lines) and remove what was started. The images of
+        ``preload`` go into each worker's containerd while that happens (as soon as its
+        containerd answers), and are in when this returns."""
         started = time.monotonic()
         report("node image: building or reusing (modematrix k8s build)")
         node_image = engine.node_image()
@@ -125,25 +128,54 @@ class NodeCluster:
         nodes = layout.plan(prefix, workers=workers)
         pki = RunPki.create(workdir)
         _write_files(workdir, nodes, pki, pause_image="docker.io/" + node_image.pause)
-        report(f"starting {len(nodes)} node containers on {prefix}.0/24")
+        cgroups = engine.cgroup_version()
+        report(f"starting {len(nodes)} node containers on {prefix}.0/24 (cgroup v{cgroups} host)")
         handles = {}
         for node in nodes:
-            handles[node.name] = engine.launch(_launch(run_id, workdir, node, node_image.tag, network, cpuset))
+            launch = _launch(run_id, workdir, node, node_image.tag, network, cpuset, layout.cgroupns(cgroups))
+            handles[node.name] = engine.launch(launch)
         built = cls(
             run_id, engine, workdir, nodes, handles, kubectl=node_image.components.path("kubectl"), report=report
         )
+        loading = ThreadPoolExecutor(max(len(built.workers), 1), thread_name_prefix="preload")
         try:
+            archives = {tag: engine.save_image(tag, _saved_dir()) for tag in preload}  # once, before the nodes ask
+            loads = [loading.submit(built._preload, node, archives, timeout) for node in built.workers if preload]
             built.wait_api(timeout=timeout)
             built._make_local_volumes()
             apply.apply(layout.bootstrap(nodes), built.config)
             built.wait_nodes_ready(timeout=timeout)
             built._label_roles()
+            report(f"{len(nodes)} nodes Ready in {time.monotonic() - started:.1f} s")
+            took = [load.result(timeout=timeout) for load in loads]
+            if took:
+                each = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in took)
+                report(
+                    f"{', '.join(preload)} in every worker's containerd at {time.monotonic() - started:.1f} s ({each})"
+                )
         except BaseException:
             report(built.diagnose())
             built.stop()
             raise
-        report(f"{len(nodes)} nodes Ready in {time.monotonic() - started:.1f} s")
+        finally:
+            loading.shutdown(wait=False, cancel_futures=True)
         return built
+
+    def _preload(self, node: KubeNode, archives: Mapping[str, Path], timeout: float) -> tuple[str, float]:
+        """Each image of ``archives`` (tag -> the engine's archive of it) into ``node``'s
+        containerd once it answers; the node's name and the seconds the imports took."""
+        handle = self.handles[node.name]
+        wait_until(
+            lambda: self.engine.exec(handle, ["ctr", "version"])[0] == 0,
+            timeout=timeout,
+            interval=0.5,
+            message=f"{node.name}'s containerd answers",
+            ignore=(EngineError,),
+        )
+        started = time.monotonic()
+        for tag, archive in archives.items():
+            self._import(node, tag, archive)
+        return node.name, time.monotonic() - started
 
     @classmethod
     def attach(cls, run_id: str, workdir: Path, engine: Engine, *, prefix: str, workers: int, kubectl: Path) -> Self:
@@ -230,21 +262,21 @@ class NodeCluster:
         once, ``ctr images import`` on each node, in parallel); seconds taken."""
         started = time.monotonic()
         archive = self.engine.save_image(tag, _saved_dir())
-        name = tag if "/" not in tag.split(":", 1)[0] or "." in tag.split("/", 1)[0] else f"docker.io/{tag}"
-
-        def load(node: KubeNode) -> None:
-            code, listed = self.engine.exec(self.handles[node.name], ["ctr", "-n", "k8s.io", "images", "ls", "-q"])
-            if code == 0 and name in listed.split():
-                return  # the node has it already
-            command = ["ctr", "-n", "k8s.io", "images", "import", f"{IMAGES_DIR}/{archive.name}"]
-            code, out = self.engine.exec(self.handles[node.name], command)
-            if code != 0:
-                raise EngineError(f"ctr images import {tag} on {node.name} failed ({code}): {out.strip()[-400:]}")
-
         self.report(f"loading {tag} into {len(self.workers)} workers' containerd")
         with ThreadPoolExecutor(len(self.workers)) as pool:
-            list(pool.map(load, self.workers))
+            list(pool.map(lambda node: self._import(node, tag, archive), self.workers))
         return time.monotonic() - started
+
+    def _import(self, node: KubeNode, tag: str, archive: Path) -> None:
+        """``ctr images import`` of the engine's archive of ``tag``, unless the node has it."""
+        name = tag if "/" not in tag.split(":", 1)[0] or "." in tag.split("/", 1)[0] else f"docker.io/{tag}"
+        code, listed = self.engine.exec(self.handles[node.name], ["ctr", "-n", "k8s.io", "images", "ls", "-q"])
+        if code == 0 and name in listed.split():
+            return  # the node has it already
+        command = ["ctr", "-n", "k8s.io", "images", "import", f"{IMAGES_DIR}/{archive.name}"]
+        code, out = self.engine.exec(self.handles[node.name], command)
+        if code != 0:
+            raise EngineError(f"ctr images import {tag} on {node.name} failed ({code}): {out.strip()[-400:]}")
 
     @contextmanager
     def registry(self, push: Sequence[str] = ()) -> Iterator[str]:
@@ -375,7 +407,9 @@ def _write_files(workdir: Path, nodes: list[KubeNode], pki: RunPki, *, pause_ima
     write_atomic(workdir / "kubeconfig", layout.admin_kubeconfig(nodes, pki), mode=0o600)
 
 
-def _launch(run_id: str, workdir: Path, node: KubeNode, image: str, network: str, cpuset: str | None) -> Launch:
+def _launch(
+    run_id: str, workdir: Path, node: KubeNode, image: str, network: str, cpuset: str | None, cgroupns: str | None
+) -> Launch:
     return Launch(
         name=f"mm-{run_id}-{node.name}",
         image=image,
@@ -384,6 +418,7 @@ def _launch(run_id: str, workdir: Path, node: KubeNode, image: str, network: str
         hostname=node.name,
         ip=node.ip,
         privileged=True,
+        cgroupns=cgroupns,
         tmpfs=("/run", "/tmp"),  # noqa: S108 (the node's own, as on a booted machine)
         binds={str(workdir / "nodes" / node.name): layout.CONF, str(_saved_dir()): IMAGES_DIR},
         volume=f"mm-{run_id}-{node.name}",
