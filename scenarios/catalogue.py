@@ -90,6 +90,22 @@ def _worker(action: str) -> Scenario[KubeRun]:
     return Scenario[KubeRun](f"{action}-a-worker", KubeRun, fault, modes=K8S)
 
 
+def _control_plane(name: str, action: str, which: Callable[[KubeRun, random.Random], str]) -> Scenario[KubeRun]:
+    def fault(run: KubeRun, rng: random.Random, cycle: int) -> Fault[KubeRun]:
+        return kube.ControlPlaneDown(which(run, rng), action)
+
+    return Scenario[KubeRun](
+        name,
+        KubeRun,
+        fault,
+        modes=K8S,
+        cycles=1,
+        during_s=120.0,
+        until=kube.api_serves,
+        requires=kube.three_control_planes,
+    )
+
+
 C = ContainerRun
 CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
     Scenario[C]("kill-leader", C, lambda r, g, i: Kill(leader(r, g))),
@@ -133,6 +149,12 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
         during_s=150.0,
         until=kube.moved,
     ),
+    # the control plane (a cluster built with three): one of them down, the API still answers
+    # kubectl get and kubectl scale through the balancer; the settled verdict is the time until
+    # the scaled-up replica is Ready
+    _control_plane("kill-a-control-plane", "kill", kube.any_control_plane),
+    _control_plane("kill-the-control-plane-etcd-leader", "kill", lambda r, g: kube.etcd_leader(r)),
+    _control_plane("pause-the-scheduler-leader", "pause", lambda r, g: kube.scheduler_leader(r)),
     Scenario[KubeRun](
         "drain-a-worker", KubeRun, lambda r, g, i: kube.Drain(kube.any_worker(r, g)), modes=K8S, cycles=1, during_s=2.0
     ),

@@ -1,7 +1,8 @@
-"""pytest plugin: ``--mode``, ``--engine`` and ``--run``, a session-scoped ``run`` fixture
-per mode, a marker per mode.
+"""pytest plugin: ``--mode``, ``--engine``, ``--control-planes`` and ``--run``, a
+session-scoped ``run`` fixture per mode, a marker per mode.
 
     pytest scenarios --mode single,ha
+    pytest scenarios --mode k8s --control-planes 3   # the cluster built here with three
     pytest scenarios --run r-1a2b3c4d        # a run that is up already (modematrix up): kept
 
 Every test that takes ``run`` runs once per selected mode. A test marked with mode markers
@@ -15,13 +16,14 @@ one selected) and leave it running.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from topologies.engines import ENGINES
 from topologies.exceptions import StartTimeout, TopologyError
 from topologies.run import Run
-from topologies.targets import Options, attach, modes, start
+from topologies.targets import Options, attach, modes, start, target_of
 
 
 def marker(mode: str) -> str:
@@ -37,6 +39,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"comma-separated modes to run scenarios against ({', '.join(modes())}); default single",
     )
     group.addoption("--engine", default="docker", choices=ENGINES, help="where the modes' containers run")
+    group.addoption(
+        "--control-planes",
+        dest="modematrix_control_planes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="a Kubernetes mode's cluster built here: 1 or 3 control planes (its control-plane scenarios need 3)",
+    )
     group.addoption(
         "--run",
         dest="modematrix_run",
@@ -104,8 +114,11 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
     if given is not None:
         yield given  # the user's: theirs to remove
         return
+    options = Options(engine=request.config.getoption("--engine"))
+    if target_of(mode) == "kubernetes":
+        options = replace(options, control_planes=int(request.config.getoption("modematrix_control_planes")))
     try:
-        started = start(mode, Options(engine=request.config.getoption("--engine")))
+        started = start(mode, options)
     except TopologyError as exc:
         pytest.fail(f"the {mode} run did not start: {start_failure(exc)}", pytrace=False)
     try:

@@ -58,6 +58,7 @@ class Options:
     namespace: str | None = None
     image_registry: str | None = None
     workers: int = 3
+    control_planes: int = 1  # a cluster built here: 1, or 3 behind a balancer
     expose: str | None = None  # how the front door is reached from here; None: port-forward
     evict_after: int | None = None  # seconds a dead node's pods stay bound to it; None: 10
     report: Report = _quiet
@@ -108,6 +109,7 @@ def refused(mode: str, options: Options) -> str | None:
             "--namespace": options.namespace,
             "--image-registry": options.image_registry,
             "--workers": options.workers != Options.workers,
+            "--control-planes": options.control_planes != Options.control_planes,
             "--expose": options.expose,
             "--evict-after": options.evict_after is not None,
         }
@@ -121,6 +123,10 @@ def refused(mode: str, options: Options) -> str | None:
         return f"--evict-after: expected 0 to {kubernetes.MAX_EVICT_AFTER_S} seconds, got {options.evict_after}"
     if options.kubeconfig and options.workers != Options.workers:
         return "--workers applies to a cluster built here, not to one given by --kubeconfig"
+    if options.kubeconfig and options.control_planes != Options.control_planes:
+        return "--control-planes applies to a cluster built here, not to one given by --kubeconfig"
+    if options.control_planes not in (1, 3):
+        return f"--control-planes: expected 1 or 3 (an etcd quorum), got {options.control_planes}"
     if not options.kubeconfig and options.namespace:
         return "--namespace applies to a cluster given by --kubeconfig (a cluster built here uses the run's id)"
     return None
@@ -147,6 +153,7 @@ def start(mode: str | Path, options: Options = Options()) -> Run:
             image=options.image,
             image_registry=options.image_registry,
             workers=options.workers,
+            control_planes=options.control_planes,
             expose=options.expose,
             evict_after=kubernetes.EVICT_AFTER_S if options.evict_after is None else options.evict_after,
             timeout=timeout,

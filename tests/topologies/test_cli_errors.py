@@ -49,6 +49,8 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
         (["down", "abc"], 1, "no Docker daemon answers"),  # containers of no record may be left: it must ask
         (["fault", "abc", "kill", "node-1"], 2, "no run 'abc' on this machine"),
         (["up", "ha", "--workers", "4"], 2, "--workers apply to the Kubernetes modes only"),
+        (["up", "k8s", "--control-planes", "2"], 2, "--control-planes: expected 1 or 3 (an etcd quorum), got 2"),
+        (["up", "ha", "--control-planes", "3"], 2, "--control-planes apply to the Kubernetes modes only"),
         (["up", "k8s", "--evict-after", "-1"], 2, "--evict-after: expected 0 to 3600 seconds, got -1"),
         (["up", "single", "--evict-after", "30"], 2, "--evict-after apply to the Kubernetes modes only"),
         (["up", "ha", "--timeout", "0"], 2, "--timeout: expected seconds above 0, got 0"),

@@ -224,3 +224,50 @@ def test_keys_and_kubeconfigs_are_created_with_their_final_mode(
     private = {p: m for p, m in created.items() if p.endswith(("-key.pem.tmp", ".key.tmp", "kubeconfig.tmp"))}
     assert any("ca-key.pem" in p for p in private) and any(p.endswith("/.kubeconfig.tmp") for p in private)
     assert len(private) > 10 and set(private.values()) == {0o600}, private
+
+
+def test_three_control_planes_stack_etcd_and_sit_behind_a_balancer_that_every_client_uses(pki: RunPki) -> None:
+    nodes = layout.plan("10.9.8", workers=2, control_planes=3)
+    account = layout.service_account_key()
+    files = {n.name: layout.node_files(nodes, n, pki, pause_image=PAUSE, service_account=account) for n in nodes}
+    planes = [n for n in nodes if n.control_plane]
+    assert [n.name for n in planes] == ["kube-control-plane-1", "kube-control-plane-2", "kube-control-plane-3"]
+    balancer = "10.9.8.5"
+    for node in nodes:  # kubelets, kube-proxy and kube-router reach the API through the balancer
+        for name in ("kubelet.kubeconfig", "kube-proxy.kubeconfig", "kube-router.kubeconfig"):
+            assert kubeconfig_identity(files[node.name][name])[0] == f"https://{balancer}:6443"
+        assert yaml.safe_load(files[node.name]["kubelet.yaml"])["clusterDNS"] == [balancer]
+    assert kubeconfig_identity(layout.admin_kubeconfig(nodes, pki))[0] == f"https://{balancer}:6443"
+    members = "--initial-cluster=" + ",".join(f"{n.name}=https://{n.ip}:2380" for n in planes)
+    for node in planes:
+        mine = files[node.name]
+        etcd = mine["etcd.flags"].decode().split()
+        assert members in etcd and "--peer-client-cert-auth" in etcd
+        assert f"--listen-peer-urls=https://{node.ip}:2380" in etcd
+        assert "--listen-client-urls=http://127.0.0.1:2379" in etcd, "clients: the node's own API server only"
+        peer = x509.load_pem_x509_certificate(mine["pki/etcd-peer.pem"])
+        peer_names = peer.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert node.ip in [str(a) for a in peer_names.get_values_for_type(x509.IPAddress)]
+        served = x509.load_pem_x509_certificate(mine["pki/apiserver.pem"])
+        sans = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert balancer in [str(a) for a in sans.get_values_for_type(x509.IPAddress)], "clients dial the balancer"
+        for component in ("kube-controller-manager.flags", "kube-scheduler.flags"):
+            assert "--leader-elect=true" in mine[component].decode().split()
+        assert "Corefile" not in mine, "CoreDNS runs on the balancer, so it dies with no control plane"
+    lb = layout.balancer_files(nodes, pki)
+    servers = [line.split() for line in lb["haproxy.cfg"].decode().splitlines() if line.strip().startswith("server ")]
+    assert [(s[1], s[2]) for s in servers] == [(n.name, f"{n.ip}:6443") for n in planes]
+    assert "option httpchk GET /readyz" in lb["haproxy.cfg"].decode()
+    assert "kubeconfig /etc/modematrix-balancer/coredns.kubeconfig" in lb["Corefile"].decode()
+    assert kubeconfig_identity(lb["coredns.kubeconfig"])[2] == ("system:coredns", [])
+
+
+def test_one_control_plane_has_its_own_etcd_and_dns_and_no_leader_election(
+    files: dict[str, dict[str, bytes]], nodes: list[layout.KubeNode]
+) -> None:
+    plane = files["kube-control-plane"]
+    assert "--listen-peer-urls=http://127.0.0.1:2380" in plane["etcd.flags"].decode().split()
+    assert "--leader-elect=false" in plane["kube-scheduler.flags"].decode().split()
+    assert "Corefile" in plane and not layout.balanced(nodes)
+    with pytest.raises(ValueError, match="control planes: expected 1 or 3 \\(an etcd quorum\\), got 2"):
+        layout.plan("10.9.8", workers=2, control_planes=2)

@@ -67,3 +67,19 @@ def test_node_sh_knows_both_hierarchies() -> None:
     v2 = v2[: v2.index("\n}\n")]
     assert "/sys/fs/cgroup/cgroup.controllers ]; then fix_cgroups_v2" in script
     assert "init.scope/cgroup.procs" in v2 and "cgroup.subtree_control" in v2 and '"$root/kubelet"' in v2
+
+
+def test_three_control_planes_start_behind_a_balancer_of_the_runtime_image_with_coredns_bound_in(
+    tmp_path: Path,
+) -> None:
+    engine = FakeEngine()
+    with pytest.raises(StartTimeout):
+        NodeCluster.create("r-ha", tmp_path / "cluster", engine, workers=2, control_planes=3, timeout=1)
+    balancer, *nodes = engine.launched
+    assert balancer.name == "mm-r-ha-kube-balancer" and balancer.image == "modematrix/runtime:fake"
+    assert balancer.user == "0" and balancer.ip == "10.9.9.5" and not balancer.privileged
+    assert balancer.binds[str(tmp_path / "cluster" / "balancer")] == "/etc/modematrix-balancer"
+    assert "/usr/local/bin/coredns" in balancer.binds.values()
+    assert (tmp_path / "cluster" / "balancer" / "haproxy.cfg").exists()
+    assert oct((tmp_path / "cluster" / "balancer" / "coredns.kubeconfig").stat().st_mode & 0o777) == "0o600"
+    assert [n.name for n in nodes][:3] == [f"mm-r-ha-kube-control-plane-{i}" for i in (1, 2, 3)]

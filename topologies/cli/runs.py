@@ -41,6 +41,13 @@ def register(sub: Sub) -> None:
     kube.add_argument("--kubeconfig", help="deploy onto this cluster, in a namespace of the run's own")
     kube.add_argument("--namespace", help="with --kubeconfig: that namespace (refused if it is not a run's)")
     kube.add_argument("--workers", type=int, default=3, help="without --kubeconfig: worker nodes built here")
+    kube.add_argument(
+        "--control-planes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="without --kubeconfig: 1, or 3 (stacked etcd of three, HAProxy in front of the API servers)",
+    )
     kube.add_argument("--image-registry", help="where the cluster pulls the image from (default: loaded)")
     kube.add_argument(
         "--expose",
@@ -107,6 +114,7 @@ def _options(args: argparse.Namespace, quiet: bool) -> targets.Options:
         namespace=args.namespace,
         image_registry=args.image_registry,
         workers=args.workers,
+        control_planes=args.control_planes,
         expose=args.expose,
         evict_after=args.evict_after,
         report=report,

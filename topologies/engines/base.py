@@ -52,6 +52,7 @@ class Launch:
     # needs every device and capability, a private /run and /tmp, and files of the run's
     # folder (host path -> container path, read-only)
     privileged: bool = False
+    user: str | None = None  # run as this user instead of the image's ("0": root)
     cgroupns: str | None = None  # "private": a cgroup namespace of its own (a node on a cgroup v2 host)
     tmpfs: tuple[str, ...] = ()
     binds: Mapping[str, str] = field(default_factory=dict)

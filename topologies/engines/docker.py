@@ -237,6 +237,8 @@ class DockerEngine:
             kwargs["mounts"] = mounts
         if spec.cgroupns:
             kwargs["cgroupns"] = spec.cgroupns
+        if spec.user is not None:
+            kwargs["user"] = spec.user
         if spec.privileged:
             kwargs["privileged"] = True
             if PRIVILEGED_RUNTIME in (self.client.info().get("Runtimes") or {}):

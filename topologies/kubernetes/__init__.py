@@ -20,6 +20,7 @@ from topologies.engines import Engine
 from topologies.exceptions import UsageError
 from topologies.kubernetes import apply, forward
 from topologies.kubernetes.clusters import Cluster, GivenCluster, NodeCluster
+from topologies.kubernetes.clusters.layout import CONTROL_PLANE_COUNTS
 from topologies.kubernetes.manifests import EVICT_AFTER_S, EXPOSURES, MAX_EVICT_AFTER_S, Ingress
 from topologies.kubernetes.run import TARGET, KubeRun, deploy, scale
 from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
@@ -42,6 +43,7 @@ def start(
     image: str | None = None,
     image_registry: str | None = None,
     workers: int = 3,
+    control_planes: int = 1,
     expose: str | None = None,
     evict_after: int = EVICT_AFTER_S,
     timeout: float = 400,
@@ -56,6 +58,8 @@ def start(
         raise UsageError("the k8s mode needs a cluster: --kubeconfig PATH, or an engine to build one on")
     if kubeconfig is None and workers < 2:
         raise UsageError(f"--workers: expected 2 or more, got {workers}")
+    if control_planes not in CONTROL_PLANE_COUNTS:
+        raise UsageError(f"--control-planes: expected 1 or 3, got {control_planes}")
     expose = expose or EXPOSURES[0]
     if expose not in EXPOSURES:
         raise UsageError(f"--expose: expected one of {', '.join(EXPOSURES)}, got {expose!r}")
@@ -76,10 +80,18 @@ def start(
             assert engine is not None
             engine.guard(image)
             built = NodeCluster.create(
-                run_id, folder / "cluster", engine, workers=workers, report=report, cpuset=cpuset, preload=[image]
+                run_id,
+                folder / "cluster",
+                engine,
+                workers=workers,
+                control_planes=control_planes,
+                report=report,
+                cpuset=cpuset,
+                preload=[image],
             )
             cluster = built
             details.update(built=True, prefix=built.prefix, workers=workers, kubectl=str(built.kubectl_path))
+            details.update(control_planes=control_planes)
         else:
             details.update(built=False, kubeconfig=str(given.kubeconfig_path))
         assert cluster is not None  # given, or built just now
@@ -133,6 +145,7 @@ def attach(record: RunRecord, engine: Engine | None) -> KubeRun:
             prefix=str(details["prefix"]),
             workers=int(details["workers"]),
             kubectl=Path(str(details["kubectl"])),
+            control_planes=int(details.get("control_planes", 1)),
         )
     else:
         cluster = GivenCluster(Path(str(details["kubeconfig"])))

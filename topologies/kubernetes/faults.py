@@ -11,6 +11,10 @@ scenario runner as every other:
   heal uncordons it. Refused on a cluster the user has: its nodes carry other people's pods.
 - :class:`RolloutRestart`: ``kubectl rollout restart`` of a Deployment, every pod replaced
   one at a time (``maxUnavailable: 0``); heal waits for the rollout to finish. Any cluster.
+- :class:`ControlPlaneDown`: with three control planes (``--control-planes 3``), one is killed
+  or frozen (any one, the etcd leader's, or the scheduler leader's), then the API is used as a
+  user would: ``kubectl scale`` of kv to one more replica, through the balancer; the scenario
+  holds it until ``kubectl get nodes`` answers and that replica is Ready (:func:`api_serves`).
 
 A worker of a cluster built here runs one etcd member and maybe an Envoy, so a node fault
 takes one member and up to one front door away at once, which a quorum of 3 and the other
@@ -20,12 +24,18 @@ Envoy survive.
 from __future__ import annotations
 
 import random
+import subprocess
 from dataclasses import dataclass
 
-from topologies.exceptions import FaultError, UsageError
+from lightkube import Client
+from lightkube.resources.coordination_v1 import Lease
+
+from topologies.exceptions import EngineError, FaultError, UsageError
 from topologies.faults import Fault
 from topologies.kubernetes.clusters import NodeCluster
+from topologies.kubernetes.manifests import workloads
 from topologies.kubernetes.run import KubeRun
+from topologies.wait import WaitTimeout, wait_until
 
 NOT_BUILT = "needs a cluster built here (node containers), not a cluster the user has"
 
@@ -34,6 +44,22 @@ def _built(run: KubeRun) -> NodeCluster:
     if not isinstance(run.cluster, NodeCluster):
         raise FaultError(NOT_BUILT)
     return run.cluster
+
+
+def _control_plane(run: KubeRun, node: str) -> str | None:
+    if not isinstance(run.cluster, NodeCluster):
+        return NOT_BUILT
+    names = [n.name for n in run.cluster.control_planes]
+    if len(names) < 3:
+        return "needs three control planes (modematrix up k8s --control-planes 3; pytest --control-planes 3)"
+    return None if node in names else f"no control plane {node!r}; control planes: {', '.join(names)}"
+
+
+def three_control_planes(run: KubeRun) -> str | None:
+    """None if ``run``'s cluster was built here with three control planes, else why not."""
+    if not isinstance(run.cluster, NodeCluster):
+        return NOT_BUILT
+    return _control_plane(run, run.cluster.control_planes[0].name)
 
 
 def _worker(run: KubeRun, node: str) -> str | None:
@@ -161,6 +187,100 @@ def moved(run: KubeRun, fault: Fault[KubeRun]) -> str | None:
     return "; ".join(f"{name}: {why}" for name, why in left.items()) or None
 
 
+CONTROL_PLANE_ACTIONS = ("kill", "pause")
+
+
+@dataclass(frozen=True)
+class ControlPlaneDown:
+    """``action`` (kill or pause) on the control-plane node ``node`` of a cluster with three,
+    then ``kubectl scale deployment/<workload>`` to one more replica than the mode has, retried
+    for up to ``scale_within_s`` while the balancer takes the dead API server out. Heal starts
+    or thaws the node, waits for every node Ready, and scales back."""
+
+    node: str
+    action: str = "kill"
+    workload: str = "kv"
+    scale_within_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.action not in CONTROL_PLANE_ACTIONS:
+            raise ValueError(f"control-plane fault: expected kill or pause, got {self.action!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.action}-control-plane({self.node})"
+
+    def applies_to(self, run: KubeRun) -> str | None:
+        return _control_plane(run, self.node)
+
+    def apply(self, run: KubeRun) -> None:
+        built = _built(run)
+        if self.action == "kill":
+            built.kill_node(self.node)
+        else:
+            built.pause_node(self.node)
+        replicas = str(_replicas(run, self.workload) + 1)
+        scale = ["scale", f"deployment/{self.workload}", "-n", run.namespace, f"--replicas={replicas}"]
+        try:
+            wait_until(
+                lambda: bool(built.kubectl(*scale, "--request-timeout=5s", timeout=10)),
+                timeout=self.scale_within_s,
+                interval=0.5,
+                message=f"kubectl scale deployment/{self.workload} with {self.node} down",
+                ignore=(EngineError, subprocess.TimeoutExpired),
+            )
+        except WaitTimeout as exc:
+            raise FaultError(str(exc)) from exc
+
+    def heal(self, run: KubeRun) -> None:
+        built = _built(run)
+        built.heal_node(self.node)
+        built.wait_nodes_ready(timeout=120)
+        run.set_replicas(self.workload, _replicas(run, self.workload))
+
+
+def _replicas(run: KubeRun, workload: str) -> int:
+    return next(w.replicas for w in workloads(run.spec) if w.name == workload)
+
+
+def api_serves(run: KubeRun, fault: Fault[KubeRun]) -> str | None:
+    """None once, with ``fault`` holding, ``kubectl get nodes`` answers through the balancer
+    and the replica :class:`ControlPlaneDown` scaled up is Ready; else what is missing."""
+    if not isinstance(fault, ControlPlaneDown):
+        raise TypeError(f"api_serves: expected a control-plane fault, got {fault.name}")
+    try:
+        run.cluster.kubectl("get", "nodes", "--request-timeout=5s", timeout=10)
+    except (EngineError, subprocess.TimeoutExpired) as exc:
+        return f"kubectl get nodes: {exc}"
+    wanted, ready = _replicas(run, fault.workload) + 1, len(run.ready_pods(fault.workload))
+    return None if ready >= wanted else f"{fault.workload}: {ready} of {wanted} replicas Ready"
+
+
+def any_control_plane(run: KubeRun, rng: random.Random) -> str:
+    return rng.choice([n.name for n in _built(run).control_planes])
+
+
+def etcd_leader(run: KubeRun) -> str:
+    """The control plane whose etcd member leads (its ``etcd_server_is_leader`` metric)."""
+    built = _built(run)
+    for node in built.control_planes:
+        code, out = built.exec(node.name, "curl -sf http://127.0.0.1:2379/metrics | grep -x 'etcd_server_is_leader 1'")
+        if code == 0 and out.strip():
+            return node.name
+    raise FaultError("no control plane's etcd member says it leads")
+
+
+def scheduler_leader(run: KubeRun) -> str:
+    """The control plane whose kube-scheduler holds the leader lease."""
+    with Client(config=run.config) as client:
+        lease = client.get(Lease, "kube-scheduler", namespace="kube-system")
+    holder = (lease.spec.holderIdentity if lease.spec else None) or ""
+    name = holder.split("_", 1)[0]
+    if name not in [n.name for n in _built(run).control_planes]:
+        raise FaultError(f"the scheduler's lease names no control plane: {holder!r}")
+    return name
+
+
 def any_worker(run: KubeRun, rng: random.Random) -> str:
     return rng.choice([n.name for n in _built(run).workers])
 
@@ -184,6 +304,12 @@ def named(action: str, target: str, run: KubeRun) -> Fault[KubeRun]:
         if pods:
             return DeletePod(target, random.choice(pods))
         raise UsageError(f"delete-pod {target}: no Ready pod and no workload of that name in {run.namespace}")
+    if action in CONTROL_PLANE_ACTIONS and isinstance(run.cluster, NodeCluster):
+        if target in [n.name for n in run.cluster.control_planes]:
+            reason = _control_plane(run, target)
+            if reason:
+                raise UsageError(f"{action} {target}: {reason}")
+            return ControlPlaneDown(target, action)
     if action in (*NODE_ACTIONS, "drain"):
         reason = _worker(run, target)
         if reason:

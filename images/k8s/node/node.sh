@@ -119,18 +119,18 @@ if ! ctr -n k8s.io images ls -q | grep -qx "$PAUSE_IMAGE"; then
 fi
 
 if [ "$ROLE" = control-plane ]; then
-    run etcd etcd --name "$NODE_NAME" --data-dir "$STATE/etcd" \
-        --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
-        --listen-peer-urls http://127.0.0.1:2380 --log-level warn --logger zap \
-        --auto-compaction-mode revision --auto-compaction-retention 10000 --snapshot-count 10000
+    # one member, or one of three (peers over TLS on the node network): etcd.flags says which
+    # shellcheck disable=SC2046
+    run etcd etcd $(cat "$CONF/etcd.flags")
     # shellcheck disable=SC2046
     run kube-apiserver kube-apiserver $(cat "$CONF/kube-apiserver.flags")
     wait_for kube-apiserver 120 curl -sfk --cacert "$CONF/pki/ca.pem" "https://127.0.0.1:6443/readyz"
     # shellcheck disable=SC2046
     run kube-controller-manager kube-controller-manager $(cat "$CONF/kube-controller-manager.flags")
-    run kube-scheduler kube-scheduler --kubeconfig "$CONF/scheduler.kubeconfig" --leader-elect=false \
-        --bind-address=127.0.0.1
-    run coredns coredns -conf "$CONF/Corefile"
+    # shellcheck disable=SC2046
+    run kube-scheduler kube-scheduler $(cat "$CONF/kube-scheduler.flags")
+    # with several control planes, CoreDNS runs on their balancer instead (no Corefile here)
+    if [ -f "$CONF/Corefile" ]; then run coredns coredns -conf "$CONF/Corefile"; fi
 fi
 
 run kubelet kubelet --config "$CONF/kubelet.yaml" --kubeconfig "$CONF/kubelet.kubeconfig" \

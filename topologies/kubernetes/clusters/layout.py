@@ -3,6 +3,7 @@ needs (pure; :mod:`topologies.kubernetes.clusters.nodes` writes them and starts 
 an engine).
 
     nodes = plan("10.213.7", workers=3)       # 1 control plane at .10, workers at .11, .12 ...
+    nodes = plan("10.213.7", workers=3, control_planes=3)   # .10-.12, workers from .13, balancer .5
     files = node_files(nodes, nodes[1], pki, pause_image="docker.io/modematrix/pause:...")
 
 Certificates come from the run's CA (:class:`topologies.pki.RunPki`), as ``kubeadm init``
@@ -12,6 +13,13 @@ kube-apiserver, kube-controller-manager, kube-scheduler and CoreDNS; every node 
 containerd, kubelet and kube-proxy. Pod networking is Debian's CNI bridge plugin with a /24
 per node and a route per other node (all nodes share one Docker network), Services are
 kube-proxy's iptables rules, and DNS is CoreDNS on the control plane's address.
+
+With three control planes (``--control-planes 3``, as ``kubeadm`` stacks them) each runs an
+API server, a controller manager and a scheduler (both leader-elected) and a member of a
+three-member etcd (peers over TLS on the node network, each API server talking to its own
+member); a balancer container at ``.5`` (:func:`balancer_files`: HAProxy from the runtime
+image, checking each API server's ``/readyz``, and CoreDNS, so that DNS does not die with any
+control plane) is what every kubeconfig and every kubelet's DNS point at.
 """
 
 from __future__ import annotations
@@ -40,6 +48,9 @@ REGISTRY_HOSTS = "/etc/containerd/certs.d"  # containerd's hosts.toml per regist
 LOCAL_VOLUMES = 3  # per worker: one etcd member's data for each of three deployments on the cluster (Retain: one each)
 STORAGE_CLASS = "modematrix-local"
 NODE_MONITOR_GRACE_S = 15  # a silent node is marked not ready or unreachable after this long
+BALANCER_HOST = 5  # with several control planes: the API's balancer (and DNS) at .5 of the network
+CONTROL_PLANE_COUNTS = (1, 3)  # etcd's quorum: one member, or three that survive one loss
+ETCD_CLIENT, ETCD_PEER = 2379, 2380
 Files = dict[str, bytes]
 
 
@@ -55,22 +66,26 @@ class KubeNode:
         return self.role == CONTROL_PLANE
 
 
-def plan(prefix: str, *, workers: int, name: str = "kube") -> list[KubeNode]:
-    """One control plane and ``workers`` workers on the network ``prefix`` (``10.213.7``).
+def plan(prefix: str, *, workers: int, control_planes: int = 1, name: str = "kube") -> list[KubeNode]:
+    """``control_planes`` control planes, then ``workers`` workers, on the network ``prefix``
+    (``10.213.7``) from ``.10`` on, each with the next pod range.
 
     >>> [(n.name, n.ip, n.pod_cidr) for n in plan("10.1.2", workers=2)]  # doctest: +NORMALIZE_WHITESPACE
     [('kube-control-plane', '10.1.2.10', '10.244.0.0/24'), ('kube-worker-1', '10.1.2.11', '10.244.1.0/24'),
      ('kube-worker-2', '10.1.2.12', '10.244.2.0/24')]
+    >>> [(n.name, n.ip) for n in plan("10.1.2", workers=2, control_planes=3)]  # doctest: +NORMALIZE_WHITESPACE
+    [('kube-control-plane-1', '10.1.2.10'), ('kube-control-plane-2', '10.1.2.11'),
+     ('kube-control-plane-3', '10.1.2.12'), ('kube-worker-1', '10.1.2.13'), ('kube-worker-2', '10.1.2.14')]
     """
     if workers < 2:
         raise ValueError(f"a cluster needs at least 2 workers (failover needs somewhere to go), got {workers}")
-    if workers > 200:
-        raise ValueError(f"at most 200 workers on one /24, got {workers}")
-    nodes = [KubeNode(f"{name}-control-plane", CONTROL_PLANE, f"{prefix}.10", "10.244.0.0/24")]
-    nodes += [
-        KubeNode(f"{name}-worker-{i}", WORKER, f"{prefix}.{10 + i}", f"10.244.{i}.0/24") for i in range(1, workers + 1)
-    ]
-    return nodes
+    if control_planes not in CONTROL_PLANE_COUNTS:
+        raise ValueError(f"control planes: expected 1 or 3 (an etcd quorum), got {control_planes}")
+    if workers + control_planes > 200:
+        raise ValueError(f"at most 200 nodes on one /24, got {workers + control_planes}")
+    names = [f"{name}-control-plane"] if control_planes == 1 else [f"{name}-control-plane-{i}" for i in (1, 2, 3)]
+    roles = [(n, CONTROL_PLANE) for n in names] + [(f"{name}-worker-{i}", WORKER) for i in range(1, workers + 1)]
+    return [KubeNode(n, role, f"{prefix}.{10 + i}", f"10.244.{i}.0/24") for i, (n, role) in enumerate(roles)]
 
 
 def cgroupns(version: int) -> str | None:
@@ -98,8 +113,31 @@ def control_plane(nodes: Sequence[KubeNode]) -> KubeNode:
     return next(n for n in nodes if n.control_plane)
 
 
+def control_planes(nodes: Sequence[KubeNode]) -> list[KubeNode]:
+    return [n for n in nodes if n.control_plane]
+
+
+def balanced(nodes: Sequence[KubeNode]) -> bool:
+    """Whether the cluster has a balancer in front of several control planes."""
+    return len(control_planes(nodes)) > 1
+
+
+def balancer_ip(nodes: Sequence[KubeNode]) -> str:
+    return f"{nodes[0].ip.rsplit('.', 1)[0]}.{BALANCER_HOST}"
+
+
+def api_address(nodes: Sequence[KubeNode]) -> str:
+    """Where the API is reached: the balancer, or the one control plane."""
+    return balancer_ip(nodes) if balanced(nodes) else control_plane(nodes).ip
+
+
+def dns_address(nodes: Sequence[KubeNode]) -> str:
+    """Where pods' DNS is (CoreDNS): the balancer's container, or the one control plane."""
+    return api_address(nodes)
+
+
 def server(nodes: Sequence[KubeNode]) -> str:
-    return f"https://{control_plane(nodes).ip}:{KUBE_API_PORT}"
+    return f"https://{api_address(nodes)}:{KUBE_API_PORT}"
 
 
 # -- certificates and kubeconfigs ------------------------------------------------------------
@@ -186,17 +224,66 @@ def node_files(
         pki, f"system:node:{node.name}", ["system:nodes"], [node.name, node.ip, "localhost", "127.0.0.1"]
     )
     files["kubelet.kubeconfig"] = identity(f"system:node:{node.name}", ["system:nodes"])
-    files["kubelet.yaml"] = _yaml(_kubelet(control_plane(nodes).ip))
+    files["kubelet.yaml"] = _yaml(_kubelet(dns_address(nodes)))
     files["kube-proxy.kubeconfig"] = identity("system:kube-proxy")
     files["kube-router.kubeconfig"] = identity(KUBE_ROUTER_USER)
     files["kube-proxy.yaml"] = _yaml(_kube_proxy())
     if node.control_plane:
-        files.update(_control_plane(node, pki, service_account))
+        files.update(_control_plane(nodes, node, pki, service_account))
         files["controller-manager.kubeconfig"] = identity("system:kube-controller-manager")
         files["scheduler.kubeconfig"] = identity("system:kube-scheduler")
-        files["coredns.kubeconfig"] = identity("system:coredns")
-        files["Corefile"] = _corefile().encode()
+        if not balanced(nodes):  # else CoreDNS runs on the balancer (balancer_files)
+            files["coredns.kubeconfig"] = identity("system:coredns")
+            files["Corefile"] = _corefile(f"{CONF}/coredns.kubeconfig").encode()
     return files
+
+
+BALANCER_CONF = "/etc/modematrix-balancer"  # where the balancer container finds its files
+
+
+def balancer_files(nodes: Sequence[KubeNode], pki: RunPki) -> Files:
+    """The balancer's files, with several control planes: HAProxy passing TCP to every API
+    server that answers ``/readyz`` (checked every second over TLS; two misses take it out; a
+    connection that finds no one within 1 s is sent to another),
+    and CoreDNS's configuration (its kubeconfig reaches the API through this same HAProxy)."""
+    servers = "\n".join(f"    server {n.name} {n.ip}:{KUBE_API_PORT}" for n in control_planes(nodes))
+    haproxy = f"""global
+    maxconn 4096
+defaults
+    mode tcp
+    option redispatch
+    retries 3
+    timeout connect 1s
+    timeout client 1h
+    timeout server 1h
+    timeout check 2s
+frontend kube-api
+    bind :{KUBE_API_PORT}
+    default_backend kube-apiservers
+backend kube-apiservers
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server check check-ssl verify none inter 1s fall 2 rise 2 on-marked-down shutdown-sessions
+{servers}
+"""
+    coredns = kubeconfig(
+        f"https://127.0.0.1:{KUBE_API_PORT}", pki.ca.cert_pem, *certificate(pki, "system:coredns"), "system:coredns"
+    )
+    return {
+        "haproxy.cfg": haproxy.encode(),
+        "Corefile": _corefile(f"{BALANCER_CONF}/coredns.kubeconfig").encode(),
+        "coredns.kubeconfig": coredns,
+    }
+
+
+def balancer_script() -> str:
+    """The balancer container's command (as root, in the runtime image with CoreDNS bound in):
+    HAProxy and CoreDNS, and the container ends when either does."""
+    return (
+        f"haproxy -W -db -f {BALANCER_CONF}/haproxy.cfg & "
+        f"coredns -conf {BALANCER_CONF}/Corefile & "
+        "wait -n; echo 'balancer: a process exited'; exit 1"
+    )
 
 
 def _yaml(data: dict[str, Any]) -> bytes:
@@ -296,10 +383,14 @@ def _kube_proxy() -> dict[str, Any]:
     }
 
 
-def _control_plane(node: KubeNode, pki: RunPki, service_account: tuple[bytes, bytes]) -> Files:
+def _control_plane(
+    nodes: Sequence[KubeNode], node: KubeNode, pki: RunPki, service_account: tuple[bytes, bytes]
+) -> Files:
+    several = balanced(nodes)
     names = [
         node.name,
         node.ip,
+        *([balancer_ip(nodes)] if several else []),
         API_SERVICE_IP,
         "kubernetes",
         "kubernetes.default",
@@ -344,7 +435,7 @@ def _control_plane(node: KubeNode, pki: RunPki, service_account: tuple[bytes, by
         f"--service-account-private-key-file={pki_dir}/sa.key",
         f"--root-ca-file={pki_dir}/ca.pem",
         "--use-service-account-credentials=true",
-        "--leader-elect=false",
+        f"--leader-elect={str(several).lower()}",
         "--bind-address=127.0.0.1",
         "--cluster-name=modematrix",
         # a killed node is marked unreachable within 15 s (Kubernetes' default: 40 s), checked
@@ -354,18 +445,61 @@ def _control_plane(node: KubeNode, pki: RunPki, service_account: tuple[bytes, by
         "--node-monitor-period=2s",
         "--profiling=false",
     ]
+    scheduler = [
+        f"--kubeconfig={CONF}/scheduler.kubeconfig",
+        f"--leader-elect={str(several).lower()}",
+        "--bind-address=127.0.0.1",
+    ]
     files["kube-apiserver.flags"] = "\n".join(apiserver).encode() + b"\n"
     files["kube-controller-manager.flags"] = "\n".join(controller_manager).encode() + b"\n"
+    files["kube-scheduler.flags"] = "\n".join(scheduler).encode() + b"\n"
+    files["etcd.flags"] = "\n".join(_etcd(nodes, node)).encode() + b"\n"
+    if several:
+        sans = [node.name, node.ip, "localhost", "127.0.0.1"]
+        files["pki/etcd-peer.pem"], files["pki/etcd-peer-key.pem"] = certificate(pki, f"etcd-{node.name}", (), sans)
     return files
 
 
-def _corefile() -> str:
+def _etcd(nodes: Sequence[KubeNode], node: KubeNode) -> list[str]:
+    """The control plane's etcd member: clients (its own API server) on 127.0.0.1 only; with
+    several control planes, peers over TLS on the node network, each checking the other's
+    certificate against the run's CA."""
+    flags = [
+        f"--name={node.name}",
+        f"--data-dir={STATE}/etcd",
+        f"--listen-client-urls=http://127.0.0.1:{ETCD_CLIENT}",
+        f"--advertise-client-urls=http://127.0.0.1:{ETCD_CLIENT}",
+        "--log-level=warn",
+        "--logger=zap",
+        "--auto-compaction-mode=revision",
+        "--auto-compaction-retention=10000",
+        "--snapshot-count=10000",
+    ]
+    if not balanced(nodes):
+        return [*flags, f"--listen-peer-urls=http://127.0.0.1:{ETCD_PEER}"]
+    pki_dir = f"{CONF}/pki"
+    members = ",".join(f"{n.name}=https://{n.ip}:{ETCD_PEER}" for n in control_planes(nodes))
+    return [
+        *flags,
+        f"--listen-peer-urls=https://{node.ip}:{ETCD_PEER}",
+        f"--initial-advertise-peer-urls=https://{node.ip}:{ETCD_PEER}",
+        f"--initial-cluster={members}",
+        "--initial-cluster-state=new",
+        "--initial-cluster-token=modematrix-control-plane",
+        f"--peer-cert-file={pki_dir}/etcd-peer.pem",
+        f"--peer-key-file={pki_dir}/etcd-peer-key.pem",
+        f"--peer-trusted-ca-file={pki_dir}/ca.pem",
+        "--peer-client-cert-auth",
+    ]
+
+
+def _corefile(kubeconfig_path: str) -> str:
     return f""".:53 {{
     errors
     health :8080
     ready :8181
     kubernetes cluster.local in-addr.arpa ip6.arpa {{
-        kubeconfig {CONF}/coredns.kubeconfig modematrix
+        kubeconfig {kubeconfig_path} modematrix
         pods insecure
         fallthrough in-addr.arpa ip6.arpa
         ttl 5

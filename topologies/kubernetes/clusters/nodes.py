@@ -43,6 +43,7 @@ from topologies.wait import WaitTimeout, wait_until
 IMAGES_DIR = "/var/lib/mm-images"  # where nodes see saved images (read-only)
 PARTITION_CHAIN = "MM-PARTITION"
 ROLE = "k8s-node"
+BALANCER_ROLE = "k8s-balancer"
 Report = Callable[[str], None]
 
 
@@ -63,9 +64,11 @@ class NodeCluster:
         *,
         kubectl: Path,
         report: Report = _quiet,
+        balancer: Handle | None = None,
     ) -> None:
         self.run_id, self.engine, self.workdir = run_id, engine, workdir
         self.nodes, self.handles, self.kubectl_path, self.report = nodes, handles, kubectl, report
+        self.balancer = balancer  # with several control planes: HAProxy in front of them, and CoreDNS
 
     # -- what users reach -------------------------------------------------------------------------
 
@@ -80,6 +83,10 @@ class NodeCluster:
     @property
     def workers(self) -> list[KubeNode]:
         return [n for n in self.nodes if not n.control_plane]
+
+    @property
+    def control_planes(self) -> list[KubeNode]:
+        return layout.control_planes(self.nodes)
 
     def kubectl_argv(self) -> list[str]:
         return [str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig_path)]
@@ -110,6 +117,7 @@ class NodeCluster:
         engine: Engine,
         *,
         workers: int = 3,
+        control_planes: int = 1,
         report: Report = _quiet,
         timeout: float = 300,
         cpuset: str | None = None,
@@ -125,17 +133,29 @@ class NodeCluster:
         node_image = engine.node_image()
         network = f"mm-{run_id}"
         prefix = engine.create_network(network, _labels(run_id, "network"))
-        nodes = layout.plan(prefix, workers=workers)
+        nodes = layout.plan(prefix, workers=workers, control_planes=control_planes)
         pki = RunPki.create(workdir)
         _write_files(workdir, nodes, pki, pause_image="docker.io/" + node_image.pause)
         cgroups = engine.cgroup_version()
+        balancer = None
+        if layout.balanced(nodes):
+            report(f"starting the API's balancer (HAProxy, and CoreDNS) at {layout.balancer_ip(nodes)}")
+            coredns = node_image.components.path("coredns")
+            balancer = engine.launch(_balancer(run_id, workdir, nodes, engine.image(quiet=True), network, coredns))
         report(f"starting {len(nodes)} node containers on {prefix}.0/24 (cgroup v{cgroups} host)")
         handles = {}
         for node in nodes:
             launch = _launch(run_id, workdir, node, node_image.tag, network, cpuset, layout.cgroupns(cgroups))
             handles[node.name] = engine.launch(launch)
         built = cls(
-            run_id, engine, workdir, nodes, handles, kubectl=node_image.components.path("kubectl"), report=report
+            run_id,
+            engine,
+            workdir,
+            nodes,
+            handles,
+            kubectl=node_image.components.path("kubectl"),
+            report=report,
+            balancer=balancer,
         )
         loading = ThreadPoolExecutor(max(len(built.workers), 1), thread_name_prefix="preload")
         try:
@@ -178,12 +198,25 @@ class NodeCluster:
         return node.name, time.monotonic() - started
 
     @classmethod
-    def attach(cls, run_id: str, workdir: Path, engine: Engine, *, prefix: str, workers: int, kubectl: Path) -> Self:
+    def attach(
+        cls,
+        run_id: str,
+        workdir: Path,
+        engine: Engine,
+        *,
+        prefix: str,
+        workers: int,
+        kubectl: Path,
+        control_planes: int = 1,
+    ) -> Self:
         """The cluster of ``run_id``, from the engine's containers and the run's folder."""
-        handles = {h.labels.get(LABEL_NODE, ""): h for h in engine.list_run(run_id) if h.labels.get(LABEL_ROLE) == ROLE}
+        found = engine.list_run(run_id)
+        handles = {h.labels.get(LABEL_NODE, ""): h for h in found if h.labels.get(LABEL_ROLE) == ROLE}
         if not handles:
             raise NotFound(f"run {run_id} has no node containers left; remove it with `modematrix down {run_id}`")
-        return cls(run_id, engine, workdir, layout.plan(prefix, workers=workers), handles, kubectl=kubectl)
+        balancer = next((h for h in found if h.labels.get(LABEL_ROLE) == BALANCER_ROLE), None)
+        nodes = layout.plan(prefix, workers=workers, control_planes=control_planes)
+        return cls(run_id, engine, workdir, nodes, handles, kubectl=kubectl, balancer=balancer)
 
     @property
     def prefix(self) -> str:
@@ -365,7 +398,8 @@ class NodeCluster:
     def diagnose(self) -> str:
         """Each node's state and last log lines: what a failed start shows."""
         lines = []
-        for name, handle in self.handles.items():
+        parts = {**({"kube-balancer": self.balancer} if self.balancer else {}), **self.handles}
+        for name, handle in parts.items():
             lines.append(f"--- {name}: {self.engine.exit_reason(handle)}")
             lines.append(self.engine.logs(handle, tail=15))
         return "\n".join(lines)
@@ -404,7 +438,27 @@ def _write_files(workdir: Path, nodes: list[KubeNode], pki: RunPki, *, pause_ima
         for name, data in files.items():
             private = name.endswith(("-key.pem", ".key", ".kubeconfig"))
             write_atomic(folder / name, data, mode=0o600 if private else 0o644)
+    if layout.balanced(nodes):
+        for name, data in layout.balancer_files(nodes, pki).items():
+            write_atomic(workdir / "balancer" / name, data, mode=0o600 if name.endswith(".kubeconfig") else 0o644)
     write_atomic(workdir / "kubeconfig", layout.admin_kubeconfig(nodes, pki), mode=0o600)
+
+
+def _balancer(run_id: str, workdir: Path, nodes: list[KubeNode], image: str, network: str, coredns: Path) -> Launch:
+    """HAProxy (the runtime image has it, as the scaled-haproxy mode uses it) in front of the
+    API servers, and CoreDNS (the binary built here, bound in), as root for port 53."""
+    return Launch(
+        name=f"mm-{run_id}-kube-balancer",
+        image=image,
+        labels={**_labels(run_id, BALANCER_ROLE), LABEL_NODE: "kube-balancer"},
+        entrypoint=("/usr/bin/tini", "--", "bash", "-c"),
+        command=(layout.balancer_script(),),
+        network=network,
+        hostname="kube-balancer",
+        ip=layout.balancer_ip(nodes),
+        user="0",
+        binds={str(workdir / "balancer"): layout.BALANCER_CONF, str(coredns): "/usr/local/bin/coredns"},
+    )
 
 
 def _launch(
