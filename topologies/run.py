@@ -18,7 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 import grpc
 
 from topologies.client import ClusterClient, Credentials
-from topologies.runs import Secrets
+from topologies.exceptions import NotFound
+from topologies.runs import Secrets, read_secrets
 
 
 @runtime_checkable
@@ -84,3 +85,81 @@ class Run(Protocol):
 
     def __enter__(self) -> Run: ...
     def __exit__(self, *exc: object) -> None: ...
+
+
+class RunFolder:
+    """What a run of every target keeps in its folder and builds from it: its id, the CA file,
+    the secrets, the admin's credentials, and clients of its front door (HTTP and gRPC). A
+    target's run (:class:`topologies.containers.ContainerRun`,
+    :class:`topologies.kubernetes.KubeRun`) adds where its doors are (``endpoints``,
+    ``grpc_endpoints``) and everything about its parts."""
+
+    def __init__(self, run_id: str, workdir: Path) -> None:
+        self._run_id, self._workdir = run_id, workdir
+        self._secrets = read_secrets(workdir)
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    @property
+    def mode(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def workdir(self) -> Path:
+        return self._workdir
+
+    @property
+    def ca_file(self) -> Path:
+        return self._workdir / "ca.pem"
+
+    @property
+    def secrets(self) -> Secrets:
+        return self._secrets
+
+    @property
+    def admin(self) -> Credentials:
+        return Credentials("admin", self._secrets.admin_password)
+
+    @property
+    def endpoints(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def grpc_endpoints(self) -> list[str]:
+        raise NotImplementedError
+
+    def client(
+        self,
+        credentials: Credentials | None = None,
+        *,
+        timeout: float = 5.0,
+        endpoints: Sequence[str] | None = None,
+        first: int = 0,
+        resend_idempotent: bool = True,
+        budget: float | None = None,
+    ) -> ClusterClient:
+        """A client of the front door; ``first`` picks which endpoint it tries first (see
+        :class:`ClusterClient` for ``resend_idempotent``)."""
+        doors = list(endpoints or self.endpoints)
+        if not doors:
+            raise NotFound(f"run {self.run_id} ({self.mode}): no address from here reaches its front door")
+        return ClusterClient(
+            doors,
+            self.ca_file,
+            credentials or self.admin,
+            timeout=timeout,
+            first=first,
+            resend_idempotent=resend_idempotent,
+            budget=budget,
+        )
+
+    def grpc_channel(self, endpoint: str | None = None) -> grpc.Channel:
+        """A gRPC channel to ``endpoint`` (default: the first of :attr:`grpc_endpoints`),
+        TLS verified against the run's CA; stubs: ``runtime.rpc.pb_grpc.KvStub(channel)``."""
+        target = endpoint or next(iter(self.grpc_endpoints), None)
+        if target is None:
+            raise NotFound(f"run {self.run_id} ({self.mode}) has no gRPC endpoint")
+        credentials = grpc.ssl_channel_credentials(root_certificates=self.ca_file.read_bytes())
+        return grpc.secure_channel(target, credentials)

@@ -22,22 +22,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
-import grpc
-
-from topologies.client import ClusterClient, Credentials
 from topologies.constants import DATA_DIR, DB_CLIENT_PORT, GRPC_PORT, LABEL_MODE, LABEL_NODE, LABEL_RUN
 from topologies.containers import plan
 from topologies.containers.node import READY_POLL, Node, wait_ready
 from topologies.engines import PAUSED, STOPPED, Engine
 from topologies.exceptions import FaultError, NotFound, TopologyError
-from topologies.runs import Secrets, read_secrets
+from topologies.run import RunFolder
 from topologies.spec import ModeSpec
 from topologies.wait import wait_until
 
 TARGET = "containers"
 
 
-class ContainerRun:
+class ContainerRun(RunFolder):
     def __init__(
         self,
         run_id: str,
@@ -50,20 +47,15 @@ class ContainerRun:
         lb: Node | None = None,
         cpuset: str | None = None,
     ) -> None:
-        self._run_id, self._spec, self.image, self.engine = run_id, spec, image, engine
-        self._workdir, self.cpuset = workdir, cpuset
+        super().__init__(run_id, workdir)
+        self._spec, self.image, self.engine, self.cpuset = spec, image, engine, cpuset
         self._nodes, self.lb = list(nodes), lb
-        self._secrets = read_secrets(workdir)
         self._facts: dict[str, str | None] = {}  # what was probed once about the engine's host (netem)
 
     def __repr__(self) -> str:
         return f"ContainerRun({self.run_id!r}, {self.mode!r}, {len(self._nodes)} nodes)"
 
     # -- the Run protocol ---------------------------------------------------------------------
-
-    @property
-    def run_id(self) -> str:
-        return self._run_id
 
     @property
     def mode(self) -> str:
@@ -77,22 +69,6 @@ class ContainerRun:
     @property
     def nodes(self) -> list[Node]:
         return list(self._nodes)
-
-    @property
-    def workdir(self) -> Path:
-        return self._workdir
-
-    @property
-    def ca_file(self) -> Path:
-        return self._workdir / "ca.pem"
-
-    @property
-    def secrets(self) -> Secrets:
-        return self._secrets
-
-    @property
-    def admin(self) -> Credentials:
-        return Credentials("admin", self._secrets.admin_password)
 
     @property
     def network(self) -> str:
@@ -116,37 +92,6 @@ class ContainerRun:
         envoys = [n for n in self._nodes if n.spec.is_envoy]
         found = [n.grpc_target for n in envoys or [n for n in self._nodes if n.spec.is_edge]]
         return [t for t in found if t]
-
-    def client(
-        self,
-        credentials: Credentials | None = None,
-        *,
-        timeout: float = 5.0,
-        endpoints: Sequence[str] | None = None,
-        first: int = 0,
-        resend_idempotent: bool = True,
-        budget: float | None = None,
-    ) -> ClusterClient:
-        """A client of the front door; ``first`` picks which endpoint it tries first (see
-        :class:`ClusterClient` for ``resend_idempotent``)."""
-        return ClusterClient(
-            list(endpoints or self.endpoints),
-            self.ca_file,
-            credentials or self.admin,
-            timeout=timeout,
-            first=first,
-            resend_idempotent=resend_idempotent,
-            budget=budget,
-        )
-
-    def grpc_channel(self, endpoint: str | None = None) -> grpc.Channel:
-        """A gRPC channel to ``endpoint`` (default: the first of :attr:`grpc_endpoints`),
-        TLS verified against the run's CA; stubs: ``runtime.rpc.pb_grpc.KvStub(channel)``."""
-        target = endpoint or next(iter(self.grpc_endpoints), None)
-        if target is None:
-            raise NotFound(f"run {self.run_id} ({self.mode}) has no gRPC endpoint")
-        credentials = grpc.ssl_channel_credentials(root_certificates=self.ca_file.read_bytes())
-        return grpc.secure_channel(target, credentials)
 
     def describe(self) -> dict[str, Any]:
         """What ``modematrix up --json`` prints (docs/cli.md)."""

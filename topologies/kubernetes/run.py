@@ -21,7 +21,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
-import grpc
 from lightkube import Client
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.models.core_v1 import ServicePort, ServiceSpec
@@ -29,14 +28,14 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Pod, Service
 
-from topologies.client import ClusterClient, Credentials
 from topologies.constants import API_PORT, ROUTED_SERVICES
 from topologies.exceptions import EngineError, FaultError, NotFound, StartTimeout, UsageError
 from topologies.kubernetes import apply, forward
 from topologies.kubernetes.clusters import Cluster, NodeCluster
 from topologies.kubernetes.manifests import EVICT_AFTER_S, Ingress, manifests, workloads
 from topologies.pki import RunPki
-from topologies.runs import Secrets, read_secrets
+from topologies.run import RunFolder
+from topologies.runs import Secrets
 from topologies.spec import ModeSpec
 from topologies.wait import WaitTimeout, wait_until
 
@@ -47,7 +46,7 @@ NAME_LABEL = "app.kubernetes.io/name"
 MAX_REPLICAS = 20
 
 
-class KubeRun:
+class KubeRun(RunFolder):
     def __init__(
         self,
         run_id: str,
@@ -61,10 +60,10 @@ class KubeRun:
         doors: Sequence[str] = (),
         expose: str = "port-forward",
     ) -> None:
-        self._run_id, self._mode, self.spec, self.cluster = run_id, mode, spec, cluster
-        self.namespace, self.image, self._workdir = namespace, image, workdir
+        super().__init__(run_id, workdir)
+        self._mode, self.spec, self.cluster = mode, spec, cluster
+        self.namespace, self.image = namespace, image
         self._doors, self.expose = list(doors), expose
-        self._secrets = read_secrets(workdir)
 
     def __repr__(self) -> str:
         return f"KubeRun({self.run_id!r}, namespace={self.namespace!r})"
@@ -72,28 +71,8 @@ class KubeRun:
     # -- the Run protocol ---------------------------------------------------------------------
 
     @property
-    def run_id(self) -> str:
-        return self._run_id
-
-    @property
     def mode(self) -> str:
         return self._mode
-
-    @property
-    def workdir(self) -> Path:
-        return self._workdir
-
-    @property
-    def ca_file(self) -> Path:
-        return self._workdir / "ca.pem"
-
-    @property
-    def secrets(self) -> Secrets:
-        return self._secrets
-
-    @property
-    def admin(self) -> Credentials:
-        return Credentials("admin", self._secrets.admin_password)
 
     @property
     def config(self) -> KubeConfig:
@@ -121,35 +100,6 @@ class KubeRun:
     def grpc_endpoints(self) -> list[str]:
         """The same doors (gRPC and HTTP share Envoy's port), as ``HOST:PORT``."""
         return self.doors
-
-    def client(
-        self,
-        credentials: Credentials | None = None,
-        *,
-        timeout: float = 5.0,
-        endpoints: Sequence[str] | None = None,
-        first: int = 0,
-        resend_idempotent: bool = True,
-        budget: float | None = None,
-    ) -> ClusterClient:
-        doors = list(endpoints or self.endpoints)
-        if not doors:
-            raise NotFound(f"run {self.run_id}: no address outside the cluster reaches Envoy")
-        return ClusterClient(
-            doors,
-            self.ca_file,
-            credentials or self.admin,
-            timeout=timeout,
-            first=first,
-            resend_idempotent=resend_idempotent,
-            budget=budget,
-        )
-
-    def grpc_channel(self, endpoint: str | None = None) -> grpc.Channel:
-        target = endpoint or next(iter(self.grpc_endpoints), None)
-        if target is None:
-            raise NotFound(f"run {self.run_id} has no gRPC endpoint")
-        return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=self.ca_file.read_bytes()))
 
     def describe(self) -> dict[str, Any]:
         built = self.cluster if isinstance(self.cluster, NodeCluster) else None
@@ -195,6 +145,7 @@ class KubeRun:
             return
         for node in self.cluster.nodes:
             self.cluster.heal_node(node.name)
+        self.cluster.signal_dns("CONT")  # a frozen CoreDNS (DnsDown) answers again
         self.cluster.wait_nodes_ready(timeout=120)
 
     def status(self) -> dict[str, Any]:
