@@ -149,6 +149,8 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
         during_s=150.0,
         until=kube.moved,
     ),
+    # the cluster's DNS frozen for 20 s: lookups time out, resolved connections carry on
+    Scenario[KubeRun]("dns-unreachable", KubeRun, lambda r, g, i: kube.DnsDown(), modes=K8S, cycles=1, during_s=20.0),
     # the control plane (a cluster built with three): one of them down, the API still answers
     # kubectl get and kubectl scale through the balancer; the settled verdict is the time until
     # the scaled-up replica is Ready

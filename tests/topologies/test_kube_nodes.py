@@ -11,9 +11,9 @@ import pytest
 
 from topologies.engines import EXITED, Handle, Launch
 from topologies.engines.fake import FakeEngine
-from topologies.exceptions import StartTimeout
+from topologies.exceptions import FaultError, StartTimeout
 from topologies.kubernetes.clusters import NodeCluster
-from topologies.kubernetes.clusters.layout import CONF, cgroupns
+from topologies.kubernetes.clusters.layout import CONF, cgroupns, plan
 
 
 def test_node_containers_are_launched_through_the_engine_and_removed_when_the_api_never_answers(
@@ -83,3 +83,26 @@ def test_three_control_planes_start_behind_a_balancer_of_the_runtime_image_with_
     assert (tmp_path / "cluster" / "balancer" / "haproxy.cfg").exists()
     assert oct((tmp_path / "cluster" / "balancer" / "coredns.kubeconfig").stat().st_mode & 0o777) == "0o600"
     assert [n.name for n in nodes][:3] == [f"mm-r-ha-kube-control-plane-{i}" for i in (1, 2, 3)]
+
+
+def _cluster(engine: FakeEngine, tmp_path: Path, control_planes: int) -> NodeCluster:
+    nodes = plan("10.9.9", workers=2, control_planes=control_planes)
+    handles = {n.name: engine.launch(Launch(name=f"mm-r-{n.name}", image="i", labels={})) for n in nodes}
+    balancer = engine.launch(Launch(name="mm-r-kube-balancer", image="i", labels={})) if control_planes > 1 else None
+    return NodeCluster("r", engine, tmp_path, nodes, handles, kubectl=Path("kubectl"), balancer=balancer)
+
+
+@pytest.mark.parametrize(("control_planes", "where"), [(1, "mm-r-kube-control-plane"), (3, "mm-r-kube-balancer")])
+def test_dns_is_frozen_and_thawed_where_coredns_runs(tmp_path: Path, control_planes: int, where: str) -> None:
+    engine = FakeEngine()
+    cluster = _cluster(engine, tmp_path, control_planes)
+    engine.on_exec = lambda handle, command: (0, "/proc/42\n")
+    cluster.signal_dns("STOP")
+    cluster.signal_dns("CONT")
+    sent = [call for call in engine.calls if call[0] == "exec"]
+    assert [call[1] for call in sent] == [where, where]
+    assert "kill -STOP" in sent[0][2] and "kill -CONT" in sent[1][2] and "= coredns ]" in sent[0][2]
+    engine.on_exec = lambda handle, command: (0, "")
+    with pytest.raises(FaultError, match="SIGSTOP to CoreDNS: no coredns process"):
+        cluster.signal_dns("STOP")
+    cluster.signal_dns("CONT")  # nothing frozen: healing it is no error

@@ -11,6 +11,8 @@ scenario runner as every other:
   heal uncordons it. Refused on a cluster the user has: its nodes carry other people's pods.
 - :class:`RolloutRestart`: ``kubectl rollout restart`` of a Deployment, every pod replaced
   one at a time (``maxUnavailable: 0``); heal waits for the rollout to finish. Any cluster.
+- :class:`DnsDown`: the cluster's CoreDNS frozen (SIGSTOP) for a while, healed with SIGCONT;
+  on a cluster built here.
 - :class:`ControlPlaneDown`: with three control planes (``--control-planes 3``), one is killed
   or frozen (any one, the etcd leader's, or the scheduler leader's), then the API is used as a
   user would: ``kubectl scale`` of kv to one more replica, through the balancer; the scenario
@@ -185,6 +187,25 @@ def moved(run: KubeRun, fault: Fault[KubeRun]) -> str | None:
         raise TypeError(f"moved: expected a node fault, got {fault.name}")
     left = run.left_on(fault.node)
     return "; ".join(f"{name}: {why}" for name, why in left.items()) or None
+
+
+@dataclass(frozen=True)
+class DnsDown:
+    """The cluster's DNS (CoreDNS) frozen: every lookup from a pod times out until heal thaws
+    it. What a pod already resolved and connected keeps working; a new name does not."""
+
+    @property
+    def name(self) -> str:
+        return "dns-down"
+
+    def applies_to(self, run: KubeRun) -> str | None:
+        return None if isinstance(run.cluster, NodeCluster) else NOT_BUILT
+
+    def apply(self, run: KubeRun) -> None:
+        _built(run).signal_dns("STOP")
+
+    def heal(self, run: KubeRun) -> None:
+        _built(run).signal_dns("CONT")
 
 
 CONTROL_PLANE_ACTIONS = ("kill", "pause")

@@ -389,6 +389,21 @@ class NodeCluster:
         if code != 0:
             raise FaultError(f"healing {node}: {out.strip()}")
 
+    def signal_dns(self, signal: str) -> None:
+        """Send ``signal`` (``STOP``, ``CONT``) to CoreDNS wherever it runs (the control plane,
+        or the balancer with several): a frozen CoreDNS answers nothing, as an unreachable one."""
+        script = (
+            "for p in /proc/[0-9]*; do "
+            f'[ "$(cat $p/comm 2>/dev/null)" = coredns ] && kill -{signal} "${{p#/proc/}}" && echo "$p"; '
+            "done; true"
+        )
+        if self.balancer is not None:
+            code, out = self.engine.exec(self.balancer, ["sh", "-c", script])
+        else:
+            code, out = self.exec(layout.control_plane(self.nodes).name, script)
+        if code != 0 or (signal == "STOP" and not out.strip()):
+            raise FaultError(f"SIG{signal} to CoreDNS: {'no coredns process' if code == 0 else out.strip()}")
+
     def kill_node(self, node: str) -> None:
         self.engine.kill(self.handles[node])
 
