@@ -11,7 +11,9 @@ takes the server's CPU. Baselines, in the same run:
   container of the runtime image (``loadtests/baseline_app.py``);
 - raw puts to the same etcd cluster (one member) for ha and scaled, as etcd's root, by
   ``loadtests/etcdload`` (Go, etcd's own client, pinned to wrk's core): etcd takes only client
-  certificates, which wrk cannot present, and its JSON gateway ignores certificate users.
+  certificates, which wrk cannot present, and its JSON gateway ignores certificate users; for
+  k8s, to its ``etcd-0`` through a ``kubectl port-forward`` of its own (pod addresses are not
+  reachable from here; the rows through Envoy take the same kind of tunnel).
 
 gRPC rows (every mode with a gRPC front door) come from ``loadtests/grpcload`` (Go, grpc-go,
 pinned to wrk's core; wrk speaks no gRPC), against the same baselines.
@@ -49,6 +51,7 @@ from images import golang
 from topologies import ContainerRun, KubeRun, Run, engines, targets
 from topologies.cli.common import example
 from topologies.constants import API_PORT, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
+from topologies.kubernetes import forward
 from topologies.kubernetes.clusters import NodeCluster
 from topologies.pki import RunPki
 from topologies.wait import wait_until
@@ -227,12 +230,17 @@ def _baseline(run: Run, mode: str, wrk: Wrk, bare: Row) -> tuple[Row, str]:
     """The row a mode's rows are ratios of (raw etcd puts to one of its members, where the
     host reaches one; else the bare server), and how its requests travel."""
     if isinstance(run, KubeRun):
-        # pod addresses, etcd's among them, are not reachable from the host
-        return bare, f"through {run.expose} to Envoy"
+        # pod addresses, etcd's among them, are not reachable from the host: etcd-0 through a
+        # port-forward of its own, the tunnel the user's path to Envoy takes too
+        with forward.once(run.cluster.kubectl_argv(), run.namespace, "pod/etcd-0", DB_CLIENT_PORT) as port:
+            measured = _raw_etcd(run.workdir, f"127.0.0.1:{port}", wrk)
+        return _row(
+            mode, f"{RAW_ETCD} (through kubectl port-forward)", measured, None
+        ), f"through {run.expose} to Envoy"
     if not isinstance(run, ContainerRun) or run.spec.db != "etcd":
         return bare, ""
     member = next(n for n in run.nodes if n.db_member)
-    raw = _row(mode, RAW_ETCD, _raw_etcd(run, member.ip, wrk), None)
+    raw = _row(mode, RAW_ETCD, _raw_etcd(run.workdir, f"{member.ip}:{DB_CLIENT_PORT}", wrk), None)
     envoys = any(n.spec.is_envoy for n in run.nodes)
     return raw, "through the load balancer" if run.lb else "through Envoy" if envoys else "through one node"
 
@@ -285,10 +293,11 @@ def _go_load(name: str, argv: list[str], wrk: Wrk) -> Measured:
     )
 
 
-def _raw_etcd(run: ContainerRun, member_ip: str, wrk: Wrk) -> Measured:
-    """Puts straight to one member as etcd's root, with etcd's own Go client: wrk presents no
-    client certificate, and etcd's JSON gateway ignores certificate users."""
-    pki = RunPki.load(run.workdir)
+def _raw_etcd(workdir: Path, endpoint: str, wrk: Wrk) -> Measured:
+    """Puts straight to one member (``HOST:PORT``) as etcd's root (a certificate of the run's
+    CA, in ``workdir``), with etcd's own Go client: wrk presents no client certificate, and
+    etcd's JSON gateway ignores certificate users."""
+    pki = RunPki.load(workdir)
     root = pki.root().get("node")
     assert root is not None
     with tempfile.TemporaryDirectory() as folder:
@@ -297,7 +306,7 @@ def _raw_etcd(run: ContainerRun, member_ip: str, wrk: Wrk) -> Measured:
         files["root.pem"].write_bytes(root[0])
         files["root-key.pem"].touch(mode=0o600)
         files["root-key.pem"].write_bytes(root[1])
-        argv = ["taskset", "-c", str(wrk.core), str(go_binary(ETCDLOAD)), f"-endpoint={member_ip}:{DB_CLIENT_PORT}"]
+        argv = ["taskset", "-c", str(wrk.core), str(go_binary(ETCDLOAD)), f"-endpoint={endpoint}"]
         argv += [f"-cacert={files['ca.pem']}", f"-cert={files['root.pem']}", f"-key={files['root-key.pem']}"]
         argv += [f"-clients={wrk.connections}", f"-seconds={wrk.seconds:g}"]
         return _go_load("etcdload", argv, wrk)

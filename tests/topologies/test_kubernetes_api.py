@@ -427,3 +427,41 @@ def test_the_port_forward_supervisor_keeps_each_door_on_a_ready_pod(api: KubeCon
     finally:
         forward.stop(folder)
     assert forward.running(folder) is None and all(served(d) is None for d in doors)
+
+
+ONE_FORWARD = """\
+import socket, sys
+args = sys.argv[1:]
+if "pod/gone" in args:
+    sys.exit('error: pods "gone" not found')
+local = int(args[-1].split(":")[0])
+server = socket.socket()
+server.bind(("127.0.0.1", local))
+server.listen()
+while True:
+    conn, _ = server.accept()
+    conn.sendall(args[-2].encode())
+    conn.close()
+"""
+
+
+def test_one_port_forward_lasts_the_block_and_a_kubectl_that_exits_says_why(tmp_path: Path) -> None:
+    """``forward.once`` (a benchmark's raw-etcd baseline goes through it): a local port that
+    reaches the target while the block runs and is closed after; kubectl's own error if it
+    exits first."""
+    import socket
+    import sys
+
+    from topologies.exceptions import EngineError
+    from topologies.kubernetes import forward
+
+    fake = tmp_path / "kubectl.py"
+    fake.write_text(ONE_FORWARD)
+    with forward.once([sys.executable, str(fake)], "ns", "pod/etcd-0", 2379) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            assert conn.recv(100) == b"pod/etcd-0"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    with pytest.raises(EngineError, match='exited \\(1\\): error: pods "gone" not found'):
+        with forward.once([sys.executable, str(fake)], "ns", "pod/gone", 2379):
+            pass

@@ -27,8 +27,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from lightkube.config.kubeconfig import KubeConfig
 from lightkube.resources.core_v1 import Pod
 
 from topologies.constants import API_PORT
-from topologies.exceptions import StartTimeout
+from topologies.exceptions import EngineError, StartTimeout
 from topologies.wait import WaitTimeout, wait_until
 
 PLAN = "forward.json"
@@ -87,6 +89,39 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+@contextmanager
+def once(kubectl: Sequence[str], namespace: str, target: str, port: int, *, timeout: float = 30) -> Iterator[int]:
+    """``kubectl port-forward <target> LOCAL:<port>`` on 127.0.0.1 for the length of the block,
+    with no supervisor (one short use: a benchmark's baseline, a look at one pod); yields the
+    local port. A kubectl that exits first is an error with what it said."""
+    local = free_ports(1)[0]
+    argv = [*kubectl, "port-forward", "-n", namespace, "--address", "127.0.0.1", target, f"{local}:{port}"]
+    with tempfile.TemporaryFile(mode="w+") as said:  # a file, not a pipe: kubectl never blocks on it
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=said, text=True)
+        try:
+            try:
+                wait_until(
+                    lambda: process.poll() is not None or _accepts(local),
+                    timeout=timeout,
+                    interval=0.1,
+                    message=f"kubectl port-forward {target} {local}:{port}",
+                )
+            except WaitTimeout as exc:
+                raise StartTimeout(str(exc)) from exc
+            if process.poll() is not None:
+                said.seek(0)
+                why = said.read().strip()[-300:]
+                raise EngineError(f"kubectl port-forward {target} exited ({process.returncode}): {why}")
+            yield local
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def start(folder: Path, plan: Plan, *, timeout: float = 60) -> list[str]:
