@@ -78,16 +78,22 @@ def _overlapping(run: ContainerRun, rng: random.Random, cycle: int) -> Fault[Con
     return Both[ContainerRun](Kill(killed), Loss(rng.choice(others), 20))
 
 
+# The k8s scenarios' pod and worker faults run 2 cycles in the failover envs (k8s-soak: 8 each)
+K8S_CYCLES = 2
+
+
 def _pod(name: str, workload: str) -> Scenario[KubeRun]:
     """Delete one of ``workload``'s Ready pods; its controller replaces it."""
-    return Scenario[KubeRun](name, KubeRun, lambda run, rng, cycle: kube.any_pod(run, workload, rng), modes=K8S)
+    return Scenario[KubeRun](
+        name, KubeRun, lambda run, rng, cycle: kube.any_pod(run, workload, rng), modes=K8S, cycles=K8S_CYCLES
+    )
 
 
 def _worker(action: str) -> Scenario[KubeRun]:
     def fault(run: KubeRun, rng: random.Random, cycle: int) -> Fault[KubeRun]:
         return kube.NodeFault(kube.any_worker(run, rng), action)
 
-    return Scenario[KubeRun](f"{action}-a-worker", KubeRun, fault, modes=K8S)
+    return Scenario[KubeRun](f"{action}-a-worker", KubeRun, fault, modes=K8S, cycles=K8S_CYCLES)
 
 
 def _control_plane(name: str, action: str, which: Callable[[KubeRun, random.Random], str]) -> Scenario[KubeRun]:
