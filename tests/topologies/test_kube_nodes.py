@@ -106,3 +106,14 @@ def test_dns_is_frozen_and_thawed_where_coredns_runs(tmp_path: Path, control_pla
     with pytest.raises(FaultError, match="SIGSTOP to CoreDNS: no coredns process"):
         cluster.signal_dns("STOP")
     cluster.signal_dns("CONT")  # nothing frozen: healing it is no error
+
+
+def test_node_sh_restarts_the_leader_elected_components_and_stops_the_node_for_the_others() -> None:
+    """A controller manager or scheduler that loses its lease exits by design (kubelet restarts
+    its static pod); node.sh runs both again. The soak found it: one exit used to stop the whole
+    control-plane node, and with two of three gone, etcd's quorum."""
+    script = (Path(__file__).parents[2] / "images" / "k8s" / "node" / "node.sh").read_text()
+    assert "run kube-controller-manager again kube-controller-manager" in script
+    assert "run kube-scheduler again kube-scheduler" in script
+    assert "run etcd etcd " in script and "run kube-apiserver kube-apiserver " in script
+    assert 'wait -n "${PIDS[@]}"' in script, "any other component's exit still stops the node"

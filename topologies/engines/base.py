@@ -53,6 +53,7 @@ class Launch:
     # folder (host path -> container path, read-only)
     privileged: bool = False
     user: str | None = None  # run as this user instead of the image's ("0": root)
+    healthcheck: bool = True  # False: without the image's HEALTHCHECK (the image plays another part)
     cgroupns: str | None = None  # "private": a cgroup namespace of its own (a node on a cgroup v2 host)
     tmpfs: tuple[str, ...] = ()
     binds: Mapping[str, str] = field(default_factory=dict)

@@ -239,6 +239,8 @@ class DockerEngine:
             kwargs["cgroupns"] = spec.cgroupns
         if spec.user is not None:
             kwargs["user"] = spec.user
+        if not spec.healthcheck:
+            kwargs["healthcheck"] = {"test": ["NONE"]}
         if spec.privileged:
             kwargs["privileged"] = True
             if PRIVILEGED_RUNTIME in (self.client.info().get("Runtimes") or {}):

@@ -92,6 +92,15 @@ run() {   # run NAME COMMAND...: in the background, its output prefixed with its
     PIDS+=("$!")
 }
 
+again() {   # again COMPONENT: run it with its flags file, again 2 s after each exit (as kubelet does)
+    local component=$1
+    while :; do
+        # shellcheck disable=SC2046
+        "$component" $(cat "$CONF/$component.flags") || log "$component exited ($?); again in 2 s"
+        sleep 2
+    done
+}
+
 wait_for() {   # wait_for WHAT SECONDS COMMAND...
     local what=$1 seconds=$2
     shift 2
@@ -125,10 +134,11 @@ if [ "$ROLE" = control-plane ]; then
     # shellcheck disable=SC2046
     run kube-apiserver kube-apiserver $(cat "$CONF/kube-apiserver.flags")
     wait_for kube-apiserver 120 curl -sfk --cacert "$CONF/pki/ca.pem" "https://127.0.0.1:6443/readyz"
-    # shellcheck disable=SC2046
-    run kube-controller-manager kube-controller-manager $(cat "$CONF/kube-controller-manager.flags")
-    # shellcheck disable=SC2046
-    run kube-scheduler kube-scheduler $(cat "$CONF/kube-scheduler.flags")
+    # With several control planes these two are leader-elected, and a leader that cannot renew
+    # its lease in time (its etcd slow while another control plane is down) exits by design;
+    # kubelet would restart their static pods: so does this loop.
+    run kube-controller-manager again kube-controller-manager
+    run kube-scheduler again kube-scheduler
     # with several control planes, CoreDNS runs on their balancer instead (no Corefile here)
     if [ -f "$CONF/Corefile" ]; then run coredns coredns -conf "$CONF/Corefile"; fi
 fi

@@ -472,6 +472,7 @@ def _balancer(run_id: str, workdir: Path, nodes: list[KubeNode], image: str, net
         hostname="kube-balancer",
         ip=layout.balancer_ip(nodes),
         user="0",
+        healthcheck=False,  # the runtime's own check asks for a runtime, which this is not
         binds={str(workdir / "balancer"): layout.BALANCER_CONF, str(coredns): "/usr/local/bin/coredns"},
     )
 
