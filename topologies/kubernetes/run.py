@@ -121,7 +121,9 @@ class KubeRun(RunFolder):
         }
 
     def wait_healthy(self, timeout: float = 180.0) -> None:
-        """Every Deployment and StatefulSet at its replicas, and the front door answering."""
+        """Every Deployment and StatefulSet at its replicas, and the front door answering: a
+        login through it (auth, and the DB behind it, may answer 503 for a while after the
+        workloads are available again: asked again, not failed at once) and ``/readyz``."""
         try:
             wait_until(
                 lambda: not self.unavailable(), timeout=timeout, interval=1.0, message="available", ignore=(Exception,)
@@ -129,14 +131,15 @@ class KubeRun(RunFolder):
         except WaitTimeout as exc:
             raise FaultError(f"run {self.run_id} not available after {timeout:.0f} s: {self.unavailable()}") from exc
         if self.endpoints:
-            with self.client(timeout=3.0) as api:
-                wait_until(
-                    lambda: api.get("/readyz", authenticate=False).status_code == 200,
-                    timeout=timeout,
-                    interval=0.5,
-                    message="Envoy answers",
-                    ignore=(Exception,),
-                )
+
+            def answers() -> bool:  # a login (auth and its DB answer through Envoy), then /readyz
+                with self.client(timeout=3.0) as api:
+                    return api.get("/readyz", authenticate=False).status_code == 200
+
+            try:
+                wait_until(answers, timeout=timeout, interval=0.5, message="Envoy answers", ignore=(Exception,))
+            except WaitTimeout as exc:
+                raise FaultError(f"run {self.run_id}: the front door does not answer after {timeout:.0f} s") from exc
 
     def heal_all(self) -> None:
         """After any fault: every node container of a cluster built here running, thawed and
