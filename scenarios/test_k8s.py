@@ -250,6 +250,8 @@ def test_every_verb_reaches_the_run_from_another_process(run: KubeRun) -> None:
     assert logs.returncode == 0 and logs.stdout.strip(), logs.stderr
     whoami = modematrix("exec", run.run_id, pod, "--", "id", "-u")
     assert (whoami.returncode, whoami.stdout.strip()) == (0, "10001"), whoami.stderr
+    failing = modematrix("exec", run.run_id, pod, "--", "sh", "-c", "exit 3")
+    assert failing.returncode == 3, "exec exits with the command's code, as on containers"
     config = modematrix("kubeconfig", run.run_id)  # a path: export KUBECONFIG=$(modematrix kubeconfig RUN)
     assert config.returncode == 0 and "current-context" in Path(config.stdout.strip()).read_text()
     unknown = modematrix("fault", run.run_id, "stop", "kv")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
+import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -29,7 +30,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Pod, Service
 
 from topologies.constants import API_PORT, ROUTED_SERVICES
-from topologies.exceptions import EngineError, FaultError, NotFound, StartTimeout, UsageError
+from topologies.exceptions import FaultError, NotFound, StartTimeout, UsageError
 from topologies.kubernetes import apply, forward
 from topologies.kubernetes.clusters import Cluster, NodeCluster
 from topologies.kubernetes.manifests import EVICT_AFTER_S, Ingress, manifests, workloads
@@ -44,6 +45,7 @@ FRONT_DOOR = "envoy"  # the Service clients outside the cluster come through
 LB_WAIT_S = 120.0
 NAME_LABEL = "app.kubernetes.io/name"
 MAX_REPLICAS = 20
+EXEC_TIMEOUT_S = 120
 
 
 class KubeRun(RunFolder):
@@ -203,13 +205,12 @@ class KubeRun(RunFolder):
                 yield line if line.endswith("\n") else line + "\n"
 
     def exec(self, part: str, command: Sequence[str]) -> tuple[int, str]:
-        """``kubectl exec`` in the pod (its first container)."""
+        """``kubectl exec`` in the pod (its first container): the command's exit code and output."""
         if part not in self.parts():
             raise NotFound(f"no pod {part!r} in run {self.run_id}; pods: {', '.join(self.parts())}")
-        try:
-            return 0, self.cluster.kubectl("exec", "-n", self.namespace, part, "--", *command)
-        except EngineError as exc:
-            return 1, str(exc)
+        argv = [*self.cluster.kubectl_argv(), "exec", "-n", self.namespace, part, "--", *command]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=EXEC_TIMEOUT_S)
+        return done.returncode, done.stdout + done.stderr  # kubectl exec exits with the command's code
 
     def stop(self) -> None:
         """Remove the run: its port-forward, then the whole cluster if it was built for it, else
