@@ -54,7 +54,11 @@ class ClusterClient:
         self.budget = timeout if budget is None else budget
         self.token: str | None = None
         if login and credentials is not None:
-            self.login()
+            try:
+                self.login()
+            except BaseException:
+                self.close()  # a client that could not log in leaves no connection open
+                raise
 
     def __enter__(self) -> ClusterClient:
         return self
