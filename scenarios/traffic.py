@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from scenarios.checkers.queue import unaccounted
 from scenarios.history import FAIL, OK, UNKNOWN, WRITE_KINDS, History, Op
 from topologies import ClusterClient, Run, retry
 from topologies.retry import Outcome
@@ -52,6 +53,8 @@ def classify(
         return OK, {"status": 404, "value": None}
     if status == 404 and kind == "delete":
         return OK, {"status": 404, "deleted": False}
+    if status == 404 and kind == "final-state":
+        return OK, {"status": 404, "state": None}  # observed: no such job
     if status == 503 and retry.of_reply(status, reply.text) is Outcome.REFUSED:
         return FAIL, {"status": status, "error": reply.text[:200]}  # the runtime says nothing was applied
     if status >= 500:
@@ -225,17 +228,39 @@ class TrafficRun:
                 timeout,
             )
 
-    def drain(self, api: ClusterClient, timeout: float = 60.0, max_jobs: int = 100_000, rounds: int = 3) -> None:
-        """Claim and ack everything left. Leases still held by traffic expire first; a claim
-        whose outcome was unknown may hide a job for its lease, so drain again after it."""
+    def drain(self, api: ClusterClient, timeout: float = 60.0, max_jobs: int = 100_000, rounds: int = 4) -> None:
+        """Claim and ack everything left. Leases still held by traffic expire first. Then, after
+        each pass, look up by id every job the history cannot account for: one still under a
+        lease (a claim whose outcome was unknown can reach its node late, after the client
+        gave up, and take a lease from then) is waited for and drained in the next pass."""
         lease = 5.0
         # Traffic has stopped (its stop event is set), so wait for the clock itself: a lease
         # taken by traffic, or by an uncertain claim, hides its job until it ends.
         time.sleep(self.traffic.lease_s + 0.5)
         for _ in range(rounds):
-            if not self._drain_round(api, timeout, max_jobs, lease):
+            uncertain = self._drain_round(api, timeout, max_jobs, lease)
+            if not uncertain and not self._held(api, timeout):
                 return
-            time.sleep(lease + 0.5)
+            time.sleep(max(lease, self.traffic.lease_s) + 0.5)
+
+    def _held(self, api: ClusterClient, timeout: float, most: int = 50) -> bool:
+        """Look up the unaccounted jobs (``final-state`` ops); True if one is under a lease."""
+        held = False
+        for job in unaccounted(self.history.ops)[:most]:
+            attempts = self._until_answered(
+                partial(
+                    self.record,
+                    "drain",
+                    "final-state",
+                    self.queue,
+                    {"id": job},
+                    partial(api.get, f"/v1/queue/{self.queue}/jobs/{job}"),
+                    lambda r: {"state": r.json()["state"], "attempts": r.json()["attempts"]},
+                ),
+                timeout,
+            )
+            held = held or attempts[-1].result.get("state") == "claimed"
+        return held
 
     def _drain_round(self, api: ClusterClient, timeout: float, max_jobs: int, lease: float) -> bool:
         """One pass until the queue answers empty; True if some claim's outcome was unknown."""

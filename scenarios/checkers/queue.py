@@ -2,7 +2,10 @@
 
 The history must hold the final drain (``final-claim`` / ``final-ack`` ops after healing):
 a job is accounted for if some ack of it succeeded, or might have (unknown outcome), or the
-drain claimed it.
+drain claimed it. A job the drain did not find is looked up by id (``final-state`` ops): one
+still under a lease is not lost but not proven either (a claim whose outcome was unknown may
+reach its node late and hide the job for a lease from then); one that is gone, dead-lettered
+or ready but never handed out is a failure.
 """
 
 from __future__ import annotations
@@ -14,28 +17,50 @@ from scenarios.history import OK, Op
 from scenarios.history import UNKNOWN as OP_UNKNOWN
 
 
+def unaccounted(ops: list[Op]) -> list[str]:
+    """Jobs enqueued for sure that no ack (certain or not) and no drain claim accounts for."""
+    enqueued = {op.result["id"] for op in ops if op.kind == "enqueue" and op.outcome == OK}
+    acked = {op.args["id"] for op in ops if op.kind in ("ack", "final-ack") and op.outcome in (OK, OP_UNKNOWN)}
+    drained = {op.result["id"] for op in ops if op.kind == "final-claim" and op.outcome == OK and op.result.get("id")}
+    return sorted(enqueued - acked - drained)
+
+
 def queue_safety(ops: list[Op]) -> Verdict:
     enqueued = {op.result["id"] for op in ops if op.kind == "enqueue" and op.outcome == OK}
     acks = Counter(op.args["id"] for op in ops if op.kind in ("ack", "final-ack") and op.outcome == OK)
-    maybe_acked = {op.args["id"] for op in ops if op.kind in ("ack", "final-ack") and op.outcome == OP_UNKNOWN}
     drained = {op.result["id"] for op in ops if op.kind == "final-claim" and op.outcome == OK and op.result.get("id")}
     finals = [op for op in ops if op.kind == "final-claim"]
     drain_done = bool(finals) and finals[-1].outcome == OK and not finals[-1].result.get("id")
+    states = {op.args["id"]: op.result.get("state") for op in ops if op.kind == "final-state" and op.outcome == OK}
     twice = sorted(job for job, n in acks.items() if n > 1)
-    lost = sorted(enqueued - set(acks) - maybe_acked - drained)
+    lost = unaccounted(ops)
+    held = [job for job in lost if states.get(job) == "claimed"]
     numbers = {
         "enqueued": len(enqueued),
         "acked": len(acks),
         "drained": len(drained),
         "double_acks": len(twice),
-        "lost": len(lost),
+        "lost": len(lost) - len(held),
+        "held_at_end": len(held),
     }
     if twice:
         return Verdict("queue-safety", FAIL, f"acked more than once: {', '.join(twice[:5])}", numbers)
+    lost = [job for job in lost if job not in held]
     if lost and drain_done:
-        return Verdict("queue-safety", FAIL, f"enqueued, never acked, not claimable: {', '.join(lost[:5])}", numbers)
+        detail = ", ".join(f"{job} ({_said(states, job)})" for job in lost[:5])
+        return Verdict("queue-safety", FAIL, f"enqueued, never acked, not claimable: {detail}", numbers)
     if lost:
         return Verdict("queue-safety", UNKNOWN, "the final drain did not finish", numbers)
+    if held:
+        return Verdict(
+            "queue-safety", UNKNOWN, f"still under a lease when the drain ended: {', '.join(held[:5])}", numbers
+        )
     return Verdict(
         "queue-safety", PASS, f"{len(enqueued)} jobs: {len(acks)} acked once, {len(drained)} drained", numbers
     )
+
+
+def _said(states: dict[str, str | None], job: str) -> str:
+    if job not in states:
+        return "not looked up"
+    return "gone" if states[job] is None else f"state {states[job]}"

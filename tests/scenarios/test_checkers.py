@@ -175,6 +175,29 @@ def test_every_job_acked_or_drained_passes() -> None:
     assert queue_safety(history).result == PASS
 
 
+def looked_up(job: str, state: str | None, t: float) -> Op:
+    return Op("drain", "final-state", "q", t, t + 1, "ok", {"id": job}, {"state": state})
+
+
+def test_a_job_still_under_a_lease_at_the_end_is_unknown_not_lost() -> None:
+    """Found by CI (scaled, partition-one): a claim whose outcome was unknown reached its node
+    late and hid a job for a lease while the drain ran; the job was there all along."""
+    verdict = queue_safety([enq("j1", 0), drained(None, 9), looked_up("j1", "claimed", 10)])
+    assert verdict.result == UNKNOWN and "j1" in verdict.detail
+    assert verdict.numbers["held_at_end"] == 1 and verdict.numbers["lost"] == 0
+
+
+def test_a_job_that_is_gone_or_dead_or_ready_but_not_handed_out_fails() -> None:
+    for state, said in ((None, "gone"), ("dead", "state dead"), ("ready", "state ready")):
+        verdict = queue_safety([enq("j1", 0), drained(None, 9), looked_up("j1", state, 10)])
+        assert verdict.result == FAIL and f"j1 ({said})" in verdict.detail, verdict
+
+
+def test_a_held_job_the_next_pass_drains_passes() -> None:
+    history = [enq("j1", 0), drained(None, 9), looked_up("j1", "claimed", 10), drained("j1", 16), drained(None, 17)]
+    assert queue_safety(history).result == PASS
+
+
 def test_unfinished_drain_is_unknown() -> None:
     assert queue_safety([enq("j1", 0)]).result == UNKNOWN
 
