@@ -18,7 +18,12 @@ takes the server's CPU. Baselines, in the same run:
 gRPC rows (every mode with a gRPC front door) come from ``loadtests/grpcload`` (Go, grpc-go,
 pinned to wrk's core; wrk speaks no gRPC), against the same baselines.
 
-Rows go to stdout as a table and to ``results/bench/`` as JSON and Markdown.
+Every mode's parts are also measured at idle, after the start and before any load: each
+container's or pod's resident memory (:meth:`topologies.Run.memory`), against a budget per
+role (runtime 64 MiB, runtime with an etcd member 96 MiB, Envoy 48 MiB).
+
+Rows go to stdout as tables and to ``results/bench/`` as JSON (``bench-*.json``,
+``memory-*.json``) and Markdown.
 
     modematrix bench --start --mode single,k8s [--repeat 3]
 
@@ -79,6 +84,39 @@ class Row:
     errors: int
     baseline: str = ""
     ratio: float | None = None
+
+
+MIB = 1 << 20
+BUDGET_MIB = {"runtime": 64, "runtime + etcd member": 96, "envoy": 48}  # idle, per part (issue 29)
+
+
+@dataclass(frozen=True)
+class MemoryRow:
+    mode: str
+    part: str
+    role: str
+    rss_mib: float
+    budget_mib: int | None  # None: no budget for the role (HAProxy, etcd alone)
+
+    @property
+    def within(self) -> bool | None:
+        return None if self.budget_mib is None else self.rss_mib <= self.budget_mib
+
+
+def idle_memory(run: Run) -> list[MemoryRow]:
+    """Each running part of ``run`` now, with its role's budget."""
+    return [
+        MemoryRow(run.mode, f.part, f.role, round(f.rss_bytes / MIB, 1), BUDGET_MIB.get(f.role)) for f in run.memory()
+    ]
+
+
+def render_memory(rows: Sequence[MemoryRow]) -> str:
+    lines = ["| mode | part | role | idle RSS MiB | budget MiB | within |", "|---|---|---|---:|---:|---|"]
+    for r in rows:
+        within = "-" if r.within is None else "yes" if r.within else "**no**"
+        budget = "-" if r.budget_mib is None else str(r.budget_mib)
+        lines.append(f"| {r.mode} | {r.part} | {r.role} | {r.rss_mib:.1f} | {budget} | {within} |")
+    return "\n".join(lines)
 
 
 # -- wrk ---------------------------------------------------------------------------------------
@@ -179,13 +217,14 @@ def bare_starlette(image: str, core: str) -> Iterator[str]:
         engine.remove_run(run_id)
 
 
-def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row) -> list[Row]:
+def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row, memory: list[MemoryRow]) -> list[Row]:
     """One mode's rows: HTTP PUT and GET (wrk) and gRPC Put and Get (grpcload) through its
     front door, against raw etcd puts to one of its members where it has them, else against
     the bare row. Servers are pinned to ``core`` where the mode allows it
     (:func:`topologies.targets.pinnable`); rows of one that does not say unpinned."""
     pinned = targets.pinnable(mode)
     with topologies.start(mode, cpuset=core if pinned else None, timeout=400) as run:
+        memory += idle_memory(run)  # before any load
         return _rows_of(run, wrk, bare, pinned=pinned)
 
 
@@ -332,22 +371,27 @@ def render(rows: Sequence[Row], wrk: Wrk) -> str:
     return head + "\n".join(lines)
 
 
-def bench(modes: Sequence[str], wrk: Wrk, server_core: str, results: Path, run: Run | None = None) -> list[Row]:
+def bench(
+    modes: Sequence[str], wrk: Wrk, server_core: str, results: Path, run: Run | None = None
+) -> tuple[list[Row], list[MemoryRow]]:
     """Rows of every mode in ``modes`` (each started for it, pinned where it can be), or of
-    ``run`` alone (a run that is up, unpinned), after the bare baseline."""
+    ``run`` alone (a run that is up, unpinned), after the bare baseline; and the idle memory
+    of each mode's parts (of ``run``: as it is when the bench begins)."""
     image = engines.get("docker").image(quiet=False)
     with bare_starlette(image, server_core) as url:
         bare = _row("-", BARE, wrk.run(url), None)
-    rows = [bare]
+    rows, memory = [bare], []
     if run is not None:
+        memory += idle_memory(run)
         rows += _rows_of(run, wrk, bare, pinned=False)
     for mode in modes if run is None else ():
-        rows += _rows_for(mode, wrk, server_core, bare)
+        rows += _rows_for(mode, wrk, server_core, bare, memory)
     results.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (results / f"bench-{stamp}.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    (results / "bench.md").write_text(render(rows, wrk) + "\n")
-    return rows
+    (results / f"memory-{stamp}.json").write_text(json.dumps([asdict(m) for m in memory], indent=2))
+    (results / "bench.md").write_text(render(rows, wrk) + "\n\n" + render_memory(memory) + "\n")
+    return rows, memory
 
 
 # -- start times --------------------------------------------------------------------------------
@@ -434,11 +478,13 @@ def _run(args: argparse.Namespace) -> int:
         raise topologies.UsageError("--seconds must be positive and --connections at least 1")
     wrk = Wrk(args.seconds, args.connections, args.load_core)
     given = topologies.attach(args.run_id) if args.run_id else None  # an unknown run: exit 2 before anything starts
-    rows = bench(modes, wrk, args.server_core, args.results, run=given)
+    rows, memory = bench(modes, wrk, args.server_core, args.results, run=given)
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0
     print(render(rows, wrk))
+    print()
+    print(render_memory(memory))
     print(f"written to {args.results}/")
     return 0
 

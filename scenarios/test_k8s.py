@@ -62,6 +62,18 @@ def test_kubectl_shows_every_node_ready_and_every_pod_running(run: KubeRun) -> N
         assert {c["image"] for c in pod["spec"]["containers"]} == {run.image}
 
 
+def test_each_pod_has_a_memory_figure_from_its_kubelet_and_envoy_its_own(run: KubeRun) -> None:
+    """What the bench's idle-memory rows read on k8s: the kubelet's summary API per node,
+    through the API server (no metrics-server), and Envoy's own process apart from the
+    runtime that supervises it in the same pod."""
+    parts = {f.part: f for f in run.memory()}
+    running = [p.metadata.name for p in run.pods() if p.metadata and p.status and p.status.phase == "Running"]
+    assert set(running) <= set(parts), (running, sorted(parts))
+    envoys = [f for f in parts.values() if f.role == "envoy"]
+    assert len(envoys) == 2 and all(f.part.endswith("/envoy") for f in envoys), sorted(parts)
+    assert all(1 << 20 < f.rss_bytes < 1 << 30 for f in parts.values()), parts  # MiB-sized, not 0, not bytes misread
+
+
 def test_the_same_store_over_http_and_grpc_through_each_door(run: KubeRun) -> None:
     """The run is reached as a user's cluster is, through the API server: one local port per
     Envoy replica, each forwarded to its own Envoy pod."""

@@ -220,7 +220,23 @@ def _bench(results: Results) -> str:
     return (
         f"<h2>Benchmark</h2>{anchors}<p class=small>wrk pinned to one core, every server to another; "
         "ratios against baselines measured in the same run</p><table><tr><th>mode</th><th>target</th><th>req/s</th>"
-        f"<th>p50 ms</th><th>p99 ms</th><th>errors</th><th>ratio</th><th>to</th></tr>{rows}</table>"
+        f"<th>p50 ms</th><th>p99 ms</th><th>errors</th><th>ratio</th><th>to</th></tr>{rows}</table>" + _memory(results)
+    )
+
+
+def _memory(results: Results) -> str:
+    if not results.memory:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(m['mode'])}</td><td>{_e(m['part'])}</td><td>{_e(m['role'])}</td>"
+        f"<td class=num>{m['rss_mib']:.1f}</td><td class=num>{m['budget_mib'] if m['budget_mib'] else '-'}</td>"
+        f"<td>{'-' if not m['budget_mib'] else 'yes' if m['rss_mib'] <= m['budget_mib'] else 'no'}</td></tr>"
+        for m in results.memory
+    )
+    return (
+        "<h3>Idle memory</h3><p class=small>each part's resident memory after the start, before any load "
+        "(its cgroup's rss: no page cache)</p><table><tr><th>mode</th><th>part</th><th>role</th>"
+        f"<th>RSS MiB</th><th>budget MiB</th><th>within</th></tr>{rows}</table>"
     )
 
 

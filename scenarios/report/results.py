@@ -46,6 +46,7 @@ class Results:
     load: dict[str, dict[str, Any]]
     load_series: dict[str, list[dict[str, float]]]
     bench: list[dict[str, Any]]
+    memory: list[dict[str, Any]] = field(default_factory=list)  # idle RSS per part (bench)
 
     @property
     def passed(self) -> bool:
@@ -72,6 +73,7 @@ def read(folder: Path) -> Results:
         {m: s for m, s in ((p.parts[-3], _load_stats(p)) for p in folder.glob("*/load/load_stats.csv")) if s},
         {p.parts[-3]: _load_series(p) for p in folder.glob("*/load/load_stats_history.csv")},
         [row for p in sorted(folder.glob("*/bench/bench-*.json")) for row in json.loads(p.read_text())],
+        [row for p in sorted(folder.glob("*/bench/memory-*.json")) for row in json.loads(p.read_text())],
     )
 
 

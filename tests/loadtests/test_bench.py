@@ -64,6 +64,10 @@ def test_bench_single_runs_for_real_and_writes_its_table(tmp_path: Path) -> None
     ]
     assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows), rows
     assert "| single | kv GET |" in (tmp_path / "bench.md").read_text()
+    memory = json.loads(next(tmp_path.glob("memory-*.json")).read_text())
+    assert [(m["part"], m["role"], m["budget_mib"]) for m in memory] == [("node-1", "runtime", 64)], memory
+    assert 10 < memory[0]["rss_mib"] < 1024, memory  # a Python process's, in MiB: not bytes, not the cache
+    assert "| single | node-1 | runtime |" in (tmp_path / "bench.md").read_text()
 
 
 def test_bench_of_a_run_that_does_not_exist_is_refused_before_anything_starts() -> None:

@@ -195,3 +195,25 @@ def test_the_failing_part_follows_the_named_key_not_keys_that_contain_its_name(t
     stale.ops.append(_op("kv9", "write", "k", 100.0, 100.01, value="other", revision=999))
     part = smallest_failing_part(stale, "linearizable-kv", "no linearization for key(s) k1")
     assert {op.key for op in part} == {"k1"}
+
+
+def test_the_bench_section_shows_idle_memory_against_each_budget(tmp_path: Path) -> None:
+    folder = made_up_run(tmp_path)
+    bench = folder / "ha" / "bench"
+    bench.mkdir(parents=True, exist_ok=True)
+    row = {"mode": "ha", "target": "kv PUT", "rps": 900.0, "p50_ms": 9.0, "p99_ms": 30.0, "errors": 0}
+    (bench / "bench-1.json").write_text(json.dumps([{**row, "baseline": "", "ratio": None}]))
+    memory = [
+        {"mode": "ha", "part": "node-1", "role": "runtime + etcd member", "rss_mib": 56.0, "budget_mib": 96},
+        {"mode": "ha", "part": "lb", "role": "haproxy", "rss_mib": 11.0, "budget_mib": None},
+        {"mode": "ha", "part": "node-2", "role": "runtime", "rss_mib": 70.5, "budget_mib": 64},
+    ]
+    (bench / "memory-1.json").write_text(json.dumps(memory))
+    html_text = page.render(read(folder))
+    assert "<h3>Idle memory</h3>" in html_text
+    assert (
+        "<td>node-1</td><td>runtime + etcd member</td><td class=num>56.0</td><td class=num>96</td><td>yes</td>"
+        in html_text
+    )
+    assert "<td class=num>11.0</td><td class=num>-</td><td>-</td>" in html_text
+    assert "<td class=num>70.5</td><td class=num>64</td><td>no</td>" in html_text

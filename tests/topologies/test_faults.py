@@ -21,7 +21,7 @@ from topologies.containers.node import Node
 from topologies.containers.run import TARGET, ContainerRun
 from topologies.engines import EXITED, PAUSED, RUNNING, Handle, Launch
 from topologies.engines.fake import ExecReply, FakeEngine
-from topologies.exceptions import FaultError, NotFound, StartTimeout
+from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError
 from topologies.pki import RunPki
 from topologies.runs import RunRecord, Secrets, run_dir
 from topologies.spec import ModeSpec, NodeSpec
@@ -278,3 +278,34 @@ def test_health_waits_for_every_db_member_not_just_node_readiness(engine: FakeEn
     engine.on_exec = lambda handle, command: (1, "unhealthy")
     with pytest.raises(WaitTimeout, match="the DB member on a healthy"):
         cluster.wait_db_members(timeout=0.3)
+
+
+def test_memory_names_each_running_part_with_its_role_and_skips_the_paused(engine: FakeEngine, tmp_path: Path) -> None:
+    RunRecord("run1", "scaled", TARGET, {}).write(tmp_path, Secrets("s", "pw"))
+    specs = [NodeSpec("envoy-1", ("envoy",)), NodeSpec("kv-1", ("kv",), db_member=True), NodeSpec("kv-2", ("kv",))]
+    nodes = [
+        Node(spec, f"10.0.0.{i}", 1, engine.launch(Launch(f"mm-run1-{spec.name}", "img", {})), engine)
+        for i, spec in enumerate(specs, 11)
+    ]
+    lb = Node(NodeSpec("lb", ()), "10.0.0.5", 2, engine.launch(Launch("mm-run1-lb", "img", {})), engine, role="lb")
+    run = ContainerRun(
+        "run1",
+        ModeSpec("scaled", "", "etcd", tuple(specs)),
+        image="img",
+        engine=engine,
+        workdir=tmp_path,
+        nodes=nodes,
+        lb=lb,
+    )
+    engine.resident["mm-run1-kv-1"] = 90 << 20
+    engine.pause(nodes[2].handle)
+    engine.on_exec = lambda handle, command: (0, "15360\n" if "RssAnon" in command[-1] else "")
+    assert [(f.part, f.role, f.rss_bytes >> 20) for f in run.memory()] == [
+        ("envoy-1", "runtime", 25),  # the node's 40 MiB less Envoy's 15
+        ("envoy-1/envoy", "envoy", 15),
+        ("kv-1", "runtime + etcd member", 90),
+        ("lb", "haproxy", 40),
+    ]
+    engine.on_exec = lambda handle, command: (1, "sh: no such file")
+    with pytest.raises(TopologyError, match="envoy-1: could not read Envoy's memory: exit 1"):
+        run.memory()

@@ -25,9 +25,9 @@ from typing import Any, Self
 from topologies.constants import DATA_DIR, DB_CLIENT_PORT, GRPC_PORT, LABEL_MODE, LABEL_NODE, LABEL_RUN
 from topologies.containers import plan
 from topologies.containers.node import READY_POLL, Node, wait_ready
-from topologies.engines import PAUSED, STOPPED, Engine
+from topologies.engines import PAUSED, RUNNING, STOPPED, Engine
 from topologies.exceptions import FaultError, NotFound, TopologyError
-from topologies.run import RunFolder
+from topologies.run import Footprint, RunFolder, with_envoy_apart
 from topologies.spec import ModeSpec
 from topologies.wait import wait_until
 
@@ -176,6 +176,14 @@ class ContainerRun(RunFolder):
     def logs(self, part: str, tail: int = 100) -> str:
         return self.node(part).logs(tail)
 
+    def memory(self) -> list[Footprint]:
+        parts = [
+            Footprint(n.name, _role(n, self.lb), self.engine.memory(n.handle))
+            for n in self.all_nodes
+            if n.status == RUNNING
+        ]
+        return with_envoy_apart(parts, self.exec)
+
     def follow(self, part: str, tail: int = 100) -> Iterator[str]:
         """The node's log lines as they come, until it stops (or the caller does)."""
         return self.engine.follow_logs(self.node(part).handle, tail)
@@ -309,3 +317,11 @@ def envoy_routes(node: Node, admin_port: int = 9901) -> dict[str, list[str]]:
             hosts.append(f"{address['address']}:{address['port_value']} {state}{' ' if flags else ''}{','.join(flags)}")
         clusters[entry["name"]] = hosts
     return clusters
+
+
+def _role(node: Node, lb: Node | None) -> str:
+    if node is lb:
+        return "haproxy"
+    if node.spec.is_envoy:
+        return "envoy"
+    return "runtime + etcd member" if node.db_member else "runtime"

@@ -117,6 +117,10 @@ class Engine(Protocol):
     def exit_reason(self, handle: Handle) -> str:
         """Why a node that is not running stopped, in a few words (exit code, OOM kill)."""
 
+    def memory(self, handle: Handle) -> int:
+        """The node's resident memory in bytes: its processes' anonymous memory as its cgroup
+        counts it (``rss`` on cgroup v1, ``anon`` on v2), without the page cache."""
+
     def start(self, handle: Handle) -> None: ...
     def stop(self, handle: Handle, timeout: int = 20) -> None: ...
     def kill(self, handle: Handle) -> None: ...

@@ -279,6 +279,16 @@ class DockerEngine:
         reason = f"{state.get('Status', '?')}, exit code {state.get('ExitCode', '?')}"
         return reason + (", killed by the kernel's OOM killer (memory limit)" if state.get("OOMKilled") else "")
 
+    def memory(self, handle: Handle) -> int:
+        container = self._get(handle)
+        with translated(f"reading {handle.name}'s memory"):
+            stats = container.stats(stream=False, one_shot=True)
+        counted = stats.get("memory_stats", {}).get("stats", {})
+        for key in ("total_rss", "rss", "anon"):  # cgroup v1 (with children, then without), v2
+            if key in counted:
+                return int(counted[key])
+        raise EngineError(f"{handle.name}: the engine reports no rss or anon figure ({', '.join(sorted(counted))})")
+
     def start(self, handle: Handle) -> None:
         self._act(handle, "start")
 

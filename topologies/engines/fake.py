@@ -41,6 +41,7 @@ class FakeEngine:
         self.on_exec: ExecReply = lambda handle, command: (0, "")
         self.on_netns: ExecReply = lambda handle, script: (0, "")
         self.log_lines: dict[str, str] = {}
+        self.resident: dict[str, int] = {}  # container name -> what memory() says (default 40 MiB)
         self._ports = itertools.count(47000)
         self._ids = itertools.count(1)
 
@@ -119,6 +120,10 @@ class FakeEngine:
 
     def restart(self, handle: Handle, timeout: int = 20) -> None:
         self._move("restart", handle, RUNNING)
+
+    def memory(self, handle: Handle) -> int:
+        self._record("memory", handle.name)
+        return self.resident.get(handle.name, 40 << 20)
 
     def pause(self, handle: Handle) -> None:
         self._move("pause", handle, PAUSED)

@@ -12,6 +12,7 @@ cluster built here, its node containers (:class:`topologies.kubernetes.clusters.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import ssl
@@ -35,7 +36,7 @@ from topologies.kubernetes import apply, forward
 from topologies.kubernetes.clusters import Cluster, NodeCluster
 from topologies.kubernetes.manifests import EVICT_AFTER_S, Ingress, manifests, workloads
 from topologies.pki import RunPki
-from topologies.run import RunFolder
+from topologies.run import Footprint, RunFolder, with_envoy_apart
 from topologies.runs import Secrets
 from topologies.spec import ModeSpec
 from topologies.wait import WaitTimeout, wait_until
@@ -285,6 +286,45 @@ class KubeRun(RunFolder):
         with Client(config=self.config) as client:
             client.delete(Pod, name, namespace=self.namespace, grace_period=grace)
 
+    def memory(self, timeout: float = 60.0) -> list[Footprint]:
+        """The run's running pods, from each node's kubelet (its summary API, through the API
+        server's node proxy: no metrics-server needed, only ``nodes/proxy`` rights). A pod
+        the kubelet has not sampled yet (it does every 10-15 s) is waited for."""
+        found: list[Footprint] = []
+
+        def sampled() -> bool:
+            running = {
+                p.metadata.name: p.spec.nodeName
+                for p in self.pods()
+                if p.metadata
+                and p.metadata.name
+                and p.spec
+                and p.spec.nodeName
+                and p.status
+                and p.status.phase == "Running"
+            }
+            figures: dict[str, int] = {}
+            for node in sorted(set(running.values())):
+                figures.update(self._kubelet_rss(node))
+            found[:] = [
+                Footprint(name, _pod_role(name), figures[name]) for name in sorted(running) if figures.get(name)
+            ]
+            return len(found) == len(running)
+
+        wait_until(sampled, timeout=timeout, interval=2.0, message="a memory figure from the kubelet for every pod")
+        return with_envoy_apart(found, self.exec)
+
+    def _kubelet_rss(self, node: str) -> dict[str, int]:
+        argv = [*self.cluster.kubectl_argv(), "get", "--raw", f"/api/v1/nodes/{node}/proxy/stats/summary"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise FaultError(f"the kubelet of {node} gave no memory figures: {done.stderr.strip()[-300:]}")
+        return {
+            pod["podRef"]["name"]: int(pod.get("memory", {}).get("rssBytes") or 0)
+            for pod in json.loads(done.stdout).get("pods", [])
+            if pod.get("podRef", {}).get("namespace") == self.namespace
+        }
+
     def unavailable(self) -> dict[str, str]:
         return apply.unavailable(self.config, self.namespace)
 
@@ -321,6 +361,12 @@ class KubeRun(RunFolder):
                 yield doors
             finally:
                 client.delete(Service, f"{FRONT_DOOR}-direct", namespace=self.namespace)
+
+
+def _pod_role(pod: str) -> str:
+    """What a pod of the mode runs, from its name (``envoy-…``, ``etcd-0``, ``kv-…``)."""
+    workload = pod.split("-", 1)[0]
+    return workload if workload in ("envoy", "etcd") else "runtime"
 
 
 def _accepts(door: str) -> bool:
