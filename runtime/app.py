@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import __version__
+from runtime.clock import WallClock
 from runtime.config import Config, seals
 from runtime.discovery import DbLeaseSource, Endpoint, EndpointSource, Registrar
 from runtime.discovery.endpointslices import EndpointSliceSource
@@ -188,7 +189,9 @@ def prepare_certificate(config: Config) -> NodeCertificate | None:
     ca = bundle.ca
     cert.install(bundle, ca)
     cert.issuer = (
-        LocalIssuer(ca, config.cert_lifetime) if ca is not None else RemoteIssuer(config.issuers, cert.ca_file)
+        LocalIssuer(ca, config.cert_lifetime, clock=clock_of(config))
+        if ca is not None
+        else RemoteIssuer(config.issuers, cert.ca_file)
     )
     return cert
 
@@ -202,6 +205,7 @@ def _certificate(config: Config, ca_pem: bytes, *, member: bool) -> NodeCertific
         names=_names(config),
         lifetime=config.cert_lifetime,
         member=member,
+        clock=clock_of(config),
     )
 
 
@@ -252,6 +256,14 @@ def _names(config: Config) -> list[str]:
     return [config.node_name, *config.advertise, "localhost", "127.0.0.1", "::1"]
 
 
+def clock_of(config: Config) -> WallClock:
+    """The node's one wall clock (runtime/clock.py), made once per skew file."""
+    return _CLOCKS.setdefault(config.clock_skew_file, WallClock(config.clock_skew_file))
+
+
+_CLOCKS: dict[Path | None, WallClock] = {}
+
+
 def build_services(config: Config, backend: Backend, keys: KeyStore, metrics: Metrics) -> dict[str, Service]:
     def ns(name: str) -> Namespace:
         return Namespace(backend, name, metrics.db_observer(name))
@@ -261,9 +273,11 @@ def build_services(config: Config, backend: Backend, keys: KeyStore, metrics: Me
         if name == "kv":
             made[name] = KvService(ns("kv"), unsafe_fault=config.unsafe_fault)
         elif name == "queue":
-            made[name] = QueueService(ns("queue"), max_attempts=config.queue_max_attempts)
+            made[name] = QueueService(ns("queue"), clock_of(config), max_attempts=config.queue_max_attempts)
         elif name == "auth":
-            made[name] = AuthService(ns("auth"), keys, data_dir=config.data_dir, admin_password=config.admin_password)
+            made[name] = AuthService(
+                ns("auth"), keys, data_dir=config.data_dir, admin_password=config.admin_password, clock=clock_of(config)
+            )
     return made
 
 
@@ -281,12 +295,13 @@ async def open_node(config: Config, *, db_timeout: float = 180.0, cert: NodeCert
             rotation=config.signing_key_rotation,
             ca_lifetime=config.ca_lifetime,
             signer="auth" in config.services,
+            clock=clock_of(config),
         )
         if cert is None:  # no launcher's CA: the cluster's own, sealed in the DB
             ca = await keys.ensure_ca()
             cert = _certificate(config, ca.cert_pem, member=False)
             cert.install(None, ca)
-            cert.issuer = LocalIssuer(ca, config.cert_lifetime)
+            cert.issuer = LocalIssuer(ca, config.cert_lifetime, clock=clock_of(config))
         if keys.signer:
             await _until_answered(keys.ensure_signing_keys, db_timeout)
         else:

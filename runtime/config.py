@@ -353,6 +353,9 @@ class Config:
     )
     trusted_proxies: tuple[str, ...] = setting(parse_networks, (), help="addresses or networks allowed on `proxy_port`")
     log_level: str = setting(_choice("debug", "info", "warning", "error"), "info", help="the log's level")
+    clock_skew_file: Path | None = setting(
+        _path, None, help="test only: a file whose seconds (`+300`) step this node's wall clock (runtime/clock.py)"
+    )
     unsafe_fault: str | None = setting(
         _choice("ack-without-commit", "stale-reads"), None, help="test only: prove the checkers catch these"
     )

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from runtime import http, logs, openapi, routing
-from runtime.app import Node
+from runtime.app import Node, clock_of
 from runtime.exceptions import InvalidInput, InvalidToken, StorageUnavailable, ValueTooLarge
 from runtime.security import Decision, Principal, decide
 from runtime.security.certs import NotRenewable
@@ -186,6 +186,8 @@ class RuntimeApp:
             "services": list(node.config.services),
             "db": node.backend.name,
         }
+        if node.config.clock_skew_file is not None:  # the clock-skew failpoint is armed: say where it stands
+            body["clock_skew_s"] = clock_of(node.config).skew
         if node.peers is not None:
             body["peers"] = node.peers.summary()
         try:

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 from scenarios.checkers import CHECKS
 from scenarios.traffic import Traffic
 from topologies import ContainerRun, KubeRun, Run
-from topologies.containers.faults import Delay, Kill, Loss, Partition, Pause, Restart
+from topologies.containers.faults import ClockSkew, Delay, Kill, Loss, Partition, Pause, Restart
 from topologies.containers.victims import choose
 from topologies.faults import Both, Fault
 from topologies.kubernetes import faults as kube
@@ -68,6 +68,15 @@ def _node(which: str) -> Callable[[ContainerRun, random.Random], str]:
 
 
 leader, follower, anyone = _node("leader"), _node("follower"), _node("random")
+SKEW_S = 300
+
+
+def _skewed(run: ContainerRun, rng: random.Random, cycle: int) -> Fault[ContainerRun]:
+    """Five minutes forward on even cycles, back on odd ones, on a node whose runtime serves
+    (an Envoy node's runtime only supervises Envoy)."""
+    return ClockSkew(
+        rng.choice([n.name for n in run.nodes if not n.spec.is_envoy]), SKEW_S if cycle % 2 == 0 else -SKEW_S
+    )
 
 
 def _overlapping(run: ContainerRun, rng: random.Random, cycle: int) -> Fault[ContainerRun]:
@@ -130,6 +139,7 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
     Scenario[C]("packet-loss", C, lambda r, g, i: Loss(anyone(r, g), 30)),
     Scenario[C]("delay", C, lambda r, g, i: Delay(anyone(r, g), 200, 50), requires=lambda r: r.netem_missing()),
     Scenario[C]("kill-follower-with-loss-elsewhere", C, _overlapping),
+    Scenario[C]("clock-skew", C, _skewed, cycles=2, during_s=6.0),
     # the front door and its control plane (modes behind Envoy): the other Envoy keeps
     # serving; without the xds node the Envoys keep their last config and reconnect
     Scenario[C]("kill-an-envoy", C, lambda r, g, i: Kill(choose(r, "service:envoy", g)), modes=("scaled",)),

@@ -16,6 +16,8 @@ XDS_PORT = 18000  # the xds node's ADS server
 ENVOY_RUNTIME_PORT = 9443  # on envoy nodes the runtime steps aside: Envoy listens on API_PORT
 LB_KINDS = ("haproxy", "envoy")
 DATA_DIR = "/var/lib/modematrix/data"
+# a node's wall-clock skew in seconds (+0, +300, -120): the runtime's clock failpoint (runtime/clock.py)
+CLOCK_FILE = "/var/lib/modematrix/clock"
 SECRETS_DIR = "/run/modematrix/secrets"  # a node's secrets, as files of the image's user (mode 0400)
 RUNTIME_UID = 10001  # the image's user (images/Dockerfile)
 

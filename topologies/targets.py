@@ -201,6 +201,9 @@ def inject(run: Run, action: str, target: str) -> str:
     ``modematrix fault RUN heal``); UsageError for one its target does not know. Its name."""
     if isinstance(run, ContainerRun):
         on_containers = container_faults.named(action, target, run)
+        reason = on_containers.applies_to(run)
+        if reason:
+            raise UsageError(f"{on_containers.name}: {reason}")
         on_containers.apply(run)
         return on_containers.name
     if isinstance(run, KubeRun):

@@ -21,7 +21,7 @@ from topologies.containers.node import Node
 from topologies.containers.run import TARGET, ContainerRun
 from topologies.engines import EXITED, PAUSED, RUNNING, Handle, Launch
 from topologies.engines.fake import ExecReply, FakeEngine
-from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError
+from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError, UsageError
 from topologies.pki import RunPki
 from topologies.runs import RunRecord, Secrets, run_dir
 from topologies.spec import ModeSpec, NodeSpec
@@ -309,3 +309,22 @@ def test_memory_names_each_running_part_with_its_role_and_skips_the_paused(engin
     engine.on_exec = lambda handle, command: (1, "sh: no such file")
     with pytest.raises(TopologyError, match="envoy-1: could not read Envoy's memory: exit 1"):
         run.memory()
+
+
+def test_a_clock_fault_by_name_on_an_envoy_node_is_refused_before_anything_is_written(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    from topologies import targets
+
+    RunRecord("run1", "scaled", TARGET, {}).write(tmp_path, Secrets("s", "pw"))
+    specs = [NodeSpec("envoy-1", ("envoy",)), NodeSpec("kv-1", ("kv",))]
+    nodes = [
+        Node(spec, f"10.0.0.{i}", 1, engine.launch(Launch(f"mm-run1-{spec.name}", "img", {})), engine)
+        for i, spec in enumerate(specs, 11)
+    ]
+    run = ContainerRun(
+        "run1", ModeSpec("scaled", "", "etcd", tuple(specs)), image="img", engine=engine, workdir=tmp_path, nodes=nodes
+    )
+    with pytest.raises(UsageError, match=r"clock-skew\(envoy-1,\+300s\): envoy-1 runs Envoy"):
+        targets.inject(run, "clock-forward", "envoy-1")
+    assert not [c for c in engine.calls if c[0] == "exec"]

@@ -1,5 +1,6 @@
 """Faults of a mode running as containers, as values (``Fault[ContainerRun]``): kill, stop,
-restart or freeze a node, partition nodes, lose or delay a node's packets.
+restart or freeze a node, partition nodes, lose or delay a node's packets, step a node's
+clock.
 
 Network faults run in the node's network namespace from a helper container
 (:meth:`ContainerRun.in_netns`); the node never holds NET_ADMIN. The rules are computed
@@ -11,13 +12,18 @@ first (:mod:`topologies.containers.plan`), then written.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import httpx
+
+from topologies.constants import CLOCK_FILE
 from topologies.containers import plan
 from topologies.containers.run import ContainerRun
-from topologies.exceptions import UsageError
+from topologies.exceptions import FaultError, UsageError
 from topologies.faults import Fault
+from topologies.wait import WaitTimeout, wait_until
 
 
 def _has(run: ContainerRun, node: str) -> str | None:
@@ -163,6 +169,64 @@ class Delay:
         _flush(run, self.node)
 
 
+MAX_SKEW_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class ClockSkew:
+    """Step the wall clock of the node's runtime by ``seconds``, forward or back, as a bad NTP
+    step would: every time-based decision it makes (token expiry, leases, throttling, key
+    rotation, certificates) reads the new time; its timers, on the monotonic clock, do not
+    move. The clock is not namespaced, so this is the runtime's clock failpoint
+    (``runtime/clock.py``), not libfaketime, which breaks CPython 3.11 here. Heal steps it
+    back to 0. Apply and heal return once the node's ``/readyz`` says the new skew."""
+
+    node: str
+    seconds: int
+
+    @property
+    def name(self) -> str:
+        return f"clock-skew({self.node},{self.seconds:+d}s)"
+
+    def applies_to(self, run: ContainerRun) -> str | None:
+        if problem := _has(run, self.node):
+            return problem
+        if not 0 < abs(self.seconds) <= MAX_SKEW_S:
+            return f"clock skew: expected 1 to {MAX_SKEW_S} seconds either way, got {self.seconds}"
+        if run.node(self.node).spec.is_envoy:
+            return f"{self.node} runs Envoy, whose clock is its own (the node's runtime only supervises it)"
+        return None
+
+    def apply(self, run: ContainerRun) -> None:
+        _set_clock(run, self.node, self.seconds)
+
+    def heal(self, run: ContainerRun) -> None:
+        if run.node(self.node).running:
+            _set_clock(run, self.node, 0)
+
+
+def _set_clock(run: ContainerRun, name: str, seconds: int, timeout: float = 15.0) -> None:
+    node = run.node(name)
+    code, out = node.exec(["sh", "-c", f"echo {seconds:+d} > {CLOCK_FILE}"])
+    if code != 0:
+        raise FaultError(f"could not set {name}'s clock to {seconds:+d} s: {out.strip()[-200:]}")
+    context = ssl.create_default_context(cafile=str(run.ca_file))
+    said: list[object] = []
+
+    def shows() -> bool:  # the node re-reads the file at most once a second
+        try:
+            reply = httpx.get(f"{node.url}/readyz", verify=context, timeout=3)
+            said[:] = [reply.json().get("clock_skew_s", "no clock_skew_s: the failpoint is not armed")]
+        except (httpx.HTTPError, ValueError) as exc:
+            said[:] = [type(exc).__name__]
+        return said == [seconds]
+
+    try:
+        wait_until(shows, timeout=timeout, interval=0.25, message=f"{name}'s /readyz to say clock_skew_s {seconds}")
+    except WaitTimeout:
+        raise FaultError(f"{name}'s clock did not move to {seconds:+d} s; its /readyz says {said[:1]}") from None
+
+
 def _flush(run: ContainerRun, name: str) -> None:
     node = run.node(name)
     if node.running:
@@ -183,6 +247,8 @@ BY_NAME: dict[str, Callable[[str, ContainerRun], Fault[ContainerRun]]] = {
     "restart": lambda node, run: Restart(node),
     "pause": lambda node, run: Pause(node),
     "partition": lambda node, run: Partition.isolating(node, run),
+    "clock-forward": lambda node, run: ClockSkew(node, 300),
+    "clock-back": lambda node, run: ClockSkew(node, -300),
 }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from runtime.routing import GRPC_METHODS
 from topologies.constants import (
     API_PORT,
+    CLOCK_FILE,
     DB_CLIENT_PORT,
     DB_PEER_PORT,
     ENVOY_RUNTIME_PORT,
@@ -58,6 +59,7 @@ def node_env(
         "RUNTIME_NODE_NAME": node.name,
         "RUNTIME_ADVERTISE": ",".join([node.name, ips[node.name]]),
         "RUNTIME_LOG_LEVEL": "info",
+        "RUNTIME_CLOCK_SKEW_FILE": CLOCK_FILE,  # the clock-skew fault's failpoint (runtime/clock.py)
         **secret_settings(node_secrets(node, secrets, tls_bundle)),
     }
     if spec.db == "etcd":

@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
-from topologies.constants import DATA_DIR, DB_CLIENT_PORT, GRPC_PORT, LABEL_MODE, LABEL_NODE, LABEL_RUN
+from topologies.constants import CLOCK_FILE, DATA_DIR, DB_CLIENT_PORT, GRPC_PORT, LABEL_MODE, LABEL_NODE, LABEL_RUN
 from topologies.containers import plan
 from topologies.containers.node import READY_POLL, Node, wait_ready
 from topologies.engines import PAUSED, RUNNING, STOPPED, Engine
@@ -148,6 +148,7 @@ class ContainerRun(RunFolder):
                     node.start()
                 if node.running:
                     self.in_netns(node, plan.HEAL_RULES)
+                    node.exec(["sh", "-c", f'[ "$(cat {CLOCK_FILE} 2>/dev/null)" = +0 ] || echo +0 > {CLOCK_FILE}'])
             except TopologyError as exc:  # keep healing the others
                 failures.append(f"{node.name}: {exc}")
         if failures:
