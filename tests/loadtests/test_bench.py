@@ -89,3 +89,31 @@ def test_bench_start_times_up_to_ready_and_refuses_what_it_cannot_time(
     assert not schemas.problems("bench --start", starts), schemas.problems("bench --start", starts)
     assert [s["mode"] for s in starts] == ["single"] and starts[0]["seconds"] > 0
     assert json.loads(next(tmp_path.glob("start-*.json")).read_text()) == starts
+
+
+def test_idle_memory_without_figures_says_why_and_leaves_the_load_rows_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from loadtests.bench import idle_memory
+    from topologies.exceptions import FaultError
+    from topologies.run import Footprint
+
+    class Denied:
+        mode = "k8s"
+
+        def memory(self) -> list[Footprint]:
+            raise FaultError("the kubelet of w1 gave no memory figures: nodes/proxy is forbidden")
+
+    class Measured:
+        mode = "ha"
+
+        def memory(self) -> list[Footprint]:
+            return [Footprint("node-1", "runtime + etcd member", 100 << 20), Footprint("lb", "haproxy", 11 << 20)]
+
+    assert idle_memory(Denied()) == []  # type: ignore[arg-type]
+    assert "no idle memory figures for k8s: the kubelet of w1" in capsys.readouterr().err
+    rows = idle_memory(Measured())  # type: ignore[arg-type]
+    assert [(r.part, r.rss_mib, r.budget_mib, r.within) for r in rows] == [
+        ("node-1", 100.0, 96, False),
+        ("lb", 11.0, None, None),
+    ]
