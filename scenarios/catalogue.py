@@ -139,7 +139,11 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
     Scenario[C]("packet-loss", C, lambda r, g, i: Loss(anyone(r, g), 30)),
     Scenario[C]("delay", C, lambda r, g, i: Delay(anyone(r, g), 200, 50), requires=lambda r: r.netem_missing()),
     Scenario[C]("kill-follower-with-loss-elsewhere", C, _overlapping),
-    Scenario[C]("clock-skew", C, _skewed, cycles=2, during_s=6.0),
+    # a lease is only as exclusive as the nodes' clocks agree: this one counts overlapping
+    # leases (queue-safety's numbers) instead of failing on them
+    Scenario[C](
+        "clock-skew", C, _skewed, cycles=2, during_s=6.0, checks=tuple(c for c in ALL_CHECKS if c != "lease-exclusive")
+    ),
     # the front door and its control plane (modes behind Envoy): the other Envoy keeps
     # serving; without the xds node the Envoys keep their last config and reconnect
     Scenario[C]("kill-an-envoy", C, lambda r, g, i: Kill(choose(r, "service:envoy", g)), modes=("scaled",)),

@@ -272,7 +272,7 @@ class TrafficRun:
                     "drain",
                     "final-claim",
                     self.queue,
-                    {},
+                    {"lease": lease},
                     lambda: api.post(f"{base}/claim", params={"lease": lease}),
                     lambda r: r.json() if r.status_code == 200 else {},
                 ),

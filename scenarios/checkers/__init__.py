@@ -13,7 +13,7 @@ from scenarios.checkers.availability import availability
 from scenarios.checkers.base import FAIL, PASS, UNKNOWN, Verdict
 from scenarios.checkers.kv import no_lost_writes
 from scenarios.checkers.linearizable import linearizable_kv
-from scenarios.checkers.queue import queue_safety
+from scenarios.checkers.queue import lease_exclusive, queue_safety
 from scenarios.history import History
 
 Check = Callable[[History], Verdict]
@@ -22,6 +22,7 @@ CHECKS: dict[str, Check] = {
     "no-lost-writes": lambda history: no_lost_writes(history.ops),
     "linearizable-kv": lambda history: linearizable_kv(history.ops),
     "queue-safety": lambda history: queue_safety(history.ops),
+    "lease-exclusive": lambda history: lease_exclusive(history.ops),
     "availability": lambda history: availability(history.ops, history.events),
 }
 
@@ -33,6 +34,7 @@ __all__ = [
     "Check",
     "Verdict",
     "availability",
+    "lease_exclusive",
     "linearizable_kv",
     "no_lost_writes",
     "queue_safety",

@@ -25,6 +25,40 @@ def unaccounted(ops: list[Op]) -> list[str]:
     return sorted(enqueued - acked - drained)
 
 
+DRAIN_LEASE_S = 5.0  # what the final drain's claims ask for (scenarios/traffic.py)
+
+
+def overlapping_leases(ops: list[Op]) -> list[str]:
+    """Jobs granted to a claim while an earlier claim's lease certainly still ran.
+
+    A lease runs from some moment of its claim's call to at least ``call + lease``; a later
+    claim of the same job that returned before then was granted inside it. Only claims that
+    answered count (an unknown one proves nothing), and an acked job cannot be claimed again,
+    so nothing else explains it: the nodes' clocks disagreed, or the queue is wrong.
+    """
+    claims: dict[str, list[Op]] = {}
+    for op in sorted(ops, key=lambda o: o.call):
+        if op.kind in ("claim", "final-claim") and op.outcome == OK and op.result.get("id"):
+            claims.setdefault(op.result["id"], []).append(op)
+    found = []
+    for job, granted in claims.items():
+        ends = [op.call + float(op.args.get("lease", DRAIN_LEASE_S)) for op in granted]
+        if any(later.ret < max(ends[:i]) for i, later in enumerate(granted) if i):
+            found.append(job)
+    return sorted(found)
+
+
+def lease_exclusive(ops: list[Op]) -> Verdict:
+    """No job held by two claims at once (:func:`overlapping_leases`)."""
+    overlapping = overlapping_leases(ops)
+    numbers = {"overlapping_leases": len(overlapping)}
+    if overlapping:
+        return Verdict(
+            "lease-exclusive", FAIL, f"claimed again while a lease ran: {', '.join(overlapping[:5])}", numbers
+        )
+    return Verdict("lease-exclusive", PASS, "no job held by two claims at once", numbers)
+
+
 def queue_safety(ops: list[Op]) -> Verdict:
     enqueued = {op.result["id"] for op in ops if op.kind == "enqueue" and op.outcome == OK}
     acks = Counter(op.args["id"] for op in ops if op.kind in ("ack", "final-ack") and op.outcome == OK)
@@ -42,6 +76,7 @@ def queue_safety(ops: list[Op]) -> Verdict:
         "double_acks": len(twice),
         "lost": len(lost) - len(held),
         "held_at_end": len(held),
+        "overlapping_leases": len(overlapping_leases(ops)),  # judged by lease-exclusive; counted here too
     }
     if twice:
         return Verdict("queue-safety", FAIL, f"acked more than once: {', '.join(twice[:5])}", numbers)

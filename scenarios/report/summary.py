@@ -20,6 +20,7 @@ def write_json(results: list[Result], path: Path) -> None:
         "lost_writes": sum(_number(r, "no-lost-writes", "lost") for r in results),
         "linearizability_violations": sum(_number(r, "linearizable-kv", "violations") for r in results),
         "double_acks": sum(_number(r, "queue-safety", "double_acks") for r in results),
+        "overlapping_leases": sum(_number(r, "queue-safety", "overlapping_leases") for r in results),
         "passed": all(r.passed for r in results),
     }
     path.write_text(
@@ -76,7 +77,7 @@ def write_junit(results: list[Result], path: Path) -> None:
 
 
 def table(results: list[Result]) -> str:
-    checks = ["no-lost-writes", "linearizable-kv", "queue-safety", "availability"]
+    checks = ["no-lost-writes", "linearizable-kv", "queue-safety", "lease-exclusive", "availability"]
     header = (
         f"{'mode':7} {'scenario':18} {'faults':>6} {'ops':>6} {'ok':>6} {'unkn':>5} "
         + " ".join(f"{c[:14]:>14}" for c in checks)

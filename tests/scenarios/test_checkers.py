@@ -5,7 +5,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from scenarios.checkers import FAIL, PASS, UNKNOWN, availability, linearizable_kv, no_lost_writes, queue_safety
+from scenarios.checkers import (
+    FAIL,
+    PASS,
+    UNKNOWN,
+    availability,
+    lease_exclusive,
+    linearizable_kv,
+    no_lost_writes,
+    queue_safety,
+)
 from scenarios.history import Op
 
 
@@ -268,3 +277,23 @@ def test_a_history_deeper_than_the_recursion_limit_is_checked_without_raising_it
     stale = [*long_history(depth // 2), op("read", "k", 1e9, 1e9 + 1, value="v0", revision=1)]
     assert linearizable_kv(stale).result == FAIL
     assert sys.getrecursionlimit() == limit
+
+
+def claimed(job: str, call: float, ret: float, lease: float = 2.0, kind: str = "claim") -> Op:
+    return Op("c1", kind, "q", call, ret, "ok", {"lease": lease}, {"id": job})
+
+
+def test_a_job_granted_again_inside_a_lease_that_certainly_still_ran_breaks_exclusivity() -> None:
+    """What the clock-skew scenario found in ha: a node five minutes ahead saw every lease over."""
+    overlapping = [enq("j1", 0), claimed("j1", 1.0, 1.1), claimed("j1", 2.0, 2.2)]  # 2.2 < 1.0 + 2
+    verdict = lease_exclusive(overlapping)
+    assert verdict.result == FAIL and "j1" in verdict.detail and verdict.numbers == {"overlapping_leases": 1}
+    assert queue_safety([*overlapping, drained(None, 9)]).numbers["overlapping_leases"] == 1
+
+
+def test_a_claim_after_the_earlier_lease_could_have_ended_or_an_unknown_one_is_no_overlap() -> None:
+    after = [claimed("j1", 1.0, 1.1), claimed("j1", 2.9, 3.05)]  # 3.05 >= 1.0 + 2: the lease may have ended
+    unknown = Op("c2", "claim", "q", 1.5, 1.6, "unknown", {"lease": 2.0}, {})
+    drain = [claimed("j2", 1.0, 1.1), claimed("j2", 3.5, 3.6, lease=5.0, kind="final-claim")]
+    assert lease_exclusive([*after, unknown, *drain]).result == PASS
+    assert lease_exclusive([claimed("j3", 0, 0.1, lease=5.0, kind="final-claim"), claimed("j3", 1, 1.1)]).result == FAIL
