@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from lightkube import Client
 from lightkube.config.kubeconfig import KubeConfig
@@ -116,12 +117,17 @@ def once(kubectl: Sequence[str], namespace: str, target: str, port: int, *, time
                 raise EngineError(f"kubectl port-forward {target} exited ({process.returncode}): {why}")
             yield local
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            end_process(process, grace=10)
+
+
+def end_process(process: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM, ``grace`` seconds to exit, then SIGKILL; reaped either way."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def start(folder: Path, plan: Plan, *, timeout: float = 60) -> list[str]:
@@ -307,12 +313,7 @@ class Supervisor:
     def _end(self, slot: int) -> None:
         child, self.children[slot], self.pods[slot] = self.children[slot], None, None
         if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            end_process(child, grace=5)
 
     def run(self) -> int:
         started = time.monotonic()
