@@ -465,3 +465,28 @@ def test_one_port_forward_lasts_the_block_and_a_kubectl_that_exits_says_why(tmp_
     with pytest.raises(EngineError, match='exited \\(1\\): error: pods "gone" not found'):
         with forward.once([sys.executable, str(fake)], "ns", "pod/gone", 2379):
             pass
+
+
+def test_a_fault_that_scales_a_deployment_is_scaled_back_by_any_later_heal(api: KubeConfig, tmp_path: Path) -> None:
+    """``modematrix fault RUN kill kube-control-plane-2`` scaled kv up by one and ``fault RUN
+    heal`` (another process) left it so: the count before is now noted on the Deployment."""
+    from topologies.kubernetes.run import REPLICAS_BEFORE, note_replicas, restore_replicas
+
+    made = manifests(
+        spec.load("scaled"),
+        namespace="mm-note",
+        image="modematrix/runtime:test",
+        secrets=Secrets("s" * 32, "pw"),
+        pki=RunPki.create(tmp_path),
+    )
+    apply(made, api)
+    with Client(config=api) as client:
+        assert note_replicas(api, "mm-note", "kv") == 2
+        client.patch(Deployment, "kv", {"spec": {"replicas": 3}}, namespace="mm-note")  # what the fault does next
+        assert note_replicas(api, "mm-note", "kv") == 2  # a second fault keeps the first count
+        assert restore_replicas(api, "mm-note") == {"kv": 2}
+        kv = client.get(Deployment, "kv", namespace="mm-note")
+        assert kv.spec is not None and kv.spec.replicas == 2
+        assert kv.metadata is not None and REPLICAS_BEFORE not in (kv.metadata.annotations or {})
+        assert restore_replicas(api, "mm-note") == {}  # nothing noted: nothing touched
+    delete_namespace(api, "mm-note")

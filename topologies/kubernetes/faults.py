@@ -35,7 +35,6 @@ from lightkube.resources.coordination_v1 import Lease
 from topologies.exceptions import EngineError, FaultError, UsageError
 from topologies.faults import Fault
 from topologies.kubernetes.clusters import NodeCluster
-from topologies.kubernetes.manifests import workloads
 from topologies.kubernetes.run import KubeRun
 from topologies.wait import WaitTimeout, wait_until
 
@@ -236,11 +235,12 @@ class ControlPlaneDown:
 
     def apply(self, run: KubeRun) -> None:
         built = _built(run)
+        before = run.replicas_before_fault(self.workload)  # noted on the Deployment: any heal scales back
         if self.action == "kill":
             built.kill_node(self.node)
         else:
             built.pause_node(self.node)
-        replicas = str(_replicas(run, self.workload) + 1)
+        replicas = str(before + 1)
         scale = ["scale", f"deployment/{self.workload}", "-n", run.namespace, f"--replicas={replicas}"]
         try:
             wait_until(
@@ -257,11 +257,7 @@ class ControlPlaneDown:
         built = _built(run)
         built.heal_node(self.node)
         built.wait_nodes_ready(timeout=120)
-        run.set_replicas(self.workload, _replicas(run, self.workload))
-
-
-def _replicas(run: KubeRun, workload: str) -> int:
-    return next(w.replicas for w in workloads(run.spec) if w.name == workload)
+        run.restore_replicas()
 
 
 def api_serves(run: KubeRun, fault: Fault[KubeRun]) -> str | None:
@@ -273,7 +269,7 @@ def api_serves(run: KubeRun, fault: Fault[KubeRun]) -> str | None:
         run.cluster.kubectl("get", "nodes", "--request-timeout=5s", timeout=10)
     except (EngineError, subprocess.TimeoutExpired) as exc:
         return f"kubectl get nodes: {exc}"
-    wanted, ready = _replicas(run, fault.workload) + 1, len(run.ready_pods(fault.workload))
+    wanted, ready = run.replicas_before_fault(fault.workload) + 1, len(run.ready_pods(fault.workload))
     return None if ready >= wanted else f"{fault.workload}: {ready} of {wanted} replicas Ready"
 
 

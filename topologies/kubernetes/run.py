@@ -153,6 +153,7 @@ class KubeRun(RunFolder):
             self.cluster.heal_node(node.name)
         self.cluster.signal_dns("CONT")  # a frozen CoreDNS (DnsDown) answers again
         self.cluster.wait_nodes_ready(timeout=120)
+        self.restore_replicas()  # what a control-plane fault scaled, in this process or another
 
     def status(self) -> dict[str, Any]:
         """What ``modematrix status RUN`` shows: the nodes of a cluster built here, each pod
@@ -277,6 +278,15 @@ class KubeRun(RunFolder):
             if elsewhere.get(name, 0) < count
         }
 
+    def replicas_before_fault(self, workload: str) -> int:
+        """``workload``'s replicas before a fault scaled it, noted on it (an annotation: a
+        later ``heal_all``, in another process, finds it) if not noted yet."""
+        return note_replicas(self.config, self.namespace, workload)
+
+    def restore_replicas(self) -> dict[str, int]:
+        """Scale back what :meth:`scale_for_fault` noted."""
+        return restore_replicas(self.config, self.namespace)
+
     def set_replicas(self, workload: str, replicas: int) -> None:
         """What ``kubectl scale deployment/<workload> --replicas=N`` does (the scale subresource)."""
         with Client(config=self.config, field_manager=apply.FIELD_MANAGER) as client:
@@ -361,6 +371,40 @@ class KubeRun(RunFolder):
                 yield doors
             finally:
                 client.delete(Service, f"{FRONT_DOOR}-direct", namespace=self.namespace)
+
+
+REPLICAS_BEFORE = "modematrix.io/replicas-before-fault"
+
+
+def note_replicas(config: KubeConfig, namespace: str, workload: str) -> int:
+    """Annotate Deployment ``workload`` with its replicas now (kept if already noted: a second
+    fault before a heal must not note the first one's count); the count to restore."""
+    with Client(config=config, field_manager=apply.FIELD_MANAGER) as client:
+        meta = client.get(Deployment, workload, namespace=namespace).metadata
+        noted = (meta.annotations or {}).get(REPLICAS_BEFORE) if meta else None
+        if noted is not None:
+            return int(noted)
+        current = client.get(Deployment, workload, namespace=namespace).spec
+        count = current.replicas if current and current.replicas is not None else 1
+        client.patch(
+            Deployment, workload, {"metadata": {"annotations": {REPLICAS_BEFORE: str(count)}}}, namespace=namespace
+        )
+        return count
+
+
+def restore_replicas(config: KubeConfig, namespace: str) -> dict[str, int]:
+    """Scale every Deployment a fault noted back to its count, and drop the note; what it did."""
+    restored = {}
+    with Client(config=config, field_manager=apply.FIELD_MANAGER) as client:
+        for deployment in client.list(Deployment, namespace=namespace):
+            meta = deployment.metadata
+            noted = (meta.annotations or {}).get(REPLICAS_BEFORE) if meta and meta.name else None
+            if meta is None or meta.name is None or noted is None:
+                continue
+            patch = {"metadata": {"annotations": {REPLICAS_BEFORE: None}}, "spec": {"replicas": int(noted)}}
+            client.patch(Deployment, meta.name, patch, namespace=namespace)
+            restored[meta.name] = int(noted)
+    return restored
 
 
 def _pod_role(pod: str) -> str:
