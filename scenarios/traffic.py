@@ -244,7 +244,8 @@ class TrafficRun:
             time.sleep(max(lease, self.traffic.lease_s) + 0.5)
 
     def _held(self, api: ClusterClient, timeout: float, most: int = 50) -> bool:
-        """Look up the unaccounted jobs (``final-state`` ops); True if one is under a lease."""
+        """Look up the unaccounted jobs (``final-state`` ops); True if one is under a lease, or
+        ready (its lease ended since the pass, or the pass ended early): another pass takes it."""
         held = False
         for job in unaccounted(self.history.ops)[:most]:
             attempts = self._until_answered(
@@ -258,8 +259,9 @@ class TrafficRun:
                     lambda r: {"state": r.json()["state"], "attempts": r.json()["attempts"]},
                 ),
                 timeout,
+                until_ok=True,
             )
-            held = held or attempts[-1].result.get("state") == "claimed"
+            held = held or attempts[-1].result.get("state") in ("claimed", "ready")
         return held
 
     def _drain_round(self, api: ClusterClient, timeout: float, max_jobs: int, lease: float) -> bool:
@@ -277,6 +279,7 @@ class TrafficRun:
                     lambda r: r.json() if r.status_code == 200 else {},
                 ),
                 timeout,
+                until_ok=True,  # a 503 not_applied right after healing (no healthy upstream yet)
             )
             uncertain = uncertain or any(a.outcome == UNKNOWN for a in attempts)
             claim = attempts[-1]
@@ -298,11 +301,13 @@ class TrafficRun:
             )
         return uncertain
 
-    def _until_answered(self, attempt: Callable[[], Op], timeout: float) -> list[Op]:
-        """Repeat ``attempt`` until its outcome is known; every attempt, the last one last."""
+    def _until_answered(self, attempt: Callable[[], Op], timeout: float, *, until_ok: bool = False) -> list[Op]:
+        """Repeat ``attempt`` until its outcome is known (``until_ok``: until it succeeds, for a
+        claim or a lookup that a front door refused while its upstreams came back); every
+        attempt, the last one last."""
         deadline = time.monotonic() + timeout
         attempts = [attempt()]
-        while attempts[-1].outcome == UNKNOWN and time.monotonic() < deadline:
+        while attempts[-1].outcome in ((UNKNOWN, FAIL) if until_ok else (UNKNOWN,)) and time.monotonic() < deadline:
             time.sleep(0.2)  # back off between retries of a call whose outcome was unknown
             attempts.append(attempt())
         return attempts

@@ -4,8 +4,8 @@ The history must hold the final drain (``final-claim`` / ``final-ack`` ops after
 a job is accounted for if some ack of it succeeded, or might have (unknown outcome), or the
 drain claimed it. A job the drain did not find is looked up by id (``final-state`` ops): one
 still under a lease is not lost but not proven either (a claim whose outcome was unknown may
-reach its node late and hide the job for a lease from then); one that is gone, dead-lettered
-or ready but never handed out is a failure.
+reach its node late and hide the job for a lease from then); one that is gone, dead-lettered,
+or ready while the queue answered empty after that lookup is a failure.
 """
 
 from __future__ import annotations
@@ -65,10 +65,19 @@ def queue_safety(ops: list[Op]) -> Verdict:
     drained = {op.result["id"] for op in ops if op.kind == "final-claim" and op.outcome == OK and op.result.get("id")}
     finals = [op for op in ops if op.kind == "final-claim"]
     drain_done = bool(finals) and finals[-1].outcome == OK and not finals[-1].result.get("id")
-    states = {op.args["id"]: op.result.get("state") for op in ops if op.kind == "final-state" and op.outcome == OK}
+    looked = {op.args["id"]: op for op in ops if op.kind == "final-state" and op.outcome == OK}  # the last of each
+    states = {job: op.result.get("state") for job, op in looked.items()}
     twice = sorted(job for job, n in acks.items() if n > 1)
     lost = unaccounted(ops)
-    held = [job for job in lost if states.get(job) == "claimed"]
+    # still held at the end: under a lease, or ready when last looked up with no empty answer
+    # of the queue after that (its lease may have ended between the drain's pass and the lookup)
+    empty_after = [op.call for op in finals if op.outcome == OK and not op.result.get("id")]
+    held = [
+        job
+        for job in lost
+        if states.get(job) == "claimed"
+        or (states.get(job) == "ready" and not any(at > looked[job].ret for at in empty_after))
+    ]
     numbers = {
         "enqueued": len(enqueued),
         "acked": len(acks),
