@@ -69,7 +69,15 @@ def of_reply(status: int, body: str = "") -> Outcome:
     <Outcome.REFUSED: 'refused'>
     >>> of_reply(503, '{"error": "outcome_unknown"}'), of_reply(200)
     (<Outcome.BUSY: 'busy'>, <Outcome.ANSWERED: 'answered'>)
+
+    A front door's 502 or 504 (Envoy or HAProxy gave up on the node behind it: a paused
+    worker, a reset) says no more than a lost connection: it may have been applied.
+
+    >>> of_reply(504, "upstream request timeout"), of_reply(502)
+    (<Outcome.LOST: 'lost'>, <Outcome.LOST: 'lost'>)
     """
+    if status in PROXY_GAVE_UP:
+        return Outcome.LOST
     if status != 503:
         return Outcome.ANSWERED
     return Outcome.REFUSED if _error_code(body) == NOT_APPLIED else Outcome.BUSY
@@ -84,3 +92,4 @@ def _error_code(body: str) -> str:
 
 
 NOT_APPLIED = "not_applied"  # the runtime's 503 code for "nothing was applied"
+PROXY_GAVE_UP = frozenset({502, 504})  # Bad Gateway, Gateway Timeout: the runtime sends neither
