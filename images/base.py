@@ -4,10 +4,14 @@ Bootstrapping builds a Debian bookworm minbase root file system from Debian pack
 (mmdebstrap, or debootstrap) and imports it with ``docker import``, tagged
 :data:`BOOTSTRAPPED`, so the next build reuses it. The Dockerfile installs the same package
 list on top of either base, so the image does not depend on where its base came from.
+
+The tag names the recipe (:data:`RECIPE`): a changed recipe is a new base, and every image
+built on it a new tag (their tags hash the base's id), never a stale base reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -20,7 +24,6 @@ from images.exceptions import BaseUnavailable
 from images.progress import step
 
 DEFAULT_BASE = "debian:bookworm-slim"
-BOOTSTRAPPED = "modematrix/base:bookworm-slim"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 
@@ -89,10 +92,24 @@ SLIM_DPKG_RULES = (
 )
 
 
+# merged /usr the way debootstrap and Debian's own images make it (directory symlinks and the
+# usr-is-merged package), not with the usrmerge package: that one pulls in perl (46 MB),
+# which nothing in a node runs
+MERGED_USR_HOOK = "/usr/share/mmdebstrap/hooks/merged-usr"
+RECIPE = (
+    "--variant=minbase",
+    "--include=ca-certificates",
+    f"--hook-dir={MERGED_USR_HOOK}",
+    *(f"--dpkgopt={rule}" for rule in SLIM_DPKG_RULES),
+)
+BOOTSTRAPPED = f"modematrix/base:{SUITE}-slim-{hashlib.sha256(chr(0).join(RECIPE).encode()).hexdigest()[:8]}"
+
+
 def _rootfs_command(tarball: Path, directory: Path, mirror: str) -> list[str]:
     if shutil.which("mmdebstrap"):
-        rules = [f"--dpkgopt={rule}" for rule in SLIM_DPKG_RULES]
-        return ["mmdebstrap", "--variant=minbase", "--include=ca-certificates", *rules, SUITE, str(tarball), mirror]
+        if not Path(MERGED_USR_HOOK).is_dir():
+            raise BaseUnavailable(f"mmdebstrap has no {MERGED_USR_HOOK} (mmdebstrap 1.0 or later has it)")
+        return ["mmdebstrap", *RECIPE, SUITE, str(tarball), mirror]
     if shutil.which("debootstrap"):
         return ["debootstrap", "--variant=minbase", "--include=ca-certificates", SUITE, str(directory), mirror]
     raise BaseUnavailable(
