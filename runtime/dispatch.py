@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from runtime import http, logs, openapi, routing
 from runtime.app import Node, clock_of
-from runtime.exceptions import InvalidInput, InvalidToken, StorageUnavailable, ValueTooLarge
+from runtime.exceptions import InvalidInput, InvalidToken, StorageFull, StorageUnavailable, ValueTooLarge
 from runtime.security import Decision, Principal, decide
 from runtime.security.certs import NotRenewable
 from runtime.services import Call
@@ -279,7 +279,12 @@ def unavailable(exc: StorageUnavailable) -> Response:
 
     >>> unavailable(StorageUnavailable("https://10.0.0.5:2379: refused", applied=False)).body
     b'{"error":"not_applied","detail":"the DB is unavailable; nothing was applied"}'
+    >>> unavailable(StorageFull("SQLite db: database or disk is full")).status_code
+    507
     """
+    if isinstance(exc, StorageFull):  # another node's disk may have room: the caller decides
+        log.warning("disk full: write refused", extra={"fields": {"error": str(exc)}})
+        return http.error(507, "insufficient_storage", "this node's disk is full; nothing was applied", RETRY_AFTER)
     log.warning("DB unavailable", extra={"fields": {"error": str(exc), "applied": exc.applied}})
     if exc.applied is False:
         return http.error(503, "not_applied", "the DB is unavailable; nothing was applied", RETRY_AFTER)

@@ -80,6 +80,14 @@ class StorageUnavailable(StorageError):
         super().__init__(message)
 
 
+class StorageFull(StorageUnavailable):
+    """The node's disk is full: the write was rolled back (nothing applied); reads go on, and
+    writes succeed again once there is space, without a restart."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, applied=False)
+
+
 class SecurityError(RuntimeFailure):
     """Key material is missing, corrupt, or does not decrypt with our secret."""
 

@@ -112,6 +112,8 @@ def _responses(route: Route) -> dict[str, Any]:
         statuses.update({"400": "Malformed request", "503": "The DB cannot answer now (not_applied / outcome_unknown)"})
         if route.method in ("PUT", "POST", "PATCH"):
             statuses["413"] = "Body over 1 MiB"
+        if route.method != "GET":
+            statuses["507"] = "The node's disk is full; nothing was applied (insufficient_storage)"
         if route.service in ("kv", "queue", "auth") and route.permission != "public":
             statuses.setdefault("404", "Not found")
     if route.name == "metrics":

@@ -23,6 +23,7 @@ from runtime.exceptions import (
     InvalidToken,
     LeaseLost,
     NotFound,
+    StorageFull,
     StorageUnavailable,
     ValueTooLarge,
 )
@@ -162,6 +163,10 @@ def translate(exc: Exception) -> Failed | None:
         return Failed(grpc.StatusCode.NOT_FOUND, f"not_found: {exc}")
     if isinstance(exc, LeaseLost):
         return Failed(grpc.StatusCode.FAILED_PRECONDITION, f"{exc.code}: {exc}")
+    if isinstance(exc, StorageFull):
+        log.warning("disk full: write refused", extra={"fields": {"error": str(exc)}})
+        full = "insufficient_storage: this node's disk is full; nothing was applied"
+        return Failed(grpc.StatusCode.RESOURCE_EXHAUSTED, full)
     if isinstance(exc, StorageUnavailable):  # which members failed is the log's, not the caller's
         log.warning("DB unavailable", extra={"fields": {"error": str(exc), "applied": exc.applied}})
         if exc.applied is False:

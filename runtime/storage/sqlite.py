@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from runtime.exceptions import Conflict, StorageUnavailable
+from runtime.exceptions import Conflict, StorageFull, StorageUnavailable
 from runtime.files import private_dir
 from runtime.storage.base import Entry, prefix_end, range_start
 from runtime.storage.changes import LocalChanges
@@ -139,7 +139,7 @@ class SqliteBackend:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise StorageUnavailable(f"SQLite {self.path}: {exc}", applied=False) from exc
+                raise _refused(self.path, exc) from exc
             raise
         return results
 
@@ -177,6 +177,21 @@ class SqliteBackend:
             return await asyncio.get_running_loop().run_in_executor(thread, fn, *args)
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"SQLite {self.path}: {exc}", applied=False) from exc
+
+
+def _refused(path: Path, exc: sqlite3.Error) -> StorageUnavailable:
+    """A write's transaction that SQLite rolled back, as the error the caller gets: a full disk
+    (SQLITE_FULL: no room for the WAL's pages) is :class:`StorageFull`, the rest unavailable.
+    Either way nothing was applied.
+
+    >>> full = sqlite3.OperationalError("database or disk is full")
+    >>> full.sqlite_errorcode = sqlite3.SQLITE_FULL
+    >>> type(_refused(Path("db"), full)).__name__
+    'StorageFull'
+    """
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return StorageFull(f"SQLite {path}: {exc}")
+    return StorageUnavailable(f"SQLite {path}: {exc}", applied=False)
 
 
 # -- statements (run on the DB threads, inside the writer's transaction for writes) ----------
