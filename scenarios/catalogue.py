@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 from scenarios.checkers import CHECKS
 from scenarios.traffic import Traffic
 from topologies import ContainerRun, KubeRun, Run
-from topologies.containers.faults import ClockSkew, Delay, Kill, Loss, Partition, Pause, Restart
+from topologies.containers.faults import ClockSkew, Delay, DiskFull, Kill, Loss, Partition, Pause, Restart
 from topologies.containers.victims import choose
 from topologies.faults import Both, Fault
 from topologies.kubernetes import faults as kube
@@ -87,6 +87,12 @@ def _overlapping(run: ContainerRun, rng: random.Random, cycle: int) -> Fault[Con
     return Both[ContainerRun](Kill(killed), Loss(rng.choice(others), 20))
 
 
+def _sized(run: ContainerRun) -> str | None:
+    if run.data_size is None:
+        return "needs nodes whose data dirs are file systems of their own (modematrix up MODE --data-size 64MiB)"
+    return None
+
+
 # The k8s scenarios' pod and worker faults run 2 cycles in the failover envs (k8s-soak: 8 each)
 K8S_CYCLES = 2
 
@@ -143,6 +149,18 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
     # leases (queue-safety's numbers) instead of failing on them
     Scenario[C](
         "clock-skew", C, _skewed, cycles=2, during_s=6.0, checks=tuple(c for c in ALL_CHECKS if c != "lease-exclusive")
+    ),
+    # a node's data dir filled to the last byte (a run started with --data-size): its writes
+    # are refused with 507 while reads go on, and it writes again once the ballast is gone,
+    # without a restart. Single only: an etcd member that cannot write stops (etcd's fail-stop
+    # "failed to commit tx ... no space left on device"), and its node with it (docs/scenarios.md)
+    Scenario[C](
+        "full-disk",
+        C,
+        lambda r, g, i: DiskFull(anyone(r, g)),
+        modes=("single",),
+        cycles=2,
+        requires=_sized,
     ),
     # the front door and its control plane (modes behind Envoy): the other Envoy keeps
     # serving; without the xds node the Envoys keep their last config and reconnect

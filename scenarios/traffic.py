@@ -57,6 +57,8 @@ def classify(
         return OK, {"status": 404, "state": None}  # observed: no such job
     if status == 503 and retry.of_reply(status, reply.text) is Outcome.REFUSED:
         return FAIL, {"status": status, "error": reply.text[:200]}  # the runtime says nothing was applied
+    if status == 507:
+        return FAIL, {"status": status, "error": reply.text[:200]}  # a full disk: rolled back, nothing applied
     if status >= 500:
         return UNKNOWN, {"status": status, "error": reply.text[:200]}
     return FAIL, {"status": status, "error": reply.text[:200]}

@@ -47,12 +47,22 @@ def start(
     env: Mapping[str, str] | None = None,
     cpuset: str | None = None,
     kubeconfig: str | None = None,
+    data_size: int | None = None,
 ) -> Run:
     """Start ``mode`` and return the ready run (a context manager that removes it on exit).
     ``env`` adds runtime settings to every node; ``cpuset`` pins every container to those
-    host cores; ``kubeconfig``: a Kubernetes mode on a cluster you have."""
+    host cores; ``kubeconfig``: a Kubernetes mode on a cluster you have; ``data_size``
+    (bytes, container modes): each node's data dir a file system that small, for the
+    full-disk fault (a tmpfs: a restarted node starts it empty)."""
     options = Options(
-        engine=engine, reaper=reaper, image=image, timeout=timeout, env=env, cpuset=cpuset, kubeconfig=kubeconfig
+        engine=engine,
+        reaper=reaper,
+        image=image,
+        timeout=timeout,
+        env=env,
+        cpuset=cpuset,
+        kubeconfig=kubeconfig,
+        data_size=data_size,
     )
     return _start(mode, options)
 

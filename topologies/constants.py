@@ -18,6 +18,8 @@ LB_KINDS = ("haproxy", "envoy")
 DATA_DIR = "/var/lib/modematrix/data"
 # a node's wall-clock skew in seconds (+0, +300, -120): the runtime's clock failpoint (runtime/clock.py)
 CLOCK_FILE = "/var/lib/modematrix/clock"
+# what the full-disk fault fills a node's (size-limited) data dir with; removing it heals
+BALLAST_FILE = f"{DATA_DIR}/.modematrix-ballast"
 SECRETS_DIR = "/run/modematrix/secrets"  # a node's secrets, as files of the image's user (mode 0400)
 RUNTIME_UID = 10001  # the image's user (images/Dockerfile)
 
@@ -27,13 +29,17 @@ LABEL_NODE = "modematrix.node"
 LABEL_ROLE = "modematrix.role"
 LABEL_SERVICES = "modematrix.services"
 LABEL_DB_MEMBER = "modematrix.db_member"
+# bytes: the node's data dir is a file system of this size (a run started with a data size)
+LABEL_DATA_SIZE = "modematrix.data_size"
 
 __all__ = [
     "API_PORT",
+    "BALLAST_FILE",
     "DATA_DIR",
     "DB_CLIENT_PORT",
     "DB_PEER_PORT",
     "GRPC_PORT",
+    "LABEL_DATA_SIZE",
     "LABEL_DB_MEMBER",
     "LABEL_MODE",
     "LABEL_NODE",

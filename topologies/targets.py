@@ -33,6 +33,9 @@ from topologies.run import Run
 from topologies.runs import RunRecord
 
 KUBERNETES_MODES = {"k8s": "scaled"}  # mode -> the mode file whose nodes it deploys as workloads
+# a data dir smaller than 16 MiB cannot hold a node's TLS files and a fresh DB; over 64 GiB
+# of tmpfs is memory a machine like this one does not have
+MIN_DATA_SIZE, MAX_DATA_SIZE = 16 << 20, 64 << 30
 DEFAULT_TIMEOUT = {containers.TARGET: 180.0, kubernetes.TARGET: 400.0}  # seconds; a cluster built here starts first
 
 Report = Callable[[str], None]
@@ -61,6 +64,7 @@ class Options:
     control_planes: int = 1  # a cluster built here: 1, or 3 behind a balancer
     expose: str | None = None  # how the front door is reached from here; None: port-forward
     evict_after: int | None = None  # seconds a dead node's pods stay bound to it; None: 10
+    data_size: int | None = None  # bytes: each node's data dir a file system this small (containers)
     report: Report = _quiet
 
 
@@ -103,6 +107,9 @@ def spec_of(mode: str | Path) -> spec.ModeSpec:
 
 def refused(mode: str, options: Options) -> str | None:
     """Why ``options`` do not apply to ``mode`` (a flag the user gave that would be ignored)."""
+    if options.data_size is not None and not MIN_DATA_SIZE <= options.data_size <= MAX_DATA_SIZE:
+        limits = f"{MIN_DATA_SIZE >> 20} MiB to {MAX_DATA_SIZE >> 30} GiB"
+        return f"--data-size: expected {limits}, got {options.data_size} bytes"
     if target_of(mode) == containers.TARGET:
         given = {
             "--kubeconfig": options.kubeconfig,
@@ -117,6 +124,8 @@ def refused(mode: str, options: Options) -> str | None:
         return (
             f"{', '.join(wrong)} apply to the Kubernetes modes only ({', '.join(KUBERNETES_MODES)})" if wrong else None
         )
+    if options.data_size is not None:
+        return "--data-size applies to the container modes (a pod's volume is its cluster's)"
     if options.workers < 2:
         return f"--workers: expected 2 or more, got {options.workers}"
     if options.evict_after is not None and not 0 <= options.evict_after <= kubernetes.MAX_EVICT_AFTER_S:
@@ -169,6 +178,7 @@ def start(mode: str | Path, options: Options = Options()) -> Run:
         quiet=options.quiet,
         env=options.env,
         cpuset=options.cpuset,
+        data_size=options.data_size,
     )
 
 

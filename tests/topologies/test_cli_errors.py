@@ -54,6 +54,9 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
         (["up", "k8s", "--evict-after", "-1"], 2, "--evict-after: expected 0 to 3600 seconds, got -1"),
         (["up", "single", "--evict-after", "30"], 2, "--evict-after apply to the Kubernetes modes only"),
         (["up", "ha", "--timeout", "0"], 2, "--timeout: expected seconds above 0, got 0"),
+        (["up", "single", "--data-size", "lots"], 2, "expected a size such as 64MiB, 512m or 1GiB, got 'lots'"),
+        (["up", "single", "--data-size", "1MiB"], 2, "--data-size: expected 16 MiB to 64 GiB, got 1048576 bytes"),
+        (["up", "k8s", "--data-size", "64MiB"], 2, "--data-size applies to the container modes"),
     ],
 )
 def test_without_a_daemon_or_with_bad_input_the_cli_says_one_line(args: list[str], code: int, says: str) -> None:

@@ -14,9 +14,9 @@ import pytest
 
 from runtime.security.tls import make_ca
 from topologies import faults, spec
-from topologies.constants import API_PORT, DATA_DIR, GRPC_PORT, LABEL_ROLE
+from topologies.constants import API_PORT, BALLAST_FILE, DATA_DIR, GRPC_PORT, LABEL_DATA_SIZE, LABEL_ROLE
 from topologies.containers import attach, plan, start, victims
-from topologies.containers.faults import Kill, Loss, Partition, Pause
+from topologies.containers.faults import DiskFull, Kill, Loss, Partition, Pause
 from topologies.containers.node import Node
 from topologies.containers.run import TARGET, ContainerRun
 from topologies.engines import EXITED, PAUSED, RUNNING, Handle, Launch
@@ -37,12 +37,16 @@ class Healthy(ContainerRun):
         self.health_checks += 1
 
 
-def run_of(engine: FakeEngine, tmp_path: Path, names: Sequence[str] = ("a", "b", "c")) -> Healthy:
+def run_of(
+    engine: FakeEngine, tmp_path: Path, names: Sequence[str] = ("a", "b", "c"), data_size: int | None = None
+) -> Healthy:
     RunRecord("run1", "ha", TARGET, {}).write(tmp_path, Secrets("s", "pw"))
     specs = tuple(NodeSpec(n, ("auth", "ingress", "kv", "queue"), db_member=True) for n in names)
     nodes = []
     for i, node in enumerate(specs, 11):
         labels = {"modematrix.run": "run1", "modematrix.mode": "ha", "modematrix.node": node.name}
+        if data_size is not None:
+            labels[LABEL_DATA_SIZE] = str(data_size)
         handle = engine.launch(Launch(f"mm-run1-{node.name}", "img", labels, publish=(API_PORT,)))
         nodes.append(Node(node, f"10.0.0.{i}", handle.ports[API_PORT], handle, engine))
     engine.calls.clear()
@@ -124,6 +128,28 @@ def test_a_fault_that_does_not_apply_is_refused_before_anything_happens(engine: 
         with faults.injected(cluster, Partition((("a",),))):
             pass
     assert cluster.health_checks == 0 and engine.calls == []
+
+
+def test_a_full_disk_is_refused_where_the_data_dir_is_the_hosts_disk(engine: FakeEngine, tmp_path: Path) -> None:
+    with pytest.raises(FaultError, match="--data-size"), faults.injected(run_of(engine, tmp_path), DiskFull("a")):
+        pass
+    assert engine.calls == []
+
+
+def test_a_full_disk_fills_the_sized_data_dir_and_heal_removes_the_ballast(engine: FakeEngine, tmp_path: Path) -> None:
+    cluster = run_of(engine, tmp_path, data_size=32 << 20)
+    assert cluster.data_size == 32 << 20
+    engine.on_exec = lambda handle, command: (0, "filled 33554432 left 0" if "python" in command[0] else "")
+    with faults.injected(cluster, DiskFull("b")):
+        assert next(c for c in engine.calls if c[0] == "exec")[1] == "mm-run1-b"
+    assert ("exec", "mm-run1-b", f"rm -f {BALLAST_FILE}") in engine.calls
+
+
+def test_a_fill_that_did_not_fill_is_a_fault_error(engine: FakeEngine, tmp_path: Path) -> None:
+    cluster = run_of(engine, tmp_path, data_size=32 << 20)
+    engine.on_exec = lambda handle, command: (1, "PermissionError: [Errno 13]")
+    with pytest.raises(FaultError, match="could not fill b's data dir: PermissionError"):
+        DiskFull("b").apply(cluster)
 
 
 def test_partition_writes_rules_only_after_computing_all_of_them(engine: FakeEngine, tmp_path: Path) -> None:

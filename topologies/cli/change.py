@@ -25,7 +25,8 @@ def register(sub: Sub) -> None:
     fault.add_argument(
         "action",
         metavar="ACTION",
-        help="heal; on containers: kill, stop, restart, pause, partition, clock-forward, clock-back (300 s); "
+        help="heal; on containers: kill, stop, restart, pause, partition, clock-forward, clock-back (300 s), "
+        "disk-full (a run started with --data-size); "
         "on Kubernetes: delete-pod, "
         "rollout-restart (a Deployment), kill, pause, partition, drain (a worker)",
     )

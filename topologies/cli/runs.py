@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import time
@@ -37,6 +38,12 @@ def register(sub: Sub) -> None:
         help="until every part is ready (default: 180 on containers, 400 on Kubernetes)",
     )
     up.add_argument("--image", help="the runtime image to run (default: build it, or reuse it)")
+    up.add_argument(
+        "--data-size",
+        metavar="SIZE",
+        help="container modes: each node's data dir a file system of this size (64MiB, 1GiB), which "
+        "`modematrix fault RUN disk-full NODE` can fill; it is a tmpfs: empty again after a node restarts",
+    )
     kube = up.add_argument_group("Kubernetes modes")
     kube.add_argument("--kubeconfig", help="deploy onto this cluster, in a namespace of the run's own")
     kube.add_argument("--namespace", help="with --kubeconfig: that namespace (refused if it is not a run's)")
@@ -97,6 +104,25 @@ def register(sub: Sub) -> None:
     kubeconfig.set_defaults(run=_kubeconfig)
 
 
+SIZE = re.compile(r"(\d+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
+UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def size(text: str) -> int:
+    """Bytes from ``64MiB``, ``64m``, ``1GiB`` or a plain number (binary units, as Docker's).
+
+    >>> size("64MiB"), size("1g"), size("4096")
+    (67108864, 1073741824, 4096)
+    >>> size("lots")
+    Traceback (most recent call last):
+    topologies.exceptions.UsageError: --data-size: expected a size such as 64MiB, 512m or 1GiB, got 'lots'
+    """
+    found = SIZE.fullmatch(text.strip())
+    if found is None:
+        raise UsageError(f"--data-size: expected a size such as 64MiB, 512m or 1GiB, got {text!r}")
+    return int(found[1]) * UNITS[found[2].lower()]
+
+
 def _options(args: argparse.Namespace, quiet: bool) -> targets.Options:
     started = time.monotonic()
 
@@ -117,6 +143,7 @@ def _options(args: argparse.Namespace, quiet: bool) -> targets.Options:
         control_planes=args.control_planes,
         expose=args.expose,
         evict_after=args.evict_after,
+        data_size=None if args.data_size is None else size(args.data_size),
         report=report,
     )
 

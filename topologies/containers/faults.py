@@ -1,6 +1,6 @@
 """Faults of a mode running as containers, as values (``Fault[ContainerRun]``): kill, stop,
 restart or freeze a node, partition nodes, lose or delay a node's packets, step a node's
-clock.
+clock, fill a node's disk.
 
 Network faults run in the node's network namespace from a helper container
 (:meth:`ContainerRun.in_netns`); the node never holds NET_ADMIN. The rules are computed
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from topologies.constants import CLOCK_FILE
+from topologies.constants import BALLAST_FILE, CLOCK_FILE, DATA_DIR
 from topologies.containers import plan
 from topologies.containers.run import ContainerRun
 from topologies.exceptions import FaultError, UsageError
@@ -227,6 +227,64 @@ def _set_clock(run: ContainerRun, name: str, seconds: int, timeout: float = 15.0
         raise FaultError(f"{name}'s clock did not move to {seconds:+d} s; its /readyz says {said[:1]}") from None
 
 
+@dataclass(frozen=True)
+class DiskFull:
+    """Fill the node's data dir to the last byte with a ballast file, as a runaway log or a
+    neighbour would: its DB's next write that needs room fails (SQLite: SQLITE_FULL, a 507
+    from the node). Only a run whose data dirs are file systems of their own
+    (``--data-size``) can have this: elsewhere the data dir is on the host's disk, which this
+    would fill. Heal deletes the ballast: the node writes again, without a restart."""
+
+    node: str
+
+    @property
+    def name(self) -> str:
+        return f"disk-full({self.node})"
+
+    def applies_to(self, run: ContainerRun) -> str | None:
+        if problem := _has(run, self.node):
+            return problem
+        if run.data_size is None:
+            return (
+                f"{self.node}'s data dir is on the host's disk, which this would fill: start the run "
+                "with a data size (modematrix up MODE --data-size 64MiB)"
+            )
+        return None
+
+    def apply(self, run: ContainerRun) -> None:
+        code, out = run.node(self.node).exec(["/opt/venv/bin/python", "-c", FILL.format(path=BALLAST_FILE)])
+        if code != 0 or not out.strip().startswith("filled"):
+            raise FaultError(f"could not fill {self.node}'s data dir: {out.strip()[-300:]}")
+
+    def heal(self, run: ContainerRun) -> None:
+        node = run.node(self.node)
+        if node.running:
+            code, out = node.exec(["rm", "-f", BALLAST_FILE])
+            if code != 0:
+                raise FaultError(f"could not remove {self.node}'s ballast {BALLAST_FILE}: {out.strip()[-200:]}")
+
+
+# run in the node, as its user: append to the ballast in ever smaller writes until not one
+# more byte fits, fsync it, and say how much went in and what is left (0)
+FILL = f"""
+import errno, os
+fd = os.open("{{path}}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+chunk, written = 1 << 20, 0
+block = bytes(chunk)
+while chunk:
+    try:
+        written += os.write(fd, block[:chunk])
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        chunk //= 2
+os.fsync(fd)
+os.close(fd)
+left = os.statvfs("{DATA_DIR}")
+print("filled", written, "left", left.f_bavail * left.f_frsize)
+"""
+
+
 def _flush(run: ContainerRun, name: str) -> None:
     node = run.node(name)
     if node.running:
@@ -249,6 +307,7 @@ BY_NAME: dict[str, Callable[[str, ContainerRun], Fault[ContainerRun]]] = {
     "partition": lambda node, run: Partition.isolating(node, run),
     "clock-forward": lambda node, run: ClockSkew(node, 300),
     "clock-back": lambda node, run: ClockSkew(node, -300),
+    "disk-full": lambda node, run: DiskFull(node),
 }
 
 

@@ -22,7 +22,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
-from topologies.constants import CLOCK_FILE, DATA_DIR, DB_CLIENT_PORT, GRPC_PORT, LABEL_MODE, LABEL_NODE, LABEL_RUN
+from topologies.constants import (
+    BALLAST_FILE,
+    CLOCK_FILE,
+    DATA_DIR,
+    DB_CLIENT_PORT,
+    GRPC_PORT,
+    LABEL_DATA_SIZE,
+    LABEL_MODE,
+    LABEL_NODE,
+    LABEL_RUN,
+)
 from topologies.containers import plan
 from topologies.containers.node import READY_POLL, Node, wait_ready
 from topologies.engines import PAUSED, RUNNING, STOPPED, Engine
@@ -148,7 +158,8 @@ class ContainerRun(RunFolder):
                     node.start()
                 if node.running:
                     self.in_netns(node, plan.HEAL_RULES)
-                    node.exec(["sh", "-c", f'[ "$(cat {CLOCK_FILE} 2>/dev/null)" = +0 ] || echo +0 > {CLOCK_FILE}'])
+                    clock = f'[ "$(cat {CLOCK_FILE} 2>/dev/null)" = +0 ] || echo +0 > {CLOCK_FILE}'
+                    node.exec(["sh", "-c", f"rm -f {BALLAST_FILE}; {clock}"])
             except TopologyError as exc:  # keep healing the others
                 failures.append(f"{node.name}: {exc}")
         if failures:
@@ -221,6 +232,14 @@ class ContainerRun(RunFolder):
 
     def tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
+
+    @property
+    def data_size(self) -> int | None:
+        """Bytes: the size of the nodes' data dirs when the run was started with one (each
+        node's label says it, so a run attached from another process knows it); else None."""
+        sizes = {n.handle.labels.get(LABEL_DATA_SIZE) for n in self._nodes}
+        known = [int(size) for size in sizes if size]
+        return known[0] if known else None
 
     def add(self, nodes: Sequence[Node]) -> None:
         """Scaling: nodes started for this run (:mod:`topologies.containers.scale`)."""

@@ -22,6 +22,7 @@ from topologies.constants import (
     DATA_DIR,
     DB_CLIENT_PORT,
     GRPC_PORT,
+    LABEL_DATA_SIZE,
     LABEL_DB_MEMBER,
     LABEL_MODE,
     LABEL_NODE,
@@ -52,6 +53,7 @@ class Place:
     image: str
     memory: str
     cpuset: str | None = None
+    data_size: int | None = None  # bytes: each node's data dir a file system this big
 
     @property
     def network(self) -> str:
@@ -69,6 +71,8 @@ def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], f
         LABEL_SERVICES: ",".join(node.services),
         LABEL_DB_MEMBER: str(node.db_member).lower(),
     }
+    if place.data_size is not None:
+        labels[LABEL_DATA_SIZE] = str(place.data_size)
     return Launch(
         name=f"mm-{place.run_id}-{node.name}",
         image=place.image,
@@ -83,6 +87,7 @@ def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], f
         cpuset=place.cpuset,
         volume=f"mm-{place.run_id}-{node.name}",
         volume_path=DATA_DIR,
+        volume_size=place.data_size,
         files=files,
         files_owner=RUNTIME_UID,
     )
@@ -171,10 +176,13 @@ def start(
     env: Mapping[str, str] | None = None,
     cpuset: str | None = None,
     run_id: str | None = None,
+    data_size: int | None = None,
 ) -> ContainerRun:
     """Start ``spec`` on ``engine`` and return the run once every part is ready; on any
     failure remove whatever was started, then raise. ``env`` adds runtime settings to every
-    node (``{"RUNTIME_LOG_LEVEL": "debug"}``); ``cpuset`` pins every container to host cores."""
+    node (``{"RUNTIME_LOG_LEVEL": "debug"}``); ``cpuset`` pins every container to host cores;
+    ``data_size`` (bytes) makes each node's data dir a file system that small (a tmpfs, empty
+    again after a restart: for the full-disk scenario, not for crash tests)."""
     image = image or engine.image(quiet=quiet)
     engine.guard(image)
     run_id = run_id or new_run_id()
@@ -185,7 +193,7 @@ def start(
         prefix = engine.create_network(
             f"mm-{run_id}", {LABEL_RUN: run_id, LABEL_MODE: spec.mode, LABEL_NODE: "network"}
         )
-        place = Place(engine, run_id, spec.mode, prefix, image, spec.memory, cpuset)
+        place = Place(engine, run_id, spec.mode, prefix, image, spec.memory, cpuset, data_size)
         ips = plan.addresses(spec, prefix)
         run_pki = pki.RunPki.create(folder, env)
         nodes = start_nodes(place, spec, spec.nodes, ips, secrets, run_pki, env or {})

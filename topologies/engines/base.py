@@ -48,6 +48,9 @@ class Launch:
     cpuset: str | None = None  # pin to these host cores ("0", "0-1"): benchmarks pin servers apart from load
     volume: str | None = None
     volume_path: str = ""
+    # bytes: the volume is a file system of this size (tmpfs: it lasts while its container
+    # runs, so a restart starts it empty), which a full-disk fault can fill; None: the host's
+    volume_size: int | None = None
     # a container that manages containers itself (a Kubernetes node: containerd, kubelet)
     # needs every device and capability, a private /run and /tmp, and files of the run's
     # folder (host path -> container path, read-only)

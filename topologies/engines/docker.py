@@ -231,7 +231,11 @@ class DockerEngine:
             kwargs["hostname"] = spec.hostname
         mounts = [Mount(target, source, type="bind", read_only=True) for source, target in spec.binds.items()]
         if spec.volume:
-            self.client.volumes.create(spec.volume, labels=reaped(spec.labels))
+            options = {}
+            if spec.volume_size is not None:  # the local driver mounts a tmpfs of that size
+                owner = f"uid={spec.files_owner},gid={spec.files_owner},mode=0700"
+                options = {"type": "tmpfs", "device": "tmpfs", "o": f"size={spec.volume_size},{owner}"}
+            self.client.volumes.create(spec.volume, driver="local", driver_opts=options, labels=reaped(spec.labels))
             mounts.append(Mount(spec.volume_path, spec.volume, type="volume"))
         if mounts:
             kwargs["mounts"] = mounts
