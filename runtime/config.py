@@ -272,6 +272,12 @@ class Config:
     db_initial_cluster: str | None = setting(
         _optional_text, None, help="`NAME=https://HOST:2380,...`: every member, this one included"
     )
+    db_initial_cluster_state: str = setting(
+        _choice("new", "existing"),
+        "new",
+        help="`existing`: the member joins a running cluster that has added it (`runtime db-member add`), "
+        "with an empty data dir; etcd reads it only then",
+    )
     db_election_timeout_ms: int = setting(_int_between(100, 50_000), 1000, help="the member's election timeout")
     db_heartbeat_ms: int = setting(_int_between(10, 5_000), 100, help="the member's heartbeat interval")
     peers: Mapping[str, tuple[str, ...]] = setting(

@@ -44,7 +44,7 @@ def member_argv(config: Config, etcd: str = "etcd") -> list[str]:
         "--initial-cluster",
         str(config.db_initial_cluster),
         "--initial-cluster-state",
-        "new",
+        config.db_initial_cluster_state,
         "--initial-cluster-token",
         "modematrix",
         "--heartbeat-interval",

@@ -68,6 +68,11 @@ def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subpro
         ),
         (["serve", "--services", "kv"], {"RUNTIME_TOKEN_TTL": "soon"}, "token_ttl: expected a positive duration"),
         (["serve", "--services", "kv"], {"RUNTIME_DB_MEMBER_NAME": "n1"}, "db_member_name: hosting a DB member"),
+        (
+            ["serve", "--services", "kv"],
+            {"RUNTIME_DB_INITIAL_CLUSTER_STATE": "joining"},
+            "db_initial_cluster_state: expected new or existing, got 'joining'",
+        ),
     ],
 )
 def test_refuses_with_exit_2_and_one_line_naming_the_setting(
@@ -80,6 +85,20 @@ def test_refuses_with_exit_2_and_one_line_naming_the_setting(
     assert lines[0].startswith("runtime: refusing to start: ")
     assert setting in lines[0]
     assert not (tmp_path / "data").exists(), "a refused start must write nothing"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["add", "n2", "--endpoints", "https://a:2379"], "db-member: add needs one peer URL (https://HOST:2380)"),
+        (["remove", "n2", "--endpoints", "https://a:2379"], "db-member: expected a JSON object with keys ca"),
+    ],
+)
+def test_db_member_refuses_bad_input_in_one_line(tmp_path: Path, args: list[str], says: str) -> None:
+    result = run(tmp_path, "db-member", *args)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"runtime: refusing to start: {says}"), lines[0]
 
 
 def test_refuses_a_data_dir_of_another_service_set_and_changes_nothing(tmp_path: Path) -> None:
