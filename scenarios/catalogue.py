@@ -16,7 +16,17 @@ from typing import Generic, TypeVar
 from scenarios.checkers import CHECKS
 from scenarios.traffic import Traffic
 from topologies import ContainerRun, KubeRun, Run
-from topologies.containers.faults import ClockSkew, Delay, DiskFull, Kill, Loss, Partition, Pause, Restart
+from topologies.containers.faults import (
+    ClockSkew,
+    Delay,
+    DiskFull,
+    Kill,
+    Loss,
+    Partition,
+    Pause,
+    ReplaceMember,
+    Restart,
+)
 from topologies.containers.victims import choose
 from topologies.faults import Both, Fault
 from topologies.kubernetes import faults as kube
@@ -161,6 +171,16 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
         modes=("single",),
         cycles=2,
         requires=_sized,
+    ),
+    # etcd's membership changed under traffic: a member removed (its node and data dir gone),
+    # then a new one added at its address, joining on an empty data dir (Jepsen's and etcd's
+    # robustness tests' member replace); healed once the new member is healthy
+    Scenario[C](
+        "replace-member",
+        C,
+        lambda r, g, i: ReplaceMember(g.choice([n.name for n in r.nodes if n.db_member])),
+        cycles=2,
+        during_s=3.0,
     ),
     # the front door and its control plane (modes behind Envoy): the other Envoy keeps
     # serving; without the xds node the Envoys keep their last config and reconnect

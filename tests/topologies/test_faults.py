@@ -16,7 +16,7 @@ from runtime.security.tls import make_ca
 from topologies import faults, spec
 from topologies.constants import API_PORT, BALLAST_FILE, DATA_DIR, GRPC_PORT, LABEL_DATA_SIZE, LABEL_ROLE
 from topologies.containers import attach, plan, start, victims
-from topologies.containers.faults import DiskFull, Kill, Loss, Partition, Pause
+from topologies.containers.faults import DiskFull, Kill, Loss, Partition, Pause, ReplaceMember, replaced_note
 from topologies.containers.node import Node
 from topologies.containers.run import TARGET, ContainerRun
 from topologies.engines import EXITED, PAUSED, RUNNING, Handle, Launch
@@ -150,6 +150,22 @@ def test_a_fill_that_did_not_fill_is_a_fault_error(engine: FakeEngine, tmp_path:
     engine.on_exec = lambda handle, command: (1, "PermissionError: [Errno 13]")
     with pytest.raises(FaultError, match="could not fill b's data dir: PermissionError"):
         DiskFull("b").apply(cluster)
+
+
+def test_replacing_a_member_removes_it_as_root_stops_its_node_and_notes_it(engine: FakeEngine, tmp_path: Path) -> None:
+    cluster = run_of(engine, tmp_path)
+    RunPki.create(tmp_path)
+    ReplaceMember("b").apply(cluster)
+    run_once, killed = engine.calls[-2:]
+    assert run_once[:4] == ("run_once", "img", "db-member", "remove") and run_once[4] == "b"
+    assert "10.0.0.12" not in run_once[-1] and "https://10.0.0.11:2379" in run_once[-1], "asked of the others"
+    assert killed == ("kill", "mm-run1-b")
+    assert replaced_note(cluster, "b").exists(), "heal_all, from any process, replaces it instead of a restart"
+
+
+def test_a_member_is_replaced_only_with_a_quorum_left(engine: FakeEngine, tmp_path: Path) -> None:
+    assert "three or more" in (ReplaceMember("a").applies_to(run_of(engine, tmp_path, ["a", "b"])) or "")
+    assert "no node 'zz'" in (ReplaceMember("zz").applies_to(run_of(engine, tmp_path)) or "")
 
 
 def test_partition_writes_rules_only_after_computing_all_of_them(engine: FakeEngine, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def register(sub: Sub) -> None:
         "action",
         metavar="ACTION",
         help="heal; on containers: kill, stop, restart, pause, partition, clock-forward, clock-back (300 s), "
-        "disk-full (a run started with --data-size); "
+        "disk-full (a run started with --data-size), replace-member (heal adds the new one); "
         "on Kubernetes: delete-pod, "
         "rollout-restart (a Deployment), kill, pause, partition, drain (a worker)",
     )

@@ -1,6 +1,6 @@
 """Faults of a mode running as containers, as values (``Fault[ContainerRun]``): kill, stop,
 restart or freeze a node, partition nodes, lose or delay a node's packets, step a node's
-clock, fill a node's disk.
+clock, fill a node's disk, replace a node's etcd member with a new one.
 
 Network faults run in the node's network namespace from a helper container
 (:meth:`ContainerRun.in_netns`); the node never holds NET_ADMIN. The rules are computed
@@ -15,14 +15,29 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
-from topologies.constants import BALLAST_FILE, CLOCK_FILE, DATA_DIR
+from topologies import pki
+from topologies.constants import (
+    BALLAST_FILE,
+    CLOCK_FILE,
+    DATA_DIR,
+    DB_CLIENT_PORT,
+    DB_PEER_PORT,
+    LABEL_ROLE,
+    RUNTIME_UID,
+    SECRETS_DIR,
+)
 from topologies.containers import plan
+from topologies.containers.node import wait_ready
 from topologies.containers.run import ContainerRun
+from topologies.containers.start import Place, start_nodes
+from topologies.engines import REMOVED
 from topologies.exceptions import FaultError, UsageError
 from topologies.faults import Fault
+from topologies.runs import SECRET_FILES, secret_settings
 from topologies.wait import WaitTimeout, wait_until
 
 
@@ -264,6 +279,88 @@ class DiskFull:
                 raise FaultError(f"could not remove {self.node}'s ballast {BALLAST_FILE}: {out.strip()[-200:]}")
 
 
+@dataclass(frozen=True)
+class ReplaceMember:
+    """Replace the node's etcd member with a new one, as an operator replaces a lost machine
+    (etcd's runtime reconfiguration): apply removes the member from the cluster (as root:
+    ``runtime db-member remove``) and stops the node; the cluster serves on with the others.
+    Heal removes the old container and its data dir, adds a member at the same address
+    (``db-member add``) and starts the node on an empty data dir as a member that joins
+    (``db_initial_cluster_state existing``); it is healed once the new member is ready. A note
+    in the run's folder says the node awaits this, so ``modematrix fault RUN heal`` from
+    another process does it too (:meth:`ContainerRun.heal_all`), instead of restarting a
+    member the cluster has removed."""
+
+    node: str
+
+    @property
+    def name(self) -> str:
+        return f"replace-member({self.node})"
+
+    def applies_to(self, run: ContainerRun) -> str | None:
+        if problem := _has(run, self.node):
+            return problem
+        members = [n for n in run.nodes if n.db_member]
+        if run.spec.db != "etcd" or run.node(self.node) not in members:
+            return f"{self.node} hosts no etcd member"
+        if len(members) < 3:
+            return f"replacing a member needs three or more (a quorum without it); this run has {len(members)}"
+        return None
+
+    def apply(self, run: ContainerRun) -> None:
+        note = replaced_note(run, self.node)
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text("its etcd member was removed: heal starts a new one on an empty data dir\n")
+        _db_member(run, ["remove", self.node])
+        node = run.node(self.node)
+        if node.running:  # a member removed stops itself, and its node with it
+            node.kill()
+
+    def heal(self, run: ContainerRun) -> None:
+        note = replaced_note(run, self.node)
+        if not note.exists():
+            return  # not applied, or healed already
+        old = run.node(self.node)
+        if old.status != REMOVED:
+            old.engine.remove(old.handle)
+        old.engine.remove_volume(f"mm-{run.run_id}-{self.node}")  # the new member starts empty
+        ip = run.ips[self.node]
+        _db_member(run, ["add", self.node, f"https://{ip}:{DB_PEER_PORT}"])
+        prefix = ip.rsplit(".", 1)[0]
+        place = Place(run.engine, run.run_id, run.mode, prefix, run.image, run.spec.memory, run.cpuset, run.data_size)
+        joining = {"RUNTIME_DB_INITIAL_CLUSTER_STATE": "existing"}
+        spec = old.spec
+        (new,) = start_nodes(place, run.spec, [spec], run.ips, run.secrets, pki.RunPki.load(run.workdir), joining)
+        run.replace(new)
+        wait_ready([new], run.tls_context(), timeout=120)
+        note.unlink()
+
+
+def replaced_note(run: ContainerRun, node: str) -> Path:
+    """Present while ``node``'s member has been removed and not yet replaced."""
+    return run.workdir / "faults" / f"replace-member-{node}"
+
+
+def _db_member(run: ContainerRun, args: list[str]) -> None:
+    """``runtime db-member ARGS`` as the DB's root, from the image on the run's network,
+    against the members still running."""
+    endpoints = ",".join(
+        f"https://{n.ip}:{DB_CLIENT_PORT}" for n in run.nodes if n.db_member and n.name != args[1] and n.running
+    )
+    files = {f"{SECRETS_DIR}/{SECRET_FILES['tls_bundle']}": pki.RunPki.load(run.workdir).root().dump().encode()}
+    code, out = run.engine.run_once(
+        run.image,
+        ["db-member", *args, "--endpoints", endpoints],
+        secret_settings(files),
+        {**run.labels("db-member"), LABEL_ROLE: "db-member"},
+        network=f"mm-{run.run_id}",
+        files=files,
+        files_owner=RUNTIME_UID,
+    )
+    if code != 0:
+        raise FaultError(f"db-member {' '.join(args)} exited {code}: {out.strip()[-300:]}")
+
+
 # run in the node, as its user: append to the ballast in ever smaller writes until not one
 # more byte fits, fsync it, and say how much went in and what is left (0)
 FILL = f"""
@@ -308,6 +405,7 @@ BY_NAME: dict[str, Callable[[str, ContainerRun], Fault[ContainerRun]]] = {
     "clock-forward": lambda node, run: ClockSkew(node, 300),
     "clock-back": lambda node, run: ClockSkew(node, -300),
     "disk-full": lambda node, run: DiskFull(node),
+    "replace-member": lambda node, run: ReplaceMember(node),
 }
 
 

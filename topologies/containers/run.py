@@ -149,8 +149,13 @@ class ContainerRun(RunFolder):
         """Undo every fault on every node: thaw, start, flush rules. Tries everything, then
         raises one FaultError listing whatever could not be healed."""
         failures = []
-        for node in self._nodes:
+        from topologies.containers.faults import ReplaceMember, replaced_note  # faults build on this module
+
+        for node in list(self._nodes):
             try:
+                if replaced_note(self, node.name).exists():  # its member was removed: a new one, not a restart
+                    ReplaceMember(node.name).heal(self)
+                    continue
                 status = node.status
                 if status == PAUSED:
                     node.unpause()
@@ -244,6 +249,12 @@ class ContainerRun(RunFolder):
     def add(self, nodes: Sequence[Node]) -> None:
         """Scaling: nodes started for this run (:mod:`topologies.containers.scale`)."""
         self._nodes.extend(nodes)
+
+    def replace(self, node: Node) -> None:
+        """A node started again in a new container under its old name (a replaced DB member):
+        it takes the old one's place in the order of the run's nodes."""
+        index = next(i for i, n in enumerate(self._nodes) if n.name == node.name)
+        self._nodes[index] = node
 
     def remove(self, name: str) -> Node:
         """Scaling: a node that leaves the run (its container is the caller's to remove)."""

@@ -131,6 +131,9 @@ class Engine(Protocol):
     def pause(self, handle: Handle) -> None: ...
     def unpause(self, handle: Handle) -> None: ...
     def remove(self, handle: Handle) -> None: ...
+    def remove_volume(self, name: str) -> None:
+        """Remove the named volume (its container removed first); nothing if there is none."""
+
     def exec(self, handle: Handle, command: Sequence[str], user: str = "") -> tuple[int, str]:
         """Run ``command`` inside the node; (exit code, output)."""
 

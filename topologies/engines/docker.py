@@ -314,6 +314,13 @@ class DockerEngine:
     def remove(self, handle: Handle) -> None:
         self._act(handle, "remove", force=True, v=True)
 
+    def remove_volume(self, name: str) -> None:
+        with translated(f"removing volume {name}"):
+            try:
+                self.client.volumes.get(name).remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
     def exec(self, handle: Handle, command: Sequence[str], user: str = "") -> tuple[int, str]:
         container = self._get(handle)
         with translated(f"exec in {handle.name}"):

@@ -134,6 +134,9 @@ class FakeEngine:
     def remove(self, handle: Handle) -> None:
         self._move("remove", handle, REMOVED)
 
+    def remove_volume(self, name: str) -> None:
+        self._record("remove_volume", name)
+
     def exec(self, handle: Handle, command: Sequence[str], user: str = "") -> tuple[int, str]:
         self._record("exec", handle.name, " ".join(command))
         return self.on_exec(handle, command)
