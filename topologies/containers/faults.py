@@ -308,10 +308,10 @@ class ReplaceMember:
         return None
 
     def apply(self, run: ContainerRun) -> None:
+        _db_member(run, ["remove", self.node])  # refused: nothing changed, nothing to replace
         note = replaced_note(run, self.node)
         note.parent.mkdir(parents=True, exist_ok=True)
         note.write_text("its etcd member was removed: heal starts a new one on an empty data dir\n")
-        _db_member(run, ["remove", self.node])
         node = run.node(self.node)
         if node.running:  # a member removed stops itself, and its node with it
             node.kill()
@@ -329,8 +329,8 @@ class ReplaceMember:
         prefix = ip.rsplit(".", 1)[0]
         place = Place(run.engine, run.run_id, run.mode, prefix, run.image, run.spec.memory, run.cpuset, run.data_size)
         joining = {"RUNTIME_DB_INITIAL_CLUSTER_STATE": "existing"}
-        spec = old.spec
-        (new,) = start_nodes(place, run.spec, [spec], run.ips, run.secrets, pki.RunPki.load(run.workdir), joining)
+        run_pki = pki.RunPki.load(run.workdir)
+        (new,) = start_nodes(place, run.spec, [old.spec], run.ips, run.secrets, run_pki, joining)
         run.replace(new)
         wait_ready([new], run.tls_context(), timeout=120)
         note.unlink()
