@@ -226,6 +226,14 @@ def inject(run: Run, action: str, target: str) -> str:
     raise UsageError(f"run {run.run_id}: its target has no faults")
 
 
+def heal_all(run: Run) -> None:
+    """``modematrix fault RUN heal``: undo every fault of the run, whichever process applied it
+    (on containers, a removed DB member is replaced first: a restart would not bring it back)."""
+    if isinstance(run, ContainerRun):
+        container_faults.heal_replaced(run)
+    run.heal_all()
+
+
 def fault_actions(mode: str) -> list[str]:
     """The faults ``modematrix fault`` knows for a mode's target."""
     if target_of(mode) == kubernetes.TARGET:

@@ -16,7 +16,7 @@ from runtime.security.tls import make_ca
 from topologies import faults, spec
 from topologies.constants import API_PORT, BALLAST_FILE, DATA_DIR, GRPC_PORT, LABEL_DATA_SIZE, LABEL_ROLE
 from topologies.containers import attach, plan, start, victims
-from topologies.containers.faults import DiskFull, Kill, Loss, Partition, Pause, ReplaceMember, replaced_note
+from topologies.containers.faults import DiskFull, Kill, Loss, Partition, Pause, ReplaceMember
 from topologies.containers.node import Node
 from topologies.containers.run import TARGET, ContainerRun
 from topologies.engines import EXITED, PAUSED, RUNNING, Handle, Launch
@@ -160,7 +160,10 @@ def test_replacing_a_member_removes_it_as_root_stops_its_node_and_notes_it(engin
     assert run_once[:4] == ("run_once", "img", "db-member", "remove") and run_once[4] == "b"
     assert "10.0.0.12" not in run_once[-1] and "https://10.0.0.11:2379" in run_once[-1], "asked of the others"
     assert killed == ("kill", "mm-run1-b")
-    assert replaced_note(cluster, "b").exists(), "heal_all, from any process, replaces it instead of a restart"
+    assert cluster.member_removed("b").exists(), "a heal, from any process, replaces it instead of a restart"
+    with pytest.raises(FaultError, match="b: its DB member was removed"):
+        cluster.heal_all()  # which alone would start the removed member again
+    assert ("start", "mm-run1-b") not in engine.calls
 
 
 def test_a_member_is_replaced_only_with_a_quorum_left(engine: FakeEngine, tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def _fault(args: argparse.Namespace) -> int:
         raise UsageError(f"fault {args.action}: expected a TARGET (a node, a pod, a workload or a worker)")
     run = targets.attach(args.run_id, args.engine)
     if args.action == "heal":
-        run.heal_all()
+        targets.heal_all(run)
         run.wait_healthy()
         emit(args, {"run_id": run.run_id, "healed": True}, f"run {run.run_id}: healed, and healthy")
         return EXIT_OK

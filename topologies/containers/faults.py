@@ -15,7 +15,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
@@ -287,9 +286,9 @@ class ReplaceMember:
     Heal removes the old container and its data dir, adds a member at the same address
     (``db-member add``) and starts the node on an empty data dir as a member that joins
     (``db_initial_cluster_state existing``); it is healed once the new member is ready. A note
-    in the run's folder says the node awaits this, so ``modematrix fault RUN heal`` from
-    another process does it too (:meth:`ContainerRun.heal_all`), instead of restarting a
-    member the cluster has removed."""
+    in the run's folder says the node awaits this (:meth:`ContainerRun.member_removed`), so
+    ``modematrix fault RUN heal`` from another process does it too (:func:`heal_replaced`),
+    and ``heal_all`` does not restart a member the cluster has removed."""
 
     node: str
 
@@ -309,7 +308,7 @@ class ReplaceMember:
 
     def apply(self, run: ContainerRun) -> None:
         _db_member(run, ["remove", self.node])  # refused: nothing changed, nothing to replace
-        note = replaced_note(run, self.node)
+        note = run.member_removed(self.node)
         note.parent.mkdir(parents=True, exist_ok=True)
         note.write_text("its etcd member was removed: heal starts a new one on an empty data dir\n")
         node = run.node(self.node)
@@ -317,7 +316,7 @@ class ReplaceMember:
             node.kill()
 
     def heal(self, run: ContainerRun) -> None:
-        note = replaced_note(run, self.node)
+        note = run.member_removed(self.node)
         if not note.exists():
             return  # not applied, or healed already
         old = run.node(self.node)
@@ -336,9 +335,12 @@ class ReplaceMember:
         note.unlink()
 
 
-def replaced_note(run: ContainerRun, node: str) -> Path:
-    """Present while ``node``'s member has been removed and not yet replaced."""
-    return run.workdir / "faults" / f"replace-member-{node}"
+def heal_replaced(run: ContainerRun) -> None:
+    """Replace every member that a :class:`ReplaceMember` removed and no heal has replaced yet
+    (the fault applied by another process: ``modematrix fault RUN replace-member``)."""
+    for node in list(run.nodes):
+        if run.member_removed(node.name).exists():
+            ReplaceMember(node.name).heal(run)
 
 
 def _db_member(run: ContainerRun, args: list[str]) -> None:

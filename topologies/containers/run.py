@@ -149,12 +149,10 @@ class ContainerRun(RunFolder):
         """Undo every fault on every node: thaw, start, flush rules. Tries everything, then
         raises one FaultError listing whatever could not be healed."""
         failures = []
-        from topologies.containers.faults import ReplaceMember, replaced_note  # faults build on this module
-
-        for node in list(self._nodes):
+        for node in self._nodes:
             try:
-                if replaced_note(self, node.name).exists():  # its member was removed: a new one, not a restart
-                    ReplaceMember(node.name).heal(self)
+                if self.member_removed(node.name).exists():  # a restart would bring back a removed member
+                    failures.append(f"{node.name}: its DB member was removed; ReplaceMember's heal starts a new one")
                     continue
                 status = node.status
                 if status == PAUSED:
@@ -249,6 +247,11 @@ class ContainerRun(RunFolder):
     def add(self, nodes: Sequence[Node]) -> None:
         """Scaling: nodes started for this run (:mod:`topologies.containers.scale`)."""
         self._nodes.extend(nodes)
+
+    def member_removed(self, name: str) -> Path:
+        """A note, present while ``name``'s DB member has been removed from the cluster and not
+        yet replaced (:class:`topologies.containers.faults.ReplaceMember`)."""
+        return self.workdir / "faults" / f"replace-member-{name}"
 
     def replace(self, node: Node) -> None:
         """A node started again in a new container under its old name (a replaced DB member):
