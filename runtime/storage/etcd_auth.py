@@ -105,16 +105,22 @@ async def ensure(
 async def _first_answering(stubs: list[Any], timeout: float) -> Any:
     """The first member whose Auth API answers (members may still be electing a leader).
     ``RoleList`` is the probe: etcd 3.4 has no AuthStatus, and root may list roles either way."""
+    return await first_answering(stubs, "RoleList", rpc.AuthRoleListRequest(), timeout)
+
+
+async def first_answering(stubs: Sequence[Any], method: str, request: Any, timeout: float) -> Any:
+    """The first of ``stubs`` whose ``method(request)`` answers, asked round after round for
+    up to ``timeout`` s; TimeoutError with the last refusal."""
     deadline, last = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
         for stub in stubs:
             try:
-                await stub.RoleList(rpc.AuthRoleListRequest(), timeout=2.0)
+                await getattr(stub, method)(request, timeout=2.0)
                 return stub
             except grpc.aio.AioRpcError as exc:
                 last = f"{exc.code().name} {exc.details()}"
         await asyncio.sleep(0.5)
-    raise TimeoutError(f"no etcd member answered RoleList within {timeout:.0f} s; last: {last}")
+    raise TimeoutError(f"no etcd member answered {method} within {timeout:.0f} s; last: {last}")
 
 
 async def _tolerate(call: Any, already: str) -> None:

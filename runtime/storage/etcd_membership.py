@@ -23,6 +23,7 @@ import grpc.aio
 from aetcd import rpc
 
 from runtime.storage.etcd import ClientTls, _target, uses_tls
+from runtime.storage.etcd_auth import first_answering
 
 T = TypeVar("T")
 
@@ -89,17 +90,8 @@ class _RootCluster:
         self.timeout = timeout
 
     async def __aenter__(self) -> Any:
-        deadline, last = time.monotonic() + self.timeout, ""
-        while time.monotonic() < deadline:
-            for channel in self.channels:
-                stub = rpc.ClusterStub(channel)
-                try:
-                    await stub.MemberList(rpc.MemberListRequest(), timeout=2.0)
-                    return stub
-                except grpc.aio.AioRpcError as exc:
-                    last = f"{exc.code().name} {exc.details()}"
-            await asyncio.sleep(0.5)
-        raise TimeoutError(f"no etcd member answered MemberList within {self.timeout:.0f} s; last: {last}")
+        stubs = [rpc.ClusterStub(c) for c in self.channels]
+        return await first_answering(stubs, "MemberList", rpc.MemberListRequest(), self.timeout)
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.gather(*(c.close() for c in self.channels), return_exceptions=True)
