@@ -15,7 +15,12 @@ if TYPE_CHECKING:
     from runtime.rpc import modematrix_pb2 as pb
     from runtime.rpc import modematrix_pb2_grpc as pb_grpc
 
-__all__ = ["pb", "pb_grpc"]
+__all__ = ["STREAMS_PER_CONNECTION", "pb", "pb_grpc"]
+
+# Calls one client connection may carry at once to a node's gRPC port (HTTP/2's
+# SETTINGS_MAX_CONCURRENT_STREAMS). Envoy's connections to the nodes are sized by it too: a
+# proxy that opened more streams than this would have them refused (REFUSED_STREAM) at load.
+STREAMS_PER_CONNECTION = 32
 
 
 def _load() -> tuple[ModuleType, ModuleType]:

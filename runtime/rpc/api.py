@@ -29,7 +29,7 @@ from runtime.exceptions import (
 )
 from runtime.jsonbody import strict_loads
 from runtime.routing import GrpcMethod, grpc_method
-from runtime.rpc import pb, pb_grpc
+from runtime.rpc import STREAMS_PER_CONNECTION, pb, pb_grpc
 from runtime.security import Decision, Principal, decide
 from runtime.security.keystore import KeyStore
 from runtime.services.kv import KvService
@@ -290,7 +290,7 @@ class Limits:
     connections: int = 1024
     handshake_s: float = 10.0
     idle_s: float = 15.0
-    streams_per_connection: int = 32
+    streams_per_connection: int = STREAMS_PER_CONNECTION
     calls: int = 256
     message_bytes: int = MAX_MESSAGE
     metadata_bytes: int = 16 * 1024

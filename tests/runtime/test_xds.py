@@ -387,6 +387,53 @@ async def test_grpc_through_envoy_is_balanced_per_call_and_routed_around_a_dead_
             node.kill()
 
 
+async def test_64_grpc_calls_at_once_through_envoy_all_succeed(
+    plane: tuple[AdsServer, Envoy, int], tmp_path: Path
+) -> None:
+    """A saturated node behind Envoy answers every call: Envoy opens no more streams on a
+    connection than the node allows, so none is refused (REFUSED_STREAM), and the retries of
+    those that are have a budget, not Envoy's fixed 3 at once. Before both, 64 calls at once
+    through Envoy failed about 3 % of them (the bench's scaled rows)."""
+    ads, _, port = plane
+    env = {"RUNTIME_ADMIN_PASSWORD": "admin-password-1", "RUNTIME_INSECURE_HTTP": "true"}
+    node = RuntimeProcess(tmp_path / "kv", services="all", env=env)
+    try:
+        node.start().wait_ready()
+        token = (("authorization", f"Bearer {node.login(password='admin-password-1')}"),)
+        ads.publish(
+            snapshot.build(
+                [Endpoint("kv-1", "kv", "127.0.0.1", node.port, True, "t", node.grpc_port)], port=port, tls=None
+            )
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            kv = pb_grpc.KvStub(channel)
+
+            async def serving() -> bool:
+                try:
+                    await kv.Put(pb.PutRequest(key="probe", value=b"x"), metadata=token, timeout=2)
+                    return True
+                except grpc.RpcError:
+                    return False
+
+            await until(serving)
+            failed: list[str] = []
+
+            async def caller(worker: int) -> None:
+                for i in range(40):  # 64 x 40 calls, bounded
+                    try:
+                        if i % 2:
+                            await kv.Get(pb.GetRequest(key="probe"), metadata=token, timeout=10)
+                        else:
+                            await kv.Put(pb.PutRequest(key=f"c{worker}", value=b"v"), metadata=token, timeout=10)
+                    except grpc.RpcError as exc:
+                        failed.append(f"{exc.code().name}: {exc.details()}")
+
+            await asyncio.gather(*(caller(w) for w in range(64)))
+        assert not failed, f"{len(failed)} of 2560 calls failed, first: {failed[0]}"
+    finally:
+        node.kill()
+
+
 def grpc_calls(node: RuntimeProcess, route: str) -> int:
     """Successful gRPC calls of ``route`` that ``node`` counted (its /metrics)."""
     text = httpx.get(f"http://{node.address}/metrics", timeout=5).text
