@@ -1,8 +1,8 @@
 """A full disk, single mode: the node's data dir (a 32 MiB file system of its own) filled to
 the last byte while clients write, twice. Writes are refused with 507 while reads go on;
 nothing acknowledged is lost; the node writes again once the ballast is gone, without a
-restart. The catalogue's ``full-disk`` scenario, on a run of its own: its tmpfs data dir does
-not outlive a restart, so the crash tests keep the ordinary run.
+restart. The catalogue's ``full-disk`` scenario, on a run of its own (a sized data dir is
+memory: the crash tests keep the ordinary run, whose data dir is on the host's disk).
 
     pytest scenarios/test_full_disk.py --mode single
 """
@@ -19,7 +19,7 @@ from scenarios.catalogue import by_name
 from scenarios.history import OK
 from scenarios.runner import Result
 from topologies import ContainerRun, faults
-from topologies.containers.faults import DiskFull
+from topologies.containers.faults import DiskFull, Kill
 from topologies.exceptions import FaultError, UsageError
 
 pytestmark = pytest.mark.single
@@ -58,6 +58,19 @@ def test_a_full_disk_refuses_writes_with_507_loses_nothing_and_recovers(
     # cannot grow the DB file fails quietly, and the WAL keeps every acknowledged write): the
     # first fill, of a fresh WAL, refuses writes at once; a later one may not within 4 s
     assert refused, "no write of the traffic was refused with 507 while the disk was full"
+
+
+def test_a_sized_data_dir_outlives_its_nodes_kill_and_restart(sized: ContainerRun) -> None:
+    """Docker's local driver empties a tmpfs volume when the last container using it stops;
+    the run's holder container keeps it mounted, so what the node acknowledged is still there
+    after kill -9 and a start."""
+    with sized.client() as api:
+        assert api.put("/v1/kv/kept-over-restart", content=b"acknowledged").status_code == 200
+    with faults.injected(sized, Kill(sized.nodes[0].name)):
+        pass
+    with sized.client() as api:
+        read = api.get("/v1/kv/kept-over-restart")
+        assert (read.status_code, read.content) == (200, b"acknowledged")
 
 
 def test_the_fault_refuses_a_node_whose_data_dir_is_the_hosts_disk(run: ContainerRun) -> None:

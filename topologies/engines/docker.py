@@ -65,6 +65,10 @@ def _explain(exc: docker.errors.APIError) -> str:
     return str(exc.explanation or exc).strip()
 
 
+HOLDER_ROLE = "holder"  # keeps a node's sized data volume mounted (Docker._hold)
+LABEL_VOLUME = "modematrix.volume"
+
+
 def reaped(labels: Mapping[str, str]) -> dict[str, str]:
     """Labels plus testcontainers' session label, for what testcontainers does not create."""
     return {**labels, LABEL_SESSION_ID: SESSION_ID}
@@ -236,6 +240,8 @@ class DockerEngine:
                 owner = f"uid={spec.files_owner},gid={spec.files_owner},mode=0700"
                 options = {"type": "tmpfs", "device": "tmpfs", "o": f"size={spec.volume_size},{owner}"}
             self.client.volumes.create(spec.volume, driver="local", driver_opts=options, labels=reaped(spec.labels))
+            if spec.volume_size is not None:
+                self._hold(spec, spec.volume)
             mounts.append(Mount(spec.volume_path, spec.volume, type="volume"))
         if mounts:
             kwargs["mounts"] = mounts
@@ -259,6 +265,30 @@ class DockerEngine:
         bindings: dict[str, Any] = {f"{port}/tcp": ("127.0.0.1", _free_port()) for port in spec.publish}
         container.ports = bindings  # the Docker SDK takes (host ip, host port): loopback only
         return container
+
+    def _hold(self, spec: Launch, volume: str) -> None:
+        """Keep a sized volume mounted while its node stops and starts: Docker's local driver
+        unmounts a tmpfs volume, and so empties it, when the last container using it stops, so
+        a node's data would not survive its own restart. A holder container of the same run
+        (``<node>-data``, role "holder", no network, ``sleep infinity``) mounts it for as long
+        as the volume lives; :meth:`remove_volume` removes it first."""
+        labels = reaped({**spec.labels, LABEL_ROLE: HOLDER_ROLE, LABEL_VOLUME: volume})
+        with translated(f"holding volume {volume}"):
+            if self.client.containers.list(all=True, filters={"label": f"{LABEL_VOLUME}={volume}"}):
+                return
+            self.client.containers.run(
+                spec.image,
+                name=f"{spec.name}-data",
+                entrypoint=["sleep", "infinity"],
+                user=str(spec.files_owner),
+                network_mode="none",
+                mem_limit="16m",
+                cpuset_cpus=spec.cpuset or None,
+                mounts=[Mount("/data", volume, type="volume")],
+                healthcheck={"test": ["NONE"]},
+                labels=labels,
+                detach=True,
+            )
 
     def _get(self, handle: Handle) -> Container:
         with translated(f"finding {handle.name}"):
@@ -316,6 +346,8 @@ class DockerEngine:
 
     def remove_volume(self, name: str) -> None:
         with translated(f"removing volume {name}"):
+            for holder in self.client.containers.list(all=True, filters={"label": f"{LABEL_VOLUME}={name}"}):
+                _quietly(lambda c=holder: c.remove(force=True))
             try:
                 self.client.volumes.get(name).remove(force=True)
             except docker.errors.NotFound:
@@ -367,7 +399,7 @@ class DockerEngine:
     def list_run(self, run_id: str | None) -> list[Handle]:
         with translated("listing runs"):
             found = self.client.containers.list(all=True, filters=_selector(run_id), ignore_removed=True)
-            return [self._handle(c) for c in found if c.labels.get(LABEL_ROLE) != "helper"]
+            return [self._handle(c) for c in found if c.labels.get(LABEL_ROLE) not in ("helper", HOLDER_ROLE)]
 
     def remove_run(self, run_id: str | None) -> dict[str, int]:
         selector = _selector(run_id)
