@@ -1,13 +1,16 @@
 """Process entry: check the data dir, host the DB member, open the node, serve HTTP(S).
 
-Exit codes: 0 after SIGTERM/SIGINT (in-flight requests drained), 1 if the DB member dies,
-2 when starting could corrupt data (``runtime.cli`` prints the one-line reason).
+Exit codes: 0 after SIGTERM/SIGINT (in-flight requests drained), 2 when starting could
+corrupt data (``runtime.cli`` prints the one-line reason). A DB member that exits is started
+again (a full disk, for one, makes etcd exit; it comes back once there is room), while the
+node serves through the other members.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -19,13 +22,14 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from runtime import children
 from runtime.app import Node, data_dir_owner, open_node, prepare_certificate
 from runtime.config import Config
 from runtime.dispatch import RuntimeApp
 from runtime.exceptions import RefusedToStart
 from runtime.files import private_dir, write_atomic
 from runtime.front import front_for
-from runtime.storage.etcd_member import start_member, stop_member
+from runtime.storage.etcd_member import start_member
 
 log = logging.getLogger("runtime")
 
@@ -224,13 +228,6 @@ def _uvicorn_config(node: Node) -> uvicorn.Config:
     )
 
 
-async def _watch_member(process: asyncio.subprocess.Process, server: uvicorn.Server, state: dict[str, int]) -> None:
-    code = await process.wait()
-    log.error("the DB member exited; stopping this node", extra={"fields": {"exit_code": code}})
-    state["exit"] = 1
-    server.should_exit = True
-
-
 async def serve(config: Config) -> int:
     check_data_dir(config)
     claim_data_dir(config)
@@ -255,8 +252,8 @@ async def serve(config: Config) -> int:
             loop.remove_signal_handler(signum)
         return await _run(node, member)
     finally:
-        if member is not None:
-            await stop_member(member)
+        if member is not None:  # not yet supervised (the node never opened), or already stopped
+            await children.stop(member)
 
 
 def _already_handled(signum: int, frame: object) -> None:
@@ -267,15 +264,15 @@ async def _run(node: Node, member: asyncio.subprocess.Process | None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _already_handled)
     server = NodeServer(_uvicorn_config(node), node)
-    state = {"exit": 0}
     try:
         rpc = await node.start_grpc()
     except RuntimeError as exc:  # grpc's "Failed to bind": the port is taken
         await node.close()
         raise RefusedToStart(f"grpc_port {node.config.grpc_port}: cannot listen ({exc})") from None
     tasks = [asyncio.ensure_future(job) for job in node.background()]
-    if member is not None:
-        tasks.append(asyncio.ensure_future(_watch_member(member, server, state)))
+    # the member outlives the node's close (which withdraws it from discovery through the DB)
+    restart = functools.partial(start_member, node.config)
+    keeper = asyncio.ensure_future(children.supervise("the DB member", restart, member)) if member else None
     try:
         await server.serve()
     finally:
@@ -285,5 +282,8 @@ async def _run(node: Node, member: asyncio.subprocess.Process | None) -> int:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await node.close()
-    log.info("stopped", extra={"fields": {"exit_code": state["exit"]}})
-    return state["exit"]
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+    log.info("stopped", extra={"fields": {"exit_code": 0}})
+    return 0

@@ -160,15 +160,16 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
     Scenario[C](
         "clock-skew", C, _skewed, cycles=2, during_s=6.0, checks=tuple(c for c in ALL_CHECKS if c != "lease-exclusive")
     ),
-    # a node's data dir filled to the last byte (a run started with --data-size): its writes
-    # are refused with 507 while reads go on, and it writes again once the ballast is gone,
-    # without a restart. Single only: an etcd member that cannot write stops (etcd's fail-stop
-    # "failed to commit tx ... no space left on device"), and its node with it (docs/scenarios.md)
+    # a node's data dir filled to the last byte (a run started with --data-size). Single: its
+    # writes are refused with 507 while reads go on, and it writes again once the ballast is
+    # gone, without a restart. ha: the node's etcd member stops (etcd's fail-stop "failed to
+    # commit tx ... no space left on device"), the other two keep the quorum, the runtime
+    # starts the member again until there is room, and it catches up (docs/scenarios.md)
     Scenario[C](
         "full-disk",
         C,
-        lambda r, g, i: DiskFull(anyone(r, g)),
-        modes=("single",),
+        lambda r, g, i: DiskFull(g.choice([n.name for n in r.nodes if n.db_member] or [anyone(r, g)])),
+        modes=("single", "ha"),
         cycles=2,
         requires=_sized,
     ),

@@ -1,7 +1,7 @@
 """Host one etcd member beside the runtime, when the node's config says so.
 
 The runtime is the container's one entry point; a node that hosts a DB member starts
-etcd as its child, stops it on exit, and exits itself if the member dies.
+etcd as its child, starts it again if it exits (``children.supervise``), and stops it on exit.
 """
 
 from __future__ import annotations
@@ -92,14 +92,3 @@ async def start_member(config: Config) -> asyncio.subprocess.Process:
         raise FileNotFoundError("db_member_name is set but no 'etcd' binary is on PATH (Debian: etcd-server)")
     (config.data_dir / "etcd").mkdir(parents=True, exist_ok=True, mode=0o700)
     return await asyncio.create_subprocess_exec(*member_argv(config, etcd), env=children.environment())
-
-
-async def stop_member(process: asyncio.subprocess.Process, timeout: float = 5.0) -> None:
-    if process.returncode is not None:
-        return
-    process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()

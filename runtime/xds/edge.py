@@ -7,7 +7,6 @@ beside them, so a renewal reaches Envoy's next handshake without a restart."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -46,21 +45,8 @@ async def supervise(config_file: Path, *, binary: Path | None = None) -> None:
     """Run Envoy until cancelled; on cancel, stop it (SIGTERM, then SIGKILL after 5 s)."""
     command = [str(binary or envoy_binary()), "-c", str(config_file), "--use-dynamic-base-id"]
     command += ["--disable-hot-restart", "--drain-time-s", "2", "-l", "warning"]
-    pause = 0.5
-    while True:
-        process = await asyncio.create_subprocess_exec(*command, env=children.environment())
-        log.info("envoy started", extra={"fields": {"pid": process.pid}})
-        try:
-            code = await process.wait()
-        except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 5)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-            raise
-        log.error("envoy exited; starting it again", extra={"fields": {"exit_code": code, "in_s": pause}})
-        await asyncio.sleep(pause)
-        pause = min(5.0, pause * 2)
+
+    async def start() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(*command, env=children.environment())
+
+    await children.supervise("envoy", start)

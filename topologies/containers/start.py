@@ -63,6 +63,21 @@ class Place:
         return {LABEL_RUN: self.run_id, LABEL_MODE: self.mode, LABEL_NODE: node}
 
 
+def memory_with_data(memory: str, data_size: int | None) -> str:
+    """A node's memory limit, plus its data dir when that is sized: a sized data dir is a tmpfs,
+    whose pages count against the memory of the container that writes them (a filled 256 MiB
+    data dir got an etcd member's node OOM-killed at its 320m).
+
+    >>> memory_with_data("320m", None), memory_with_data("320m", 256 << 20), memory_with_data("1g", 1 << 20)
+    ('320m', '576m', '1025m')
+    """
+    if data_size is None:
+        return memory
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    total = int(memory[:-1]) * units[memory[-1]] + data_size
+    return f"{-(-total // (1 << 20))}m"
+
+
 def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], files: Mapping[str, bytes]) -> Launch:
     """One node's container: its labels, settings, secret files, address, ports and volume."""
     labels = {
@@ -83,7 +98,7 @@ def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], f
         hostname=node.name,
         ip=ip,
         publish=(API_PORT, GRPC_PORT) if set(node.services) & set(GRPC_SERVICES) else (API_PORT,),
-        memory=place.memory,
+        memory=memory_with_data(place.memory, place.data_size),
         cpuset=place.cpuset,
         volume=f"mm-{place.run_id}-{node.name}",
         volume_path=DATA_DIR,
