@@ -222,6 +222,17 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
     Scenario[KubeRun](
         "rollout-restart-kv", KubeRun, lambda r, g, i: kube.RolloutRestart("kv"), modes=K8S, cycles=1, during_s=1.0
     ),
+    # one pod's clock five minutes forward, then back (the containers' clock-skew, by kubectl
+    # exec): tokens, leases and renewals on a skewed pod; lease overlaps counted, not failed
+    Scenario[KubeRun](
+        "clock-skew-a-pod",
+        KubeRun,
+        lambda r, g, i: kube.skewed_pod(r, g, i, SKEW_S),
+        modes=K8S,
+        cycles=2,
+        during_s=6.0,
+        checks=tuple(c for c in ALL_CHECKS if c != "lease-exclusive"),
+    ),
 )
 
 

@@ -232,10 +232,12 @@ def heal_all(run: Run) -> None:
     if isinstance(run, ContainerRun):
         container_faults.heal_replaced(run)
     run.heal_all()
+    if isinstance(run, KubeRun):  # the pods' clocks: after the nodes, whose pods must answer exec
+        kubernetes_faults.heal_clocks(run)
 
 
 def fault_actions(mode: str) -> list[str]:
     """The faults ``modematrix fault`` knows for a mode's target."""
     if target_of(mode) == kubernetes.TARGET:
-        return ["delete-pod", *kubernetes_faults.NODE_ACTIONS]
+        return list(kubernetes_faults.ACTIONS)
     return list(container_faults.BY_NAME)

@@ -28,7 +28,8 @@ def register(sub: Sub) -> None:
         help="heal; on containers: kill, stop, restart, pause, partition, clock-forward, clock-back (300 s), "
         "disk-full (a run started with --data-size), replace-member (heal adds the new one); "
         "on Kubernetes: delete-pod, "
-        "rollout-restart (a Deployment), kill, pause, partition, drain (a worker)",
+        "rollout-restart (a Deployment), kill, pause, partition, drain (a worker), "
+        "clock-forward, clock-back (a pod of auth, kv or queue)",
     )
     fault.add_argument(
         "target", nargs="?", metavar="TARGET", help="a node; on Kubernetes a pod, a workload or a worker"

@@ -35,6 +35,7 @@ from lightkube.resources.coordination_v1 import Lease
 from topologies.exceptions import EngineError, FaultError, UsageError
 from topologies.faults import Fault
 from topologies.kubernetes.clusters import NodeCluster
+from topologies.kubernetes.manifests import CLOCK_FILE
 from topologies.kubernetes.run import KubeRun
 from topologies.wait import WaitTimeout, wait_until
 
@@ -179,6 +180,83 @@ class RolloutRestart:
         run.cluster.kubectl(*status, timeout=self.timeout_s + 30)
 
 
+MAX_SKEW_S = 24 * 3600
+SKEWED = ("auth", "kv", "queue")  # the workloads whose pods' clocks the runtime reads (not envoy's, xds')
+SKEWS = {"clock-forward": 300, "clock-back": -300}
+# what the pod's runtime says its skew is (its /readyz, from inside the pod: no tunnel needed)
+READ_SKEW = (
+    "import json, ssl, urllib.request; c = ssl.create_default_context(); c.check_hostname = False; "
+    "c.verify_mode = ssl.CERT_NONE; "
+    "print(json.load(urllib.request.urlopen('https://127.0.0.1:8443/readyz', context=c, timeout=3))"
+    ".get('clock_skew_s'))"
+)
+
+
+@dataclass(frozen=True)
+class PodClockSkew:
+    """Step one pod's wall clock by ``seconds``, as the containers' ``ClockSkew`` does a node's:
+    the runtime's clock failpoint (``RUNTIME_CLOCK_SKEW_FILE``, in the pod's own volume),
+    written with ``kubectl exec``. Apply and heal return once the pod's ``/readyz`` says the
+    new skew; a pod that is gone by the heal is not healed (its replacement starts unskewed)."""
+
+    pod: str
+    seconds: int
+
+    @property
+    def name(self) -> str:
+        return f"clock-skew({self.pod},{self.seconds:+d}s)"
+
+    def applies_to(self, run: KubeRun) -> str | None:
+        if not 0 < abs(self.seconds) <= MAX_SKEW_S:
+            return f"clock skew: expected 1 to {MAX_SKEW_S} seconds either way, got {self.seconds}"
+        if self.pod not in run.parts():
+            return f"no pod {self.pod!r} in run {run.run_id}"
+        return None
+
+    def apply(self, run: KubeRun) -> None:
+        self._set(run, self.seconds)
+
+    def heal(self, run: KubeRun) -> None:
+        if self.pod in run.parts():
+            self._set(run, 0)
+
+    def _set(self, run: KubeRun, seconds: int, timeout: float = 20.0) -> None:
+        code, out = run.exec(self.pod, ["sh", "-c", f"echo {seconds:+d} > {CLOCK_FILE}"])
+        if code != 0:
+            raise FaultError(f"could not set {self.pod}'s clock to {seconds:+d} s: {out.strip()[-200:]}")
+        said: list[str] = []
+
+        def shows() -> bool:  # the runtime re-reads the file at most once a second
+            code, out = run.exec(self.pod, ["/opt/venv/bin/python", "-c", READ_SKEW])
+            said[:] = [out.strip()[-120:]]
+            return code == 0 and out.strip() in (str(seconds), f"{seconds}.0")
+
+        try:
+            wait_until(shows, timeout=timeout, interval=0.5, message=f"{self.pod}'s /readyz to say clock_skew_s")
+        except WaitTimeout:
+            raise FaultError(
+                f"{self.pod}'s clock did not move to {seconds:+d} s; its /readyz says {said[:1]}"
+            ) from None
+
+
+def heal_clocks(run: KubeRun) -> None:
+    """``modematrix fault RUN heal``: every service pod's clock back to 0 (a pod whose file is
+    empty or absent was never skewed and is left alone)."""
+    for pod in [p for workload in SKEWED for p in run.ready_pods(workload)]:
+        code, out = run.exec(pod, ["sh", "-c", f"if [ -s {CLOCK_FILE} ]; then echo +0 > {CLOCK_FILE}; fi"])
+        if code != 0:
+            raise FaultError(f"could not set {pod}'s clock back: {out.strip()[-200:]}")
+
+
+def skewed_pod(run: KubeRun, rng: random.Random, cycle: int, seconds: int) -> PodClockSkew:
+    """A Ready pod of a service (auth, kv, queue: not Envoy's, whose clock is Envoy's own, nor
+    xds), ``seconds`` forward on even cycles and back on odd ones."""
+    pods = [p for workload in SKEWED for p in run.ready_pods(workload)]
+    if not pods:
+        raise FaultError(f"run {run.run_id} has no Ready auth, kv or queue pod to skew")
+    return PodClockSkew(rng.choice(pods), seconds if cycle % 2 == 0 else -seconds)
+
+
 def moved(run: KubeRun, fault: Fault[KubeRun]) -> str | None:
     """None once the pods of the node ``fault`` took away run on the other nodes, Ready (and
     so in the EndpointSlices the Envoys route by); else which Deployments are still short."""
@@ -208,6 +286,9 @@ class DnsDown:
 
 
 CONTROL_PLANE_ACTIONS = ("kill", "pause")
+# what ``modematrix fault RUN ACTION TARGET`` knows on the k8s mode (kill and pause also take
+# a control-plane node of a cluster built here)
+ACTIONS = ("delete-pod", "rollout-restart", *NODE_ACTIONS, "drain", "clock-forward", "clock-back")
 
 
 @dataclass(frozen=True)
@@ -332,9 +413,14 @@ def named(action: str, target: str, run: KubeRun) -> Fault[KubeRun]:
         if reason:
             raise UsageError(f"{action} {target}: {reason}")
         return Drain(target) if action == "drain" else NodeFault(target, action)
+    if action in SKEWS:
+        pods = [p for workload in SKEWED for p in run.ready_pods(workload)]
+        if target not in pods:
+            raise UsageError(f"{action} {target}: expected a Ready pod of {', '.join(SKEWED)} ({', '.join(pods)})")
+        return PodClockSkew(target, SKEWS[action])
     if action == "rollout-restart":
         if not run.ready_pods(target):
             raise UsageError(f"rollout-restart {target}: no Deployment of that name with Ready pods in {run.namespace}")
         return RolloutRestart(target)
-    every = ", ".join(("delete-pod", "rollout-restart", *NODE_ACTIONS, "drain"))
+    every = ", ".join(ACTIONS)
     raise UsageError(f"no fault {action!r} for the k8s mode; expected one of {every}")

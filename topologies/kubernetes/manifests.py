@@ -72,6 +72,7 @@ CONTAINER_SECURITY = {
 ETCD = "etcd"
 ETCD_TLS_DIR = "/etc/modematrix/etcd-tls"
 VOLUME_DIR = "/var/lib/modematrix/volume"
+CLOCK_FILE = f"{VOLUME_DIR}/clock"  # in the pod's own volume: a new pod starts unskewed
 # A Deployment's pods leave a node that is not ready or unreachable after this long, not
 # Kubernetes' default 300 s: a dead worker's pods run elsewhere within the node monitor's grace
 # period plus this. etcd's pods keep the default: their volume is on that node, so they wait.
@@ -205,6 +206,7 @@ def _env(spec: ModeSpec, workload: Workload, namespace: str) -> list[dict[str, A
         # the runtime makes its data folder private (0700), which it can only do to a folder
         # of its own: not to the volume's root, which the kubelet owns
         "RUNTIME_DATA_DIR": f"{VOLUME_DIR}/data",
+        "RUNTIME_CLOCK_SKEW_FILE": CLOCK_FILE,  # the clock-skew fault's failpoint (runtime/clock.py)
     }
     if "auth" not in workload.services:
         plain["RUNTIME_ISSUERS"] = f"auth.{namespace}.svc:{API_PORT}"
