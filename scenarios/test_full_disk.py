@@ -80,6 +80,7 @@ def test_a_sized_data_dir_outlives_its_nodes_kill_and_restart(sized: ContainerRu
     """Docker's local driver empties a tmpfs volume when the last container using it stops;
     the run's holder container keeps it mounted, so what the node acknowledged is still there
     after kill -9 and a start."""
+    assert sized.status()["data_size"] == DATA_SIZE[sized.mode]  # what `modematrix status RUN` shows
     with sized.client() as api:
         assert api.put("/v1/kv/kept-over-restart", content=b"acknowledged").status_code == 200
     with faults.injected(sized, Kill(sized.nodes[0].name)):

@@ -207,6 +207,8 @@ def _status_text(report: dict[str, Any]) -> str:
     lines = [
         f"run {report['run_id']}: {report['mode']} ({report['target']}), endpoints {' '.join(report['endpoints'])}"
     ]
+    if "data_size" in report:
+        lines.append(f"  data dirs: {report['data_size'] >> 20} MiB each (tmpfs; up --data-size)")
     for node in report.get("nodes", []):
         lines.append(f"  {node['name']:18} {node['ip']:15} {node['state']:8} {','.join(node.get('services', []))}")
     for pod in report.get("pods", []):

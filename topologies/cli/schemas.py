@@ -79,6 +79,7 @@ SCHEMAS: dict[str, Schema] = {
         {"run_id": STRING, "mode": STRING, "target": TARGET, "endpoints": STRINGS, "nodes": {"type": "array"}},
         {
             "envoys": {"type": "object", "additionalProperties": {"type": "object"}},
+            "data_size": {"type": "integer"},  # bytes, each node's data dir (up --data-size)
             "namespace": STRING,
             "kubeconfig": STRING,
             "pods": {

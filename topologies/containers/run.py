@@ -175,7 +175,7 @@ class ContainerRun(RunFolder):
             {"name": n.name, "ip": n.ip, "state": n.status, "services": list(n.services), "db_member": n.db_member}
             for n in self.all_nodes
         ]
-        return {
+        report: dict[str, Any] = {
             "run_id": self.run_id,
             "mode": self.mode,
             "target": TARGET,
@@ -183,6 +183,9 @@ class ContainerRun(RunFolder):
             "nodes": nodes,
             "envoys": {n.name: envoy_routes(n) for n in self._nodes if n.spec.is_envoy and n.running},
         }
+        if self.data_size is not None:
+            report["data_size"] = self.data_size
+        return report
 
     def parts(self) -> list[str]:
         """What ``logs`` and ``exec`` can name: every container of the run."""
