@@ -58,7 +58,13 @@ async def supervise(
     process, wait = first, pause
     while True:
         if process is None:
-            process = await start()
+            try:
+                process = await start()
+            except OSError as exc:  # the binary gone, no memory for a fork: try again later
+                log.error("%s could not start", name, extra={"fields": {"error": str(exc), "in_s": wait}})
+                await asyncio.sleep(wait)
+                wait = min(longest_pause, wait * 2)
+                continue
             log.info("%s started", name, extra={"fields": {"pid": process.pid}})
         began = time.monotonic()
         try:

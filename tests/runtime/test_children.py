@@ -48,3 +48,23 @@ async def test_a_child_already_started_is_supervised_and_stopped() -> None:
     with pytest.raises(asyncio.CancelledError):
         await keeper
     assert first.returncode is not None
+
+
+async def test_a_child_that_cannot_start_is_tried_again() -> None:
+    tries: list[int] = []
+
+    async def start() -> asyncio.subprocess.Process:
+        tries.append(1)
+        if len(tries) < 3:
+            raise FileNotFoundError("no such binary (yet)")
+        return await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
+
+    keeper = asyncio.ensure_future(children.supervise("child", start, pause=0.01, longest_pause=0.02))
+    async with asyncio.timeout(20):
+        while len(tries) < 3:
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    assert len(tries) == 3, "a child that started was started again"
+    keeper.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await keeper

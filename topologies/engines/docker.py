@@ -274,7 +274,9 @@ class DockerEngine:
         as the volume lives; :meth:`remove_volume` removes it first."""
         labels = reaped({**spec.labels, LABEL_ROLE: HOLDER_ROLE, LABEL_VOLUME: volume})
         with translated(f"holding volume {volume}"):
-            if self.client.containers.list(all=True, filters={"label": f"{LABEL_VOLUME}={volume}"}):
+            for holder in self.client.containers.list(all=True, filters={"label": f"{LABEL_VOLUME}={volume}"}):
+                if holder.status != "running":  # stopped by hand, or by a restart of Docker
+                    holder.start()
                 return
             self.client.containers.run(
                 spec.image,
