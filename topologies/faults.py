@@ -38,6 +38,21 @@ class Fault(Protocol[R_contra]):
     def heal(self, run: R_contra) -> None: ...
 
 
+# the largest clock step a clock-skew fault takes, either way (the runtime's failpoint refuses more)
+MAX_SKEW_S = 24 * 3600
+
+
+def skew_refusal(seconds: int) -> str | None:
+    """Why a clock-skew fault of ``seconds`` does not apply, or None (containers and k8s).
+
+    >>> skew_refusal(300), skew_refusal(0)
+    (None, 'clock skew: expected 1 to 86400 seconds either way, got 0')
+    """
+    if not 0 < abs(seconds) <= MAX_SKEW_S:
+        return f"clock skew: expected 1 to {MAX_SKEW_S} seconds either way, got {seconds}"
+    return None
+
+
 @dataclass(frozen=True)
 class Both(Generic[R]):
     """Two faults at once (the second applied while the first holds), healed in reverse."""

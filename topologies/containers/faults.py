@@ -35,7 +35,7 @@ from topologies.containers.run import ContainerRun
 from topologies.containers.start import Place, start_nodes
 from topologies.engines import REMOVED
 from topologies.exceptions import FaultError, UsageError
-from topologies.faults import Fault
+from topologies.faults import Fault, skew_refusal
 from topologies.runs import SECRET_FILES, secret_settings
 from topologies.wait import WaitTimeout, wait_until
 
@@ -183,9 +183,6 @@ class Delay:
         _flush(run, self.node)
 
 
-MAX_SKEW_S = 24 * 3600
-
-
 @dataclass(frozen=True)
 class ClockSkew:
     """Step the wall clock of the node's runtime by ``seconds``, forward or back, as a bad NTP
@@ -205,8 +202,8 @@ class ClockSkew:
     def applies_to(self, run: ContainerRun) -> str | None:
         if problem := _has(run, self.node):
             return problem
-        if not 0 < abs(self.seconds) <= MAX_SKEW_S:
-            return f"clock skew: expected 1 to {MAX_SKEW_S} seconds either way, got {self.seconds}"
+        if refused := skew_refusal(self.seconds):
+            return refused
         if run.node(self.node).spec.is_envoy:
             return f"{self.node} runs Envoy, whose clock is its own (the node's runtime only supervises it)"
         return None

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from lightkube import Client
 from lightkube.resources.coordination_v1 import Lease
 
+from topologies.constants import API_PORT
 from topologies.exceptions import EngineError, FaultError, UsageError
-from topologies.faults import Fault
+from topologies.faults import Fault, skew_refusal
 from topologies.kubernetes.clusters import NodeCluster
 from topologies.kubernetes.manifests import CLOCK_FILE
 from topologies.kubernetes.run import KubeRun
@@ -180,14 +181,13 @@ class RolloutRestart:
         run.cluster.kubectl(*status, timeout=self.timeout_s + 30)
 
 
-MAX_SKEW_S = 24 * 3600
 SKEWED = ("auth", "kv", "queue")  # the workloads whose pods' clocks the runtime reads (not envoy's, xds')
 SKEWS = {"clock-forward": 300, "clock-back": -300}
 # what the pod's runtime says its skew is (its /readyz, from inside the pod: no tunnel needed)
 READ_SKEW = (
     "import json, ssl, urllib.request; c = ssl.create_default_context(); c.check_hostname = False; "
     "c.verify_mode = ssl.CERT_NONE; "
-    "print(json.load(urllib.request.urlopen('https://127.0.0.1:8443/readyz', context=c, timeout=3))"
+    f"print(json.load(urllib.request.urlopen('https://127.0.0.1:{API_PORT}/readyz', context=c, timeout=3))"
     ".get('clock_skew_s'))"
 )
 
@@ -207,8 +207,8 @@ class PodClockSkew:
         return f"clock-skew({self.pod},{self.seconds:+d}s)"
 
     def applies_to(self, run: KubeRun) -> str | None:
-        if not 0 < abs(self.seconds) <= MAX_SKEW_S:
-            return f"clock skew: expected 1 to {MAX_SKEW_S} seconds either way, got {self.seconds}"
+        if refused := skew_refusal(self.seconds):
+            return refused
         if self.pod not in run.parts():
             return f"no pod {self.pod!r} in run {run.run_id}"
         return None
