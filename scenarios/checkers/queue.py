@@ -35,6 +35,11 @@ def overlapping_leases(ops: list[Op]) -> list[str]:
     claim of the same job that returned before then was granted inside it. Only claims that
     answered count (an unknown one proves nothing), and an acked job cannot be claimed again,
     so nothing else explains it: the nodes' clocks disagreed, or the queue is wrong.
+
+    "Later" is the queue's order, which each grant carries (``attempts``, the job's claims so
+    far); the order of the calls is used only without it. A claim called first may be
+    granted second: one that waited out a worker's failure (2.7 s) was granted after another
+    client's claim of the same job had come and gone, and its early call read as an overlap.
     """
     claims: dict[str, list[Op]] = {}
     for op in sorted(ops, key=lambda o: o.call):
@@ -42,6 +47,8 @@ def overlapping_leases(ops: list[Op]) -> list[str]:
             claims.setdefault(op.result["id"], []).append(op)
     found = []
     for job, granted in claims.items():
+        if all(isinstance(op.result.get("attempts"), int) for op in granted):
+            granted.sort(key=lambda op: op.result["attempts"])
         ends = [op.call + float(op.args.get("lease", DRAIN_LEASE_S)) for op in granted]
         if any(later.ret < max(ends[:i]) for i, later in enumerate(granted) if i):
             found.append(job)

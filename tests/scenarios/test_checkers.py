@@ -307,3 +307,17 @@ def test_a_claim_after_the_earlier_lease_could_have_ended_or_an_unknown_one_is_n
     drain = [claimed("j2", 1.0, 1.1), claimed("j2", 3.5, 3.6, lease=5.0, kind="final-claim")]
     assert lease_exclusive([*after, unknown, *drain]).result == PASS
     assert lease_exclusive([claimed("j3", 0, 0.1, lease=5.0, kind="final-claim"), claimed("j3", 1, 1.1)]).result == FAIL
+
+
+def test_a_claim_called_first_but_granted_second_is_ordered_by_the_queue_not_by_its_call() -> None:
+    """k8s, kill-a-worker-until-rescheduled (CI of 2026-12-07): q0's claim waited 2.7 s out a
+    worker's failure and got attempt 2, after q1's claim (attempt 1) had its lease; q0's
+    grant came after q1's lease could have ended (2.70 > 0.41 + 2), so nothing overlapped."""
+
+    def granted(client: str, call: float, ret: float, attempts: int) -> Op:
+        return Op(client, "claim", "q", call, ret, "ok", {"lease": 2.0}, {"id": "j1", "attempts": attempts})
+
+    late = [enq("j1", 0), granted("q0", 0.0, 2.75, attempts=2), granted("q1", 0.41, 0.45, attempts=1)]
+    assert lease_exclusive(late).result == PASS
+    inside = [enq("j1", 0), granted("q0", 0.0, 2.30, attempts=2), granted("q1", 0.41, 0.45, attempts=1)]
+    assert lease_exclusive(inside).result == FAIL  # granted second, and back before 0.41 + 2
