@@ -14,12 +14,15 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from images.build import cache_dir
 from images.exceptions import ImageError
 
 TOOLCHAIN = "go1.26.8"  # change on purpose; the components' cache folder and image tag follow it
@@ -60,3 +63,20 @@ def go_directive(go_mod: Path) -> tuple[int, ...]:
     if found is None:
         raise ImageError(f"{go_mod}: no `go` line")
     return tuple(int(part) for part in found.groups() if part is not None)
+
+
+def binary(folder: Path) -> Path:
+    """The static binary of the Go module in ``folder`` (the bench's load generators,
+    images/lazyfs), built once per source version and toolchain into the cache; Go keeps its
+    module and build caches between runs on the same machine."""
+    sources = sorted(p for p in folder.iterdir() if p.suffix == ".go" or p.name in ("go.mod", "go.sum"))
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sources) + TOOLCHAIN.encode())
+    built_binary = cache_dir() / "bin" / f"{folder.name}-{digest.hexdigest()[:16]}"
+    if built_binary.exists():
+        return built_binary
+    built_binary.parent.mkdir(parents=True, exist_ok=True)
+    command = [go(), "build", "-o", str(built_binary), "."]
+    built = subprocess.run(command, cwd=folder, env=env(), capture_output=True, text=True, timeout=900)
+    if built.returncode != 0:
+        raise ImageError(f"building {folder.name} (Go) failed: {built.stderr.strip()[-500:]}")
+    return built_binary

@@ -35,7 +35,6 @@ containers, nodes Ready, the image in every worker's containerd, the deploy), im
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import shutil
@@ -295,25 +294,11 @@ GRPCLOAD = Path(__file__).with_name("grpcload")
 
 
 def go_binary(folder: Path) -> Path:
-    """A Go load generator of ``loadtests/`` (etcdload, grpcload), built once per source
-    version into the cache; Go keeps its module and build caches between runs on the same
-    machine."""
-    sources = b"".join((folder / n).read_bytes() for n in ("main.go", "go.mod", "go.sum"))
-    digest = hashlib.sha256(sources + golang.TOOLCHAIN.encode()).hexdigest()
-    binary = images.cache_dir() / "bin" / f"{folder.name}-{digest[:16]}"
-    if binary.exists():
-        return binary
+    """A Go load generator of ``loadtests/`` (etcdload, grpcload), built once per source version."""
     try:
-        go = golang.go()
+        return golang.binary(folder)
     except images.ImageError as exc:
         raise topologies.TopologyError(f"the bench builds loadtests/{folder.name}: {exc}") from exc
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    built = subprocess.run(
-        [go, "build", "-o", str(binary), "."], cwd=folder, env=golang.env(), capture_output=True, text=True, timeout=900
-    )
-    if built.returncode != 0:
-        raise topologies.TopologyError(f"building loadtests/{folder.name} failed: {built.stderr.strip()[-500:]}")
-    return binary
 
 
 def _grpc(run: Run, token: str, method: str, wrk: Wrk) -> Measured:

@@ -1,0 +1,256 @@
+package main
+
+// The undo journal: what makes a crash lose exactly the writes no fsync covered.
+//
+// Every change to a file's data goes to the backing directory at once (so reads, sizes and
+// mmap are those of an ordinary file system), after a record of what it overwrote is
+// appended to the journal: the file's size before, and the bytes the change replaced. An
+// fsync or fdatasync of a file appends a sync record. At the next start, before anything is
+// mounted, the journal is undone from its end back to its start, skipping every change a
+// later sync of its file covered: each file is left as its last fsync saw it, as after a
+// power cut. Renames and unlinks are recorded so that a change follows its file.
+//
+// Metadata is durable at once (create, mkdir, rename, unlink need no fsync of the directory):
+// a gentler crash than a real one, and the one LazyFS models by default.
+//
+// The journal is an ordinary file on the backing file system, written (not synced) before
+// each change: the host does not crash, only the container, so the kernel keeps both.
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+)
+
+const (
+	kindUndo   = 'W' // a write, truncate or allocate: the size before and the bytes replaced
+	kindSync   = 'S' // fsync or fdatasync: the file's changes so far are durable
+	kindRename = 'R'
+	kindUnlink = 'U'
+)
+
+type record struct {
+	kind    byte
+	path    string // relative to the backing directory
+	newPath string // a rename's target
+	size    int64  // undo: the file's size before the change
+	offset  int64  // undo: where the replaced bytes start
+	data    []byte // undo: the bytes replaced (only those below the old size)
+}
+
+func (r record) encode() []byte {
+	out := []byte{r.kind}
+	out = binary.LittleEndian.AppendUint32(out, uint32(len(r.path)))
+	out = append(out, r.path...)
+	switch r.kind {
+	case kindRename:
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(r.newPath)))
+		out = append(out, r.newPath...)
+	case kindUndo:
+		out = binary.LittleEndian.AppendUint64(out, uint64(r.size))
+		out = binary.LittleEndian.AppendUint64(out, uint64(r.offset))
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(r.data)))
+		out = append(out, r.data...)
+	}
+	return out
+}
+
+func readString(in *bufio.Reader) (string, error) {
+	var n uint32
+	if err := binary.Read(in, binary.LittleEndian, &n); err != nil {
+		return "", err
+	}
+	b := make([]byte, n)
+	_, err := io.ReadFull(in, b)
+	return string(b), err
+}
+
+func decode(in *bufio.Reader) (record, error) {
+	kind, err := in.ReadByte()
+	if err != nil {
+		return record{}, err
+	}
+	r := record{kind: kind}
+	if r.path, err = readString(in); err != nil {
+		return r, err
+	}
+	switch kind {
+	case kindSync, kindUnlink:
+	case kindRename:
+		r.newPath, err = readString(in)
+	case kindUndo:
+		var head struct {
+			Size, Offset int64
+			Len          uint32
+		}
+		if err = binary.Read(in, binary.LittleEndian, &head); err == nil {
+			r.size, r.offset, r.data = head.Size, head.Offset, make([]byte, head.Len)
+			_, err = io.ReadFull(in, r.data)
+		}
+	default:
+		err = fmt.Errorf("unknown record kind %q", kind)
+	}
+	return r, err
+}
+
+// Journal appends records; one lock orders each record with the change it describes.
+type Journal struct {
+	mu   sync.Mutex
+	file *os.File
+}
+
+func OpenJournal(path string) (*Journal, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return &Journal{file: f}, nil
+}
+
+// Change records what ``change`` will replace in ``fd`` (the bytes from ``offset`` to
+// ``end``, and the size), then makes it, with no other record or change in between. ``fd``
+// may be open for writing only (etcd's WAL): the bytes are then read through ``backing``,
+// the file's path.
+func (j *Journal) Change(fd int, backing, path string, offset, end int64, change func() error) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return err
+	}
+	r := record{kind: kindUndo, path: path, size: st.Size, offset: offset}
+	if stop := min(end, st.Size); stop > offset {
+		r.data = make([]byte, stop-offset)
+		if _, err := preadFull(fd, r.data, offset); errors.Is(err, syscall.EBADF) {
+			f, err := os.Open(backing)
+			if err != nil {
+				return err
+			}
+			_, err = preadFull(int(f.Fd()), r.data, offset)
+			f.Close()
+			if err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
+	}
+	if _, err := j.file.Write(r.encode()); err != nil {
+		return err
+	}
+	return change()
+}
+
+// Note appends a sync, rename or unlink record, after ``done`` succeeds and under the lock.
+func (j *Journal) Note(r record, done func() error) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := done(); err != nil {
+		return err
+	}
+	_, err := j.file.Write(r.encode())
+	return err
+}
+
+// Forget empties the journal: everything written so far is kept (a clean stop, where the
+// kernel would have written the page cache back).
+func (j *Journal) Forget() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.file.Truncate(0)
+}
+
+func (j *Journal) Close() error { return j.file.Close() }
+
+// Undo replays the journal at ``path`` backwards over ``root``: every change that no later
+// sync of its file covered is undone. It returns how many changes it undid and kept, and
+// empties the journal. A record cut short (the container was killed while appending it) is
+// dropped: its change had not started.
+func Undo(root, path string) (undone, kept int, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	var records []record
+	in := bufio.NewReader(f)
+	for {
+		r, err := decode(in)
+		if err != nil {
+			break // io.EOF, or a record cut short
+		}
+		records = append(records, r)
+	}
+	f.Close()
+	// Going backwards, ``now`` maps a name as it was at that point to the file's name at the
+	// end ("" once the file is gone), so a change follows its file through renames.
+	now := map[string]string{}
+	name := func(p string) string {
+		if n, ok := now[p]; ok {
+			return n
+		}
+		return p
+	}
+	synced := map[string]bool{}
+	for i := len(records) - 1; i >= 0; i-- {
+		r := records[i]
+		switch r.kind {
+		case kindUnlink:
+			now[r.path] = ""
+		case kindRename:
+			now[r.path], now[r.newPath] = name(r.newPath), ""
+		case kindSync:
+			if n := name(r.path); n != "" {
+				synced[n] = true
+			}
+		case kindUndo:
+			n := name(r.path)
+			if n == "" || synced[n] {
+				kept++
+				continue
+			}
+			if err := undo(filepath.Join(root, n), r); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return undone, kept, fmt.Errorf("undoing a change of %s: %w", n, err)
+			}
+			undone++
+		}
+	}
+	return undone, kept, os.Truncate(path, 0)
+}
+
+func preadFull(fd int, buf []byte, offset int64) (int, error) {
+	done := 0
+	for done < len(buf) {
+		n, err := syscall.Pread(fd, buf[done:], offset+int64(done))
+		if err != nil {
+			return done, err
+		}
+		if n == 0 {
+			return done, io.ErrUnexpectedEOF
+		}
+		done += n
+	}
+	return done, nil
+}
+
+func undo(path string, r record) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if len(r.data) > 0 {
+		if _, err := f.WriteAt(r.data, r.offset); err != nil {
+			return err
+		}
+	}
+	return f.Truncate(r.size)
+}
