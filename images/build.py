@@ -8,12 +8,15 @@ code changes the tag, and Docker's layer cache rebuilds only the layers after th
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +53,23 @@ def wheelhouse_dir() -> Path:
     return Path(os.environ.get("MODEMATRIX_WHEELHOUSE", cache_dir() / "wheels"))
 
 
+@contextmanager
+def build_lock(name: str) -> Iterator[None]:
+    """One build of ``name`` at a time on this machine: pytest-xdist's workers, or two CLIs,
+    asking for an image that is not built yet. The second waits for the first, then finds the
+    image built (each build checks for its tag inside the lock). Two at once on a fresh machine
+    built the same tag side by side and shared one log file, which the first removed under the
+    second (CI, 2026-12-07)."""
+    path = cache_dir() / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def docker_client() -> docker.DockerClient:
     return docker.from_env(timeout=600)
 
@@ -81,15 +101,16 @@ def image_ref(client: docker.DockerClient, base: str = DEFAULT_BASE, *, quiet: b
 def build(base: str = DEFAULT_BASE, *, quiet: bool = False, client: docker.DockerClient | None = None) -> Built:
     started = time.monotonic()
     client = client or docker_client()
-    base_ref, tag = image_ref(client, base, quiet=quiet)
-    if local_id(client, tag):
-        return Built(tag, True, time.monotonic() - started)
-    with tempfile.TemporaryDirectory(prefix="modematrix-context-") as tmp:
-        context = Path(tmp)
-        with step("collecting wheels on the host", quiet=quiet):
-            assemble_context(context, arch=platform_of(client))
-        _docker_build(client, context, tag, base_ref, quiet=quiet)
-    client.images.get(tag).tag(REPOSITORY, "latest")
+    with build_lock("runtime-image"):
+        base_ref, tag = image_ref(client, base, quiet=quiet)
+        if local_id(client, tag):
+            return Built(tag, True, time.monotonic() - started)
+        with tempfile.TemporaryDirectory(prefix="modematrix-context-") as tmp:
+            context = Path(tmp)
+            with step("collecting wheels on the host", quiet=quiet):
+                assemble_context(context, arch=platform_of(client))
+            _docker_build(client, context, tag, base_ref, quiet=quiet)
+        client.images.get(tag).tag(REPOSITORY, "latest")
     return Built(tag, False, time.monotonic() - started)
 
 
@@ -115,7 +136,7 @@ def _build_args(base_ref: str) -> dict[str, str]:
 
 
 def _docker_build(client: docker.DockerClient, context: Path, tag: str, base_ref: str, *, quiet: bool) -> None:
-    log_path = cache_dir() / "logs" / f"build-{tag.split(':')[1]}.log"
+    log_path = cache_dir() / "logs" / f"build-{tag.split(':')[1]}-{os.getpid()}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with step(f"building {tag}", quiet=quiet) as progress, log_path.open("w") as log:
         try:
@@ -131,7 +152,7 @@ def _docker_build(client: docker.DockerClient, context: Path, tag: str, base_ref
                     raise BuildFailed(f"docker build of {tag} failed: {chunk['error'].strip()}", log_path)
         except docker.errors.APIError as exc:
             raise BuildFailed(f"docker build of {tag} failed: {exc}", log_path) from exc
-    log_path.unlink()  # kept only on failure
+    log_path.unlink(missing_ok=True)  # kept only on failure
 
 
 def build_reaper(runtime_tag: str, *, quiet: bool = False, client: docker.DockerClient | None = None) -> str:
@@ -141,16 +162,17 @@ def build_reaper(runtime_tag: str, *, quiet: bool = False, client: docker.Docker
     files = {name: (source / name).read_bytes() for name in ("Dockerfile", "reaper.py")}
     runtime_id = local_id(client, runtime_tag) or runtime_tag
     tag = f"{REAPER_REPOSITORY}:{content_tag(files, base_id=runtime_id, platform=platform_of(client))}"
-    if local_id(client, tag):
-        return tag
-    with tempfile.TemporaryDirectory(prefix="modematrix-reaper-") as tmp:
-        for name, data in files.items():
-            (Path(tmp) / name).write_bytes(data)
-        log_path = cache_dir() / "logs" / f"build-reaper-{tag.split(':')[1]}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            client.images.build(path=tmp, tag=tag, buildargs={"BASE": runtime_tag}, rm=True)
-        except docker.errors.BuildError as exc:
-            log_path.write_text("".join(str(c.get("stream", c)) for c in exc.build_log))
-            raise BuildFailed(f"building {tag} failed: {exc.msg}", log_path) from exc
+    with build_lock("reaper-image"):
+        if local_id(client, tag):
+            return tag
+        with tempfile.TemporaryDirectory(prefix="modematrix-reaper-") as tmp:
+            for name, data in files.items():
+                (Path(tmp) / name).write_bytes(data)
+            log_path = cache_dir() / "logs" / f"build-reaper-{tag.split(':')[1]}.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                client.images.build(path=tmp, tag=tag, buildargs={"BASE": runtime_tag}, rm=True)
+            except docker.errors.BuildError as exc:
+                log_path.write_text("".join(str(c.get("stream", c)) for c in exc.build_log))
+                raise BuildFailed(f"building {tag} failed: {exc.msg}", log_path) from exc
     return tag
