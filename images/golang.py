@@ -25,6 +25,7 @@ from pathlib import Path
 from images.build import cache_dir
 from images.exceptions import ImageError
 
+LAZYFS = Path(__file__).with_name("lazyfs")  # the fault layer under a node's data dir (up --lazy-fs)
 TOOLCHAIN = "go1.26.8"  # change on purpose; the components' cache folder and image tag follow it
 _GO_DIRECTIVE = re.compile(r"^go (\d+)\.(\d+)(?:\.(\d+))?\s*$", re.MULTILINE)
 
@@ -75,8 +76,10 @@ def binary(folder: Path) -> Path:
     if built_binary.exists():
         return built_binary
     built_binary.parent.mkdir(parents=True, exist_ok=True)
-    command = [go(), "build", "-o", str(built_binary), "."]
+    partial = built_binary.with_name(f"{built_binary.name}.{os.getpid()}")  # two builders never share a file
+    command = [go(), "build", "-o", str(partial), "."]
     built = subprocess.run(command, cwd=folder, env=env(), capture_output=True, text=True, timeout=900)
     if built.returncode != 0:
         raise ImageError(f"building {folder.name} (Go) failed: {built.stderr.strip()[-500:]}")
+    partial.replace(built_binary)
     return built_binary

@@ -41,7 +41,8 @@ type record struct {
 	newPath string // a rename's target
 	size    int64  // undo: the file's size before the change
 	offset  int64  // undo: where the replaced bytes start
-	data    []byte // undo: the bytes replaced (only those below the old size)
+	data    []byte // undo: the bytes replaced (only those below the old size), but
+	zeros   int64  // the zero bytes that followed them, counted, not kept (a preallocated tail)
 }
 
 func (r record) encode() []byte {
@@ -55,6 +56,7 @@ func (r record) encode() []byte {
 	case kindUndo:
 		out = binary.LittleEndian.AppendUint64(out, uint64(r.size))
 		out = binary.LittleEndian.AppendUint64(out, uint64(r.offset))
+		out = binary.LittleEndian.AppendUint64(out, uint64(r.zeros))
 		out = binary.LittleEndian.AppendUint32(out, uint32(len(r.data)))
 		out = append(out, r.data...)
 	}
@@ -86,11 +88,11 @@ func decode(in *bufio.Reader) (record, error) {
 		r.newPath, err = readString(in)
 	case kindUndo:
 		var head struct {
-			Size, Offset int64
-			Len          uint32
+			Size, Offset, Zeros int64
+			Len                 uint32
 		}
 		if err = binary.Read(in, binary.LittleEndian, &head); err == nil {
-			r.size, r.offset, r.data = head.Size, head.Offset, make([]byte, head.Len)
+			r.size, r.offset, r.zeros, r.data = head.Size, head.Offset, head.Zeros, make([]byte, head.Len)
 			_, err = io.ReadFull(in, r.data)
 		}
 	default:
@@ -126,13 +128,13 @@ func (j *Journal) Change(fd int, backing, path string, offset, end int64, change
 	}
 	r := record{kind: kindUndo, path: path, size: st.Size, offset: offset}
 	if stop := min(end, st.Size); stop > offset {
-		r.data = make([]byte, stop-offset)
-		if _, err := preadFull(fd, r.data, offset); errors.Is(err, syscall.EBADF) {
+		var err error
+		if r.data, r.zeros, err = replaced(fd, offset, stop); errors.Is(err, syscall.EBADF) {
 			f, err := os.Open(backing)
 			if err != nil {
 				return err
 			}
-			_, err = preadFull(int(f.Fd()), r.data, offset)
+			r.data, r.zeros, err = replaced(int(f.Fd()), offset, stop)
 			f.Close()
 			if err != nil {
 				return err
@@ -226,6 +228,34 @@ func Undo(root, path string) (undone, kept int, err error) {
 	return undone, kept, os.Truncate(path, 0)
 }
 
+const chunk = 1 << 20
+
+// replaced reads the bytes from ``offset`` to ``stop`` a MiB at a time, keeping them up to the
+// last non-zero one and counting the zeros after it: truncating etcd's 64 MB preallocated WAL
+// segment to its length would otherwise hold 64 MB of zeros in memory and in the journal.
+func replaced(fd int, offset, stop int64) (data []byte, zeros int64, err error) {
+	buf := make([]byte, chunk)
+	for at := offset; at < stop; {
+		n := int(min(int64(chunk), stop-at))
+		if _, err := preadFull(fd, buf[:n], at); err != nil {
+			return nil, 0, err
+		}
+		last := n - 1
+		for last >= 0 && buf[last] == 0 {
+			last--
+		}
+		if last >= 0 { // non-zero bytes: the zeros before them are kept as bytes
+			data = append(data, make([]byte, zeros)...)
+			data = append(data, buf[:last+1]...)
+			zeros = int64(n - last - 1)
+		} else {
+			zeros += int64(n)
+		}
+		at += int64(n)
+	}
+	return data, zeros, nil
+}
+
 func preadFull(fd int, buf []byte, offset int64) (int, error) {
 	done := 0
 	for done < len(buf) {
@@ -251,6 +281,14 @@ func undo(path string, r record) error {
 		if _, err := f.WriteAt(r.data, r.offset); err != nil {
 			return err
 		}
+	}
+	zero := make([]byte, min(r.zeros, chunk))
+	for at, left := r.offset+int64(len(r.data)), r.zeros; left > 0; {
+		n := min(left, int64(len(zero)))
+		if _, err := f.WriteAt(zero[:n], at); err != nil {
+			return err
+		}
+		at, left = at+n, left-n
 	}
 	return f.Truncate(r.size)
 }

@@ -120,6 +120,9 @@ SEQUENCE = """
     write("datasync", b"kept"); fd = os.open(os.path.join(m, "datasync"), os.O_RDONLY); os.fdatasync(fd); os.close(fd)
     write("wronly", b"W1", sync=True); write("wronly", b"W2", offset=0, flags=os.O_WRONLY)  # read via the path
     write("writeonly-synced", b"Z" * 10, sync=True)
+    fd = os.open(os.path.join(m, "preallocated"), os.O_RDWR | os.O_CREAT, 0o600)  # as etcd's WAL
+    os.write(fd, b"T" * 10); os.posix_fallocate(fd, 0, 3 << 20); os.fsync(fd)
+    os.pwrite(fd, b"Q", 2 << 20); os.truncate(os.path.join(m, "preallocated"), 10); os.close(fd)
     print("written", flush=True)
     __import__("time").sleep(60)
 """
@@ -134,6 +137,7 @@ EXPECTED_AFTER_CRASH = {
     "datasync": b"kept",
     "wronly": b"W1",
     "writeonly-synced": b"Z" * 10,
+    "preallocated": b"T" * 10 + bytes((3 << 20) - 10),  # the zeros are counted in the journal, not kept
 }
 
 
