@@ -7,6 +7,9 @@ write), and none is acknowledged before its batch's COMMIT returned. Reads run o
 connection, on the event loop: WAL lets them proceed while a batch commits, and they see
 every write acknowledged before they started.
 
+A batch that failed on an I/O error (SQLITE_IOERR: a failing disk) makes the node not ready
+(:meth:`SqliteBackend.ping`) until a write commits again: readiness then tries one itself.
+
 The revision counter lives in the DB, not in memory, so it grows strictly across restarts.
 """
 
@@ -50,6 +53,7 @@ class SqliteBackend:
         self._changes = LocalChanges()
         self._committer: asyncio.Task[None] | None = None
         self.batches = 0  # commits so far: with concurrent writers, fewer than the writes
+        self.write_failure: str | None = None  # the last batch's I/O error, until a batch commits
 
     async def open(self) -> None:
         self._writer = await self._on(self._write_thread, self._open_writer)
@@ -66,7 +70,14 @@ class SqliteBackend:
         self._write_thread.shutdown(wait=True)
 
     async def ping(self) -> None:
+        """Reads answer; and after a write failed on I/O, a write commits (one that changes
+        nothing: the revision counter set to itself, so a page and an fsync)."""
         await self._read(lambda db: db.execute("SELECT 1").fetchone())
+        if self.write_failure is not None:
+            try:
+                await self._write(("", ""), _touch)
+            except StorageUnavailable as exc:
+                raise StorageUnavailable(f"writes are failing: {exc}", applied=False) from exc
 
     async def get(self, ns: str, key: str) -> Entry | None:
         row = await self._read(lambda db: _select_one(db, ns, key.encode()))
@@ -112,6 +123,10 @@ class SqliteBackend:
                 results = await self._on(self._write_thread, self._apply, [w for w, _, _ in batch])
             except Exception as exc:  # the whole batch rolled back: every write in it failed
                 results = [exc] * len(batch)
+                if _io_error(exc):
+                    self.write_failure = str(exc)
+            else:
+                self.write_failure = None
             self.batches += 1
             for (_, done, (ns, key)), result in zip(batch, results, strict=True):
                 if not isinstance(result, Exception):
@@ -194,12 +209,29 @@ def _refused(path: Path, exc: sqlite3.Error) -> StorageUnavailable:
     return StorageUnavailable(f"SQLite {path}: {exc}", applied=False)
 
 
+def _io_error(exc: BaseException) -> bool:
+    """Whether SQLite failed on I/O (SQLITE_IOERR and its extended codes), not on the data.
+
+    >>> error = sqlite3.OperationalError("disk I/O error")
+    >>> error.sqlite_errorcode = 778  # SQLITE_IOERR_WRITE
+    >>> _io_error(error), _io_error(sqlite3.OperationalError("no such table"))
+    (True, False)
+    """
+    cause = exc.__cause__ if isinstance(exc, StorageUnavailable) else exc
+    code = getattr(cause, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_IOERR
+
+
 # -- statements (run on the DB threads, inside the writer's transaction for writes) ----------
 
 
 def _select_one(db: sqlite3.Connection, ns: str, key: bytes) -> tuple[bytes, int] | None:
     row = db.execute("SELECT value, revision FROM entries WHERE ns=? AND key=?", (ns, key)).fetchone()
     return (row[0], row[1]) if row else None
+
+
+def _touch(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE counters SET value = value WHERE name = 'revision'")
 
 
 def _next_revision(db: sqlite3.Connection) -> int:
