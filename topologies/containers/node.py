@@ -114,8 +114,9 @@ def wait_ready(nodes: Sequence[Node], context: ssl.SSLContext, timeout: float = 
 
         def ready(node: Node = node, last: dict[str, tuple[int, str]] = last) -> bool:
             last["answer"] = node.readiness(context, timeout=1.0)
-            if last["answer"][0] == 0 and not node.running:
-                raise StartTimeout(f"{node.name} is {node.status}")
+            if last["answer"][0] == 0 and not node.running:  # why it ended, and its last words
+                said = node.logs(8).strip()[-1000:]
+                raise StartTimeout(f"{node.name} is {node.engine.exit_reason(node.handle)}; last log lines: {said!r}")
             return last["answer"][0] == 200
 
         try:
