@@ -17,6 +17,8 @@ from scenarios.checkers import CHECKS
 from scenarios.traffic import Traffic
 from topologies import ContainerRun, KubeRun, Run
 from topologies.containers.faults import (
+    SLOW_IO_MS,
+    BadIo,
     ClockSkew,
     Delay,
     DiskFull,
@@ -103,6 +105,17 @@ def _sized(run: ContainerRun) -> str | None:
     return None
 
 
+def _lazy(run: ContainerRun) -> str | None:
+    if not run.lazy_fs:
+        return "needs nodes whose data dirs are on lazyfs (modematrix up MODE --lazy-fs)"
+    return None
+
+
+def _db_node(run: ContainerRun, rng: random.Random) -> str:
+    """A node hosting an etcd member, or single's one node."""
+    return rng.choice([n.name for n in run.nodes if n.db_member] or [anyone(run, rng)])
+
+
 # The k8s scenarios' pod and worker faults run 2 cycles in the failover envs (k8s-soak: 8 each)
 K8S_CYCLES = 2
 
@@ -168,10 +181,29 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
     Scenario[C](
         "full-disk",
         C,
-        lambda r, g, i: DiskFull(g.choice([n.name for n in r.nodes if n.db_member] or [anyone(r, g)])),
+        lambda r, g, i: DiskFull(_db_node(r, g)),
         modes=("single", "ha"),
         cycles=2,
         requires=_sized,
+    ),
+    # a power cut (a run on lazyfs, --lazy-fs): the node is killed and every write its DB had
+    # not fsynced is lost with it, as LazyFS does in Jepsen's suites. What SQLite's group
+    # commit and etcd acknowledged was synced first, so no-lost-writes must hold
+    Scenario[C]("power-cut", C, lambda r, g, i: Kill(_db_node(r, g)), modes=("single", "ha"), requires=_lazy),
+    # a failing disk: every write and fsync of the node's data dir fails with EIO. Single
+    # refuses its writes and serves reads; in ha the member fails-stop (etcd) and the runtime
+    # starts it again until the disk works, while the other two keep the quorum
+    Scenario[C](
+        "io-errors", C, lambda r, g, i: BadIo(_db_node(r, g)), modes=("single", "ha"), cycles=2, requires=_lazy
+    ),
+    # a saturated disk: every read, write and fsync of the node's data dir 50 ms late
+    Scenario[C](
+        "slow-io",
+        C,
+        lambda r, g, i: BadIo(_db_node(r, g), SLOW_IO_MS),
+        modes=("single", "ha"),
+        cycles=2,
+        requires=_lazy,
     ),
     # etcd's membership changed under traffic: a member removed (its node and data dir gone),
     # then a new one added at its address, joining on an empty data dir (Jepsen's and etcd's

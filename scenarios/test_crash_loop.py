@@ -62,12 +62,10 @@ def _missing(run: ContainerRun, expected: dict[str, bytes], when: str) -> list[s
     return lost
 
 
-@pytest.mark.timeout(120 + 10 * CYCLES)  # about 3 s a cycle here
-# a connection cut by the kill is dropped by httpx's pool unclosed; its ResourceWarning is the
-# kill's doing, not a leak of the test's (100 cycles made pytest turn them into an error)
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning", "ignore::ResourceWarning")
-def test_every_acknowledged_write_survives_kill_9(run: ContainerRun) -> None:
-    cycles = CYCLES
+def crash_loop(run: ContainerRun, cycles: int) -> list[str]:
+    """``cycles`` kills of the run's first node while clients write, each followed by a read of
+    every write acknowledged so far; what was lost, one line each (also on lazyfs:
+    scenarios/test_lazy_fs.py)."""
     node = run.nodes[0]
     acked: dict[str, bytes] = {}
     lost: list[str] = []
@@ -97,5 +95,14 @@ def test_every_acknowledged_write_survives_kill_9(run: ContainerRun) -> None:
         now = dict(acked)
         lost += _missing(run, {k: v for k, v in now.items() if k not in earlier}, f"cycle {cycle}")
     lost += _missing(run, dict(acked), "at the end")  # earlier cycles' writes, after every later crash
-    print(f"\nsingle: {cycles} kill -9 cycles, {len(acked)} acknowledged writes, {len(lost)} lost")
+    print(f"\n{run.mode}: {cycles} kill -9 cycles, {len(acked)} acknowledged writes, {len(lost)} lost")
+    return lost
+
+
+@pytest.mark.timeout(120 + 10 * CYCLES)  # about 3 s a cycle here
+# a connection cut by the kill is dropped by httpx's pool unclosed; its ResourceWarning is the
+# kill's doing, not a leak of the test's (100 cycles made pytest turn them into an error)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning", "ignore::ResourceWarning")
+def test_every_acknowledged_write_survives_kill_9(run: ContainerRun) -> None:
+    lost = crash_loop(run, CYCLES)
     assert not lost, lost[:10]

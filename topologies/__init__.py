@@ -48,12 +48,15 @@ def start(
     cpuset: str | None = None,
     kubeconfig: str | None = None,
     data_size: int | None = None,
+    lazy_fs: bool = False,
 ) -> Run:
     """Start ``mode`` and return the ready run (a context manager that removes it on exit).
     ``env`` adds runtime settings to every node; ``cpuset`` pins every container to those
     host cores; ``kubeconfig``: a Kubernetes mode on a cluster you have; ``data_size``
     (bytes, container modes): each node's data dir a file system that small, for the
-    full-disk fault (a tmpfs: a restarted node starts it empty)."""
+    full-disk fault (a tmpfs, kept across node restarts); ``lazy_fs`` (container modes): each
+    node's data dir on lazyfs, so that killing a node loses every write no fsync covered, as a
+    power cut does, and the I/O faults (io-errors, slow-io) apply."""
     options = Options(
         engine=engine,
         reaper=reaper,
@@ -63,6 +66,7 @@ def start(
         cpuset=cpuset,
         kubeconfig=kubeconfig,
         data_size=data_size,
+        lazy_fs=lazy_fs,
     )
     return _start(mode, options)
 

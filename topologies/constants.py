@@ -20,6 +20,9 @@ DATA_DIR = "/var/lib/modematrix/data"
 CLOCK_FILE = "/var/lib/modematrix/clock"
 # what the full-disk fault fills a node's (size-limited) data dir with; removing it heals
 BALLAST_FILE = f"{DATA_DIR}/.modematrix-ballast"
+# a lazy node (up --lazy-fs): its volume holds data/ and lazyfs's journal; DATA_DIR is the FUSE mount
+LAZY_VOLUME_DIR = "/var/lib/modematrix/lazy"
+LAZYFS_BIN = "/usr/local/bin/lazyfs"  # bound in from the host's build (images/lazyfs)
 SECRETS_DIR = "/run/modematrix/secrets"  # a node's secrets, as files of the image's user (mode 0400)
 RUNTIME_UID = 10001  # the image's user (images/Dockerfile)
 
@@ -31,6 +34,8 @@ LABEL_SERVICES = "modematrix.services"
 LABEL_DB_MEMBER = "modematrix.db_member"
 # bytes: the node's data dir is a file system of this size (a run started with a data size)
 LABEL_DATA_SIZE = "modematrix.data_size"
+# "true": the node's data dir is on lazyfs, which loses unsynced writes when the node is killed
+LABEL_LAZY_FS = "modematrix.lazy_fs"
 
 __all__ = [
     "API_PORT",
@@ -41,6 +46,7 @@ __all__ = [
     "GRPC_PORT",
     "LABEL_DATA_SIZE",
     "LABEL_DB_MEMBER",
+    "LABEL_LAZY_FS",
     "LABEL_MODE",
     "LABEL_NODE",
     "LABEL_ROLE",

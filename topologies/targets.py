@@ -65,6 +65,7 @@ class Options:
     expose: str | None = None  # how the front door is reached from here; None: port-forward
     evict_after: int | None = None  # seconds a dead node's pods stay bound to it; None: 10
     data_size: int | None = None  # bytes: each node's data dir a file system this small (containers)
+    lazy_fs: bool = False  # each node's data dir on lazyfs: a kill loses what no fsync covered (containers)
     report: Report = _quiet
 
 
@@ -126,6 +127,8 @@ def refused(mode: str, options: Options) -> str | None:
         )
     if options.data_size is not None:
         return "--data-size applies to the container modes (a pod's volume is its cluster's)"
+    if options.lazy_fs:
+        return "--lazy-fs applies to the container modes (a pod's volume is its cluster's)"
     if options.workers < 2:
         return f"--workers: expected 2 or more, got {options.workers}"
     if options.evict_after is not None and not 0 <= options.evict_after <= kubernetes.MAX_EVICT_AFTER_S:
@@ -179,6 +182,7 @@ def start(mode: str | Path, options: Options = Options()) -> Run:
         env=options.env,
         cpuset=options.cpuset,
         data_size=options.data_size,
+        lazy_fs=options.lazy_fs,
     )
 
 

@@ -14,11 +14,22 @@ import pytest
 
 from runtime.security.tls import make_ca
 from topologies import faults, spec, targets
-from topologies.constants import API_PORT, BALLAST_FILE, DATA_DIR, GRPC_PORT, LABEL_DATA_SIZE, LABEL_ROLE
+from topologies.constants import (
+    API_PORT,
+    BALLAST_FILE,
+    DATA_DIR,
+    GRPC_PORT,
+    LABEL_DATA_SIZE,
+    LABEL_LAZY_FS,
+    LABEL_ROLE,
+    LAZY_VOLUME_DIR,
+    LAZYFS_BIN,
+)
 from topologies.containers import attach, plan, start, victims
-from topologies.containers.faults import DiskFull, Kill, Loss, Partition, Pause, ReplaceMember
+from topologies.containers.faults import BadIo, DiskFull, Kill, Loss, Partition, Pause, ReplaceMember
 from topologies.containers.node import Node
 from topologies.containers.run import TARGET, ContainerRun
+from topologies.containers.start import Place, node_launch
 from topologies.engines import EXITED, PAUSED, RUNNING, Handle, Launch
 from topologies.engines.fake import ExecReply, FakeEngine
 from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError, UsageError
@@ -39,7 +50,11 @@ class Healthy(ContainerRun):
 
 
 def run_of(
-    engine: FakeEngine, tmp_path: Path, names: Sequence[str] = ("a", "b", "c"), data_size: int | None = None
+    engine: FakeEngine,
+    tmp_path: Path,
+    names: Sequence[str] = ("a", "b", "c"),
+    data_size: int | None = None,
+    lazy: bool = False,
 ) -> Healthy:
     RunRecord("run1", "ha", TARGET, {}).write(tmp_path, Secrets("s", "pw"))
     specs = tuple(NodeSpec(n, ("auth", "ingress", "kv", "queue"), db_member=True) for n in names)
@@ -48,6 +63,8 @@ def run_of(
         labels = {"modematrix.run": "run1", "modematrix.mode": "ha", "modematrix.node": node.name}
         if data_size is not None:
             labels[LABEL_DATA_SIZE] = str(data_size)
+        if lazy:
+            labels[LABEL_LAZY_FS] = "true"
         handle = engine.launch(Launch(f"mm-run1-{node.name}", "img", labels, publish=(API_PORT,)))
         nodes.append(Node(node, f"10.0.0.{i}", handle.ports[API_PORT], handle, engine))
     engine.calls.clear()
@@ -151,6 +168,62 @@ def test_a_fill_that_did_not_fill_is_a_fault_error(engine: FakeEngine, tmp_path:
     engine.on_exec = lambda handle, command: (1, "PermissionError: [Errno 13]")
     with pytest.raises(FaultError, match="could not fill b's data dir: PermissionError"):
         DiskFull("b").apply(cluster)
+
+
+def test_io_faults_are_refused_off_lazyfs_and_out_of_range(engine: FakeEngine, tmp_path: Path) -> None:
+    with pytest.raises(FaultError, match="--lazy-fs"), faults.injected(run_of(engine, tmp_path), BadIo("a")):
+        pass
+    assert engine.calls == []
+    lazy = run_of(engine, tmp_path, lazy=True)
+    assert lazy.lazy_fs
+    assert BadIo("a", 10_001).applies_to(lazy) == "an I/O delay of 0 to 10000 ms, not 10001"
+
+
+def test_io_faults_ask_lazyfs_as_root_and_heal_all_ends_them(engine: FakeEngine, tmp_path: Path) -> None:
+    lazy = run_of(engine, tmp_path, lazy=True)
+    with faults.injected(lazy, BadIo("b")):
+        assert ("exec", "mm-run1-b", f"{LAZYFS_BIN} ctl eio") in engine.calls
+    assert ("exec", "mm-run1-b", f"{LAZYFS_BIN} ctl ok") in engine.calls
+    with faults.injected(lazy, BadIo("c", 50)):
+        assert ("exec", "mm-run1-c", f"{LAZYFS_BIN} ctl slow 50") in engine.calls
+    engine.calls.clear()
+    lazy.heal_all()
+    healed = [c for c in engine.calls if c[0] == "exec"]
+    assert healed and all(f"{LAZYFS_BIN} ctl ok" in c[2] for c in healed)
+
+
+def test_a_refused_io_request_is_a_fault_error(engine: FakeEngine, tmp_path: Path) -> None:
+    lazy = run_of(engine, tmp_path, lazy=True)
+    engine.on_exec = lambda handle, command: (1, "lazyfs: no lazyfs answers at /run/lazyfs.sock")
+    with pytest.raises(FaultError, match="lazyfs on a refused 'eio': lazyfs: no lazyfs answers"):
+        BadIo("a").apply(lazy)
+
+
+def test_a_lazy_node_runs_its_runtime_under_lazyfs_with_fuse_only(tmp_path: Path) -> None:
+    place = Place(FakeEngine(), "run1", "single", "10.0.0", "img", "256m", lazyfs="/cache/lazyfs-1")
+    node = spec.load("single").nodes[0]
+    launch = node_launch(place, node, "10.0.0.11", {}, {})
+    assert launch.entrypoint is not None and launch.entrypoint[:4] == ("/usr/bin/tini", "--", LAZYFS_BIN, "run")
+    assert launch.entrypoint[-1] == "/usr/local/bin/runtime" and launch.command == ("serve",)
+    assert (launch.user, launch.fuse, launch.privileged) == ("0", True, False)
+    assert launch.binds == {"/cache/lazyfs-1": LAZYFS_BIN}
+    assert launch.volume_path == LAZY_VOLUME_DIR and f"-mount={DATA_DIR}" in launch.entrypoint
+    assert launch.labels[LABEL_LAZY_FS] == "true"
+    assert launch.memory == "320m"  # 256m and lazyfs's 64m
+    plain = node_launch(Place(FakeEngine(), "run1", "single", "10.0.0", "img", "256m"), node, "10.0.0.11", {}, {})
+    assert (plain.entrypoint, plain.user, plain.fuse, plain.volume_path, plain.memory) == (
+        None,
+        None,
+        False,
+        DATA_DIR,
+        "256m",
+    )
+
+
+def test_lazy_fs_is_refused_on_kubernetes() -> None:
+    assert targets.refused("k8s", targets.Options(lazy_fs=True)) == (
+        "--lazy-fs applies to the container modes (a pod's volume is its cluster's)"
+    )
 
 
 def test_replacing_a_member_removes_it_as_root_stops_its_node_and_notes_it(engine: FakeEngine, tmp_path: Path) -> None:

@@ -26,7 +26,8 @@ def register(sub: Sub) -> None:
         "action",
         metavar="ACTION",
         help="heal; on containers: kill, stop, restart, pause, partition, clock-forward, clock-back (300 s), "
-        "disk-full (a run started with --data-size), replace-member (heal adds the new one); "
+        "disk-full (a run started with --data-size), io-errors, slow-io (50 ms; a run started with --lazy-fs), "
+        "replace-member (heal adds the new one); "
         "on Kubernetes: delete-pod, "
         "rollout-restart (a Deployment), kill, pause, partition, drain (a worker), "
         "clock-forward, clock-back (a pod of auth, kv or queue)",

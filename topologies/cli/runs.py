@@ -42,7 +42,13 @@ def register(sub: Sub) -> None:
         "--data-size",
         metavar="SIZE",
         help="container modes: each node's data dir a file system of this size (64MiB, 1GiB), which "
-        "`modematrix fault RUN disk-full NODE` can fill; it is a tmpfs: empty again after a node restarts",
+        "`modematrix fault RUN disk-full NODE` can fill (a tmpfs, kept across node restarts)",
+    )
+    up.add_argument(
+        "--lazy-fs",
+        action="store_true",
+        help="container modes: each node's data dir on lazyfs (FUSE, built here with Go): killing a node "
+        "loses every write no fsync covered, as a power cut does; `fault RUN io-errors|slow-io NODE` apply",
     )
     kube = up.add_argument_group("Kubernetes modes")
     kube.add_argument("--kubeconfig", help="deploy onto this cluster, in a namespace of the run's own")
@@ -144,6 +150,7 @@ def _options(args: argparse.Namespace, quiet: bool) -> targets.Options:
         expose=args.expose,
         evict_after=args.evict_after,
         data_size=None if args.data_size is None else size(args.data_size),
+        lazy_fs=args.lazy_fs,
         report=report,
     )
 
@@ -209,6 +216,8 @@ def _status_text(report: dict[str, Any]) -> str:
     ]
     if "data_size" in report:
         lines.append(f"  data dirs: {report['data_size'] >> 20} MiB each (tmpfs; up --data-size)")
+    if report.get("lazy_fs"):
+        lines.append("  data dirs: on lazyfs (a kill loses unsynced writes; up --lazy-fs)")
     for node in report.get("nodes", []):
         lines.append(f"  {node['name']:18} {node['ip']:15} {node['state']:8} {','.join(node.get('services', []))}")
     for pod in report.get("pods", []):

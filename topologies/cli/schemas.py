@@ -80,6 +80,7 @@ SCHEMAS: dict[str, Schema] = {
         {
             "envoys": {"type": "object", "additionalProperties": {"type": "object"}},
             "data_size": {"type": "integer"},  # bytes, each node's data dir (up --data-size)
+            "lazy_fs": BOOLEAN,  # the data dirs are on lazyfs (up --lazy-fs)
             "namespace": STRING,
             "kubeconfig": STRING,
             "pods": {

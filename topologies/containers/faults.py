@@ -26,6 +26,7 @@ from topologies.constants import (
     DB_CLIENT_PORT,
     DB_PEER_PORT,
     LABEL_ROLE,
+    LAZYFS_BIN,
     RUNTIME_UID,
     SECRETS_DIR,
 )
@@ -275,6 +276,46 @@ class DiskFull:
                 raise FaultError(f"could not remove {self.node}'s ballast {BALLAST_FILE}: {out.strip()[-200:]}")
 
 
+MAX_IO_DELAY_MS = 10_000  # lazyfs refuses more
+SLOW_IO_MS = 50  # `modematrix fault RUN slow-io NODE`: each read, write and fsync, as a saturated disk
+
+
+@dataclass(frozen=True)
+class BadIo:
+    """The node's data dir fails every write, truncate and fsync with EIO (``delay_ms`` 0), or
+    delays every read, write and fsync by ``delay_ms``, as a dying or overloaded disk does;
+    heal ends it. Only a run on lazyfs (``--lazy-fs``) can have this: the fault is lazyfs's
+    (``lazyfs ctl eio|slow MS|ok``, as root in the node)."""
+
+    node: str
+    delay_ms: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"io-errors({self.node})" if self.delay_ms == 0 else f"slow-io({self.node}, {self.delay_ms} ms)"
+
+    def applies_to(self, run: ContainerRun) -> str | None:
+        if problem := _has(run, self.node):
+            return problem
+        if not run.lazy_fs:
+            return f"{self.node}'s data dir is not on lazyfs: start the run with it (modematrix up MODE --lazy-fs)"
+        if not 0 <= self.delay_ms <= MAX_IO_DELAY_MS:
+            return f"an I/O delay of 0 to {MAX_IO_DELAY_MS} ms, not {self.delay_ms}"
+        return None
+
+    def apply(self, run: ContainerRun) -> None:
+        self._ctl(run, "eio" if self.delay_ms == 0 else f"slow {self.delay_ms}")
+
+    def heal(self, run: ContainerRun) -> None:
+        if run.node(self.node).running:  # a killed node's lazyfs starts again without it
+            self._ctl(run, "ok")
+
+    def _ctl(self, run: ContainerRun, request: str) -> None:
+        code, out = run.node(self.node).exec([LAZYFS_BIN, "ctl", *request.split()], user="0")
+        if code != 0:
+            raise FaultError(f"lazyfs on {self.node} refused {request!r}: {out.strip()[-300:]}")
+
+
 @dataclass(frozen=True)
 class ReplaceMember:
     """Replace the node's etcd member with a new one, as an operator replaces a lost machine
@@ -323,7 +364,7 @@ class ReplaceMember:
         ip = run.ips[self.node]
         _db_member(run, ["add", self.node, f"https://{ip}:{DB_PEER_PORT}"])
         prefix = ip.rsplit(".", 1)[0]
-        place = Place(run.engine, run.run_id, run.mode, prefix, run.image, run.spec.memory, run.cpuset, run.data_size)
+        place = Place.of(run, prefix)
         joining = {"RUNTIME_DB_INITIAL_CLUSTER_STATE": "existing"}
         run_pki = pki.RunPki.load(run.workdir)
         (new,) = start_nodes(place, run.spec, [old.spec], run.ips, run.secrets, run_pki, joining)
@@ -404,6 +445,8 @@ BY_NAME: dict[str, Callable[[str, ContainerRun], Fault[ContainerRun]]] = {
     "clock-forward": lambda node, run: ClockSkew(node, 300),
     "clock-back": lambda node, run: ClockSkew(node, -300),
     "disk-full": lambda node, run: DiskFull(node),
+    "io-errors": lambda node, run: BadIo(node),
+    "slow-io": lambda node, run: BadIo(node, SLOW_IO_MS),
     "replace-member": lambda node, run: ReplaceMember(node),
 }
 

@@ -29,9 +29,11 @@ from topologies.constants import (
     DB_CLIENT_PORT,
     GRPC_PORT,
     LABEL_DATA_SIZE,
+    LABEL_LAZY_FS,
     LABEL_MODE,
     LABEL_NODE,
     LABEL_RUN,
+    LAZYFS_BIN,
 )
 from topologies.containers import plan
 from topologies.containers.node import READY_POLL, Node, wait_ready
@@ -146,7 +148,8 @@ class ContainerRun(RunFolder):
             wait_ready([self.lb], self.tls_context(), timeout)
 
     def heal_all(self) -> None:
-        """Undo every fault on every node: thaw, start, flush rules. Tries everything, then
+        """Undo every fault on every node: thaw, start, flush rules, remove the ballast, set the
+        clock right, end lazyfs's I/O faults. Tries everything, then
         raises one FaultError listing whatever could not be healed."""
         failures = []
         for node in self._nodes:
@@ -162,7 +165,9 @@ class ContainerRun(RunFolder):
                 if node.running:
                     self.in_netns(node, plan.HEAL_RULES)
                     clock = f'[ "$(cat {CLOCK_FILE} 2>/dev/null)" = +0 ] || echo +0 > {CLOCK_FILE}'
-                    node.exec(["sh", "-c", f"rm -f {BALLAST_FILE}; {clock}"])
+                    lazy = node.handle.labels.get(LABEL_LAZY_FS) == "true"
+                    disk = f"; {LAZYFS_BIN} ctl ok >/dev/null" if lazy else ""
+                    node.exec(["sh", "-c", f"rm -f {BALLAST_FILE}; {clock}{disk}"])
             except TopologyError as exc:  # keep healing the others
                 failures.append(f"{node.name}: {exc}")
         if failures:
@@ -185,6 +190,8 @@ class ContainerRun(RunFolder):
         }
         if self.data_size is not None:
             report["data_size"] = self.data_size
+        if self.lazy_fs:
+            report["lazy_fs"] = True
         return report
 
     def parts(self) -> list[str]:
@@ -246,6 +253,11 @@ class ContainerRun(RunFolder):
         sizes = {n.handle.labels.get(LABEL_DATA_SIZE) for n in self._nodes}
         known = [int(size) for size in sizes if size]
         return known[0] if known else None
+
+    @property
+    def lazy_fs(self) -> bool:
+        """Whether the nodes' data dirs are on lazyfs (started with ``lazy_fs``; their labels say so)."""
+        return any(n.handle.labels.get(LABEL_LAZY_FS) == "true" for n in self._nodes)
 
     def add(self, nodes: Sequence[Node]) -> None:
         """Scaling: nodes started for this run (:mod:`topologies.containers.scale`)."""

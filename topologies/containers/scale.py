@@ -103,7 +103,7 @@ def _start(run: ContainerRun, specs: tuple[NodeSpec, ...], timeout: float) -> No
     free = (i for i in range(11, 250) if i not in used)
     grown = run.spec.with_nodes((*run.spec.nodes, *specs))
     ips = {**run.ips, **{s.name: f"{prefix}.{next(free)}" for s in specs}}
-    place = Place(run.engine, run.run_id, run.mode, prefix, run.image, run.spec.memory, run.cpuset, run.data_size)
+    place = Place.of(run, prefix)
     started = start_nodes(place, grown, specs, ips, run.secrets, pki.RunPki.load(run.workdir), {})
     run.add(started)
     wait_ready(started, run.tls_context(), timeout=timeout)  # ready: it registers itself as it starts serving

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from images import golang
+from images.exceptions import ImageError
 from runtime.routing import GRPC_SERVICES
 from topologies import pki
 from topologies.constants import (
@@ -24,11 +26,14 @@ from topologies.constants import (
     GRPC_PORT,
     LABEL_DATA_SIZE,
     LABEL_DB_MEMBER,
+    LABEL_LAZY_FS,
     LABEL_MODE,
     LABEL_NODE,
     LABEL_ROLE,
     LABEL_RUN,
     LABEL_SERVICES,
+    LAZY_VOLUME_DIR,
+    LAZYFS_BIN,
     RUNTIME_UID,
     SECRETS_DIR,
 )
@@ -36,7 +41,7 @@ from topologies.containers import plan
 from topologies.containers.node import Node, wait_ready
 from topologies.containers.run import TARGET, ContainerRun
 from topologies.engines import Engine, Launch
-from topologies.exceptions import StartTimeout
+from topologies.exceptions import StartTimeout, UsageError
 from topologies.runs import SECRET_FILES, RunRecord, Secrets, new_run_id, run_dir, secret_settings
 from topologies.spec import ModeSpec, NodeSpec
 
@@ -54,6 +59,14 @@ class Place:
     memory: str
     cpuset: str | None = None
     data_size: int | None = None  # bytes: each node's data dir a file system this big
+    lazyfs: str | None = None  # the host's lazyfs binary: each node's data dir on lazyfs
+
+    @classmethod
+    def of(cls, run: ContainerRun, prefix: str) -> Place:
+        """Where more nodes of ``run`` go (scaling out, replacing a member): as its first ones."""
+        lazy = lazyfs_binary() if run.lazy_fs else None
+        memory, cpuset, size = run.spec.memory, run.cpuset, run.data_size
+        return cls(run.engine, run.run_id, run.mode, prefix, run.image, memory, cpuset, size, lazy)
 
     @property
     def network(self) -> str:
@@ -78,8 +91,29 @@ def memory_with_data(memory: str, data_size: int | None) -> str:
     return f"{-(-total // (1 << 20))}m"
 
 
+# what lazyfs adds to a node's memory: itself, its journal's records and a second page cache
+# (the mount's and the volume's); without it an ha node was OOM-killed after io-errors
+LAZYFS_MEMORY = 64 << 20
+
+
+def lazyfs_binary() -> str:
+    """images/lazyfs, built on this host (Go) once per source version, for ``--lazy-fs``."""
+    try:
+        return str(golang.binary(golang.LAZYFS))
+    except ImageError as exc:
+        raise UsageError(f"--lazy-fs: {exc}") from exc
+
+
+def lazy_entrypoint() -> tuple[str, ...]:
+    """A lazy node's entry point: lazyfs (as root) mounts the volume's data/ at the data dir
+    and runs the runtime under it as the image's user. tini stays PID 1, as in the image."""
+    mount = [f"-volume={LAZY_VOLUME_DIR}", f"-mount={DATA_DIR}", f"-uid={RUNTIME_UID}", f"-gid={RUNTIME_UID}"]
+    return ("/usr/bin/tini", "--", LAZYFS_BIN, "run", *mount, "--", "/usr/local/bin/runtime")
+
+
 def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], files: Mapping[str, bytes]) -> Launch:
-    """One node's container: its labels, settings, secret files, address, ports and volume."""
+    """One node's container: its labels, settings, secret files, address, ports and volume;
+    on lazyfs (:func:`lazy_entrypoint`) when the run asked for it."""
     labels = {
         **place.labels(node.name),
         LABEL_ROLE: "node",
@@ -88,6 +122,9 @@ def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], f
     }
     if place.data_size is not None:
         labels[LABEL_DATA_SIZE] = str(place.data_size)
+    lazy = place.lazyfs is not None
+    if lazy:
+        labels[LABEL_LAZY_FS] = "true"
     return Launch(
         name=f"mm-{place.run_id}-{node.name}",
         image=place.image,
@@ -98,13 +135,17 @@ def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], f
         hostname=node.name,
         ip=ip,
         publish=(API_PORT, GRPC_PORT) if set(node.services) & set(GRPC_SERVICES) else (API_PORT,),
-        memory=memory_with_data(place.memory, place.data_size),
+        memory=memory_with_data(place.memory, (place.data_size or 0) + (LAZYFS_MEMORY if lazy else 0) or None),
         cpuset=place.cpuset,
         volume=f"mm-{place.run_id}-{node.name}",
-        volume_path=DATA_DIR,
+        volume_path=LAZY_VOLUME_DIR if lazy else DATA_DIR,
         volume_size=place.data_size,
         files=files,
         files_owner=RUNTIME_UID,
+        entrypoint=lazy_entrypoint() if lazy else None,
+        user="0" if lazy else None,
+        fuse=lazy,
+        binds={place.lazyfs: LAZYFS_BIN} if place.lazyfs else {},
     )
 
 
@@ -192,12 +233,14 @@ def start(
     cpuset: str | None = None,
     run_id: str | None = None,
     data_size: int | None = None,
+    lazy_fs: bool = False,
 ) -> ContainerRun:
     """Start ``spec`` on ``engine`` and return the run once every part is ready; on any
     failure remove whatever was started, then raise. ``env`` adds runtime settings to every
     node (``{"RUNTIME_LOG_LEVEL": "debug"}``); ``cpuset`` pins every container to host cores;
     ``data_size`` (bytes) makes each node's data dir a file system that small (a tmpfs, empty
-    again after a restart: for the full-disk scenario, not for crash tests)."""
+    kept across restarts: for the full-disk scenario); ``lazy_fs`` puts each node's data dir on
+    lazyfs, which loses every write no fsync covered when the node is killed (a power cut)."""
     image = image or engine.image(quiet=quiet)
     engine.guard(image)
     run_id = run_id or new_run_id()
@@ -208,7 +251,8 @@ def start(
         prefix = engine.create_network(
             f"mm-{run_id}", {LABEL_RUN: run_id, LABEL_MODE: spec.mode, LABEL_NODE: "network"}
         )
-        place = Place(engine, run_id, spec.mode, prefix, image, spec.memory, cpuset, data_size)
+        lazy = lazyfs_binary() if lazy_fs else None
+        place = Place(engine, run_id, spec.mode, prefix, image, spec.memory, cpuset, data_size, lazy)
         ips = plan.addresses(spec, prefix)
         run_pki = pki.RunPki.create(folder, env)
         nodes = start_nodes(place, spec, spec.nodes, ips, secrets, run_pki, env or {})

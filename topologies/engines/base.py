@@ -55,6 +55,7 @@ class Launch:
     # needs every device and capability, a private /run and /tmp, and files of the run's
     # folder (host path -> container path, read-only)
     privileged: bool = False
+    fuse: bool = False  # may mount a FUSE file system: /dev/fuse and CAP_SYS_ADMIN, nothing more
     user: str | None = None  # run as this user instead of the image's ("0": root)
     healthcheck: bool = True  # False: without the image's HEALTHCHECK (the image plays another part)
     cgroupns: str | None = None  # "private": a cgroup namespace of its own (a node on a cgroup v2 host)

@@ -251,6 +251,8 @@ class DockerEngine:
             kwargs["user"] = spec.user
         if not spec.healthcheck:
             kwargs["healthcheck"] = {"test": ["NONE"]}
+        if spec.fuse:
+            kwargs.update(devices=["/dev/fuse:/dev/fuse:rwm"], cap_add=["SYS_ADMIN"])
         if spec.privileged:
             kwargs["privileged"] = True
             if PRIVILEGED_RUNTIME in (self.client.info().get("Runtimes") or {}):
