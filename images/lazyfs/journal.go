@@ -101,10 +101,36 @@ func decode(in *bufio.Reader) (record, error) {
 	return r, err
 }
 
-// Journal appends records; one lock orders each record with the change it describes.
+const (
+	page      = 4096     // a file's content is kept once per page between two of its syncs
+	compactAt = 64 << 20 // journal bytes past which the records of synced files are dropped
+)
+
+// dirty: a file changed since its last sync, under its current name.
+type dirty struct {
+	saved map[int64]bool // pages whose content at the last sync the journal holds
+	dead  bool           // synced (or unlinked) since: its records are no longer needed
+}
+
+// entry: where a record is in the journal, and the file it undoes (nil: a rename or unlink,
+// kept through compaction since later records' names depend on it; a sync record's owner
+// is its file, dead from the start).
+type entry struct {
+	at, n int64
+	owner *dirty
+}
+
+// Journal appends records; one lock orders each record with the change it describes. It
+// keeps a page's content once between two syncs of its file (undoing in reverse order, the
+// first copy is the one that counts), and drops the records of synced files once the journal
+// passes compactAt: its size is bounded by the files' unsynced pages, however long a run.
 type Journal struct {
-	mu   sync.Mutex
-	file *os.File
+	mu      sync.Mutex
+	path    string
+	file    *os.File
+	size    int64
+	files   map[string]*dirty
+	entries []entry
 }
 
 func OpenJournal(path string) (*Journal, error) {
@@ -112,13 +138,28 @@ func OpenJournal(path string) (*Journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Journal{file: f}, nil
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &Journal{path: path, file: f, size: st.Size(), files: map[string]*dirty{}}, nil
+}
+
+func (j *Journal) append(r record, owner *dirty) error {
+	data := r.encode()
+	if _, err := j.file.Write(data); err != nil {
+		return err
+	}
+	j.entries = append(j.entries, entry{j.size, int64(len(data)), owner})
+	j.size += int64(len(data))
+	return nil
 }
 
 // Change records what ``change`` will replace in ``fd`` (the bytes from ``offset`` to
 // ``end``, and the size), then makes it, with no other record or change in between. ``fd``
 // may be open for writing only (etcd's WAL): the bytes are then read through ``backing``,
-// the file's path.
+// the file's path. Pages already kept since the file's last sync are not kept again.
 func (j *Journal) Change(fd int, backing, path string, offset, end int64, change func() error) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -126,15 +167,33 @@ func (j *Journal) Change(fd int, backing, path string, offset, end int64, change
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return err
 	}
-	r := record{kind: kindUndo, path: path, size: st.Size, offset: offset}
-	if stop := min(end, st.Size); stop > offset {
+	d := j.files[path]
+	first := d == nil
+	if first {
+		d = &dirty{saved: map[int64]bool{}}
+		j.files[path] = d
+	}
+	var records []record
+	stop := min(end, st.Size) // the bytes below the size that the change replaces
+	for p := offset / page; p*page < stop; {
+		if d.saved[p] {
+			p++
+			continue
+		}
+		run := p // a run of pages not kept yet: one record, each page whole
+		for run*page < stop && !d.saved[run] {
+			d.saved[run] = true
+			run++
+		}
+		from, to := p*page, min(run*page, st.Size)
+		r := record{kind: kindUndo, path: path, size: st.Size, offset: from}
 		var err error
-		if r.data, r.zeros, err = replaced(fd, offset, stop); errors.Is(err, syscall.EBADF) {
+		if r.data, r.zeros, err = replaced(fd, from, to); errors.Is(err, syscall.EBADF) {
 			f, err := os.Open(backing)
 			if err != nil {
 				return err
 			}
-			r.data, r.zeros, err = replaced(int(f.Fd()), offset, stop)
+			r.data, r.zeros, err = replaced(int(f.Fd()), from, to)
 			f.Close()
 			if err != nil {
 				return err
@@ -142,11 +201,21 @@ func (j *Journal) Change(fd int, backing, path string, offset, end int64, change
 		} else if err != nil {
 			return err
 		}
+		records = append(records, r)
+		p = run
 	}
-	if _, err := j.file.Write(r.encode()); err != nil {
+	if first && len(records) == 0 { // the size at the last sync, which undoing ends with
+		records = append(records, record{kind: kindUndo, path: path, size: st.Size, offset: offset})
+	}
+	for _, r := range records {
+		if err := j.append(r, d); err != nil {
+			return err
+		}
+	}
+	if err := change(); err != nil {
 		return err
 	}
-	return change()
+	return j.compact()
 }
 
 // Note appends a sync, rename or unlink record, after ``done`` succeeds and under the lock.
@@ -156,8 +225,80 @@ func (j *Journal) Note(r record, done func() error) error {
 	if err := done(); err != nil {
 		return err
 	}
-	_, err := j.file.Write(r.encode())
-	return err
+	var owner *dirty
+	switch r.kind {
+	case kindSync:
+		owner = &dirty{dead: true}
+		j.forget(r.path)
+	case kindUnlink:
+		j.forget(r.path)
+	case kindRename:
+		j.forget(r.newPath) // the file it replaces is gone
+		if d := j.files[r.path]; d != nil {
+			delete(j.files, r.path)
+			j.files[r.newPath] = d
+		}
+	}
+	return j.append(r, owner)
+}
+
+func (j *Journal) forget(path string) {
+	if d := j.files[path]; d != nil {
+		d.dead = true
+		delete(j.files, path)
+	}
+}
+
+// compact rewrites the journal without the records of synced and unlinked files once it is
+// past compactAt and they are most of it; the new journal replaces the old by a rename.
+func (j *Journal) compact() error {
+	if j.size < compactAt {
+		return nil
+	}
+	var live int64
+	for _, e := range j.entries {
+		if e.owner == nil || !e.owner.dead {
+			live += e.n
+		}
+	}
+	if live > j.size/2 {
+		return nil
+	}
+	old, err := os.Open(j.path)
+	if err != nil {
+		return err
+	}
+	defer old.Close()
+	tmp := j.path + ".compact"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	var kept []entry
+	var size int64
+	for _, e := range j.entries {
+		if e.owner != nil && e.owner.dead {
+			continue
+		}
+		data := make([]byte, e.n)
+		if _, err := old.ReadAt(data, e.at); err == nil {
+			_, err = out.Write(data)
+		}
+		if err != nil {
+			out.Close()
+			os.Remove(tmp)
+			return err
+		}
+		kept = append(kept, entry{size, e.n, e.owner})
+		size += e.n
+	}
+	if err := os.Rename(tmp, j.path); err != nil {
+		out.Close()
+		return err
+	}
+	j.file.Close()
+	j.file, j.size, j.entries = out, size, kept
+	return nil
 }
 
 // Forget empties the journal: everything written so far is kept (a clean stop, where the
@@ -165,10 +306,18 @@ func (j *Journal) Note(r record, done func() error) error {
 func (j *Journal) Forget() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.files, j.entries, j.size = map[string]*dirty{}, nil, 0
 	return j.file.Truncate(0)
 }
 
 func (j *Journal) Close() error { return j.file.Close() }
+
+// Size is the journal's length in bytes (for tests: it stays bounded).
+func (j *Journal) Size() int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.size
+}
 
 // Undo replays the journal at ``path`` backwards over ``root``: every change that no later
 // sync of its file covered is undone. It returns how many changes it undid and kept, and

@@ -249,3 +249,36 @@ def test_bad_usage_is_one_line_and_exit_2(lazyfs: Path, tmp_path: Path) -> None:
     assert (done.returncode, done.stderr.strip()) == (2, "lazyfs: run needs -volume, -mount and a command after --")
     done = subprocess.run([str(lazyfs), "mount"], capture_output=True, text=True, timeout=10)
     assert done.returncode == 2 and "unknown command" in done.stderr
+
+
+BOUNDED = """
+    import os
+    path = os.path.join(os.environ["MOUNT"], "f")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.pwrite(fd, b"s" * (1 << 20), 0); os.fsync(fd)
+    for i in range(100):  # 100 MiB written over 1 MiB of pages, never synced
+        os.pwrite(fd, bytes([i]) * (1 << 20), 0)
+    print("overwritten", flush=True)
+    input()
+    for i in range(100):  # 100 MiB written and synced, 1 MiB at a time
+        os.pwrite(fd, bytes([i]) * (1 << 20), 0); os.fsync(fd)
+    os.pwrite(fd, b"u" * (1 << 20), 0)
+    print("synced", flush=True)
+    __import__("time").sleep(60)
+"""
+
+
+def test_the_journal_stays_bounded_by_the_unsynced_pages(lazyfs: Path, volume: Path) -> None:
+    """A page is kept once between two syncs of its file, and the records of synced files are
+    dropped once the journal passes 64 MiB: a long run under load does not fill the host."""
+    mounted = Mount(lazyfs, volume, volume.parent / "mnt", BOUNDED)
+    assert mounted.line() == "overwritten"
+    journal = volume / "journal"
+    assert journal.stat().st_size < 2 << 20, "each unsynced page kept once, not once per write"
+    mounted.say("go on")
+    assert mounted.line() == "synced"
+    assert journal.stat().st_size < (64 + 4) << 20, "the synced files' records were not dropped"
+    mounted.crash()
+    code, err = Mount(lazyfs, volume, volume.parent / "mnt", "pass").finish()
+    assert code == 0, err
+    assert (volume / "data" / "f").read_bytes() == bytes([99]) * (1 << 20)  # the last synced version
