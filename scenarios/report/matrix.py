@@ -40,6 +40,9 @@ from topologies.run import Run
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = ("functional", "failover", "load", "bench")
 QUICK_SCENARIOS = {CONTAINERS: "kill-leader or partition-one", KUBERNETES: "delete-an-etcd-pod or delete-an-envoy-pod"}
+# scenarios on a run of their own (--data-size, --lazy-fs): a full failover cell runs them too;
+# each module picks the modes it applies to (single and ha) and has nothing for the others
+OWN_RUN_SCENARIOS = ("test_full_disk.py", "test_lazy_fs.py")
 # seconds a cell takes, for the first ETA; replaced by what the run measures
 GUESS = {"functional": 40.0, "failover": 320.0, "load": 80.0, "bench": 110.0}
 QUICK_GUESS = {"functional": 40.0, "failover": 90.0, "load": 45.0, "bench": 50.0}
@@ -99,8 +102,21 @@ def argv(cell: Cell, folder: Path, *, quick: bool, shared: Path | None = None) -
     if cell.check == "functional":
         return [*pytest, str(ROOT / "scenarios" / "test_functional.py"), *which]
     if cell.check == "failover":
-        command = [*pytest, str(ROOT / "scenarios" / "test_failover.py"), "--results", str(folder), *which]
-        return command + (["--cycles", "1", "-k", QUICK_SCENARIOS[targets.target_of(cell.mode)]] if quick else [])
+        files = [str(ROOT / "scenarios" / "test_failover.py")]
+        if quick:
+            return [
+                *pytest,
+                *files,
+                "--results",
+                str(folder),
+                *which,
+                "--cycles",
+                "1",
+                "-k",
+                QUICK_SCENARIOS[targets.target_of(cell.mode)],
+            ]
+        files += [str(ROOT / "scenarios" / name) for name in OWN_RUN_SCENARIOS]
+        return [*pytest, *files, "--results", str(folder), *which]
     if cell.check == "load":
         locustfile = str(ROOT / "loadtests" / f"{cell.mode}.py")
         users = ["-u", "10", "-r", "10", "-t", "15s" if quick else "45s"]

@@ -185,7 +185,16 @@ def test_every_cell_writes_into_its_own_absolute_folder(tmp_path: Path) -> None:
         paths = [arg for arg in command if arg.startswith(str(tmp_path))]
         assert paths and all(Path(arg).is_absolute() for arg in paths), command
     assert "--cycles" in argv(Cell("ha", "failover"), folder, quick=True)
-    assert "--cycles" not in argv(Cell("ha", "failover"), folder, quick=False)
+    full = argv(Cell("ha", "failover"), folder, quick=False)
+    assert "--cycles" not in full
+    # a full failover cell also runs the scenarios that need a run of their own
+    assert [Path(a).name for a in full if a.endswith(".py")] == [
+        "test_failover.py",
+        "test_full_disk.py",
+        "test_lazy_fs.py",
+    ]
+    quick = argv(Cell("ha", "failover"), folder, quick=True)
+    assert [Path(a).name for a in quick if a.endswith(".py")] == ["test_failover.py"]
 
 
 def test_the_failing_part_follows_the_named_key_not_keys_that_contain_its_name(tmp_path: Path) -> None:
