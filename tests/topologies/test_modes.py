@@ -113,10 +113,19 @@ def test_ha_partitioned_node_refuses_writes_then_heal_brings_it_back(ha: topolog
     with alone, ha.client(endpoints=majority, timeout=15) as rest:
         assert rest.put("/v1/kv/split", content=b"before").status_code == 200
         with faults.injected(ha, Partition.isolating(victim.name, ha)):
+            refusals: list[str] = []
+
+            def refuses_every_time() -> bool:
+                # a write to a key of its own (one taken before the node noticed may land later).
+                # Three refusals in a row: its own member says "no leader" at once, but a call
+                # the node then tries on a member across the cut is outcome_unknown until its
+                # gRPC keepalive has found that connection dead (CI, 2026-12-07)
+                refusals.append(_error_of(alone.put("/v1/kv/split-probe", content=b"x")))
+                return refusals[-3:] == ["not_applied"] * 3
+
             topologies.wait_until(
-                # a write to a key of its own (one taken before the node noticed may land later)
-                lambda: _error_of(alone.put("/v1/kv/split-probe", content=b"x")) == "not_applied",
-                timeout=30,
+                refuses_every_time,
+                timeout=45,
                 interval=0.2,
                 message=f"{victim.name} notices it is cut off and refuses",
             )
