@@ -13,7 +13,8 @@ import io
 import random
 import socket
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -113,6 +114,38 @@ class _Node(DockerContainer):
                 raise EngineError("could not write the node's secret files")
             return
         super()._transfer_into_container(transferable, destination, mode)
+
+
+FREEZE_TRIES = 5
+
+
+def frozen_again(pause: Callable[[], None], tries: int = FREEZE_TRIES, wait: float = 0.2) -> None:
+    """``pause``, tried again while runc's cgroup v1 freezer gives up ("unable to freeze": a
+    task in uninterruptible sleep, such as an fsync under load, did not stop in runc's time;
+    CI, 2026-12-07). Any other refusal, or the last one, is raised.
+
+    >>> calls = []
+    >>> def pause() -> None:
+    ...     calls.append(1)
+    ...     if len(calls) < 3:
+    ...         raise EngineError("pause x: Docker refused: OCI runtime pause failed: unable to freeze: unknown")
+    >>> frozen_again(pause, wait=0)
+    >>> len(calls)
+    3
+    >>> def gone() -> None:
+    ...     raise EngineError("pause x: Docker refused: No such container: x")
+    >>> frozen_again(gone, wait=0)
+    Traceback (most recent call last):
+    topologies.exceptions.EngineError: pause x: Docker refused: No such container: x
+    """
+    for attempt in range(tries):
+        try:
+            pause()
+            return
+        except EngineError as exc:
+            if "unable to freeze" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(wait)
 
 
 def _free_port() -> int:
@@ -340,7 +373,7 @@ class DockerEngine:
         self._act(handle, "restart", timeout=timeout)
 
     def pause(self, handle: Handle) -> None:
-        self._act(handle, "pause")
+        frozen_again(lambda: self._act(handle, "pause"))
 
     def unpause(self, handle: Handle) -> None:
         self._act(handle, "unpause")
