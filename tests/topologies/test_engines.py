@@ -87,3 +87,45 @@ def test_docker_says_its_cgroup_version_and_gives_a_container_its_own_cgroup_nam
     assert all(line.endswith(":/") for line in seen["private"]), seen["private"]
     if not unified:
         assert any(not line.endswith(":/") for line in seen[None]), "v1's default: the host's namespace"
+
+
+def test_a_host_port_taken_between_lookup_and_bind_is_replaced_by_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's host port is a free port looked up before Docker binds it; another process may
+    take it in between (pytest-xdist's workers did). The real Docker refuses the bind, and the
+    engine starts the container again on another free port."""
+    import os
+    import socket
+
+    from topologies.constants import API_PORT, LABEL_MODE, LABEL_ROLE, LABEL_RUN
+    from topologies.engines import Launch
+    from topologies.engines import docker as docker_engine
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    looked_up: list[int] = []
+    real = docker_engine._free_port
+
+    def racing() -> int:  # the first lookup returns the port another process just took
+        looked_up.append(taken.getsockname()[1] if not looked_up else real())
+        return looked_up[-1]
+
+    monkeypatch.setattr(docker_engine, "_free_port", racing)
+    engine = engines.get("docker", reaper=False)
+    run_id = f"r-ports-{os.getpid()}"
+    try:
+        launch = Launch(
+            name=f"mm-{run_id}-probe",
+            image=engine.image(),
+            labels={LABEL_RUN: run_id, LABEL_MODE: "test", LABEL_ROLE: "probe"},
+            entrypoint=("sleep",),
+            command=("120",),
+            publish=(API_PORT,),
+        )
+        handle = engine.launch(launch)
+        assert len(looked_up) == 2, "started again, on a second port"
+        assert handle.ports[API_PORT] == looked_up[1] != looked_up[0]
+        assert engine.state(handle) == "running"
+    finally:
+        engine.remove_run(run_id)
+        taken.close()

@@ -117,6 +117,7 @@ class _Node(DockerContainer):
 
 
 FREEZE_TRIES = 5
+PORT_TRIES = 5  # a node's start, on other free host ports each time (DockerEngine.launch)
 
 
 def frozen_again(pause: Callable[[], None], tries: int = FREEZE_TRIES, wait: float = 0.2) -> None:
@@ -243,15 +244,26 @@ class DockerEngine:
     # -- nodes ----------------------------------------------------------------------------------
 
     def launch(self, spec: Launch) -> Handle:
-        try:
-            with translated(f"starting {spec.name}"):
-                container = self._container(spec)
-                container.start()
-                return self._handle(container.get_wrapped_container())
-        except EngineError as exc:
-            if spec.privileged and "unable to apply caps" in str(exc):
-                raise EngineError(f"{exc}; {_NO_PRIVILEGED}") from exc
-            raise
+        """Start ``spec``'s container. Its host ports are free ports looked up here (a restarted
+        node keeps its address), so another process may bind one first: the container is then
+        removed and started again on other ports, up to PORT_TRIES times (CI, 2026-12-07:
+        pytest-xdist's two workers started nodes at once)."""
+        for attempt in range(PORT_TRIES):
+            try:
+                with translated(f"starting {spec.name}"):
+                    container = self._container(spec)
+                    container.start()
+                    return self._handle(container.get_wrapped_container())
+            except PortInUse:
+                if attempt == PORT_TRIES - 1:
+                    raise
+                with translated(f"removing {spec.name} to start it on other ports"):
+                    _quietly(lambda: self.client.containers.get(spec.name).remove(force=True))
+            except EngineError as exc:
+                if spec.privileged and "unable to apply caps" in str(exc):
+                    raise EngineError(f"{exc}; {_NO_PRIVILEGED}") from exc
+                raise
+        raise AssertionError("unreachable: the last try returns or raises")
 
     def _container(self, spec: Launch) -> DockerContainer:
         kwargs: dict[str, Any] = {"labels": dict(spec.labels)}
