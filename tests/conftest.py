@@ -33,6 +33,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+PORT_TRIES = 3  # cluster starts with new ports when a member loses its port to another process
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -131,17 +134,39 @@ class EtcdCluster:
         return [m.url for m in self.members]
 
     def start(self) -> EtcdCluster:
+        """Start every member and wait until each is healthy; stop them all if one is not.
+
+        A member that exits because another process bound its port between ``free_port()`` and
+        etcd's own bind (pytest-xdist's workers and Docker's proxies take ports too) is started
+        again, with the whole cluster, on new ports."""
+        for attempt in range(1, PORT_TRIES + 1):
+            try:
+                self._start_once()
+                return self
+            except MemberExited as exc:
+                self.stop()
+                if "address already in use" not in exc.log or attempt == PORT_TRIES:
+                    raise
+                for member in self.members:
+                    shutil.rmtree(member.data_dir, ignore_errors=True)
+                    member.client_port, member.peer_port = free_port(), free_port()
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> None:
         initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
         for member in self.members:
             member.start(initial)
         for member in self.members:
             wait_until(
-                functools.partial(_healthy, member.url),
+                functools.partial(_healthy_or_exited, member),
                 timeout=30,
                 interval=0.1,
                 message=f"etcd member {member.name} healthy",
+                ignore=(httpx.HTTPError, ValueError, KeyError),
             )
-        return self
 
     def stop(self) -> None:
         for member in self.members:
@@ -305,6 +330,21 @@ def spawn(tmp_path: Path) -> Iterator[object]:
 
 def _healthy(url: str) -> bool:
     return bool(httpx.get(url + "/health", timeout=1).json()["health"] == "true")
+
+
+class MemberExited(Exception):
+    """An etcd member's process ended while the cluster was starting."""
+
+    def __init__(self, member: EtcdMember, log: str) -> None:
+        super().__init__(f"etcd member {member.name} exited while starting; its log ends:\n{log}")
+        self.log = log
+
+
+def _healthy_or_exited(member: EtcdMember) -> bool:
+    if member.process is not None and member.process.poll() is not None:
+        log = member.data_dir.with_suffix(".log").read_text(errors="replace")
+        raise MemberExited(member, "\n".join(log.splitlines()[-10:]))
+    return _healthy(member.url)
 
 
 @contextmanager
