@@ -240,6 +240,17 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
         during_s=150.0,
         until=kube.moved,
     ),
+    # etcd's membership changed under traffic on k8s: a StatefulSet pod's member removed, then
+    # a new one added at the pod's stable address, started on an emptied data dir (the pod's
+    # volume kept, its data dir emptied once by the start script); healed once it is healthy
+    Scenario[KubeRun](
+        "replace-an-etcd-member",
+        KubeRun,
+        lambda r, g, i: kube.ReplaceEtcdMember(g.choice(r.ready_pods("etcd"))),
+        modes=K8S,
+        cycles=1,
+        during_s=3.0,
+    ),
     # the cluster's DNS frozen for 20 s: lookups time out, resolved connections carry on
     Scenario[KubeRun]("dns-unreachable", KubeRun, lambda r, g, i: kube.DnsDown(), modes=K8S, cycles=1, during_s=20.0),
     # the control plane (a cluster built with three): one of them down, the API still answers

@@ -270,6 +270,28 @@ def test_every_verb_reaches_the_run_from_another_process(run: KubeRun) -> None:
     assert unknown.returncode == 2 and "no fault 'stop' for k8s" in unknown.stderr
 
 
+def test_an_etcd_member_replaced_by_hand_joins_again_on_an_emptied_data_dir(run: KubeRun) -> None:
+    """``modematrix fault RUN replace-member etcd-N`` removes the member; ``fault RUN heal``,
+    from another process, adds it again and its pod starts on the same volume with its data
+    dir emptied (the mark it joined by is there); the store answers through the front door."""
+    wrong = modematrix("fault", run.run_id, "replace-member", "kv")
+    assert wrong.returncode == 2 and "not a Ready etcd member" in wrong.stderr, wrong.stderr
+    pod = sorted(run.ready_pods("etcd"))[-1]
+    before = run.exec(pod, ["sh", "-c", "cat /var/lib/etcd/joined 2>/dev/null; echo"])[1].strip()
+    removed = modematrix("fault", run.run_id, "replace-member", pod, "--json")
+    assert removed.returncode == 0, removed.stderr
+    assert not schemas.problems("fault", json.loads(removed.stdout))
+    healed = modematrix("fault", run.run_id, "heal")
+    assert healed.returncode == 0, healed.stderr
+    code, mark = run.exec(pod, ["cat", "/var/lib/etcd/joined"])
+    assert code == 0 and mark.strip() and mark.strip() != before, mark
+    assert len(run.ready_pods("etcd")) == 3 and pod in run.ready_pods("etcd")
+    with run.client() as api:
+        key = unique("/v1/kv/replaced")
+        assert api.put(key, content=b"joined").status_code == 200
+        assert api.get(key).content == b"joined"
+
+
 PROBE = """
 import json, socket, sys
 found = {}

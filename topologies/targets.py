@@ -232,11 +232,12 @@ def inject(run: Run, action: str, target: str) -> str:
 
 def heal_all(run: Run) -> None:
     """``modematrix fault RUN heal``: undo every fault of the run, whichever process applied it
-    (on containers, a removed DB member is replaced first: a restart would not bring it back)."""
+    (a removed DB member is replaced: a restart would not bring it back)."""
     if isinstance(run, ContainerRun):
         container_faults.heal_replaced(run)
     run.heal_all()
-    if isinstance(run, KubeRun):  # the pods' clocks: after the nodes, whose pods must answer exec
+    if isinstance(run, KubeRun):  # after the nodes, whose pods must answer exec and port-forward
+        kubernetes_faults.heal_replaced(run)
         kubernetes_faults.heal_clocks(run)
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,16 @@ from cryptography import x509
 from runtime.security.certs import PEER_NAME, Bundle
 from topologies import spec
 from topologies.cli import main
-from topologies.kubernetes.manifests import EVICT_AFTER_S, KUBERNETES_VERSION, manifests, to_yaml, workloads
+from topologies.kubernetes.manifests import (
+    ETCD_DATA,
+    ETCD_JOIN,
+    ETCD_JOIN_DIR,
+    EVICT_AFTER_S,
+    KUBERNETES_VERSION,
+    manifests,
+    to_yaml,
+    workloads,
+)
 from topologies.pki import RunPki
 from topologies.runs import Secrets
 
@@ -248,3 +258,40 @@ def test_a_kustomize_base_or_a_helm_chart_holds_every_object_valid_and_rendered(
     assert "already exists" in capsys.readouterr().err
     assert main([*common, "--format", form]) == 2
     assert main([*common, "--output", str(tmp_path / "y")]) == 2
+
+
+def test_an_etcd_pod_joins_with_an_emptied_data_dir_once_per_mark_of_its_own(
+    made: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The StatefulSet's start script, run by sh with its two folders moved under tmp_path and
+    an ``etcd`` that prints its arguments. Before each start the data dir holds a WAL. No mark
+    for the pod: state new, the WAL kept; a new mark (its member replaced): the data dir
+    emptied and state existing; the same mark at a restart: the WAL kept, still existing;
+    another mark: emptied again."""
+    pod = kinds(made, "StatefulSet")["etcd"]["spec"]["template"]["spec"]
+    assert {"name": "join", "configMap": {"name": ETCD_JOIN, "optional": True}} in pod["volumes"]
+    assert kinds(made, "ConfigMap")[ETCD_JOIN]["data"] == {}
+    join, volume, bin_dir = tmp_path / "join", tmp_path / "volume", tmp_path / "bin"
+    for folder in (join, volume, bin_dir):
+        folder.mkdir()
+    script = pod["containers"][0]["command"][2].replace(ETCD_JOIN_DIR, str(join)).replace(ETCD_DATA, str(volume))
+    (bin_dir / "etcd").write_text('#!/bin/sh\necho "$@"\n')
+    (bin_dir / "etcd").chmod(0o755)
+    wal = volume / "data" / "member" / "wal"
+
+    def start() -> tuple[str, bool]:
+        """(the state etcd was started with, whether the WAL was kept)"""
+        wal.parent.mkdir(parents=True, exist_ok=True)
+        wal.write_text("acknowledged writes")
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "POD_NAME": "etcd-1"}
+        done = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, check=True)
+        return done.stdout.split("--initial-cluster-state ")[1].split()[0], wal.exists()
+
+    assert start() == ("new", True)
+    (join / "etcd-2").write_text("1")  # another pod's mark
+    assert start() == ("new", True)
+    (join / "etcd-1").write_text("2")
+    assert start() == ("existing", False)
+    assert start() == ("existing", True)
+    (join / "etcd-1").write_text("3")
+    assert start() == ("existing", False)

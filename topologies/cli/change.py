@@ -30,7 +30,7 @@ def register(sub: Sub) -> None:
         "replace-member (heal adds the new one); "
         "on Kubernetes: delete-pod, "
         "rollout-restart (a Deployment), kill, pause, partition, drain (a worker), "
-        "clock-forward, clock-back (a pod of auth, kv or queue)",
+        "clock-forward, clock-back (a pod of auth, kv or queue), replace-member (an etcd pod; heal adds the new one)",
     )
     fault.add_argument(
         "target", nargs="?", metavar="TARGET", help="a node; on Kubernetes a pod, a workload or a worker"

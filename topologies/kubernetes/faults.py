@@ -11,6 +11,9 @@ scenario runner as every other:
   heal uncordons it. Refused on a cluster the user has: its nodes carry other people's pods.
 - :class:`RolloutRestart`: ``kubectl rollout restart`` of a Deployment, every pod replaced
   one at a time (``maxUnavailable: 0``); heal waits for the rollout to finish. Any cluster.
+- :class:`ReplaceEtcdMember`: an etcd member removed from the cluster, then a new one added
+  at the StatefulSet pod's stable address and started on an emptied data dir (etcd's member
+  replace, as the containers' ``ReplaceMember``). Any cluster.
 - :class:`DnsDown`: the cluster's CoreDNS frozen (SIGSTOP) for a while, healed with SIGCONT;
   on a cluster built here.
 - :class:`ControlPlaneDown`: with three control planes (``--control-planes 3``), one is killed
@@ -25,18 +28,28 @@ Envoy survive.
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 from lightkube import Client
 from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import ConfigMap
 
-from topologies.constants import API_PORT
-from topologies.exceptions import EngineError, FaultError, UsageError
+from topologies import pki
+from topologies.constants import API_PORT, DB_CLIENT_PORT, DB_PEER_PORT
+from topologies.exceptions import EngineError, FaultError, StartTimeout, UsageError
 from topologies.faults import Fault, skew_refusal
+from topologies.kubernetes import forward
 from topologies.kubernetes.clusters import NodeCluster
-from topologies.kubernetes.manifests import CLOCK_FILE
+from topologies.kubernetes.manifests import CLOCK_FILE, ETCD, ETCD_JOIN
 from topologies.kubernetes.run import KubeRun
 from topologies.wait import WaitTimeout, wait_until
 
@@ -285,10 +298,114 @@ class DnsDown:
         _built(run).signal_dns("CONT")
 
 
+@dataclass(frozen=True)
+class ReplaceEtcdMember:
+    """Replace the etcd member of StatefulSet pod ``pod`` with a new one, as an operator
+    replaces a member whose disk is lost (etcd's runtime reconfiguration, as the containers'
+    ``ReplaceMember``). Apply removes the member from the cluster (root's certificate, through
+    a port-forward to another member: ``runtime db-member remove``); it stops itself and its
+    pod restarts in vain, while the other members keep the quorum. Heal adds a member at the
+    pod's stable peer address (``db-member add``), puts a new mark for the pod in the
+    ``etcd-join`` ConfigMap and deletes the pod: the StatefulSet starts it again on the same
+    volume, and its start script, seeing a mark it has not seen, empties the data dir and
+    joins as the member added (``--initial-cluster-state existing``). Healed once that member
+    answers healthy. A note in the run's folder says the member awaits this, so
+    ``modematrix fault RUN heal`` from another process replaces it too (:func:`heal_replaced`)."""
+
+    pod: str
+    timeout_s: float = 180.0
+
+    @property
+    def name(self) -> str:
+        return f"replace-member({self.pod})"
+
+    def applies_to(self, run: KubeRun) -> str | None:
+        members = run.ready_pods(ETCD)
+        if self.pod not in members:
+            return f"{self.pod} is not a Ready etcd member of run {run.run_id} ({', '.join(members) or 'none'})"
+        if len(members) < 3:
+            return f"replacing a member needs three or more Ready (a quorum without it); this run has {len(members)}"
+        return None
+
+    def apply(self, run: KubeRun) -> None:
+        _db_member(run, ["remove", self.pod], via=[p for p in run.ready_pods(ETCD) if p != self.pod])
+        note = member_removed(run, self.pod)
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text("its etcd member was removed: heal adds a new one on an emptied data dir\n")
+
+    def heal(self, run: KubeRun) -> None:
+        note = member_removed(run, self.pod)
+        if not note.exists():
+            return  # not applied, or healed already
+        others = [p for p in run.ready_pods(ETCD) if p != self.pod]
+        peer = f"https://{self.pod}.{ETCD}.{run.namespace}.svc:{DB_PEER_PORT}"
+        _db_member(run, ["add", self.pod, peer], via=others)
+        with Client(config=run.config) as client:
+            patch = {"data": {self.pod: str(time.time_ns())}}
+            client.patch(ConfigMap, ETCD_JOIN, patch, namespace=run.namespace)
+        run.delete_pod(self.pod, grace=0)  # its successor mounts the ConfigMap as it is now
+        wait_until(
+            lambda: _member_healthy(run, self.pod),
+            timeout=self.timeout_s,
+            interval=1.0,
+            message=f"the new etcd member {self.pod} healthy",
+            ignore=(FaultError, EngineError, StartTimeout, httpx.HTTPError, ValueError, KeyError, OSError),
+        )
+        note.unlink()
+
+
+def member_removed(run: KubeRun, pod: str) -> Path:
+    """A note, present while ``pod``'s etcd member has been removed and not yet replaced."""
+    return run.workdir / "faults" / f"replace-member-{pod}"
+
+
+def heal_replaced(run: KubeRun) -> None:
+    """Replace every member a :class:`ReplaceEtcdMember` removed that no heal has replaced yet
+    (applied by another process: ``modematrix fault RUN replace-member etcd-1``)."""
+    folder = run.workdir / "faults"
+    for note in sorted(folder.glob("replace-member-*")) if folder.is_dir() else []:
+        ReplaceEtcdMember(note.name.removeprefix("replace-member-")).heal(run)
+
+
+def _db_member(run: KubeRun, args: Sequence[str], *, via: Sequence[str]) -> None:
+    """``runtime db-member ARGS`` on this host as the DB's root (the run's CA issued its
+    certificate), reaching the first of the etcd pods ``via`` through a port-forward (a member
+    serves 127.0.0.1 and localhost in its certificate). FaultError with what it said if it fails."""
+    if not via:
+        raise FaultError(f"db-member {' '.join(args)}: no other Ready etcd member to ask")
+    with tempfile.TemporaryDirectory(prefix="db-member-") as folder:
+        bundle = Path(folder) / "root.json"
+        bundle.write_text(pki.RunPki.load(run.workdir).root().dump())
+        bundle.chmod(0o600)
+        with forward.once(run.cluster.kubectl_argv(), run.namespace, f"pod/{via[0]}", DB_CLIENT_PORT) as port:
+            argv = [sys.executable, "-m", "runtime", "db-member", *args, "--endpoints", f"https://127.0.0.1:{port}"]
+            env = {**os.environ, "RUNTIME_TLS_BUNDLE_FILE": str(bundle)}
+            done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
+    if done.returncode != 0:
+        said = (done.stdout + done.stderr).strip()[-300:]
+        raise FaultError(f"db-member {' '.join(args)} via {via[0]} failed ({done.returncode}): {said}")
+
+
+def _member_healthy(run: KubeRun, pod: str) -> bool:
+    """The member of ``pod`` answers ``/health`` true (it has joined and has a leader)."""
+    if pod not in run.ready_pods(ETCD):
+        return False
+    root_cert, root_key = pki.RunPki.load(run.workdir).root().pairs["node"]
+    with tempfile.TemporaryDirectory(prefix="etcd-health-") as folder:
+        cert, key = Path(folder) / "root.pem", Path(folder) / "root-key.pem"
+        cert.write_bytes(root_cert)
+        key.write_bytes(root_key)
+        context = run.tls_context()
+        context.load_cert_chain(cert, key)
+        with forward.once(run.cluster.kubectl_argv(), run.namespace, f"pod/{pod}", DB_CLIENT_PORT) as port:
+            answer = httpx.get(f"https://127.0.0.1:{port}/health", verify=context, timeout=5)
+    return bool(answer.json()["health"] == "true")
+
+
 CONTROL_PLANE_ACTIONS = ("kill", "pause")
 # what ``modematrix fault RUN ACTION TARGET`` knows on the k8s mode (kill and pause also take
 # a control-plane node of a cluster built here)
-ACTIONS = ("delete-pod", "rollout-restart", *NODE_ACTIONS, "drain", "clock-forward", "clock-back")
+ACTIONS = ("delete-pod", "rollout-restart", *NODE_ACTIONS, "drain", "clock-forward", "clock-back", "replace-member")
 
 
 @dataclass(frozen=True)
@@ -418,6 +535,11 @@ def named(action: str, target: str, run: KubeRun) -> Fault[KubeRun]:
         if target not in pods:
             raise UsageError(f"{action} {target}: expected a Ready pod of {', '.join(SKEWED)} ({', '.join(pods)})")
         return PodClockSkew(target, SKEWS[action])
+    if action == "replace-member":
+        fault = ReplaceEtcdMember(target)
+        if reason := fault.applies_to(run):
+            raise UsageError(f"replace-member {target}: {reason}")
+        return fault
     if action == "rollout-restart":
         if not run.ready_pods(target):
             raise UsageError(f"rollout-restart {target}: no Deployment of that name with Ready pods in {run.namespace}")

@@ -71,6 +71,12 @@ CONTAINER_SECURITY = {
 }
 ETCD = "etcd"
 ETCD_TLS_DIR = "/etc/modematrix/etcd-tls"
+# a member replaced (topologies.kubernetes.faults.ReplaceEtcdMember): the ConfigMap's key per
+# pod is a mark; a pod that starts with a mark its volume has not seen empties its data dir
+# once and joins the running cluster (--initial-cluster-state existing) as the member added
+ETCD_JOIN = "etcd-join"
+ETCD_JOIN_DIR = "/etc/modematrix/etcd-join"
+ETCD_DATA = "/var/lib/etcd"
 VOLUME_DIR = "/var/lib/modematrix/volume"
 CLOCK_FILE = f"{VOLUME_DIR}/clock"  # in the pod's own volume: a new pod starts unskewed
 # A Deployment's pods leave a node that is not ready or unreachable after this long, not
@@ -380,12 +386,18 @@ def _etcd(spec: ModeSpec, namespace: str, image: str, pki: RunPki) -> list[Manif
         "peer-key.pem": peer[1].decode(),
     }
     flags = " ".join(tls_flags(PurePosixPath(ETCD_TLS_DIR)))
-    script = (
-        'exec etcd --name "$POD_NAME" --data-dir /var/lib/etcd/data '
+    mark, seen = f"{ETCD_JOIN_DIR}/$POD_NAME", f"{ETCD_DATA}/joined"
+    join = (
+        f'if [ -s "{mark}" ] && [ "$(cat "{mark}")" != "$(cat {seen} 2>/dev/null)" ]; then '
+        f'rm -rf {ETCD_DATA}/data && cp "{mark}" {seen}; fi; '
+        f"state=new; if [ -e {seen} ]; then state=existing; fi; "
+    )
+    script = join + (
+        f'exec etcd --name "$POD_NAME" --data-dir {ETCD_DATA}/data '
         f"--listen-peer-urls https://0.0.0.0:{DB_PEER_PORT} --listen-client-urls https://0.0.0.0:{DB_CLIENT_PORT} "
         f'--advertise-client-urls "https://$POD_NAME.{ETCD}.{namespace}.svc:{DB_CLIENT_PORT}" '
         f'--initial-advertise-peer-urls "https://$POD_NAME.{ETCD}.{namespace}.svc:{DB_PEER_PORT}" '
-        f"--initial-cluster {cluster} --initial-cluster-state new --initial-cluster-token modematrix "
+        f"--initial-cluster {cluster} --initial-cluster-state $state --initial-cluster-token modematrix "
         "--auto-compaction-mode revision --auto-compaction-retention 10000 "
         f"--logger zap --log-outputs stderr --log-level warn {flags}"
     )
@@ -400,13 +412,15 @@ def _etcd(spec: ModeSpec, namespace: str, image: str, pki: RunPki) -> list[Manif
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [
-            {"name": "data", "mountPath": "/var/lib/etcd"},
+            {"name": "data", "mountPath": ETCD_DATA},
             {"name": "tls", "mountPath": ETCD_TLS_DIR, "readOnly": True},
+            {"name": "join", "mountPath": ETCD_JOIN_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (the pod's own, on a read-only root)
         ],
     }
     return [
         _secret(namespace, "etcd-tls", files),
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": ETCD_JOIN, "namespace": namespace}, "data": {}},
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -435,6 +449,7 @@ def _etcd(spec: ModeSpec, namespace: str, image: str, pki: RunPki) -> list[Manif
                         "containers": [container],
                         "volumes": [
                             {"name": "tls", "secret": {"secretName": "etcd-tls", "defaultMode": 0o440}},
+                            {"name": "join", "configMap": {"name": ETCD_JOIN, "optional": True}},
                             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
                         ],
                     },
