@@ -6,35 +6,80 @@
 
 A run is a :class:`Run`; its target (containers on an engine, or a namespace of a Kubernetes
 cluster) is chosen by the mode (:mod:`topologies.targets`).
+
+The names below are imported when first used (PEP 562), so that what needs only a part of the
+package (``modematrix --version``, the pytest plugin's options) does not pay for the rest.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from topologies import containers, engines
-from topologies.client import ClusterClient, Credentials
-from topologies.containers import ContainerRun
-from topologies.exceptions import (
-    EngineError,
-    EngineUnavailable,
-    FaultError,
-    ImageFailed,
-    NotFound,
-    PortInUse,
-    SpecError,
-    StartTimeout,
-    TopologyError,
-    UsageError,
-)
-from topologies.kubernetes import KubeRun
-from topologies.run import Run
-from topologies.runs import Secrets
-from topologies.spec import ModeSpec, load
-from topologies.targets import Options, attach, modes, scale
-from topologies.targets import start as _start
-from topologies.wait import WaitTimeout, wait_until
+if TYPE_CHECKING:
+    from topologies.client import ClusterClient, Credentials
+    from topologies.containers import ContainerRun
+    from topologies.exceptions import (
+        EngineError,
+        EngineUnavailable,
+        FaultError,
+        ImageFailed,
+        NotFound,
+        PortInUse,
+        SpecError,
+        StartTimeout,
+        TopologyError,
+        UsageError,
+    )
+    from topologies.kubernetes import KubeRun
+    from topologies.run import Run
+    from topologies.runs import Secrets
+    from topologies.spec import ModeSpec, load
+    from topologies.targets import Options, attach, modes, scale
+    from topologies.wait import WaitTimeout, wait_until
+
+_WHERE = {
+    "ClusterClient": "topologies.client",
+    "Credentials": "topologies.client",
+    "ContainerRun": "topologies.containers",
+    **dict.fromkeys(
+        [
+            "EngineError",
+            "EngineUnavailable",
+            "FaultError",
+            "ImageFailed",
+            "NotFound",
+            "PortInUse",
+            "SpecError",
+            "StartTimeout",
+            "TopologyError",
+            "UsageError",
+        ],
+        "topologies.exceptions",
+    ),
+    "KubeRun": "topologies.kubernetes",
+    "Run": "topologies.run",
+    "Secrets": "topologies.runs",
+    "ModeSpec": "topologies.spec",
+    "load": "topologies.spec",
+    **dict.fromkeys(["Options", "attach", "modes", "scale"], "topologies.targets"),
+    **dict.fromkeys(["WaitTimeout", "wait_until"], "topologies.wait"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A name above, or a submodule (``topologies.spec.NodeSpec`` after ``import topologies``)."""
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module 'topologies' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def start(
@@ -57,6 +102,9 @@ def start(
     full-disk fault (a tmpfs, kept across node restarts); ``lazy_fs`` (container modes): each
     node's data dir on lazyfs, so that killing a node loses every write no fsync covered, as a
     power cut does, and the I/O faults (io-errors, slow-io) apply."""
+    from topologies.targets import Options
+    from topologies.targets import start as _start
+
     options = Options(
         engine=engine,
         reaper=reaper,
@@ -75,6 +123,8 @@ def run_image(
     args: list[str], *, engine: str = "docker", image: str | None = None, env: Mapping[str, str] | None = None
 ) -> tuple[int, str]:
     """Run the image once with ``args`` (after its entry point): (exit code, output)."""
+    from topologies import containers, engines
+
     return containers.run_image(args, engines.get(engine, reaper=False), image=image, env=env)
 
 

@@ -103,3 +103,18 @@ def test_docker_errors_are_translated_at_the_boundary(raised: Exception, expecte
         with translated("starting mm-x-node-1"):
             raise raised
     assert caught.value.__cause__ is raised and "starting mm-x-node-1" in str(caught.value)
+
+
+def test_version_answers_before_any_verb_is_imported_and_as_argparse_does() -> None:
+    """``modematrix --version`` prints at once, without the Docker and Kubernetes clients every
+    verb imports (1.5 s here before), and the same line argparse's --version prints."""
+    probe = (
+        "import sys; from topologies.cli import main; code = main(['--version']); "
+        "print(code, sorted(m for m in ('docker', 'lightkube', 'images', 'topologies.containers') if m in sys.modules))"
+    )
+    fast = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    line, imported = fast.stdout.splitlines()
+    assert imported == "0 []", fast.stdout
+    parsed = modematrix("--debug", "--version")  # not the fast path: argparse's version action
+    assert parsed.returncode == 0 and parsed.stdout.strip() == line
+    assert line.startswith("modematrix ") and line != "modematrix "

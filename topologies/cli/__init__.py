@@ -21,10 +21,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
-from images import ImageError, cache_dir
-from topologies.cli import change, completion, images, k8s, modes, runs
 from topologies.cli.common import EXIT_FAILED, EXIT_USAGE, Sub
-from topologies.engines import ENGINES
 from topologies.exceptions import StartTimeout, TopologyError
 
 PROGRAM = "modematrix"
@@ -38,6 +35,9 @@ def version() -> str:
 
 
 def parser() -> argparse.ArgumentParser:
+    from topologies.cli import change, completion, images, k8s, modes, runs  # every verb's imports
+    from topologies.engines import ENGINES
+
     made = argparse.ArgumentParser(
         prog=PROGRAM,
         description="one image, every deployment mode: start it, break it, prove it",
@@ -88,6 +88,11 @@ def _add_commands(sub: Sub) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
+        print(f"{PROGRAM} {version()}")  # at once: before the verbs' imports (Docker's and k8s' clients)
+        return 0
+    from images import ImageError
+
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
@@ -111,6 +116,8 @@ def _fail(args: argparse.Namespace, exc: BaseException, code: int, *, unexpected
     kind = f"unexpected {type(exc).__name__}: " if unexpected else ""
     hint = "" if args.debug else " (--debug shows the traceback)" if unexpected else ""
     if isinstance(exc, StartTimeout) and exc.logs:
+        from images import cache_dir
+
         kept = cache_dir() / "logs" / f"{exc.node or 'node'}-{int(time.time())}.log"
         kept.parent.mkdir(parents=True, exist_ok=True)
         kept.write_text(exc.logs)
