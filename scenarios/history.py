@@ -55,6 +55,18 @@ class History:
         with self._lock:
             return list(self._ops)
 
+    def fault_windows(self) -> list[list[Op]]:
+        """Per fault, in order: the ops called after it was applied that returned before its
+        heal (what a scenario promises about the time a fault lasts)."""
+        applied = [t for t, e in self.events if e.startswith("apply ")]
+        healed = [t for t, e in self.events if e.startswith("heal ")]
+        if len(applied) != len(healed):
+            raise ValueError(f"{len(applied)} faults applied, {len(healed)} healed: {self.events}")
+        ops = self.ops
+        return [
+            [op for op in ops if start < op.call and op.ret < end] for start, end in zip(applied, healed, strict=True)
+        ]
+
     def counts(self) -> dict[str, int]:
         ops = self.ops
         return {"ops": len(ops), **{o: sum(op.outcome == o for op in ops) for o in (OK, FAIL, UNKNOWN)}}

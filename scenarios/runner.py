@@ -42,6 +42,11 @@ class Result:
     def passed(self) -> bool:
         return self.skipped is None and all(v.passed for v in self.verdicts) and not self.traffic_errors
 
+    @property
+    def failing(self) -> list[str]:
+        """The checks that did not pass, a line each."""
+        return [f"{v.check}: {v.result} ({v.detail})" for v in self.verdicts if not v.passed]
+
     def summary(self) -> dict[str, Any]:
         gap = next((v.numbers for v in self.verdicts if v.check == "availability"), {})
         return {

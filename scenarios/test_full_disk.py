@@ -50,23 +50,20 @@ def test_a_full_disk_loses_nothing_and_the_node_recovers(sized: ContainerRun, fa
     result = runner.run(sized, by_name("full-disk"))
     assert result.skipped is None, result.skipped
     failover_results.append(result)
-    failing = [f"{v.check}: {v.result} ({v.detail})" for v in result.verdicts if not v.passed]
     assert not result.traffic_errors, result.traffic_errors
-    assert not failing, "; ".join(failing)
-    history = result.history
-    assert history is not None
-    applied = [t for t, e in history.events if e.startswith("apply ")]
-    windows = list(zip(applied, [t for t, e in history.events if e.startswith("heal ")], strict=True))
-    assert len(windows) == 2, history.events
+    assert not result.failing, "; ".join(result.failing)
+    assert result.history is not None
+    windows = result.history.fault_windows()
+    assert len(windows) == 2, result.history.events
     refused = 0
-    for start, healed in windows:
-        during = [op for op in history.ops if start < op.call and op.ret < healed]
+    for during in windows:
         refused += sum(op.result.get("status") == 507 for op in during)
         assert any(op.kind == "read" and op.outcome == OK for op in during), "no read answered on a full disk"
         if sized.mode == "ha":  # two members of three keep the quorum
             assert any(op.kind == "write" and op.outcome == OK for op in during), "no write acknowledged"
     if sized.mode == "ha":  # the filled member did stop, and was started again
-        filled = {e.split("(", 1)[1].rstrip(")") for _, e in history.events if e.startswith("apply disk-full(")}
+        events = result.history.events
+        filled = {e.split("(", 1)[1].rstrip(")") for _, e in events if e.startswith("apply disk-full(")}
         for name in filled:
             assert "the DB member exited; starting it again" in sized.node(name).logs(tail=2000), name
     if sized.mode == "single":

@@ -83,16 +83,11 @@ def test_lazy_scenarios_keep_every_promise(lazy: ContainerRun, scenario: str, fa
     result = runner.run(lazy, by_name(scenario))
     assert result.skipped is None, result.skipped
     failover_results.append(result)
-    failing = [f"{v.check}: {v.result} ({v.detail})" for v in result.verdicts if not v.passed]
     assert not result.traffic_errors, result.traffic_errors
-    assert not failing, "; ".join(failing)
-    history = result.history
-    assert history is not None
+    assert not result.failing, "; ".join(result.failing)
+    assert result.history is not None
     if scenario == "io-errors":
-        applied = [t for t, e in history.events if e.startswith("apply ")]
-        windows = list(zip(applied, [t for t, e in history.events if e.startswith("heal ")], strict=True))
-        for start, healed in windows:
-            during = [op for op in history.ops if start < op.call and op.ret < healed]
+        for during in result.history.fault_windows():
             assert any(op.kind == "read" and op.outcome == OK for op in during), "no read answered while I/O failed"
             if lazy.mode == "ha":  # two members of three keep the quorum
                 assert any(op.kind == "write" and op.outcome == OK for op in during), "no write acknowledged"

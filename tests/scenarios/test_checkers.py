@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import pytest
+
 from scenarios.checkers import (
     FAIL,
     PASS,
@@ -15,7 +17,7 @@ from scenarios.checkers import (
     no_lost_writes,
     queue_safety,
 )
-from scenarios.history import Op
+from scenarios.history import OK, History, Op
 
 
 def op(kind: str, key: str, call: float, ret: float, outcome: str = "ok", client: str = "c1", **fields: Any) -> Op:
@@ -321,3 +323,16 @@ def test_a_claim_called_first_but_granted_second_is_ordered_by_the_queue_not_by_
     assert lease_exclusive(late).result == PASS
     inside = [enq("j1", 0), granted("q0", 0.0, 2.30, attempts=2), granted("q1", 0.41, 0.45, attempts=1)]
     assert lease_exclusive(inside).result == FAIL  # granted second, and back before 0.41 + 2
+
+
+def test_fault_windows_hold_the_ops_inside_each_fault_and_refuse_an_unhealed_one() -> None:
+    history = History()
+    for event, at in (("apply kill(node-1)", 1.0), ("heal kill(node-1)", 3.0), ("apply pause(node-2)", 5.0)):
+        history.mark(at, event)
+    history.mark(7.0, "heal pause(node-2)")
+    for client, call, ret in (("before", 0.5, 1.5), ("inside", 1.5, 2.5), ("across", 2.5, 5.5), ("second", 5.5, 6.0)):
+        history.add(Op(client, "read", "k", call, ret, OK))
+    assert [[op.client for op in window] for window in history.fault_windows()] == [["inside"], ["second"]]
+    history.mark(8.0, "apply kill(node-3)")
+    with pytest.raises(ValueError, match="3 faults applied, 2 healed"):
+        history.fault_windows()
