@@ -12,6 +12,7 @@ import pytest
 
 from scenarios.report import summary as report
 from scenarios.runner import Result
+from scenarios.workload import WORKLOADS
 
 RESULTS: list[Result] = []
 
@@ -19,6 +20,12 @@ RESULTS: list[Result] = []
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--results", default="results/failover", help="where failover reports go (JSON, JUnit XML)")
     parser.addoption("--cycles", type=int, default=0, help="fault cycles per scenario (default: the scenario's own)")
+    parser.addoption(
+        "--workload",
+        default="http",
+        choices=sorted(WORKLOADS),
+        help="the register's clients in the failover traffic: the runtime's HTTP or gRPC API (default http)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +35,12 @@ def cycles(request: pytest.FixtureRequest) -> int:
     if value < 0:
         raise pytest.UsageError(f"--cycles: expected 0 (the scenario's own) or more, got {value}")
     return value
+
+
+@pytest.fixture(scope="session")
+def traffic_workload(request: pytest.FixtureRequest) -> str:
+    """``--workload``: which clients the failover traffic's register ops go through."""
+    return str(request.config.getoption("--workload"))
 
 
 @pytest.fixture(scope="session")

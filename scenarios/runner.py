@@ -107,8 +107,8 @@ def _cycles(target: R, scenario: Scenario[R], seed: int | None) -> Result:
             traffic.run_until_write_after(healed, timeout=2 * scenario.traffic.timeout)
     finally:
         traffic.stop()
+    traffic.final_reads()
     with target.client(timeout=scenario.traffic.timeout, resend_idempotent=False) as api:
-        traffic.final_reads(api)
         traffic.drain(api)
     verdicts = [CHECKS[name](history) for name in scenario.checks]
     if settled:

@@ -1,6 +1,7 @@
 """Failover scenarios: traffic, faults, heal, final reads, then pure checks of the history.
 
 tox -e ha-failover          (pytest scenarios/test_failover.py --mode ha)
+pytest scenarios/test_failover.py --mode ha --workload grpc    (the register over gRPC)
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ def test_failover_keeps_every_promise(
     scenario: Scenario[ContainerRun] | Scenario[KubeRun],
     failover_results: list[Result],
     cycles: int,
+    traffic_workload: str,
 ) -> None:
-    result = runner.run(run, replace(scenario, cycles=cycles) if cycles else scenario)
+    chosen = replace(scenario, traffic=replace(scenario.traffic, workload=traffic_workload))
+    result = runner.run(run, replace(chosen, cycles=cycles) if cycles else chosen)
     if result.skipped:
         pytest.skip(result.skipped)
     failover_results.append(result)

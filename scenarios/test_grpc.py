@@ -8,12 +8,16 @@ non-members.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import grpc
 import httpx
 import pytest
 
 from runtime.rpc import pb, pb_grpc
+from scenarios import runner
+from scenarios.catalogue import by_name
+from scenarios.history import OK
 from topologies import ContainerRun
 from topologies.containers.node import Node
 
@@ -90,3 +94,24 @@ def test_service_nodes_take_grpc_only_from_members(run: ContainerRun) -> None:
         with pytest.raises(grpc.RpcError) as refused:
             pb_grpc.KvStub(channel).Get(pb.GetRequest(key="k"), metadata=token, timeout=10)
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE  # no handshake without a member's certificate
+
+
+def test_the_failover_runner_and_its_checkers_work_with_the_register_over_grpc(run: ContainerRun) -> None:
+    """The workload protocol's gRPC clients (scenarios.workload.GrpcKv) drive the failover
+    runner: a node killed where the mode has several (traffic alone in single), every check
+    green on a history whose every register op was a gRPC call."""
+    base = by_name("kill-random-node")
+    scenario = replace(
+        base,
+        traffic=replace(base.traffic, workload="grpc"),
+        modes=(run.mode,),
+        cycles=0 if run.mode == "single" else 1,
+        during_s=2.0,
+    )
+    result = runner.run(run, scenario)
+    assert result.skipped is None, result.skipped
+    assert not result.traffic_errors and not result.failing, (result.traffic_errors, result.failing)
+    assert result.history is not None
+    register = [op for op in result.history.ops if op.kind in ("read", "write", "cas", "delete", "final-read")]
+    assert sum(op.outcome == OK for op in register) > 20, result.counts
+    assert all(op.result.get("code") for op in register if op.outcome == OK)  # gRPC's answers, not HTTP's

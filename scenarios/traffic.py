@@ -1,5 +1,6 @@
-"""Concurrent clients that record a history: kv reads, writes, CAS and deletes on a bounded
-set of keys, and queue enqueue / claim / ack. Bounded in ops and in time; stops by itself.
+"""Concurrent clients that record a history: register reads, writes, CAS and deletes on a
+bounded set of keys, through a workload (:mod:`scenarios.workload`: the runtime's HTTP or
+gRPC API), and queue enqueue / claim / ack. Bounded in ops and in time; stops by itself.
 
 Every written value is unique (``<client>-<n>``), so a read names the write it saw.
 """
@@ -18,10 +19,8 @@ import httpx
 
 from scenarios.checkers.queue import unaccounted
 from scenarios.history import FAIL, OK, UNKNOWN, WRITE_KINDS, History, Op
-from topologies import ClusterClient, Run, retry
-from topologies.retry import Outcome
-
-Result = tuple[str, dict[str, Any]]
+from scenarios.workload import Invocation, Register, classify, workload
+from topologies import ClusterClient, Run
 
 
 @dataclass(frozen=True)
@@ -34,47 +33,13 @@ class Traffic:
     lease_s: float = 2.0
     max_ops_per_client: int = 20_000
     max_seconds: float = 900.0
-
-
-def classify(
-    kind: str, call: Callable[[], httpx.Response], parse: Callable[[httpx.Response], dict[str, Any]]
-) -> Result:
-    """Run one call and say what it means for the history."""
-    try:
-        reply = call()
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        return FAIL, {"error": type(exc).__name__}  # no endpoint took the connection: nothing was sent
-    except httpx.HTTPError as exc:
-        return UNKNOWN, {"error": type(exc).__name__}
-    status = reply.status_code
-    if status in (200, 201, 204):
-        return OK, {"status": status, **parse(reply)}
-    if status == 404 and kind in ("read", "final-read"):
-        return OK, {"status": 404, "value": None}
-    if status == 404 and kind == "delete":
-        return OK, {"status": 404, "deleted": False}
-    if status == 404 and kind == "final-state":
-        return OK, {"status": 404, "state": None}  # observed: no such job
-    if status == 503 and retry.of_reply(status, reply.text) is Outcome.REFUSED:
-        return FAIL, {"status": status, "error": reply.text[:200]}  # the runtime says nothing was applied
-    if status == 507:
-        return FAIL, {"status": status, "error": reply.text[:200]}  # a full disk: rolled back, nothing applied
-    if status >= 500:
-        return UNKNOWN, {"status": status, "error": reply.text[:200]}
-    return FAIL, {"status": status, "error": reply.text[:200]}
-
-
-def _revision(reply: httpx.Response) -> dict[str, Any]:
-    return {"revision": int(reply.json()["revision"])}
-
-
-def _read(reply: httpx.Response) -> dict[str, Any]:
-    return {"value": reply.content.decode(), "revision": int(reply.headers["etag"].strip('"'))}
+    workload: str = "http"  # the register's clients (scenarios.workload.WORKLOADS)
 
 
 class TrafficRun:
     def __init__(self, run: Run, traffic: Traffic, history: History, tag: str, seed: int = 0) -> None:
         self.run, self.traffic, self.history, self.tag, self.seed = run, traffic, history, tag, seed
+        self.workload = workload(traffic.workload)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.errors: list[str] = []
@@ -90,7 +55,8 @@ class TrafficRun:
         workers = [(f"kv{i}", self._kv_worker) for i in range(self.traffic.kv_clients)]
         workers += [(f"q{i}", self._queue_worker) for i in range(self.traffic.queue_clients)]
         for index, (name, target) in enumerate(workers):
-            thread = threading.Thread(target=self._guard, args=(index, name, target), name=name, daemon=True)
+            thread = threading.Thread(target=self._guard, args=(name, partial(target, name, index)), name=name)
+            thread.daemon = True
             self._threads.append(thread)
             thread.start()
 
@@ -123,11 +89,9 @@ class TrafficRun:
         for thread in self._threads:
             thread.join(self.traffic.timeout * 3)
 
-    def _guard(self, index: int, name: str, target: Callable[[str, ClusterClient], None]) -> None:
-        """Run one client; clients start on different endpoints, as real HA clients would."""
+    def _guard(self, name: str, client: Callable[[], None]) -> None:
         try:
-            with self.run.client(timeout=self.traffic.timeout, first=index, resend_idempotent=False) as client:
-                target(name, client)
+            client()
         except Exception as exc:  # recorded, and reported by the scenario
             self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
 
@@ -147,47 +111,45 @@ class TrafficRun:
         call: Callable[[], httpx.Response],
         parse: Callable[[httpx.Response], dict[str, Any]],
     ) -> Op:
+        """One HTTP call of the runtime's queue, timed and recorded."""
         began = time.monotonic()
-        outcome, result = classify(kind, call, parse)
-        op = Op(client, kind, key, began, time.monotonic(), outcome, args, result)
+        done = classify(kind, call, parse)
+        op = Op(client, kind, key, began, time.monotonic(), done.outcome, args, done.result)
         self.history.add(op)
         return op
 
-    def _kv_worker(self, name: str, api: ClusterClient) -> None:
+    def invoke(self, client: str, register: Register, invocation: Invocation) -> Op:
+        """One register operation through the workload, timed and recorded."""
+        began = time.monotonic()
+        done = register.invoke(invocation)
+        op = Op(
+            client, invocation.kind, invocation.key, began, time.monotonic(), done.outcome, invocation.args, done.result
+        )
+        self.history.add(op)
+        return op
+
+    def _kv_worker(self, name: str, index: int) -> None:
+        """Clients start on different endpoints, as real HA clients would."""
         rng = random.Random(f"{self.seed}-{name}")
         revisions: dict[str, int] = {}
         started, count = time.monotonic(), 0
-        while self._running(started, count):
-            count += 1
-            key = rng.choice(self.keys())
-            op = self._kv_op(name, api, rng.random(), key, f"{name}-{count}", revisions.get(key, 0))
-            if op.outcome == OK and "revision" in op.result:
-                revisions[key] = op.result["revision"]
-            elif op.kind == "delete" and op.outcome == OK:
-                revisions[key] = 0
-            self._stop.wait(self.traffic.think_s)
+        with self.workload.client(self.run, index=index, timeout=self.traffic.timeout) as register:
+            while self._running(started, count):
+                count += 1
+                key = rng.choice(self.keys())
+                invocation = _kv_invocation(rng.random(), key, f"{name}-{count}", revisions.get(key, 0))
+                op = self.invoke(name, register, invocation)
+                if op.outcome == OK and "revision" in op.result:
+                    revisions[key] = op.result["revision"]
+                elif op.kind == "delete" and op.outcome == OK:
+                    revisions[key] = 0
+                self._stop.wait(self.traffic.think_s)
 
-    def _kv_op(self, name: str, api: ClusterClient, dice: float, key: str, value: str, known: int) -> Op:
-        path = f"/v1/kv/{key}"
-        if dice < 0.4:
-            return self.record(name, "read", key, {}, lambda: api.get(path), _read)
-        if dice < 0.7:
-            return self.record(
-                name, "write", key, {"value": value}, lambda: api.put(path, content=value.encode()), _revision
-            )
-        if dice < 0.9:
-            header = {"If-Match": str(known)} if known else {"If-None-Match": "*"}
-            return self.record(
-                name,
-                "cas",
-                key,
-                {"value": value, "expected": known},
-                lambda: api.put(path, content=value.encode(), headers=header),
-                _revision,
-            )
-        return self.record(name, "delete", key, {}, lambda: api.delete(path), lambda _: {"deleted": True})
+    def _queue_worker(self, name: str, index: int) -> None:
+        with self.run.client(timeout=self.traffic.timeout, first=index, resend_idempotent=False) as api:
+            self._queue_ops(name, api)
 
-    def _queue_worker(self, name: str, api: ClusterClient) -> None:
+    def _queue_ops(self, name: str, api: ClusterClient) -> None:
         started, count = time.monotonic(), 0
         base = f"/v1/queue/{self.queue}"
         while self._running(started, count):
@@ -223,12 +185,12 @@ class TrafficRun:
 
     # -- after healing ----------------------------------------------------------------------
 
-    def final_reads(self, api: ClusterClient, timeout: float = 60.0) -> None:
-        for key in self.keys():
-            self._until_answered(
-                partial(self.record, "final", "final-read", key, {}, partial(api.get, f"/v1/kv/{key}"), _read),
-                timeout,
-            )
+    def final_reads(self, timeout: float = 60.0) -> None:
+        """Each key read once more after the faults, through the workload, until answered."""
+        with self.workload.client(self.run, index=0, timeout=self.traffic.timeout) as register:
+            for key in self.keys():
+                read = Invocation("final-read", key)
+                self._until_answered(partial(self.invoke, "final", register, read), timeout)
 
     def drain(self, api: ClusterClient, timeout: float = 60.0, max_jobs: int = 100_000, rounds: int = 4) -> None:
         """Claim and ack everything left. Leases still held by traffic expire first. Then, after
@@ -313,3 +275,15 @@ class TrafficRun:
             time.sleep(0.2)  # back off between retries of a call whose outcome was unknown
             attempts.append(attempt())
         return attempts
+
+
+def _kv_invocation(dice: float, key: str, value: str, known: int) -> Invocation:
+    """40 % reads, 30 % writes, 20 % compare-and-set against the last revision this client
+    saw (0: only if absent), 10 % deletes."""
+    if dice < 0.4:
+        return Invocation("read", key)
+    if dice < 0.7:
+        return Invocation("write", key, {"value": value})
+    if dice < 0.9:
+        return Invocation("cas", key, {"value": value, "expected": known})
+    return Invocation("delete", key)

@@ -1,0 +1,263 @@
+"""The workload protocol: what the traffic, the checkers and the report need of a service's
+register (a key-value store with compare-and-set), in the shape of Jepsen's clients.
+
+    workload = WORKLOADS["grpc"]                  # or "http"
+    with workload.client(run, index=0, timeout=6.0) as register:
+        done = register.invoke(Invocation("cas", "k1", {"value": "c0-1", "expected": 0}))
+        done.outcome                              # ok | fail | unknown (Jepsen's :info)
+
+A :class:`Workload` opens clients of a run (``setup`` and ``teardown`` are the client's own
+``__enter__`` and ``__exit__``); a :class:`Register` turns one :class:`Invocation` into one
+:class:`Completion`, and nothing else: the traffic times and records it (an
+:class:`scenarios.history.Op`), and the checkers read only those records. So a service is
+checked by writing its two classes, not by touching the checkers.
+
+The operations, and what a completion carries:
+
+=========  ===========================  ==================================================
+kind       args                         result when ok
+=========  ===========================  ==================================================
+read       -                            ``value`` (None: absent), ``revision``
+write      ``value``                    ``revision``
+cas        ``value``, ``expected``      ``revision``; ``expected`` 0: only if absent
+delete     -                            ``deleted``
+=========  ===========================  ==================================================
+
+``fail`` means the service says nothing was applied; ``unknown``, that it may have been.
+Two implementations here, the runtime's two APIs: :class:`HttpKv` and :class:`GrpcKv`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self
+
+import grpc
+import httpx
+
+from runtime.rpc import pb, pb_grpc
+from scenarios.history import FAIL, OK, UNKNOWN
+from topologies import ClusterClient, Run, retry
+from topologies.retry import Outcome
+
+KINDS = ("read", "write", "cas", "delete")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    kind: str  # one of KINDS, or "final-read" (a read after the faults, for the checkers)
+    key: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Completion:
+    outcome: str  # OK, FAIL or UNKNOWN
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class Register(Protocol):
+    """One client of the service's register, used by one thread."""
+
+    def invoke(self, op: Invocation) -> Completion: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class Workload(Protocol):
+    """Opens clients of a run; ``index`` spreads them over the run's endpoints."""
+
+    @property
+    def name(self) -> str: ...
+
+    def client(self, run: Run, *, index: int, timeout: float) -> Register: ...
+
+
+# -- the runtime's HTTP API ---------------------------------------------------------------------
+
+
+def classify(
+    kind: str, call: Callable[[], httpx.Response], parse: Callable[[httpx.Response], dict[str, Any]]
+) -> Completion:
+    """Run one HTTP call of the runtime and say what it means for the history."""
+    try:
+        reply = call()
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        return Completion(FAIL, {"error": type(exc).__name__})  # no endpoint took the connection: nothing sent
+    except httpx.HTTPError as exc:
+        return Completion(UNKNOWN, {"error": type(exc).__name__})
+    status = reply.status_code
+    if status in (200, 201, 204):
+        return Completion(OK, {"status": status, **parse(reply)})
+    if status == 404 and kind in ("read", "final-read"):
+        return Completion(OK, {"status": 404, "value": None})
+    if status == 404 and kind == "delete":
+        return Completion(OK, {"status": 404, "deleted": False})
+    if status == 404 and kind == "final-state":
+        return Completion(OK, {"status": 404, "state": None})  # observed: no such job
+    if status == 503 and retry.of_reply(status, reply.text) is Outcome.REFUSED:
+        return Completion(FAIL, {"status": status, "error": reply.text[:200]})  # the runtime applied nothing
+    if status == 507:
+        return Completion(FAIL, {"status": status, "error": reply.text[:200]})  # a full disk: rolled back
+    if status >= 500:
+        return Completion(UNKNOWN, {"status": status, "error": reply.text[:200]})
+    return Completion(FAIL, {"status": status, "error": reply.text[:200]})
+
+
+def _revision(reply: httpx.Response) -> dict[str, Any]:
+    return {"revision": int(reply.json()["revision"])}
+
+
+def _read(reply: httpx.Response) -> dict[str, Any]:
+    return {"value": reply.content.decode(), "revision": int(reply.headers["etag"].strip('"'))}
+
+
+class HttpKv:
+    """The runtime's ``/v1/kv`` through the run's front door (:class:`ClusterClient`: it moves
+    to the next endpoint when one does not answer, and never sends a write twice)."""
+
+    def __init__(self, api: ClusterClient) -> None:
+        self.api = api
+
+    def invoke(self, op: Invocation) -> Completion:
+        path, value = f"/v1/kv/{op.key}", str(op.args.get("value", ""))
+        if op.kind in ("read", "final-read"):
+            return classify(op.kind, lambda: self.api.get(path), _read)
+        if op.kind == "write":
+            return classify(op.kind, lambda: self.api.put(path, content=value.encode()), _revision)
+        if op.kind == "cas":
+            expected = int(op.args["expected"])
+            header = {"If-Match": str(expected)} if expected else {"If-None-Match": "*"}
+            return classify(op.kind, lambda: self.api.put(path, content=value.encode(), headers=header), _revision)
+        if op.kind == "delete":
+            return classify(op.kind, lambda: self.api.delete(path), lambda _: {"deleted": True})
+        raise ValueError(f"no operation {op.kind!r}; expected one of {', '.join(KINDS)}")
+
+    def __enter__(self) -> Self:
+        self.api.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.api.__exit__(*exc)
+
+
+@dataclass(frozen=True)
+class Http:
+    name: str = "http"
+
+    def client(self, run: Run, *, index: int, timeout: float) -> HttpKv:
+        return HttpKv(run.client(timeout=timeout, first=index, resend_idempotent=False))
+
+
+# -- the runtime's gRPC API ---------------------------------------------------------------------
+
+# what a gRPC status means for the history; UNAVAILABLE says not_applied when the runtime sent
+# it, and is also what a broken connection gives (which may have carried the call): unknown
+REFUSED_CODES = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT}
+REFUSED_CODES |= {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
+REFUSED_CODES |= {grpc.StatusCode.RESOURCE_EXHAUSTED}  # a full disk: rolled back
+
+
+def grpc_completion(kind: str, error: grpc.RpcError) -> Completion:
+    """What a failed gRPC call of the runtime means for the history."""
+    code, detail = error.code(), error.details() or ""
+    found = {"code": code.name, "error": detail[:200]}
+    if code is grpc.StatusCode.NOT_FOUND and kind in ("read", "final-read"):
+        return Completion(OK, {"code": code.name, "value": None})
+    if code is grpc.StatusCode.NOT_FOUND and kind == "delete":
+        return Completion(OK, {"code": code.name, "deleted": False})
+    if code in REFUSED_CODES or (code is grpc.StatusCode.UNAVAILABLE and detail.startswith("not_applied")):
+        return Completion(FAIL, found)
+    return Completion(UNKNOWN, found)
+
+
+class GrpcKv:
+    """The runtime's ``Kv`` service over gRPC, to one of the run's gRPC endpoints at a time:
+    after a call that did not complete it moves to the next (as an HA client that knows every
+    address does), and logs in again (over HTTP) when its token is refused."""
+
+    def __init__(self, run: Run, index: int, timeout: float) -> None:
+        self.run, self.timeout = run, timeout
+        self.endpoints = list(run.grpc_endpoints)
+        if not self.endpoints:
+            raise ValueError(f"run {run.run_id} ({run.mode}): no gRPC endpoint reaches its front door")
+        self._at = index % len(self.endpoints)
+        self._login = run.client(timeout=timeout, first=index)
+        self._token = ""
+        self._channel: grpc.Channel | None = None
+        self._lock = threading.Lock()
+
+    def _stub(self) -> pb_grpc.KvStub:
+        if self._channel is None:
+            self._channel = self.run.grpc_channel(self.endpoints[self._at])
+        return pb_grpc.KvStub(self._channel)
+
+    def _next_endpoint(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel, self._at = None, (self._at + 1) % len(self.endpoints)
+
+    def invoke(self, op: Invocation) -> Completion:
+        with self._lock:
+            if not self._token:
+                try:
+                    self._token = self._login.login()
+                except httpx.HTTPError as exc:  # no call was made: nothing applied
+                    return Completion(FAIL, {"error": f"login: {type(exc).__name__}"})
+            try:
+                return self._call(self._stub(), op, (("authorization", f"Bearer {self._token}"),))
+            except grpc.RpcError as exc:
+                done = grpc_completion(op.kind, exc)
+                if exc.code() is grpc.StatusCode.UNAUTHENTICATED:
+                    self._token = ""
+                elif done.outcome != OK and exc.code() not in REFUSED_CODES:
+                    self._next_endpoint()
+                return done
+
+    def _call(self, kv: pb_grpc.KvStub, op: Invocation, token: tuple[tuple[str, str], ...]) -> Completion:
+        value = str(op.args.get("value", "")).encode()
+        if op.kind in ("read", "final-read"):
+            entry = kv.Get(pb.GetRequest(key=op.key), metadata=token, timeout=self.timeout)
+            return Completion(OK, {"code": "OK", "value": entry.value.decode(), "revision": entry.revision})
+        if op.kind == "write":
+            put = kv.Put(pb.PutRequest(key=op.key, value=value), metadata=token, timeout=self.timeout)
+            return Completion(OK, {"code": "OK", "revision": put.revision})
+        if op.kind == "cas":
+            request = pb.PutRequest(key=op.key, value=value, if_revision=int(op.args["expected"]))
+            put = kv.Put(request, metadata=token, timeout=self.timeout)
+            return Completion(OK, {"code": "OK", "revision": put.revision})
+        if op.kind == "delete":
+            kv.Delete(pb.DeleteRequest(key=op.key), metadata=token, timeout=self.timeout)
+            return Completion(OK, {"code": "OK", "deleted": True})
+        raise ValueError(f"no operation {op.kind!r}; expected one of {', '.join(KINDS)}")
+
+    def __enter__(self) -> Self:
+        self._login.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._login.__exit__(*exc)
+
+
+@dataclass(frozen=True)
+class Grpc:
+    name: str = "grpc"
+
+    def client(self, run: Run, *, index: int, timeout: float) -> GrpcKv:
+        return GrpcKv(run, index, timeout)
+
+
+WORKLOADS: dict[str, Workload] = {"http": Http(), "grpc": Grpc()}
+
+
+def workload(name: str) -> Workload:
+    """The workload called ``name``; ValueError naming the known ones."""
+    if name not in WORKLOADS:
+        raise ValueError(f"no workload {name!r}; expected one of {', '.join(WORKLOADS)}")
+    return WORKLOADS[name]
