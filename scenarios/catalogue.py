@@ -35,6 +35,7 @@ from topologies.kubernetes import faults as kube
 
 R = TypeVar("R", bound=Run)
 ALL_CHECKS = tuple(CHECKS)
+QUEUE_CHECKS = ("queue-safety", "lease-exclusive")  # of the runtime's queue: n/a to a bare register
 REPLICATED = ("ha", "scaled")
 K8S = ("k8s",)
 

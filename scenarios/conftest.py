@@ -24,7 +24,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--workload",
         default="http",
         choices=sorted(WORKLOADS),
-        help="the register's clients in the failover traffic: the runtime's HTTP or gRPC API (default http)",
+        help="the register's clients in the failover traffic: the runtime's HTTP or gRPC API, or etcd's own KV "
+        "API straight to the members (ha, scaled; the queue's checks then n/a) (default http)",
     )
 
 

@@ -53,7 +53,8 @@ class TrafficRun:
 
     def start(self) -> None:
         workers = [(f"kv{i}", self._kv_worker) for i in range(self.traffic.kv_clients)]
-        workers += [(f"q{i}", self._queue_worker) for i in range(self.traffic.queue_clients)]
+        if self.workload.queue:
+            workers += [(f"q{i}", self._queue_worker) for i in range(self.traffic.queue_clients)]
         for index, (name, target) in enumerate(workers):
             thread = threading.Thread(target=self._guard, args=(name, partial(target, name, index)), name=name)
             thread.daemon = True

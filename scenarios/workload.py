@@ -24,7 +24,9 @@ delete     -                            ``deleted``
 =========  ===========================  ==================================================
 
 ``fail`` means the service says nothing was applied; ``unknown``, that it may have been.
-Two implementations here, the runtime's two APIs: :class:`HttpKv` and :class:`GrpcKv`.
+Three implementations here: the runtime's two APIs (:class:`HttpKv`, :class:`GrpcKv`), and
+etcd's own KV API straight to a run's members (:class:`EtcdKv`), a store this project did
+not write, checked by the same checkers.
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ from typing import Any, Protocol, Self
 
 import grpc
 import httpx
+from aetcd import rpc
 
 from runtime.rpc import pb, pb_grpc
 from scenarios.history import FAIL, OK, UNKNOWN
-from topologies import ClusterClient, Run, retry
+from topologies import ClusterClient, ContainerRun, Run, retry
+from topologies.constants import DB_CLIENT_PORT
+from topologies.pki import RunPki
 from topologies.retry import Outcome
 
 KINDS = ("read", "write", "cas", "delete")
@@ -73,6 +78,11 @@ class Workload(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def queue(self) -> bool:
+        """The service is the runtime, whose queue the traffic also drives (over HTTP)."""
+        ...
 
     def client(self, run: Run, *, index: int, timeout: float) -> Register: ...
 
@@ -148,6 +158,7 @@ class HttpKv:
 @dataclass(frozen=True)
 class Http:
     name: str = "http"
+    queue: bool = True
 
     def client(self, run: Run, *, index: int, timeout: float) -> HttpKv:
         return HttpKv(run.client(timeout=timeout, first=index, resend_idempotent=False))
@@ -248,12 +259,106 @@ class GrpcKv:
 @dataclass(frozen=True)
 class Grpc:
     name: str = "grpc"
+    queue: bool = True
 
     def client(self, run: Run, *, index: int, timeout: float) -> GrpcKv:
         return GrpcKv(run, index, timeout)
 
 
-WORKLOADS: dict[str, Workload] = {"http": Http(), "grpc": Grpc()}
+# -- etcd's own KV API: a service nobody here wrote ------------------------------------------
+
+ETCD_PREFIX = "/modematrix-workload/"  # beside the runtime's namespaces, which it never touches
+
+
+class EtcdKv:
+    """etcd's KV service over its gRPC API, straight to the run's etcd members (not through
+    the runtime), as root (a certificate of the run's CA): the same checkers, on a store this
+    project did not write. A read is linearizable (etcd's default); a compare-and-set is a
+    transaction on the key's ``mod_revision`` (0: absent), the revision a read returns and a
+    write answers with (the store's revision after it). After a call that did not complete
+    it moves to the next member, as etcd's own clients do."""
+
+    def __init__(
+        self, endpoints: list[str], credentials: grpc.ChannelCredentials | None, index: int, timeout: float
+    ) -> None:
+        self.endpoints, self._credentials, self.timeout = endpoints, credentials, timeout
+        self._at = index % len(endpoints)
+        self._channel: grpc.Channel | None = None
+
+    def _kv(self) -> rpc.KVStub:
+        if self._channel is None:
+            target = self.endpoints[self._at]
+            secure = self._credentials is not None
+            self._channel = grpc.secure_channel(target, self._credentials) if secure else grpc.insecure_channel(target)
+        return rpc.KVStub(self._channel)
+
+    def invoke(self, op: Invocation) -> Completion:
+        try:
+            return self._call(self._kv(), op, (ETCD_PREFIX + op.key).encode())
+        except grpc.RpcError as exc:
+            if self._channel is not None:
+                self._channel.close()
+            self._channel, self._at = None, (self._at + 1) % len(self.endpoints)
+            code = exc.code()
+            found = {"code": code.name, "error": (exc.details() or "")[:200]}
+            # a read changes nothing: failed; a change that did not complete may have been applied
+            refused = code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT)
+            return Completion(FAIL if refused or op.kind in ("read", "final-read") else UNKNOWN, found)
+
+    def _call(self, kv: rpc.KVStub, op: Invocation, key: bytes) -> Completion:
+        value = str(op.args.get("value", "")).encode()
+        if op.kind in ("read", "final-read"):
+            found = kv.Range(rpc.RangeRequest(key=key), timeout=self.timeout)
+            if not found.kvs:
+                return Completion(OK, {"code": "OK", "value": None})
+            return Completion(
+                OK, {"code": "OK", "value": found.kvs[0].value.decode(), "revision": found.kvs[0].mod_revision}
+            )
+        if op.kind == "write":
+            put = kv.Put(rpc.PutRequest(key=key, value=value), timeout=self.timeout)
+            return Completion(OK, {"code": "OK", "revision": put.header.revision})
+        if op.kind == "cas":
+            same = rpc.Compare(
+                key=key,
+                target=rpc.Compare.CompareTarget.MOD,
+                result=rpc.Compare.CompareResult.EQUAL,
+                mod_revision=int(op.args["expected"]),
+            )
+            write = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))
+            done = kv.Txn(rpc.TxnRequest(compare=[same], success=[write]), timeout=self.timeout)
+            if not done.succeeded:
+                return Completion(FAIL, {"code": "OK", "error": "compare failed: the revision moved"})
+            return Completion(OK, {"code": "OK", "revision": done.header.revision})
+        if op.kind == "delete":
+            deleted = kv.DeleteRange(rpc.DeleteRangeRequest(key=key), timeout=self.timeout)
+            return Completion(OK, {"code": "OK", "deleted": deleted.deleted > 0})
+        raise ValueError(f"no operation {op.kind!r}; expected one of {', '.join(KINDS)}")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._channel is not None:
+            self._channel.close()
+
+
+@dataclass(frozen=True)
+class Etcd:
+    """Clients of a container run's etcd members (ha, scaled), as root over TLS."""
+
+    name: str = "etcd"
+    queue: bool = False
+
+    def client(self, run: Run, *, index: int, timeout: float) -> EtcdKv:
+        if not isinstance(run, ContainerRun) or run.spec.db != "etcd" or not run.spec.members:
+            raise ValueError(f"the etcd workload needs a container mode with etcd members (ha, scaled), not {run.mode}")
+        endpoints = [f"{run.node(m.name).ip}:{DB_CLIENT_PORT}" for m in run.spec.members]
+        root = RunPki.load(run.workdir).root()
+        cert, key = root.pairs["node"]
+        return EtcdKv(endpoints, grpc.ssl_channel_credentials(root.ca_pem, key, cert), index, timeout)
+
+
+WORKLOADS: dict[str, Workload] = {"http": Http(), "grpc": Grpc(), "etcd": Etcd()}
 
 
 def workload(name: str) -> Workload:

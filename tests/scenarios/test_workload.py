@@ -4,6 +4,7 @@ calls each operation makes. Shown against real runs in scenarios/test_grpc.py.""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -12,7 +13,8 @@ import pytest
 
 from scenarios.history import FAIL, OK, UNKNOWN
 from scenarios.traffic import Traffic, TrafficRun, _kv_invocation
-from scenarios.workload import HttpKv, Invocation, classify, grpc_completion, workload
+from scenarios.workload import Completion, EtcdKv, HttpKv, Invocation, classify, grpc_completion, workload
+from tests.conftest import EtcdCluster, free_port
 
 
 class Refused(grpc.RpcError):  # type: ignore[misc]
@@ -107,7 +109,7 @@ def test_http_outcomes_nothing_sent_is_fail_a_cut_reply_is_unknown() -> None:
 def test_an_unknown_operation_or_workload_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match="no operation 'increment'; expected one of read, write, cas, delete"):
         HttpKv(Api()).invoke(Invocation("increment", "k"))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="no workload 'soap'; expected one of http, grpc"):
+    with pytest.raises(ValueError, match="no workload 'soap'; expected one of http, grpc, etcd"):
         TrafficRun(None, Traffic(workload="soap"), None, tag="t")  # type: ignore[arg-type]
     assert workload("grpc").name == "grpc"
 
@@ -117,3 +119,41 @@ def test_the_traffic_mixes_reads_writes_cas_and_deletes_against_what_it_last_saw
     assert _kv_invocation(0.5, "k", "c-1", 5) == Invocation("write", "k", {"value": "c-1"})
     assert _kv_invocation(0.8, "k", "c-1", 5) == Invocation("cas", "k", {"value": "c-1", "expected": 5})
     assert _kv_invocation(0.95, "k", "c-1", 5) == Invocation("delete", "k")
+
+
+def test_etcd_register_semantics_against_a_real_etcd(etcd: EtcdCluster) -> None:
+    """EtcdKv against a real etcd member (loopback, no TLS): a read of an absent key, a CAS
+    that creates, a stale CAS refused (fail: nothing applied), a write, a read that carries the
+    write's revision, a delete, and the register as the checkers see it."""
+    endpoint = etcd.endpoints[0].removeprefix("http://")
+    key = f"t-{time.time_ns()}"
+    with EtcdKv([endpoint], None, 0, 5.0) as kv:
+        assert kv.invoke(Invocation("read", key)) == Completion(OK, {"code": "OK", "value": None})
+        created = kv.invoke(Invocation("cas", key, {"value": "a-1", "expected": 0}))
+        assert created.outcome == OK
+        stale = kv.invoke(Invocation("cas", key, {"value": "a-2", "expected": 0}))
+        assert stale.outcome == FAIL
+        written = kv.invoke(Invocation("write", key, {"value": "a-3"}))
+        assert written.outcome == OK and written.result["revision"] > created.result["revision"]
+        read = kv.invoke(Invocation("read", key))
+        assert read.result == {"code": "OK", "value": "a-3", "revision": written.result["revision"]}
+        moved = kv.invoke(Invocation("cas", key, {"value": "a-4", "expected": created.result["revision"]}))
+        assert moved.outcome == FAIL
+        assert kv.invoke(Invocation("cas", key, {"value": "a-5", "expected": read.result["revision"]})).outcome == OK
+        assert kv.invoke(Invocation("delete", key)).result["deleted"] is True
+        assert kv.invoke(Invocation("delete", key)).result["deleted"] is False
+
+
+def test_etcd_register_a_member_that_is_gone_is_fail_for_reads_unknown_for_writes_then_the_next(
+    etcd: EtcdCluster,
+) -> None:
+    """A call to a member that does not answer: a read failed (it changed nothing), a write
+    unknown (gRPC's UNAVAILABLE does not say whether it was sent); the next call goes to the
+    next member, and succeeds."""
+    members = [f"127.0.0.1:{free_port()}", etcd.endpoints[0].removeprefix("http://")]
+    with EtcdKv(members, None, 0, 1.0) as kv:
+        assert kv.invoke(Invocation("read", "k")).outcome == FAIL
+        assert kv.invoke(Invocation("write", "k", {"value": "v"})).outcome == OK
+    with EtcdKv(members, None, 0, 1.0) as kv:
+        assert kv.invoke(Invocation("write", "k", {"value": "v"})).outcome == UNKNOWN
+        assert kv.invoke(Invocation("write", "k", {"value": "w"})).outcome == OK
