@@ -20,14 +20,14 @@ from scenarios.history import OK
 from scenarios.runner import Result
 from topologies import ContainerRun
 
-pytestmark = [pytest.mark.ha, pytest.mark.scaled]
+pytestmark = [pytest.mark.ha]
 
 
 def test_etcd_alone_keeps_every_promise_with_its_leader_partitioned(
     run: ContainerRun, failover_results: list[Result]
 ) -> None:
-    if run.spec.db != "etcd" or not run.spec.members:
-        pytest.skip(f"{run.mode} has no etcd members")
+    if run.mode != "ha":  # scaled's members are the same etcd, at other addresses: once is enough for CI
+        pytest.skip(f"shown in ha; {run.mode}: pytest scenarios/test_failover.py --workload etcd")
     base = by_name("partition-leader")
     scenario = replace(
         base,
