@@ -30,7 +30,7 @@ from topologies.containers.faults import (
     Restart,
 )
 from topologies.containers.victims import choose
-from topologies.faults import Both, Fault
+from topologies.faults import SKEW_S, Both, Fault
 from topologies.kubernetes import faults as kube
 
 R = TypeVar("R", bound=Run)
@@ -81,7 +81,6 @@ def _node(which: str) -> Callable[[ContainerRun, random.Random], str]:
 
 
 leader, follower, anyone = _node("leader"), _node("follower"), _node("random")
-SKEW_S = 300
 
 
 def _skewed(run: ContainerRun, rng: random.Random, cycle: int) -> Fault[ContainerRun]:

@@ -40,6 +40,9 @@ class Fault(Protocol[R_contra]):
 
 # the largest clock step a clock-skew fault takes, either way (the runtime's failpoint refuses more)
 MAX_SKEW_S = 24 * 3600
+# the step of `modematrix fault RUN clock-forward|clock-back` and of the catalogue's clock-skew
+# scenarios, on containers and on k8s: past a token's 60 s and a lease's seconds, inside a day
+SKEW_S = 300
 
 
 def skew_refusal(seconds: int) -> str | None:

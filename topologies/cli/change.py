@@ -9,6 +9,7 @@ from topologies import targets
 from topologies.cli.common import EXIT_OK, Sub, emit, example
 from topologies.containers.scale import parse_counts
 from topologies.exceptions import UsageError
+from topologies.faults import SKEW_S
 
 
 def register(sub: Sub) -> None:
@@ -25,7 +26,7 @@ def register(sub: Sub) -> None:
     fault.add_argument(
         "action",
         metavar="ACTION",
-        help="heal; on containers: kill, stop, restart, pause, partition, clock-forward, clock-back (300 s), "
+        help=f"heal; on containers: kill, stop, restart, pause, partition, clock-forward, clock-back ({SKEW_S} s), "
         "disk-full (a run started with --data-size), io-errors, slow-io (50 ms; a run started with --lazy-fs), "
         "replace-member (heal adds the new one); "
         "on Kubernetes: delete-pod, "

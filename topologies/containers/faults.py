@@ -36,7 +36,7 @@ from topologies.containers.run import ContainerRun
 from topologies.containers.start import Place, start_nodes
 from topologies.engines import REMOVED
 from topologies.exceptions import FaultError, UsageError
-from topologies.faults import Fault, skew_refusal
+from topologies.faults import SKEW_S, Fault, skew_refusal
 from topologies.runs import SECRET_FILES, secret_settings
 from topologies.wait import WaitTimeout, wait_until
 
@@ -442,8 +442,8 @@ BY_NAME: dict[str, Callable[[str, ContainerRun], Fault[ContainerRun]]] = {
     "restart": lambda node, run: Restart(node),
     "pause": lambda node, run: Pause(node),
     "partition": lambda node, run: Partition.isolating(node, run),
-    "clock-forward": lambda node, run: ClockSkew(node, 300),
-    "clock-back": lambda node, run: ClockSkew(node, -300),
+    "clock-forward": lambda node, run: ClockSkew(node, SKEW_S),
+    "clock-back": lambda node, run: ClockSkew(node, -SKEW_S),
     "disk-full": lambda node, run: DiskFull(node),
     "io-errors": lambda node, run: BadIo(node),
     "slow-io": lambda node, run: BadIo(node, SLOW_IO_MS),

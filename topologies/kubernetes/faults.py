@@ -46,7 +46,7 @@ from lightkube.resources.core_v1 import ConfigMap
 from topologies import pki
 from topologies.constants import API_PORT, DB_CLIENT_PORT, DB_PEER_PORT
 from topologies.exceptions import EngineError, FaultError, StartTimeout, UsageError
-from topologies.faults import Fault, skew_refusal
+from topologies.faults import SKEW_S, Fault, skew_refusal
 from topologies.kubernetes import forward
 from topologies.kubernetes.clusters import NodeCluster
 from topologies.kubernetes.manifests import CLOCK_FILE, ETCD, ETCD_JOIN
@@ -195,7 +195,7 @@ class RolloutRestart:
 
 
 SKEWED = ("auth", "kv", "queue")  # the workloads whose pods' clocks the runtime reads (not envoy's, xds')
-SKEWS = {"clock-forward": 300, "clock-back": -300}
+SKEWS = {"clock-forward": SKEW_S, "clock-back": -SKEW_S}
 # what the pod's runtime says its skew is (its /readyz, from inside the pod: no tunnel needed)
 READ_SKEW = (
     "import json, ssl, urllib.request; c = ssl.create_default_context(); c.check_hostname = False; "
