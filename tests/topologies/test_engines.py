@@ -5,13 +5,19 @@ folder on the path), whose engine is the recording fake."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from topologies import engines
+from topologies.constants import API_PORT, LABEL_MODE, LABEL_ROLE, LABEL_RUN
+from topologies.engines import Engine, Launch
+from topologies.engines import docker as docker_engine
 from topologies.exceptions import NotFound
 
 PLUGIN = """
@@ -59,11 +65,6 @@ def test_docker_says_its_cgroup_version_and_gives_a_container_its_own_cgroup_nam
     cgroup version as the kernel shows it, and ``cgroupns="private"`` making the container's
     own cgroup the root it sees (kind's nodes on cgroup v2; on this v1 machine the default is
     the host's namespace, where the container sees its full path)."""
-    import os
-
-    from topologies.constants import LABEL_MODE, LABEL_ROLE, LABEL_RUN
-    from topologies.engines import Launch
-
     engine = engines.get("docker", reaper=False)
     unified = Path("/sys/fs/cgroup/cgroup.controllers").exists()
     assert engine.cgroup_version() == (2 if unified else 1)
@@ -71,14 +72,7 @@ def test_docker_says_its_cgroup_version_and_gives_a_container_its_own_cgroup_nam
     seen = {}
     try:
         for mode in (None, "private"):
-            launch = Launch(
-                name=f"mm-{run_id}-{mode or 'host'}",
-                image=engine.image(),
-                labels={LABEL_RUN: run_id, LABEL_MODE: "test", LABEL_ROLE: "probe"},
-                entrypoint=("sleep",),
-                command=("120",),
-                cgroupns=mode,
-            )
+            launch = _probe(engine, run_id, mode or "host", cgroupns=mode)
             code, out = engine.exec(engine.launch(launch), ["cat", "/proc/self/cgroup"])
             assert code == 0, out
             seen[mode] = out.split()
@@ -93,12 +87,6 @@ def test_a_host_port_taken_between_lookup_and_bind_is_replaced_by_another(monkey
     """A node's host port is a free port looked up before Docker binds it; another process may
     take it in between (pytest-xdist's workers did). The real Docker refuses the bind, and the
     engine starts the container again on another free port."""
-    import os
-    import socket
-
-    from topologies.constants import API_PORT, LABEL_MODE, LABEL_ROLE, LABEL_RUN
-    from topologies.engines import Launch
-    from topologies.engines import docker as docker_engine
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
@@ -114,18 +102,22 @@ def test_a_host_port_taken_between_lookup_and_bind_is_replaced_by_another(monkey
     engine = engines.get("docker", reaper=False)
     run_id = f"r-ports-{os.getpid()}"
     try:
-        launch = Launch(
-            name=f"mm-{run_id}-probe",
-            image=engine.image(),
-            labels={LABEL_RUN: run_id, LABEL_MODE: "test", LABEL_ROLE: "probe"},
-            entrypoint=("sleep",),
-            command=("120",),
-            publish=(API_PORT,),
-        )
-        handle = engine.launch(launch)
+        handle = engine.launch(_probe(engine, run_id, "probe", publish=(API_PORT,)))
         assert len(looked_up) == 2, "started again, on a second port"
         assert handle.ports[API_PORT] == looked_up[1] != looked_up[0]
         assert engine.state(handle) == "running"
     finally:
         engine.remove_run(run_id)
         taken.close()
+
+
+def _probe(engine: Engine, run_id: str, suffix: str, **options: Any) -> Launch:
+    """A container of the runtime's image that sleeps, labelled as ``run_id``'s probe."""
+    return Launch(
+        name=f"mm-{run_id}-{suffix}",
+        image=engine.image(),
+        labels={LABEL_RUN: run_id, LABEL_MODE: "test", LABEL_ROLE: "probe"},
+        entrypoint=("sleep",),
+        command=("120",),
+        **options,
+    )
