@@ -31,7 +31,6 @@ not write, checked by the same checkers.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
@@ -200,7 +199,6 @@ class GrpcKv:
         self._login = run.client(timeout=timeout, first=index)
         self._token = ""
         self._channel: grpc.Channel | None = None
-        self._lock = threading.Lock()
 
     def _stub(self) -> pb_grpc.KvStub:
         if self._channel is None:
@@ -213,21 +211,20 @@ class GrpcKv:
         self._channel, self._at = None, (self._at + 1) % len(self.endpoints)
 
     def invoke(self, op: Invocation) -> Completion:
-        with self._lock:
-            if not self._token:
-                try:
-                    self._token = self._login.login()
-                except httpx.HTTPError as exc:  # no call was made: nothing applied
-                    return Completion(FAIL, {"error": f"login: {type(exc).__name__}"})
+        if not self._token:
             try:
-                return self._call(self._stub(), op, (("authorization", f"Bearer {self._token}"),))
-            except grpc.RpcError as exc:
-                done = grpc_completion(op.kind, exc)
-                if exc.code() is grpc.StatusCode.UNAUTHENTICATED:
-                    self._token = ""
-                elif done.outcome != OK and exc.code() not in REFUSED_CODES:
-                    self._next_endpoint()
-                return done
+                self._token = self._login.login()
+            except httpx.HTTPError as exc:  # no call was made: nothing applied
+                return Completion(FAIL, {"error": f"login: {type(exc).__name__}"})
+        try:
+            return self._call(self._stub(), op, (("authorization", f"Bearer {self._token}"),))
+        except grpc.RpcError as exc:
+            done = grpc_completion(op.kind, exc)
+            if exc.code() is grpc.StatusCode.UNAUTHENTICATED:
+                self._token = ""
+            elif done.outcome != OK and exc.code() not in REFUSED_CODES:
+                self._next_endpoint()
+            return done
 
     def _call(self, kv: pb_grpc.KvStub, op: Invocation, token: tuple[tuple[str, str], ...]) -> Completion:
         value = str(op.args.get("value", "")).encode()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import random
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -344,13 +345,15 @@ class ReplaceEtcdMember:
             patch = {"data": {self.pod: str(time.time_ns())}}
             client.patch(ConfigMap, ETCD_JOIN, patch, namespace=run.namespace)
         run.delete_pod(self.pod, grace=0)  # its successor mounts the ConfigMap as it is now
-        wait_until(
-            lambda: _member_healthy(run, self.pod),
-            timeout=self.timeout_s,
-            interval=1.0,
-            message=f"the new etcd member {self.pod} healthy",
-            ignore=(FaultError, EngineError, StartTimeout, httpx.HTTPError, ValueError, KeyError, OSError),
-        )
+        with tempfile.TemporaryDirectory(prefix="etcd-health-") as folder:
+            context = _root_context(run, Path(folder))  # one certificate for every poll
+            wait_until(
+                lambda: _member_healthy(run, self.pod, context),
+                timeout=self.timeout_s,
+                interval=1.0,
+                message=f"the new etcd member {self.pod} healthy",
+                ignore=(FaultError, EngineError, StartTimeout, httpx.HTTPError, ValueError, KeyError, OSError),
+            )
         note.unlink()
 
 
@@ -386,19 +389,24 @@ def _db_member(run: KubeRun, args: Sequence[str], *, via: Sequence[str]) -> None
         raise FaultError(f"db-member {' '.join(args)} via {via[0]} failed ({done.returncode}): {said}")
 
 
-def _member_healthy(run: KubeRun, pod: str) -> bool:
+def _root_context(run: KubeRun, folder: Path) -> ssl.SSLContext:
+    """A TLS context that trusts the run's CA and shows root's certificate (files in ``folder``)."""
+    root_cert, root_key = pki.RunPki.load(run.workdir).root().pairs["node"]
+    cert, key = folder / "root.pem", folder / "root-key.pem"
+    cert.write_bytes(root_cert)
+    key.write_bytes(root_key)
+    key.chmod(0o600)
+    context = run.tls_context()
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def _member_healthy(run: KubeRun, pod: str, context: ssl.SSLContext) -> bool:
     """The member of ``pod`` answers ``/health`` true (it has joined and has a leader)."""
     if pod not in run.ready_pods(ETCD):
         return False
-    root_cert, root_key = pki.RunPki.load(run.workdir).root().pairs["node"]
-    with tempfile.TemporaryDirectory(prefix="etcd-health-") as folder:
-        cert, key = Path(folder) / "root.pem", Path(folder) / "root-key.pem"
-        cert.write_bytes(root_cert)
-        key.write_bytes(root_key)
-        context = run.tls_context()
-        context.load_cert_chain(cert, key)
-        with forward.once(run.cluster.kubectl_argv(), run.namespace, f"pod/{pod}", DB_CLIENT_PORT) as port:
-            answer = httpx.get(f"https://127.0.0.1:{port}/health", verify=context, timeout=5)
+    with forward.once(run.cluster.kubectl_argv(), run.namespace, f"pod/{pod}", DB_CLIENT_PORT) as port:
+        answer = httpx.get(f"https://127.0.0.1:{port}/health", verify=context, timeout=5)
     return bool(answer.json()["health"] == "true")
 
 
