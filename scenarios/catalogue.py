@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from scenarios.checkers import CHECKS
+from scenarios.checkers import CHECKS, PLANNED
 from scenarios.traffic import Traffic
 from topologies import ContainerRun, KubeRun, Run
 from topologies.containers.faults import (
@@ -34,7 +34,7 @@ from topologies.faults import SKEW_S, Both, Fault
 from topologies.kubernetes import faults as kube
 
 R = TypeVar("R", bound=Run)
-ALL_CHECKS = tuple(CHECKS)
+ALL_CHECKS = tuple(c for c in CHECKS if c not in PLANNED)  # and the planned ones where named
 QUEUE_CHECKS = ("queue-safety", "lease-exclusive")  # of the runtime's queue: n/a to a bare register
 REPLICATED = ("ha", "scaled")
 K8S = ("k8s",)
@@ -259,11 +259,25 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
     _control_plane("kill-a-control-plane", "kill", kube.any_control_plane),
     _control_plane("kill-the-control-plane-etcd-leader", "kill", lambda r, g: kube.etcd_leader(r)),
     _control_plane("pause-the-scheduler-leader", "pause", lambda r, g: kube.scheduler_leader(r)),
+    # planned disruptions: a drain within the PodDisruptionBudgets, a rolling restart; every
+    # read is served (a client sends it again at the other Envoy), and no write is lost
     Scenario[KubeRun](
-        "drain-a-worker", KubeRun, lambda r, g, i: kube.Drain(kube.any_worker(r, g)), modes=K8S, cycles=1, during_s=2.0
+        "drain-a-worker",
+        KubeRun,
+        lambda r, g, i: kube.Drain(kube.any_worker(r, g)),
+        modes=K8S,
+        cycles=1,
+        during_s=2.0,
+        checks=(*ALL_CHECKS, *PLANNED),
     ),
     Scenario[KubeRun](
-        "rollout-restart-kv", KubeRun, lambda r, g, i: kube.RolloutRestart("kv"), modes=K8S, cycles=1, during_s=1.0
+        "rollout-restart-kv",
+        KubeRun,
+        lambda r, g, i: kube.RolloutRestart("kv"),
+        modes=K8S,
+        cycles=1,
+        during_s=1.0,
+        checks=(*ALL_CHECKS, *PLANNED),
     ),
     # one pod's clock five minutes forward, then back (the containers' clock-skew, by kubectl
     # exec): tokens, leases and renewals on a skewed pod; lease overlaps counted, not failed

@@ -24,6 +24,9 @@ delete     -                            ``deleted``
 =========  ===========================  ==================================================
 
 ``fail`` means the service says nothing was applied; ``unknown``, that it may have been.
+A read changes nothing, so a register sends a read that did not complete to its next
+endpoint, within its timeout (:func:`read_again`): the history records it once, from its
+first call to its last answer, which covers every try. A change is sent once.
 Three implementations here: the runtime's two APIs (:class:`HttpKv`, :class:`GrpcKv`), and
 etcd's own KV API straight to a run's members (:class:`EtcdKv`), a store this project did
 not write, checked by the same checkers.
@@ -31,6 +34,7 @@ not write, checked by the same checkers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
@@ -47,6 +51,7 @@ from topologies.pki import RunPki
 from topologies.retry import Outcome
 
 KINDS = ("read", "write", "cas", "delete")
+READS = ("read", "final-read")
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,26 @@ class Workload(Protocol):
     def client(self, run: Run, *, index: int, timeout: float) -> Register: ...
 
 
+def read_again(once: Callable[[Invocation], Completion], op: Invocation, *, tries: int, budget: float) -> Completion:
+    """``once(op)``, and for a read that did not complete, again (``once`` has moved on to
+    its next endpoint), up to ``tries`` calls in all and while ``budget`` seconds last. A
+    refusal that another endpoint would repeat (``final``) is not sent again.
+
+    >>> answers = iter([Completion(UNKNOWN), Completion(OK, {"value": "v"})])
+    >>> read_again(lambda op: next(answers), Invocation("read", "k"), tries=2, budget=5).result
+    {'value': 'v'}
+    >>> read_again(lambda op: Completion(UNKNOWN), Invocation("write", "k"), tries=2, budget=5).outcome
+    'unknown'
+    """
+    ends = time.monotonic() + budget
+    done = once(op)
+    for _ in range(tries - 1 if op.kind in READS else 0):
+        if done.outcome == OK or done.result.get("final") or time.monotonic() >= ends:
+            break
+        done = once(op)
+    return done
+
+
 # -- the runtime's HTTP API ---------------------------------------------------------------------
 
 
@@ -102,7 +127,7 @@ def classify(
     status = reply.status_code
     if status in (200, 201, 204):
         return Completion(OK, {"status": status, **parse(reply)})
-    if status == 404 and kind in ("read", "final-read"):
+    if status == 404 and kind in READS:
         return Completion(OK, {"status": 404, "value": None})
     if status == 404 and kind == "delete":
         return Completion(OK, {"status": 404, "deleted": False})
@@ -127,15 +152,16 @@ def _read(reply: httpx.Response) -> dict[str, Any]:
 
 class HttpKv:
     """The runtime's ``/v1/kv`` through the run's front door (:class:`ClusterClient`: it moves
-    to the next endpoint when one does not answer, and never sends a write twice)."""
+    to the next endpoint when one does not answer, sends a read again there, and never sends
+    a write twice)."""
 
     def __init__(self, api: ClusterClient) -> None:
         self.api = api
 
     def invoke(self, op: Invocation) -> Completion:
         path, value = f"/v1/kv/{op.key}", str(op.args.get("value", ""))
-        if op.kind in ("read", "final-read"):
-            return classify(op.kind, lambda: self.api.get(path), _read)
+        if op.kind in READS:  # sent again at the next endpoint, within the client's budget
+            return classify(op.kind, lambda: self.api.get(path, resend=True), _read)
         if op.kind == "write":
             return classify(op.kind, lambda: self.api.put(path, content=value.encode()), _revision)
         if op.kind == "cas":
@@ -176,7 +202,7 @@ def grpc_completion(kind: str, error: grpc.RpcError) -> Completion:
     """What a failed gRPC call of the runtime means for the history."""
     code, detail = error.code(), error.details() or ""
     found = {"code": code.name, "error": detail[:200]}
-    if code is grpc.StatusCode.NOT_FOUND and kind in ("read", "final-read"):
+    if code is grpc.StatusCode.NOT_FOUND and kind in READS:
         return Completion(OK, {"code": code.name, "value": None})
     if code is grpc.StatusCode.NOT_FOUND and kind == "delete":
         return Completion(OK, {"code": code.name, "deleted": False})
@@ -211,6 +237,9 @@ class GrpcKv:
         self._channel, self._at = None, (self._at + 1) % len(self.endpoints)
 
     def invoke(self, op: Invocation) -> Completion:
+        return read_again(self._once, op, tries=2 * len(self.endpoints), budget=self.timeout)
+
+    def _once(self, op: Invocation) -> Completion:
         if not self._token:
             try:
                 self._token = self._login.login()
@@ -221,14 +250,16 @@ class GrpcKv:
         except grpc.RpcError as exc:
             done = grpc_completion(op.kind, exc)
             if exc.code() is grpc.StatusCode.UNAUTHENTICATED:
-                self._token = ""
+                self._token = ""  # logs in again, and a read is sent again
             elif done.outcome != OK and exc.code() not in REFUSED_CODES:
                 self._next_endpoint()
+            elif done.outcome != OK:
+                done = Completion(done.outcome, {**done.result, "final": True})
             return done
 
     def _call(self, kv: pb_grpc.KvStub, op: Invocation, token: tuple[tuple[str, str], ...]) -> Completion:
         value = str(op.args.get("value", "")).encode()
-        if op.kind in ("read", "final-read"):
+        if op.kind in READS:
             entry = kv.Get(pb.GetRequest(key=op.key), metadata=token, timeout=self.timeout)
             return Completion(OK, {"code": "OK", "value": entry.value.decode(), "revision": entry.revision})
         if op.kind == "write":
@@ -290,6 +321,9 @@ class EtcdKv:
         return rpc.KVStub(self._channel)
 
     def invoke(self, op: Invocation) -> Completion:
+        return read_again(self._once, op, tries=2 * len(self.endpoints), budget=self.timeout)
+
+    def _once(self, op: Invocation) -> Completion:
         try:
             return self._call(self._kv(), op, (ETCD_PREFIX + op.key).encode())
         except grpc.RpcError as exc:
@@ -300,11 +334,13 @@ class EtcdKv:
             found = {"code": code.name, "error": (exc.details() or "")[:200]}
             # a read changes nothing: failed; a change that did not complete may have been applied
             refused = code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT)
-            return Completion(FAIL if refused or op.kind in ("read", "final-read") else UNKNOWN, found)
+            if refused:
+                return Completion(FAIL, {**found, "final": True})
+            return Completion(FAIL if op.kind in READS else UNKNOWN, found)
 
     def _call(self, kv: rpc.KVStub, op: Invocation, key: bytes) -> Completion:
         value = str(op.args.get("value", "")).encode()
-        if op.kind in ("read", "final-read"):
+        if op.kind in READS:
             found = kv.Range(rpc.RangeRequest(key=key), timeout=self.timeout)
             if not found.kvs:
                 return Completion(OK, {"code": "OK", "value": None})

@@ -14,6 +14,7 @@ from scenarios.checkers.base import FAIL, PASS, UNKNOWN, Verdict
 from scenarios.checkers.kv import no_lost_writes
 from scenarios.checkers.linearizable import linearizable_kv
 from scenarios.checkers.queue import lease_exclusive, queue_safety
+from scenarios.checkers.reads import reads_served
 from scenarios.history import History
 
 Check = Callable[[History], Verdict]
@@ -24,12 +25,16 @@ CHECKS: dict[str, Check] = {
     "queue-safety": lambda history: queue_safety(history.ops),
     "lease-exclusive": lambda history: lease_exclusive(history.ops),
     "availability": lambda history: availability(history.ops, history.events),
+    "reads-served": lambda history: reads_served(history.ops),
 }
+# checks a scenario runs only when it names them: the promises of planned disruptions
+PLANNED = ("reads-served",)
 
 __all__ = [
     "CHECKS",
     "FAIL",
     "PASS",
+    "PLANNED",
     "UNKNOWN",
     "Check",
     "Verdict",
@@ -38,4 +43,5 @@ __all__ = [
     "linearizable_kv",
     "no_lost_writes",
     "queue_safety",
+    "reads_served",
 ]

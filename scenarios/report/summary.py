@@ -21,6 +21,9 @@ def write_json(results: list[Result], path: Path) -> None:
         "linearizability_violations": sum(_number(r, "linearizable-kv", "violations") for r in results),
         "double_acks": sum(_number(r, "queue-safety", "double_acks") for r in results),
         "overlapping_leases": sum(_number(r, "queue-safety", "overlapping_leases") for r in results),
+        "reads_not_served": sum(
+            _number(r, "reads-served", "failed") + _number(r, "reads-served", "unknown") for r in results
+        ),
         "passed": all(r.passed for r in results),
     }
     path.write_text(
@@ -77,7 +80,7 @@ def write_junit(results: list[Result], path: Path) -> None:
 
 
 def table(results: list[Result]) -> str:
-    checks = ["no-lost-writes", "linearizable-kv", "queue-safety", "lease-exclusive", "availability"]
+    checks = ["no-lost-writes", "linearizable-kv", "queue-safety", "lease-exclusive", "availability", "reads-served"]
     header = (
         f"{'mode':7} {'scenario':18} {'faults':>6} {'ops':>6} {'ok':>6} {'unkn':>5} "
         + " ".join(f"{c[:14]:>14}" for c in checks)

@@ -23,6 +23,8 @@ def test_every_scenario_names_only_known_checks_and_modes() -> None:
     assert ALL_CHECKS == ("no-lost-writes", "linearizable-kv", "queue-safety", "lease-exclusive", "availability")
     skewed = next(s for s in CATALOGUE if s.name == "clock-skew")  # counts overlaps, does not fail on them
     assert "lease-exclusive" not in skewed.checks and "queue-safety" in skewed.checks
+    planned = {s.name for s in CATALOGUE if "reads-served" in s.checks}  # the promise of a planned disruption
+    assert planned == {"drain-a-worker", "rollout-restart-kv"}
 
 
 def test_an_unknown_check_is_refused_when_the_scenario_is_written() -> None:

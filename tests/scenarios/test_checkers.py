@@ -16,6 +16,7 @@ from scenarios.checkers import (
     linearizable_kv,
     no_lost_writes,
     queue_safety,
+    reads_served,
 )
 from scenarios.history import OK, History, Op
 
@@ -336,3 +337,15 @@ def test_fault_windows_hold_the_ops_inside_each_fault_and_refuse_an_unhealed_one
     history.mark(8.0, "apply kill(node-3)")
     with pytest.raises(ValueError, match="3 faults applied, 2 healed"):
         history.fault_windows()
+
+
+def test_reads_served_fails_on_any_read_not_served_and_ignores_writes() -> None:
+    served = [read("k", "a", 0.0, 0.1), write("k", "b", 0.2, 0.3, outcome="unknown"), read("k", None, 0.4, 0.5)]
+    assert reads_served(served).result == PASS
+    cut = op("read", "k", 0.6, 0.7, "unknown", error="RemoteProtocolError")
+    refused = op("read", "k", 0.8, 0.9, "fail", error="ConnectError")
+    verdict = reads_served([*served, cut, refused])
+    assert verdict.result == FAIL and "2 of 4 reads not served" in verdict.detail
+    assert verdict.numbers["why"] == {"RemoteProtocolError": 1, "ConnectError": 1}
+    assert (verdict.numbers["failed"], verdict.numbers["unknown"]) == (1, 1)
+    assert reads_served([write("k", "b", 0.2, 0.3)]).result == UNKNOWN
