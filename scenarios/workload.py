@@ -211,6 +211,31 @@ def grpc_completion(kind: str, error: grpc.RpcError) -> Completion:
     return Completion(UNKNOWN, found)
 
 
+class Channels:
+    """One gRPC channel at a time, to one of ``endpoints``: ``next()`` closes it and moves on
+    to the next endpoint, as a client that knows every address does after a call that did not
+    complete."""
+
+    def __init__(self, endpoints: list[str], index: int, connect: Callable[[str], grpc.Channel]) -> None:
+        self.endpoints, self._connect = endpoints, connect
+        self._at = index % len(endpoints)
+        self._channel: grpc.Channel | None = None
+
+    def current(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = self._connect(self.endpoints[self._at])
+        return self._channel
+
+    def next(self) -> None:
+        self.close()
+        self._at = (self._at + 1) % len(self.endpoints)
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = None
+
+
 class GrpcKv:
     """The runtime's ``Kv`` service over gRPC, to one of the run's gRPC endpoints at a time:
     after a call that did not complete it moves to the next (as an HA client that knows every
@@ -221,20 +246,12 @@ class GrpcKv:
         self.endpoints = list(run.grpc_endpoints)
         if not self.endpoints:
             raise ValueError(f"run {run.run_id} ({run.mode}): no gRPC endpoint reaches its front door")
-        self._at = index % len(self.endpoints)
+        self.channels = Channels(self.endpoints, index, run.grpc_channel)
         self._login = run.client(timeout=timeout, first=index)
         self._token = ""
-        self._channel: grpc.Channel | None = None
 
     def _stub(self) -> pb_grpc.KvStub:
-        if self._channel is None:
-            self._channel = self.run.grpc_channel(self.endpoints[self._at])
-        return pb_grpc.KvStub(self._channel)
-
-    def _next_endpoint(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-        self._channel, self._at = None, (self._at + 1) % len(self.endpoints)
+        return pb_grpc.KvStub(self.channels.current())
 
     def invoke(self, op: Invocation) -> Completion:
         return read_again(self._once, op, tries=2 * len(self.endpoints), budget=self.timeout)
@@ -252,7 +269,7 @@ class GrpcKv:
             if exc.code() is grpc.StatusCode.UNAUTHENTICATED:
                 self._token = ""  # logs in again, and a read is sent again
             elif done.outcome != OK and exc.code() not in REFUSED_CODES:
-                self._next_endpoint()
+                self.channels.next()
             elif done.outcome != OK:
                 done = Completion(done.outcome, {**done.result, "final": True})
             return done
@@ -279,8 +296,7 @@ class GrpcKv:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._channel is not None:
-            self._channel.close()
+        self.channels.close()
         self._login.__exit__(*exc)
 
 
@@ -310,15 +326,15 @@ class EtcdKv:
         self, endpoints: list[str], credentials: grpc.ChannelCredentials | None, index: int, timeout: float
     ) -> None:
         self.endpoints, self._credentials, self.timeout = endpoints, credentials, timeout
-        self._at = index % len(endpoints)
-        self._channel: grpc.Channel | None = None
+        self.channels = Channels(endpoints, index, self._connect)
+
+    def _connect(self, target: str) -> grpc.Channel:
+        if self._credentials is None:
+            return grpc.insecure_channel(target)
+        return grpc.secure_channel(target, self._credentials)
 
     def _kv(self) -> rpc.KVStub:
-        if self._channel is None:
-            target = self.endpoints[self._at]
-            secure = self._credentials is not None
-            self._channel = grpc.secure_channel(target, self._credentials) if secure else grpc.insecure_channel(target)
-        return rpc.KVStub(self._channel)
+        return rpc.KVStub(self.channels.current())
 
     def invoke(self, op: Invocation) -> Completion:
         return read_again(self._once, op, tries=2 * len(self.endpoints), budget=self.timeout)
@@ -327,9 +343,7 @@ class EtcdKv:
         try:
             return self._call(self._kv(), op, (ETCD_PREFIX + op.key).encode())
         except grpc.RpcError as exc:
-            if self._channel is not None:
-                self._channel.close()
-            self._channel, self._at = None, (self._at + 1) % len(self.endpoints)
+            self.channels.next()
             code = exc.code()
             found = {"code": code.name, "error": (exc.details() or "")[:200]}
             # a read changes nothing: failed; a change that did not complete may have been applied
@@ -371,8 +385,7 @@ class EtcdKv:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._channel is not None:
-            self._channel.close()
+        self.channels.close()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from topologies.wait import wait_until
+from topologies.wait import tried, wait_until
 
 
 def trust(ca_file: Path) -> ssl.SSLContext:
@@ -139,21 +139,24 @@ class EtcdCluster:
         A member that exits because another process bound its port between ``free_port()`` and
         etcd's own bind (pytest-xdist's workers and Docker's proxies take ports too) is started
         again, with the whole cluster, on new ports."""
-        for attempt in range(1, PORT_TRIES + 1):
+
+        def on_new_ports(exc: Exception) -> None:
+            for member in self.members:
+                shutil.rmtree(member.data_dir, ignore_errors=True)
+                member.client_port, member.peer_port = free_port(), free_port()
+
+        def lost_a_port(exc: Exception) -> bool:
+            return isinstance(exc, MemberExited) and "address already in use" in exc.log
+
+        def start_once() -> None:
             try:
                 self._start_once()
-                return self
-            except MemberExited as exc:
-                self.stop()
-                if "address already in use" not in exc.log or attempt == PORT_TRIES:
-                    raise
-                for member in self.members:
-                    shutil.rmtree(member.data_dir, ignore_errors=True)
-                    member.client_port, member.peer_port = free_port(), free_port()
             except BaseException:
                 self.stop()
                 raise
-        raise AssertionError("unreachable")
+
+        tried(start_once, tries=PORT_TRIES, again=lost_a_port, between=on_new_ports)
+        return self
 
     def _start_once(self) -> None:
         initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)

@@ -51,3 +51,36 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise WaitTimeout(message, last_error, value)
         time.sleep(interval)
+
+
+def tried(
+    action: Callable[[], T],
+    *,
+    tries: int,
+    again: Callable[[Exception], bool],
+    between: Callable[[Exception], None] = lambda exc: None,
+) -> T:
+    """``action()``, called again while it raises an error that ``again`` accepts, at most
+    ``tries`` calls in all; ``between(error)`` runs before each new call (free what the failed
+    one held, pick other ports, pause). Any other error, or the last one, is raised.
+
+    >>> answers = iter([OSError("busy"), OSError("busy"), 7])
+    >>> def action() -> int:
+    ...     answer = next(answers)
+    ...     if isinstance(answer, Exception):
+    ...         raise answer
+    ...     return answer
+    >>> tried(action, tries=3, again=lambda exc: "busy" in str(exc))
+    7
+    >>> tried(lambda: 1 // 0, tries=3, again=lambda exc: False)
+    Traceback (most recent call last):
+    ZeroDivisionError: integer division or modulo by zero
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            return action()
+        except Exception as exc:
+            if attempt == tries or not again(exc):
+                raise
+            between(exc)
+    raise AssertionError("unreachable: the last call returns or raises")

@@ -34,6 +34,7 @@ from images import registry
 from topologies.constants import LABEL_ROLE, LABEL_RUN
 from topologies.engines.base import REMOVED, Handle, Launch
 from topologies.exceptions import EngineError, EngineUnavailable, ImageFailed, NotFound, PortInUse
+from topologies.wait import tried
 
 PRIVILEGED_RUNTIME = "modematrix-runc"  # images/k8s/host/runc-wrap, registered with dockerd
 _NO_PRIVILEGED = (
@@ -139,14 +140,7 @@ def frozen_again(pause: Callable[[], None], tries: int = FREEZE_TRIES, wait: flo
     Traceback (most recent call last):
     topologies.exceptions.EngineError: pause x: Docker refused: No such container: x
     """
-    for attempt in range(tries):
-        try:
-            pause()
-            return
-        except EngineError as exc:
-            if "unable to freeze" not in str(exc) or attempt == tries - 1:
-                raise
-            time.sleep(wait)
+    tried(pause, tries=tries, again=lambda exc: "unable to freeze" in str(exc), between=lambda exc: time.sleep(wait))
 
 
 def _free_port() -> int:
@@ -248,22 +242,23 @@ class DockerEngine:
         node keeps its address), so another process may bind one first: the container is then
         removed and started again on other ports, up to PORT_TRIES times (CI, 2026-12-07:
         pytest-xdist's two workers started nodes at once)."""
-        for attempt in range(PORT_TRIES):
+
+        def start() -> Handle:
             try:
                 with translated(f"starting {spec.name}"):
                     container = self._container(spec)
                     container.start()
                     return self._handle(container.get_wrapped_container())
-            except PortInUse:
-                if attempt == PORT_TRIES - 1:
-                    raise
-                with translated(f"removing {spec.name} to start it on other ports"):
-                    _quietly(lambda: self.client.containers.get(spec.name).remove(force=True))
             except EngineError as exc:
                 if spec.privileged and "unable to apply caps" in str(exc):
                     raise EngineError(f"{exc}; {_NO_PRIVILEGED}") from exc
                 raise
-        raise AssertionError("unreachable: the last try returns or raises")
+
+        def removed(exc: Exception) -> None:
+            with translated(f"removing {spec.name} to start it on other ports"):
+                _quietly(lambda: self.client.containers.get(spec.name).remove(force=True))
+
+        return tried(start, tries=PORT_TRIES, again=lambda exc: isinstance(exc, PortInUse), between=removed)
 
     def _container(self, spec: Launch) -> DockerContainer:
         kwargs: dict[str, Any] = {"labels": dict(spec.labels)}
