@@ -1,4 +1,4 @@
-"""Building the one runtime image, from a base that can be bootstrapped without a registry."""
+"""Building the runtime image (and its envoy image), from a base that can be bootstrapped without a registry."""
 
 from images.base import BOOTSTRAPPED, DEFAULT_BASE, bootstrap, ensure_base
 from images.build import (
@@ -10,6 +10,7 @@ from images.build import (
     build_reaper,
     cache_dir,
     docker_client,
+    envoy_image,
     image_ref,
     wheelhouse_dir,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "content_tag",
     "docker_client",
     "ensure_base",
+    "envoy_image",
     "image_inputs",
     "image_ref",
     "wheelhouse_dir",

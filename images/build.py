@@ -2,6 +2,10 @@
 
     base (local / pulled / bootstrapped) -> wheelhouse (host) -> content tag -> build or reuse
 
+Two images from one Dockerfile and one content tag: ``modematrix/runtime:TAG``, and
+``TAG-envoy``, the same image with Envoy's binary on top (:func:`envoy_image`), for the nodes
+that run Envoy; the rest do not carry its 107 MB.
+
 A build whose content tag already exists is a no-op that returns the tag. A change to runtime
 code changes the tag, and Docker's layer cache rebuilds only the layers after the dependencies.
 """
@@ -31,6 +35,7 @@ from images.tag import content_tag, image_inputs
 from images.wheels import ensure_wheelhouse
 
 REPOSITORY = "modematrix/runtime"
+ENVOY_SUFFIX = "-envoy"
 REAPER_REPOSITORY = "modematrix/reaper"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +48,22 @@ class Built:
 
 
 IMAGE_PYTHON = "/opt/venv/bin/python"  # the image's interpreter, with the runtime's dependencies (Dockerfile)
+
+
+def envoy_image(image: str) -> str:
+    """The image a node that runs Envoy starts from: for a runtime image built here (or pushed
+    from here to a registry), its envoy image; any other image is taken to carry what it needs.
+
+    >>> envoy_image("modematrix/runtime:ab12"), envoy_image("10.0.0.5:5000/modematrix/runtime:ab12")
+    ('modematrix/runtime:ab12-envoy', '10.0.0.5:5000/modematrix/runtime:ab12-envoy')
+    >>> envoy_image("modematrix/runtime:ab12-envoy"), envoy_image("registry.example/team/app:1.2")
+    ('modematrix/runtime:ab12-envoy', 'registry.example/team/app:1.2')
+    """
+    repository, colon, version = image.rpartition(":")
+    ours = colon and "/" not in version and repository.endswith(REPOSITORY) and "@" not in image
+    if not ours or version.endswith(ENVOY_SUFFIX):
+        return image
+    return f"{image}{ENVOY_SUFFIX}"
 
 
 def cache_dir() -> Path:
@@ -103,14 +124,18 @@ def build(base: str = DEFAULT_BASE, *, quiet: bool = False, client: docker.Docke
     client = client or docker_client()
     with build_lock("runtime-image"):
         base_ref, tag = image_ref(client, base, quiet=quiet)
-        if local_id(client, tag):
+        if local_id(client, tag) and local_id(client, envoy_image(tag)):
             return Built(tag, True, time.monotonic() - started)
         with tempfile.TemporaryDirectory(prefix="modematrix-context-") as tmp:
             context = Path(tmp)
             with step("collecting wheels on the host", quiet=quiet):
                 assemble_context(context, arch=platform_of(client))
-            _docker_build(client, context, tag, base_ref, quiet=quiet)
+            # one set of arguments for both: the envoy build then finds every runtime layer cached
+            arguments = _build_args(base_ref)
+            _docker_build(client, context, tag, arguments, quiet=quiet, target="runtime")
+            _docker_build(client, context, envoy_image(tag), arguments, quiet=quiet, target="envoy")
         client.images.get(tag).tag(REPOSITORY, "latest")
+        client.images.get(envoy_image(tag)).tag(REPOSITORY, f"latest{ENVOY_SUFFIX}")
     return Built(tag, False, time.monotonic() - started)
 
 
@@ -135,13 +160,21 @@ def _build_args(base_ref: str) -> dict[str, str]:
     }
 
 
-def _docker_build(client: docker.DockerClient, context: Path, tag: str, base_ref: str, *, quiet: bool) -> None:
+def _docker_build(
+    client: docker.DockerClient, context: Path, tag: str, arguments: dict[str, str], *, quiet: bool, target: str
+) -> None:
     log_path = cache_dir() / "logs" / f"build-{tag.split(':')[1]}-{os.getpid()}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with step(f"building {tag}", quiet=quiet) as progress, log_path.open("w") as log:
         try:
             for chunk in client.api.build(
-                path=str(context), tag=tag, buildargs=_build_args(base_ref), rm=True, forcerm=True, decode=True
+                path=str(context),
+                tag=tag,
+                target=target,
+                buildargs=arguments,
+                rm=True,
+                forcerm=True,
+                decode=True,
             ):
                 line = chunk.get("stream") or chunk.get("status") or ""
                 if line:

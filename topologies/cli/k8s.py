@@ -86,7 +86,7 @@ def _load_image(args: argparse.Namespace) -> int:
             f"run {args.run_id} is not on a cluster built here: a cluster you were handed pulls "
             "images from a registry (modematrix up k8s --image-registry REG)"
         )
-    seconds = run.cluster.load_image(args.tag)
+    seconds = run.cluster.load_images([args.tag])
     print(f"{args.tag}: in every worker's containerd of run {args.run_id} ({seconds:.1f} s)", file=sys.stderr)
     return EXIT_OK
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from images import golang
+from images import envoy_image, golang
 from images.exceptions import ImageError
 from runtime.routing import GRPC_SERVICES
 from topologies import pki
@@ -127,7 +127,7 @@ def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], f
         labels[LABEL_LAZY_FS] = "true"
     return Launch(
         name=f"mm-{place.run_id}-{node.name}",
-        image=place.image,
+        image=envoy_image(place.image) if node.is_envoy else place.image,  # only Envoy's nodes carry it
         labels=labels,
         command=("serve",),
         env=dict(env),

@@ -95,9 +95,10 @@ class Engine(Protocol):
     def cgroup_version(self) -> int:
         """The cgroup hierarchy the engine's containers get: 1 (one per controller) or 2 (unified)."""
 
-    def save_image(self, tag: str, folder: Path) -> Path:
-        """``tag`` as an image archive in ``folder`` (once per image: the file is named by
-        the image's id), for loading into a Kubernetes node's containerd."""
+    def save_images(self, tags: Sequence[str], folder: Path) -> Path:
+        """``tags`` as one image archive in ``folder``, each layer once however many images
+        share it (once per set of images: the file is named by their ids), for loading into a
+        Kubernetes node's containerd."""
 
     def registry_image(self, *, quiet: bool = True) -> str:
         """An image that serves a container registry on port 5000 (plain HTTP), built or reused."""

@@ -188,16 +188,20 @@ class DockerEngine:
                     raise EngineError(f"pushing {tag} to {to}: {line['error']}")
         return f"{target}:{version}"
 
-    def save_image(self, tag: str, folder: Path) -> Path:
-        with translated(f"saving {tag}"):
-            image = self.client.images.get(tag)
-            archive = folder / f"{image.id.split(':')[-1][:20]}.tar"
+    def save_images(self, tags: Sequence[str], folder: Path) -> Path:
+        """``docker save TAG...``: Docker's API takes several names, the SDK's ``save`` one."""
+        with translated(f"saving {', '.join(tags)}"):
+            ids = [self.client.images.get(tag).id.split(":")[-1][:12] for tag in tags]
+            archive = folder / f"{'-'.join(ids)}.tar"
             if not archive.exists():
                 for old in folder.glob("*.tar"):
                     old.unlink()
+                api = self.client.api
+                url = f"{api.base_url}/v{api.api_version}/images/get"
                 partial = archive.with_suffix(".partial")
-                with partial.open("wb") as out:
-                    for chunk in image.save(named=True):
+                with api.get(url, params={"names": list(tags)}, stream=True) as reply, partial.open("wb") as out:
+                    reply.raise_for_status()
+                    for chunk in reply.iter_content(1 << 20):
                         out.write(chunk)
                 partial.rename(archive)
             return archive

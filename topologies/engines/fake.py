@@ -64,8 +64,8 @@ class FakeEngine:
         components = Components(Path("/fake/k8s"), "v0.0.0", True, {})
         return NodeImage("modematrix/k8s-node:fake", "modematrix/pause:fake", components, True)
 
-    def save_image(self, tag: str, folder: Path) -> Path:
-        self._record("save_image", tag)
+    def save_images(self, tags: Sequence[str], folder: Path) -> Path:
+        self._record("save_images", *tags)
         return folder / "fake.tar"
 
     def registry_image(self, *, quiet: bool = True) -> str:

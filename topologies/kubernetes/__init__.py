@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from images import envoy_image
 from runtime.config import parse_kubernetes_name
 from topologies.engines import Engine
 from topologies.exceptions import UsageError
@@ -87,7 +88,7 @@ def start(
                 control_planes=control_planes,
                 report=report,
                 cpuset=cpuset,
-                preload=[image],
+                preload=list(dict.fromkeys([image, envoy_image(image)])),
             )
             cluster = built
             details.update(built=True, prefix=built.prefix, workers=workers, kubectl=str(built.kubectl_path))

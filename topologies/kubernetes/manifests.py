@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from images import envoy_image
 from runtime.security.certs import PEER_NAME, Bundle
 from runtime.storage.etcd_auth import user_name
 from runtime.storage.etcd_member import tls_flags
@@ -298,7 +299,7 @@ def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str, 
         readiness = {"tcpSocket": {"port": API_PORT}, "periodSeconds": 1, "failureThreshold": 3}
     container = {
         "name": "runtime",
-        "image": image,
+        "image": envoy_image(image) if "envoy" in workload.services else image,  # only Envoy's pods carry it
         "imagePullPolicy": "IfNotPresent",
         "args": ["serve"],
         "env": _env(spec, workload, namespace),

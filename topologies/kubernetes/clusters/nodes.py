@@ -2,7 +2,7 @@
 N workers), with the components built from source (``modematrix k8s build``).
 
     with NodeCluster.create("r-1a2b", folder, engine, workers=3) as built:
-        built.load_image(runtime_tag)          # into every worker's containerd, where missing
+        built.load_images([runtime_tag])      # into every worker's containerd, where missing
         built.kubeconfig_path                  # what a user's kubectl, or the k8s mode, is given
 
 Node containers run the node image on a network of their own, privileged (containerd and
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,8 +159,11 @@ class NodeCluster:
         )
         loading = ThreadPoolExecutor(max(len(built.workers), 1), thread_name_prefix="preload")
         try:
-            archives = {tag: engine.save_image(tag, _saved_dir()) for tag in preload}  # once, before the nodes ask
-            loads = [loading.submit(built._preload, node, archives, timeout) for node in built.workers if preload]
+            # one archive, once, before the nodes ask: the images' shared layers in it once
+            archive = engine.save_images(preload, _saved_dir()) if preload else None
+            loads = [
+                loading.submit(built._preload, node, preload, archive, timeout) for node in built.workers if archive
+            ]
             built.wait_api(timeout=timeout)
             built._make_local_volumes()
             apply.apply(layout.bootstrap(nodes), built.config)
@@ -181,9 +184,9 @@ class NodeCluster:
             loading.shutdown(wait=False, cancel_futures=True)
         return built
 
-    def _preload(self, node: KubeNode, archives: Mapping[str, Path], timeout: float) -> tuple[str, float]:
-        """Each image of ``archives`` (tag -> the engine's archive of it) into ``node``'s
-        containerd once it answers; the node's name and the seconds the imports took."""
+    def _preload(self, node: KubeNode, tags: Sequence[str], archive: Path, timeout: float) -> tuple[str, float]:
+        """``tags`` (the engine's ``archive`` of them) into ``node``'s containerd once it
+        answers; the node's name and the seconds the import took."""
         handle = self.handles[node.name]
         wait_until(
             lambda: self.engine.exec(handle, ["ctr", "version"])[0] == 0,
@@ -193,8 +196,7 @@ class NodeCluster:
             ignore=(EngineError,),
         )
         started = time.monotonic()
-        for tag, archive in archives.items():
-            self._import(node, tag, archive)
+        self._import(node, tags, archive)
         return node.name, time.monotonic() - started
 
     @classmethod
@@ -290,26 +292,28 @@ class NodeCluster:
 
     # -- images ---------------------------------------------------------------------------------
 
-    def load_image(self, tag: str) -> float:
-        """Put ``tag`` into the containerd of every worker that lacks it (the engine's archive
-        once, ``ctr images import`` on each node, in parallel); seconds taken."""
+    def load_images(self, tags: Sequence[str]) -> float:
+        """Put ``tags`` into the containerd of every worker that lacks one (the engine's one
+        archive of them, ``ctr images import`` on each node, in parallel); seconds taken."""
         started = time.monotonic()
-        archive = self.engine.save_image(tag, _saved_dir())
-        self.report(f"loading {tag} into {len(self.workers)} workers' containerd")
+        archive = self.engine.save_images(tags, _saved_dir())
+        self.report(f"loading {', '.join(tags)} into {len(self.workers)} workers' containerd")
         with ThreadPoolExecutor(len(self.workers)) as pool:
-            list(pool.map(lambda node: self._import(node, tag, archive), self.workers))
+            list(pool.map(lambda node: self._import(node, tags, archive), self.workers))
         return time.monotonic() - started
 
-    def _import(self, node: KubeNode, tag: str, archive: Path) -> None:
-        """``ctr images import`` of the engine's archive of ``tag``, unless the node has it."""
-        name = tag if "/" not in tag.split(":", 1)[0] or "." in tag.split("/", 1)[0] else f"docker.io/{tag}"
+    def _import(self, node: KubeNode, tags: Sequence[str], archive: Path) -> None:
+        """``ctr images import`` of the engine's archive of ``tags``, unless the node has each."""
+        names = [_containerd_name(tag) for tag in tags]
         code, listed = self.engine.exec(self.handles[node.name], ["ctr", "-n", "k8s.io", "images", "ls", "-q"])
-        if code == 0 and name in listed.split():
-            return  # the node has it already
+        if code == 0 and set(names) <= set(listed.split()):
+            return  # the node has them already
         command = ["ctr", "-n", "k8s.io", "images", "import", f"{IMAGES_DIR}/{archive.name}"]
         code, out = self.engine.exec(self.handles[node.name], command)
         if code != 0:
-            raise EngineError(f"ctr images import {tag} on {node.name} failed ({code}): {out.strip()[-400:]}")
+            raise EngineError(
+                f"ctr images import {', '.join(tags)} on {node.name} failed ({code}): {out.strip()[-400:]}"
+            )
 
     @contextmanager
     def registry(self, push: Sequence[str] = ()) -> Iterator[str]:
@@ -435,6 +439,15 @@ REGISTRY_PORT = 5000
 
 def _labels(run_id: str, role: str) -> dict[str, str]:
     return {LABEL_RUN: run_id, LABEL_MODE: "cluster", LABEL_ROLE: role}  # a cluster, whichever mode runs on it
+
+
+def _containerd_name(tag: str) -> str:
+    """The name containerd lists an imported Docker image by.
+
+    >>> _containerd_name("modematrix/runtime:ab"), _containerd_name("10.0.0.5:5000/x/y:1")
+    ('docker.io/modematrix/runtime:ab', '10.0.0.5:5000/x/y:1')
+    """
+    return tag if "/" not in tag.split(":", 1)[0] or "." in tag.split("/", 1)[0] else f"docker.io/{tag}"
 
 
 def _saved_dir() -> Path:
