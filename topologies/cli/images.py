@@ -16,7 +16,10 @@ def register(sub: Sub) -> None:
         "images", help="build and inspect the runtime image", epilog=example("modematrix images build")
     )
     verbs = group.add_subparsers(dest="action", required=True, metavar="ACTION")
-    build = verbs.add_parser("build", help="build the image, or reuse it when nothing changed; prints its tag")
+    build = verbs.add_parser(
+        "build",
+        help="build the runtime image and its envoy image (TAG-envoy), or reuse both; prints the tag",
+    )
     base = verbs.add_parser("base", help="the base image: the configured one, or bootstrapped from Debian packages")
     for parser in (build, base):
         parser.add_argument("--base", default=images.DEFAULT_BASE, help="base image (default %(default)s)")
@@ -45,8 +48,9 @@ def register(sub: Sub) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     built = images.build(args.base, quiet=args.quiet)
-    print(built.tag)
-    print(f"{'reused: nothing changed' if built.reused else 'built'} in {built.seconds:.1f} s", file=sys.stderr)
+    print(built.tag)  # the runtime image; Envoy's nodes run the envoy image, named on stderr
+    done = "reused: nothing changed" if built.reused else "built"
+    print(f"{done} in {built.seconds:.1f} s; Envoy's nodes: {images.envoy_image(built.tag)}", file=sys.stderr)
     return 0
 
 
@@ -75,12 +79,15 @@ def _check(args: argparse.Namespace) -> int:
     from images.inspect import find_secrets
 
     client = images.docker_client()
-    tag = args.tag or images.build(quiet=True, client=client).tag
-    found = find_secrets(client, tag)
-    for line in found:
-        print(line)
-    print(f"{tag}: {'no secrets found' if not found else f'{len(found)} possible secrets'}", file=sys.stderr)
-    return EXIT_FAILED if found else 0
+    built = args.tag or images.build(quiet=True, client=client).tag
+    failed = False
+    for tag in dict.fromkeys([built, images.envoy_image(built)]):  # both images, when they are ours
+        found = find_secrets(client, tag)
+        for line in found:
+            print(line)
+        print(f"{tag}: {'no secrets found' if not found else f'{len(found)} possible secrets'}", file=sys.stderr)
+        failed = failed or bool(found)
+    return EXIT_FAILED if failed else 0
 
 
 def _lock(args: argparse.Namespace) -> int:
