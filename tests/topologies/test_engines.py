@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,22 @@ def test_a_host_port_taken_between_lookup_and_bind_is_replaced_by_another(monkey
     finally:
         engine.remove_run(run_id)
         taken.close()
+
+
+def test_an_image_neither_here_nor_pullable_is_named_with_how_to_make_it() -> None:
+    """A runtime image's envoy image missing (an image built before the envoy image was split
+    off): the error names the image and the command that makes it, not the registry's DNS."""
+    engine = engines.get("docker", reaper=False)
+    run_id = f"r-absent-{os.getpid()}"
+    absent = "modematrix/runtime:0000000000000000absent-envoy"
+    try:
+        with pytest.raises(NotFound) as raised:
+            engine.launch(replace(_probe(engine, run_id, "probe"), image=absent))
+        message = str(raised.value)
+        assert f"image {absent} is not on this machine and could not be pulled" in message, message
+        assert message.endswith("a runtime image's envoy image is built beside it (`modematrix images build`)")
+    finally:
+        engine.remove_run(run_id)
 
 
 def _probe(engine: Engine, run_id: str, suffix: str, **options: Any) -> Launch:

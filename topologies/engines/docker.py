@@ -31,6 +31,7 @@ from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
 import images
 from images import kubernetes as components
 from images import registry
+from images.build import ENVOY_SUFFIX
 from topologies.constants import LABEL_ROLE, LABEL_RUN
 from topologies.engines.base import REMOVED, Handle, Launch
 from topologies.exceptions import EngineError, EngineUnavailable, ImageFailed, NotFound, PortInUse
@@ -250,6 +251,7 @@ class DockerEngine:
         def start() -> Handle:
             try:
                 with translated(f"starting {spec.name}"):
+                    self._present(spec.image)
                     container = self._container(spec)
                     container.start()
                     return self._handle(container.get_wrapped_container())
@@ -263,6 +265,23 @@ class DockerEngine:
                 _quietly(lambda: self.client.containers.get(spec.name).remove(force=True))
 
         return tried(start, tries=PORT_TRIES, again=lambda exc: isinstance(exc, PortInUse), between=removed)
+
+    def _present(self, image: str) -> None:
+        """The image, here or pulled; if neither, an error that names it (Docker's own is
+        the registry's DNS lookup, which does not)."""
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        try:
+            self.client.images.pull(image)
+        except docker.errors.APIError as exc:
+            hint = "; a runtime image's envoy image is built beside it (`modematrix images build`)"
+            raise NotFound(
+                f"image {image} is not on this machine and could not be pulled ({_explain(exc)})"
+                + (hint if image.endswith(ENVOY_SUFFIX) else "")
+            ) from exc
 
     def _container(self, spec: Launch) -> DockerContainer:
         kwargs: dict[str, Any] = {"labels": dict(spec.labels)}
