@@ -71,7 +71,9 @@ def _wheels(args: argparse.Namespace) -> int:
 
 def _context(args: argparse.Namespace) -> int:
     images.assemble_context(args.dest, arch=args.arch or "amd64")
-    print(f"build context written to {args.dest}; build it with: docker build {args.dest}")
+    dest = args.dest
+    print(f"build context written to {dest}; build the runtime image with: docker build --target runtime {dest}")
+    print(f"and its envoy image (Envoy's nodes) with: docker build --target envoy {dest}")
     return 0
 
 
