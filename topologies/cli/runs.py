@@ -61,7 +61,9 @@ def register(sub: Sub) -> None:
         metavar="N",
         help="without --kubeconfig: 1, or 3 (stacked etcd of three, HAProxy in front of the API servers)",
     )
-    kube.add_argument("--image-registry", help="where the cluster pulls the image from (default: loaded)")
+    kube.add_argument(
+        "--image-registry", help="where the cluster pulls the image, and its -envoy image, from (default: loaded)"
+    )
     kube.add_argument(
         "--expose",
         choices=EXPOSURES,
