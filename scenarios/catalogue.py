@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar, cast
 
 from scenarios.checkers import CHECKS, PLANNED
 from scenarios.traffic import Traffic
@@ -29,6 +29,7 @@ from topologies.containers.faults import (
     ReplaceMember,
     Restart,
 )
+from topologies.containers.service import ServiceRun
 from topologies.containers.victims import choose
 from topologies.faults import SKEW_S, Both, Fault
 from topologies.kubernetes import faults as kube
@@ -291,6 +292,45 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
         checks=tuple(c for c in ALL_CHECKS if c != "lease-exclusive"),
     ),
 )
+
+
+# the container faults that need nothing of the runtime inside a node: what a service of a
+# service file (topologies/services/*.yaml) is broken with; a one-member service, the ones
+# that do not need another member
+FOR_SERVICES = (
+    "kill-leader",
+    "kill-follower",
+    "kill-random-node",
+    "pause-node",
+    "partition-one",
+    "partition-leader",
+    "rolling-restart",
+    "packet-loss",
+    "delay",
+    "kill-follower-with-loss-elsewhere",
+)
+FOR_ONE_MEMBER = ("kill-leader", "pause-node", "rolling-restart")
+
+
+def for_service(run: ServiceRun) -> tuple[Scenario[ContainerRun], ...]:
+    """The catalogue's scenarios for a service's run: :data:`FOR_SERVICES` on its mode, its
+    traffic through the service's own workload, judged by the register's checks (no queue).
+
+    """
+    names = FOR_ONE_MEMBER if len(run.nodes) == 1 else FOR_SERVICES
+    made = []
+    for name in names:
+        base = by_name(name)
+        assert base.on is ContainerRun, name
+        made.append(
+            replace(
+                cast(Scenario[ContainerRun], base),
+                modes=(run.mode,),
+                traffic=replace(base.traffic, workload=run.service.workload),
+                checks=tuple(c for c in base.checks if c not in QUEUE_CHECKS),
+            )
+        )
+    return tuple(made)
 
 
 def by_name(name: str) -> Scenario[ContainerRun] | Scenario[KubeRun]:

@@ -47,6 +47,7 @@ from runtime.rpc import pb, pb_grpc
 from scenarios.history import FAIL, OK, UNKNOWN
 from topologies import ClusterClient, ContainerRun, Run, retry
 from topologies.constants import DB_CLIENT_PORT
+from topologies.containers.service import ServiceRun
 from topologies.pki import RunPki
 from topologies.retry import Outcome
 
@@ -390,12 +391,15 @@ class EtcdKv:
 
 @dataclass(frozen=True)
 class Etcd:
-    """Clients of a container run's etcd members (ha, scaled), as root over TLS."""
+    """Clients of a container run's etcd members (ha, scaled), as root over TLS; or of etcd
+    alone (a :class:`ServiceRun` of ``services/etcd.yaml``), each member's client port."""
 
     name: str = "etcd"
     queue: bool = False
 
     def client(self, run: Run, *, index: int, timeout: float) -> EtcdKv:
+        if isinstance(run, ServiceRun):  # etcd alone (topologies/services/etcd.yaml): plain gRPC
+            return EtcdKv([e.split("://", 1)[1] for e in run.endpoints], None, index, timeout)
         if not isinstance(run, ContainerRun) or run.spec.db != "etcd" or not run.spec.members:
             raise ValueError(f"the etcd workload needs a container mode with etcd members (ha, scaled), not {run.mode}")
         endpoints = [f"{run.node(m.name).ip}:{DB_CLIENT_PORT}" for m in run.spec.members]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from topologies.client import ClusterClient, Credentials
     from topologies.containers import ContainerRun
+    from topologies.containers.service import ServiceRun
     from topologies.exceptions import (
         EngineError,
         EngineUnavailable,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from topologies.kubernetes import KubeRun
     from topologies.run import Run
     from topologies.runs import Secrets
+    from topologies.service import ServiceSpec
     from topologies.spec import ModeSpec, load
     from topologies.targets import Options, attach, modes, scale
     from topologies.wait import WaitTimeout, wait_until
@@ -45,6 +47,8 @@ _WHERE = {
     "ClusterClient": "topologies.client",
     "Credentials": "topologies.client",
     "ContainerRun": "topologies.containers",
+    "ServiceRun": "topologies.containers.service",
+    "ServiceSpec": "topologies.service",
     **dict.fromkeys(
         [
             "EngineError",
@@ -119,6 +123,27 @@ def start(
     return _start(mode, options)
 
 
+def start_service(
+    service: str | Path,
+    members: int,
+    *,
+    engine: str = "docker",
+    reaper: bool = True,
+    image: str | None = None,
+    timeout: float = 120.0,
+) -> ServiceRun:
+    """Start ``members`` members of a service file's service (``"etcd"``, or a path to your
+    own ``.yaml``: :mod:`topologies.service`) and return the ready run, a context manager::
+
+        with topologies.start_service("etcd", 3) as run:      # mode "etcd-3"
+            run.endpoints, run.db_leader().name
+    """
+    from topologies import engines, service as services
+    from topologies.containers.service import start_service as _start
+
+    return _start(services.load(service), members, engines.get(engine, reaper=reaper), image=image, timeout=timeout)
+
+
 def run_image(
     args: list[str], *, engine: str = "docker", image: str | None = None, env: Mapping[str, str] | None = None
 ) -> tuple[int, str]:
@@ -143,6 +168,8 @@ __all__ = [
     "PortInUse",
     "Run",
     "Secrets",
+    "ServiceRun",
+    "ServiceSpec",
     "SpecError",
     "StartTimeout",
     "TopologyError",
@@ -154,5 +181,6 @@ __all__ = [
     "run_image",
     "scale",
     "start",
+    "start_service",
     "wait_until",
 ]

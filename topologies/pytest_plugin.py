@@ -4,6 +4,7 @@ session-scoped ``run`` fixture per mode, a marker per mode.
     pytest scenarios --mode single,ha
     pytest scenarios --mode k8s --control-planes 3   # the cluster built here with three
     pytest scenarios --run r-1a2b3c4d        # a run that is up already (modematrix up): kept
+    pytest scenarios/test_service.py --service topologies/services/etcd.yaml --members 3,5
 
 Every test that takes ``run`` runs once per selected mode. A test marked with mode markers
 (``@pytest.mark.ha``; ``scaled-haproxy`` is ``@pytest.mark.scaled_haproxy``) runs only in
@@ -11,6 +12,10 @@ those modes. Each mode's run starts once per session and is removed when the ses
 (or by the reaper, if the session dies). A run that fails to start is a fixture error naming
 the node, with its last log lines. With ``--run``, the tests take that run (its mode is the
 one selected) and leave it running.
+
+With ``--service FILE`` (a service file: :mod:`topologies.service`), the ``service_run``
+fixture is that service started with each of ``--members`` (default: every size the file
+allows), one run per size per session, its mode ``NAME-N``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import pytest
 from topologies.engines import ENGINES
 from topologies.exceptions import StartTimeout, TopologyError
 from topologies.run import Run
+from topologies.service import ServiceSpec
 from topologies.targets import Options, attach, modes, start, target_of
 
 
@@ -53,6 +59,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="RUN",
         help="test this run (modematrix up; its mode, instead of --mode) and leave it running",
     )
+    group.addoption(
+        "--service",
+        dest="modematrix_service",
+        metavar="FILE",
+        help="a service file (topologies/services/etcd.yaml, or yours): what the service_run fixture starts",
+    )
+    group.addoption(
+        "--members",
+        dest="modematrix_members",
+        default="",
+        metavar="N,...",
+        help="--service's cluster sizes (1, 3, 5; default: every size its file allows)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,6 +79,37 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{marker(mode)}: run only against the {mode} mode")
     config.addinivalue_line("markers", "failover: injects faults into a running mode")
     given_run(config)  # a --run that names no run is a usage error now, not at collection
+    service_sizes(config)  # so is a wrong service file, or a size it does not allow
+
+
+SERVICE = pytest.StashKey["tuple[ServiceSpec, list[int]] | None"]()
+
+
+def service_sizes(config: pytest.Config) -> tuple[ServiceSpec, list[int]] | None:
+    """``--service``'s file, loaded once, and the sizes to run it at; None without it."""
+    if SERVICE not in config.stash:
+        config.stash[SERVICE] = _service_sizes(config)
+    return config.stash[SERVICE]
+
+
+def _service_sizes(config: pytest.Config) -> tuple[ServiceSpec, list[int]] | None:
+    from topologies import service
+
+    path = config.getoption("modematrix_service", default=None)
+    if not path:
+        return None
+    try:
+        spec = service.load(str(path))
+    except TopologyError as exc:
+        raise pytest.UsageError(f"--service: {exc}") from None
+    given = [m.strip() for m in str(config.getoption("modematrix_members") or "").split(",") if m.strip()]
+    if not given:
+        return spec, list(spec.sizes)
+    wrong = [m for m in given if not m.isdigit() or int(m) not in spec.sizes]
+    if wrong:
+        allowed = ", ".join(str(s) for s in spec.sizes)
+        raise pytest.UsageError(f"--members: {wrong[0]!r}: {spec.name} runs as {allowed} members")
+    return spec, [int(m) for m in given]
 
 
 GIVEN = pytest.StashKey["Run"]()
@@ -90,6 +140,11 @@ def selected_modes(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "service_run" in metafunc.fixturenames:
+        chosen = service_sizes(metafunc.config)
+        sizes = chosen[1] if chosen else [0]  # 0: no --service, the fixture skips
+        ids = [f"{chosen[0].name}-{n}" if chosen else "no-service" for n in sizes]
+        metafunc.parametrize("service_run", sizes, ids=ids, indirect=True, scope="session")
     if "run" not in metafunc.fixturenames:
         return
     marked = {m.name for m in metafunc.definition.iter_markers()}
@@ -121,6 +176,26 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
         started = start(mode, options)
     except TopologyError as exc:
         pytest.fail(f"the {mode} run did not start: {start_failure(exc)}", pytrace=False)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def service_run(request: pytest.FixtureRequest) -> Iterator[Run]:
+    """``--service``'s service with ``request.param`` members, removed when the session ends."""
+    from topologies import engines
+    from topologies.containers.service import start_service
+
+    chosen = service_sizes(request.config)
+    if chosen is None or not request.param:
+        pytest.skip("needs --service FILE (a service file, e.g. topologies/services/etcd.yaml)")
+    engine = engines.get(str(request.config.getoption("--engine")))
+    try:
+        started = start_service(chosen[0], int(request.param), engine)
+    except TopologyError as exc:
+        pytest.fail(f"{chosen[0].name} with {request.param} members did not start: {start_failure(exc)}", pytrace=False)
     try:
         yield started
     finally:

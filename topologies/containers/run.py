@@ -283,6 +283,11 @@ class ContainerRun(RunFolder):
     def labels(self, node: str) -> dict[str, str]:
         return {LABEL_RUN: self.run_id, LABEL_MODE: self.mode, LABEL_NODE: node}
 
+    @property
+    def has_leader(self) -> bool:
+        """Whether its members elect a leader (``db_leader`` names it): an etcd mode's do."""
+        return self._spec.db == "etcd"
+
     def db_leader(self) -> Node:
         """The node whose etcd member is the leader, asked of the members themselves."""
         if self._spec.db != "etcd":

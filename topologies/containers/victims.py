@@ -7,7 +7,9 @@
     victims.choose(run, "service:kv", rng)        # a node that runs kv
     victims.choose(run, "service:envoy", rng)     # one of the Envoys (a role, in the scaled mode)
 
-In a mode without a replicated DB the single node is its own leader.
+In a mode without a replicated DB the single node is its own leader; in a service's run
+(:class:`topologies.containers.service.ServiceRun`) the leader is the member its leader
+probe says yes on, and a service without one has its first member as "leader".
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ KINDS = ("leader", "follower", "other", "random", *(f"service:{s}" for s in (*SE
 
 
 def leader(run: ContainerRun) -> str:
-    return run.db_leader().name if run.spec.db == "etcd" else run.nodes[0].name
+    return run.db_leader().name if run.has_leader else run.nodes[0].name
 
 
 def choose(run: ContainerRun, which: str, rng: random.Random) -> str:

@@ -1,0 +1,81 @@
+"""Any service of a service file, checked as the runtime is: its members started from its own
+image, its register driven through the workload its file names, broken by the container
+faults that need nothing of the runtime, and judged by the same checkers (linearizable-kv,
+no-lost-writes, availability) into the same failover report.
+
+    pytest scenarios/test_service.py --service topologies/services/etcd.yaml
+    pytest scenarios/test_service.py --service my/service.yaml --members 3 --cycles 1
+    modematrix matrix --service topologies/services/etcd.yaml
+
+Without ``--service`` every test here skips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from scenarios import runner
+from scenarios.catalogue import FOR_SERVICES, for_service
+from scenarios.history import FAIL, OK
+from scenarios.runner import Result
+from scenarios.workload import WORKLOADS, Invocation
+from topologies import ServiceRun
+
+
+@pytest.fixture(scope="session")
+def register_of(service_run: ServiceRun):  # type: ignore[no-untyped-def]
+    """Clients of the run's register, the first on member ``index``."""
+    name = service_run.service.workload
+    if name not in WORKLOADS:
+        pytest.fail(f"{service_run.service.name}: workload {name!r} unknown; expected one of {', '.join(WORKLOADS)}")
+    return lambda index: WORKLOADS[name].client(service_run, index=index, timeout=5.0)
+
+
+def test_every_member_reads_what_another_wrote(service_run: ServiceRun, register_of) -> None:  # type: ignore[no-untyped-def]
+    members = len(service_run.nodes)
+    for index in range(members):
+        key = f"functional-{service_run.run_id}-{index}"
+        with register_of(index) as writer, register_of((index + 1) % members) as reader:
+            assert writer.invoke(Invocation("write", key, {"value": "a"})).outcome == OK
+            read = reader.invoke(Invocation("read", key))
+            assert (read.outcome, read.result.get("value")) == (OK, "a"), read
+            revision = read.result["revision"]
+            assert writer.invoke(Invocation("cas", key, {"value": "b", "expected": revision})).outcome == OK
+            stale = reader.invoke(Invocation("cas", key, {"value": "c", "expected": revision}))
+            assert stale.outcome == FAIL, stale  # the revision moved: refused, nothing applied
+            assert reader.invoke(Invocation("read", key)).result["value"] == "b"
+            fresh = writer.invoke(Invocation("cas", key + "-new", {"value": "x", "expected": 0}))
+            assert fresh.outcome == OK, fresh  # expected 0: only if absent
+            again = reader.invoke(Invocation("cas", key + "-new", {"value": "y", "expected": 0}))
+            assert again.outcome == FAIL, again
+            assert writer.invoke(Invocation("delete", key)).result.get("deleted") is True
+            assert reader.invoke(Invocation("read", key)).result.get("value") is None
+
+
+def test_exactly_one_member_leads(service_run: ServiceRun) -> None:
+    if not service_run.has_leader:
+        pytest.skip(f"{service_run.service.name}'s file has no leader probe")
+    from topologies.containers.service import probe
+
+    assert service_run.service.leader is not None
+    saying = [n.name for n in service_run.nodes if probe(n, service_run.service.leader, service_run.service.ports)[0]]
+    assert saying == [service_run.db_leader().name]
+
+
+@pytest.mark.failover
+@pytest.mark.parametrize("name", FOR_SERVICES)
+def test_failover_keeps_every_promise(
+    service_run: ServiceRun, name: str, failover_results: list[Result], cycles: int
+) -> None:
+    chosen = {s.name: s for s in for_service(service_run)}
+    if name not in chosen:
+        pytest.skip(f"{name} needs more than {len(service_run.nodes)} member")
+    scenario = chosen[name]
+    result = runner.run(service_run, replace(scenario, cycles=cycles) if cycles else scenario)
+    if result.skipped:
+        pytest.skip(result.skipped)
+    failover_results.append(result)
+    assert not result.traffic_errors, result.traffic_errors
+    assert not result.failing, f"{name} on {service_run.mode} after {result.faults}: " + "; ".join(result.failing)
