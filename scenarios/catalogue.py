@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar, cast
+from typing import Generic, TypeVar
 
 from scenarios.checkers import CHECKS, PLANNED
 from scenarios.traffic import Traffic
@@ -324,7 +324,7 @@ def for_service(run: ServiceRun) -> tuple[Scenario[ContainerRun], ...]:
         assert base.on is ContainerRun, name
         made.append(
             replace(
-                cast(Scenario[ContainerRun], base),
+                base,
                 modes=(run.mode,),
                 traffic=replace(base.traffic, workload=run.service.workload),
                 checks=tuple(c for c in base.checks if c not in QUEUE_CHECKS),

@@ -138,7 +138,8 @@ def start_service(
         with topologies.start_service("etcd", 3) as run:      # mode "etcd-3"
             run.endpoints, run.db_leader().name
     """
-    from topologies import engines, service as services
+    from topologies import engines
+    from topologies import service as services
     from topologies.containers.service import start_service as _start
 
     return _start(services.load(service), members, engines.get(engine, reaper=reaper), image=image, timeout=timeout)

@@ -141,9 +141,9 @@ def selected_modes(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "service_run" in metafunc.fixturenames:
-        chosen = service_sizes(metafunc.config)
-        sizes = chosen[1] if chosen else [0]  # 0: no --service, the fixture skips
-        ids = [f"{chosen[0].name}-{n}" if chosen else "no-service" for n in sizes]
+        service = service_sizes(metafunc.config)
+        sizes = service[1] if service else [0]  # 0: no --service, the fixture skips
+        ids = [f"{service[0].name}-{n}" if service else "no-service" for n in sizes]
         metafunc.parametrize("service_run", sizes, ids=ids, indirect=True, scope="session")
     if "run" not in metafunc.fixturenames:
         return

@@ -35,7 +35,7 @@ def version() -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    from topologies.cli import change, completion, images, k8s, modes, runs  # every verb's imports
+    from topologies.cli import change, completion, images, k8s, modes, runs, services  # every verb's imports
     from topologies.engines import ENGINES
 
     made = argparse.ArgumentParser(
@@ -52,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     images.register(sub)
     k8s.register(sub)
     modes.register(sub)
+    services.register(sub)
     completion.register(sub, parser)
     _add_commands(sub)
     _raw(made)

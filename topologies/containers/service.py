@@ -75,8 +75,8 @@ def probe(node: Node, answer: Probe, port_of: Mapping[str, int], timeout: float 
             pass  # connected; what the port speaks is not ours to judge
         return True, "connected"
     scheme = "https" if answer.tls else "http"
-    try:
-        reply = httpx.get(f"{scheme}://127.0.0.1:{port}{answer.path}", verify=False, timeout=timeout)
+    try:  # a probe does not verify the certificate, as the kubelet's HTTPS probes do not
+        reply = httpx.get(f"{scheme}://127.0.0.1:{port}{answer.path}", verify=False, timeout=timeout)  # noqa: S501
     except httpx.HTTPError as exc:
         return False, f"{type(exc).__name__}: {exc}"
     return reply.status_code == 200, f"{reply.status_code} {reply.text[:200]}"
@@ -130,7 +130,9 @@ class ServiceRun(ContainerRun):
         """Every member running and its readiness probe answered yes."""
         stopped = [n for n in self.nodes if not n.running]
         if stopped:
-            why = "; ".join(f"{n.name} ({n.engine.exit_reason(n.handle)}; {n.logs(5).strip()[-400:]!r})" for n in stopped)
+            why = "; ".join(
+                f"{n.name} ({n.engine.exit_reason(n.handle)}; {n.logs(5).strip()[-400:]!r})" for n in stopped
+            )
             raise FaultError(f"members not running: {why}")
         wait_members(self.nodes, self.service, timeout)
 
@@ -192,7 +194,9 @@ def wait_members(nodes: Sequence[Node], spec: ServiceSpec, timeout: float) -> No
             return yes
 
         try:
-            wait_until(ready, timeout=max(1.0, ends - time.monotonic()), interval=READY_POLL, message=f"{node.name} ready")
+            wait_until(
+                ready, timeout=max(1.0, ends - time.monotonic()), interval=READY_POLL, message=f"{node.name} ready"
+            )
         except (WaitTimeout, StartTimeout) as exc:
             raise StartTimeout(
                 f"member {node.name} ({node.container}) not ready: {exc}; its probe ({spec.ready.describe()}) "
@@ -242,7 +246,11 @@ def start_service(
         wait_members(nodes, spec, max(1.0, timeout - (time.monotonic() - started)))
         if spec.init:
             code, out = engine.run_once(
-                image, list(spec.init), {}, {LABEL_RUN: run_id, LABEL_MODE: mode, LABEL_NODE: "init"}, network=f"mm-{run_id}"
+                image,
+                list(spec.init),
+                {},
+                {LABEL_RUN: run_id, LABEL_MODE: mode, LABEL_NODE: "init"},
+                network=f"mm-{run_id}",
             )
             if code != 0:
                 raise StartTimeout(f"{spec.name}'s init exited {code}: {out.strip()[-300:]}", node="init", logs=out)
