@@ -26,7 +26,7 @@ from locust import User, between, events, task
 from locust.env import Environment
 
 from loadtests import slo
-from topologies import ServiceRun, faults, start_service
+from topologies import ContainerRun, ServiceRun, faults, start_service
 from topologies.containers import victims
 from topologies.containers.faults import Kill, Partition, Pause
 
@@ -45,7 +45,6 @@ class Cluster:
     spread = itertools.count()
 
 
-@events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
     group = parser.add_argument_group("modematrix etcd")
     group.add_argument("--service", default="etcd", help="the service file (default: the shipped etcd.yaml)")
@@ -61,7 +60,6 @@ def _options(parser: Any) -> None:
     parser.set_defaults(csv_prefix="results/load/etcd", html_file="results/load/etcd.html")
 
 
-@events.init.add_listener
 def _begin(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
     if options is None:
@@ -86,7 +84,12 @@ def _inject(name: str, at: float, duration: float) -> None:
         return
     gevent.sleep(at)
     node = victims.leader(run)
-    fault = {"kill": Kill(node), "pause": Pause(node), "partition": Partition.isolating(node, run)}[name.split("-")[0]]
+    choices: dict[str, faults.Fault[ContainerRun]] = {
+        "kill": Kill(node),
+        "pause": Pause(node),
+        "partition": Partition.isolating(node, run),
+    }
+    fault = choices[name.split("-")[0]]
     with faults.injected(run, fault, mark=lambda event: log.info("%s", event)):
         gevent.sleep(duration)
 
@@ -104,6 +107,10 @@ def _finish(environment: Environment, **_: Any) -> None:
         if Cluster.run is not None:
             log.info("removing the etcd run started for this load run")
             Cluster.run.stop()
+
+
+events.init_command_line_parser.add_listener(_options)
+events.init.add_listener(_begin)
 
 
 class EtcdUser(User):

@@ -199,6 +199,23 @@ REFUSED_CODES |= {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTIC
 REFUSED_CODES |= {grpc.StatusCode.RESOURCE_EXHAUSTED}  # a full disk: rolled back
 
 
+def never_sent(error: grpc.RpcError) -> bool:
+    """The call failed at the channel's pick, before any connection carried it: gRPC fails a
+    call "fast" when its channel is in TRANSIENT_FAILURE, unable to transmit it (gRPC's
+    wait-for-ready semantics, doc/wait-for-ready.md), and says "failed to connect to all
+    addresses". A connection that broke after the call was sent says something else: unknown.
+
+    >>> class Refused(grpc.RpcError):
+    ...     def code(self): return grpc.StatusCode.UNAVAILABLE
+    ...     def details(self): return "failed to connect to all addresses; last error: Connection refused"
+    >>> never_sent(Refused())
+    True
+    """
+    return error.code() is grpc.StatusCode.UNAVAILABLE and (error.details() or "").startswith(
+        "failed to connect to all addresses"
+    )
+
+
 def grpc_completion(kind: str, error: grpc.RpcError) -> Completion:
     """What a failed gRPC call of the runtime means for the history."""
     code, detail = error.code(), error.details() or ""
@@ -208,6 +225,8 @@ def grpc_completion(kind: str, error: grpc.RpcError) -> Completion:
     if code is grpc.StatusCode.NOT_FOUND and kind == "delete":
         return Completion(OK, {"code": code.name, "deleted": False})
     if code in REFUSED_CODES or (code is grpc.StatusCode.UNAVAILABLE and detail.startswith("not_applied")):
+        return Completion(FAIL, found)
+    if never_sent(error):
         return Completion(FAIL, found)
     return Completion(UNKNOWN, found)
 
@@ -351,7 +370,7 @@ class EtcdKv:
             refused = code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT)
             if refused:
                 return Completion(FAIL, {**found, "final": True})
-            return Completion(FAIL if op.kind in READS else UNKNOWN, found)
+            return Completion(FAIL if op.kind in READS or never_sent(exc) else UNKNOWN, found)
 
     def _call(self, kv: rpc.KVStub, op: Invocation, key: bytes) -> Completion:
         value = str(op.args.get("value", "")).encode()

@@ -2,6 +2,7 @@
 
     modematrix matrix --modes single,ha --quick          # a subset that finishes in minutes
     modematrix matrix --modes single,ha,scaled           # everything
+    modematrix matrix --service topologies/services/etcd.yaml   # a service file's service
 
 Each cell (mode x check) runs as its own process, exactly as a user would run it: pytest for
 the functional and failover scenarios, locust for the load test, ``modematrix bench``. A
@@ -11,6 +12,10 @@ hands one (``pytest --run``, ``locust --cluster-json``, ``bench --run``). Its
 artifacts and log go to ``results/<run-id>/<mode>/<check>/``; ``matrix.json`` is rewritten
 after every cell, and the report page is built at the end (``results/<run-id>/report/`` and
 ``results/report/``). The exit code is 0 only if every cell passed.
+
+With ``--service FILE`` the modes are the service's sizes (``etcd-1``, ``etcd-3``,
+``etcd-5``): functional and failover are ``scenarios/test_service.py`` with ``--service``,
+load is the locustfile the file names; bench measures the runtime's API, so it is n/a.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from images import ImageError, golang
 from images.progress import step
 from scenarios.report import page
 from scenarios.report.results import MATRIX_FILE
-from topologies import UsageError, targets
+from topologies import UsageError, service, targets
 from topologies.cli.common import example
 from topologies.containers import TARGET as CONTAINERS
 from topologies.kubernetes import TARGET as KUBERNETES
@@ -75,6 +80,62 @@ def plan(modes: Sequence[str], checks: Sequence[str]) -> list[Cell]:
             else:
                 cells.append(Cell(mode, check))
     return cells
+
+
+@dataclass(frozen=True)
+class ServiceCells:
+    """A service file's matrix: its file, and the sizes whose runs are the modes."""
+
+    file: Path
+    spec: service.ServiceSpec
+    sizes: tuple[int, ...]
+
+    def mode(self, members: int) -> str:
+        return f"{self.spec.name}-{members}"
+
+    def members(self, mode: str) -> int:
+        return int(mode.rsplit("-", 1)[1])
+
+
+def plan_service(chosen: ServiceCells, checks: Sequence[str]) -> list[Cell]:
+    """A service's cells: functional, failover, load per size; bench is the runtime's.
+
+    >>> etcd = ServiceCells(Path("etcd.yaml"), service.load("etcd"), (1, 3))
+    >>> [(c.mode, c.check, c.status) for c in plan_service(etcd, ["failover", "bench"])]
+    [('etcd-1', 'failover', 'pending'), ('etcd-1', 'bench', 'n/a'), ('etcd-3', 'failover', 'pending'), \
+('etcd-3', 'bench', 'n/a')]
+    """
+    cells = []
+    for members in chosen.sizes:
+        mode = chosen.mode(members)
+        for check in checks:
+            if check == "bench":
+                cells.append(Cell(mode, check, "n/a", reason="bench measures the runtime's API"))
+            elif check == "load" and not chosen.spec.locustfile:
+                cells.append(Cell(mode, check, "n/a", reason="its service file names no locustfile"))
+            else:
+                cells.append(Cell(mode, check))
+    return cells
+
+
+def service_argv(cell: Cell, folder: Path, chosen: ServiceCells, *, quick: bool) -> list[str]:
+    """The command that runs one cell of a service's matrix (pure)."""
+    python = sys.executable
+    members = str(chosen.members(cell.mode))
+    given = ["--service", str(chosen.file.resolve()), "--members", members]
+    pytest = [python, "-m", "pytest", "-p", "no:cacheprovider", "--junitxml", str(folder / "junit.xml")]
+    test = str(ROOT / "scenarios" / "test_service.py")
+    if cell.check == "functional":
+        return [*pytest, test, *given, "-m", "not failover"]
+    if cell.check == "failover":
+        short = ["--cycles", "1", "-k", "kill-leader or partition-leader"] if quick else []
+        return [*pytest, test, *given, "-m", "failover", "--results", str(folder), *short]
+    if cell.check == "load":
+        locustfile = str(ROOT / str(chosen.spec.locustfile))
+        users = ["-u", "10", "-r", "10", "-t", "15s" if quick else "45s"]
+        reports = ["--csv", str(folder / "load"), "--html", str(folder / "load.html")]
+        return [python, "-m", "locust", "-f", locustfile, "--headless", *users, *reports, *given]
+    raise ValueError(f"no check {cell.check!r} for a service; expected functional, failover or load")
 
 
 def bench_missing() -> str | None:
@@ -148,14 +209,19 @@ def _run_id(described: Path) -> str:
     return str(json.loads(described.read_text())["run_id"])
 
 
-def run_cell(cell: Cell, root: Path, *, quick: bool, shared: Path | None = None) -> Cell:
+def run_cell(
+    cell: Cell, root: Path, *, quick: bool, shared: Path | None = None, chosen: ServiceCells | None = None
+) -> Cell:
     folder = root / cell.mode / cell.check
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "log.txt"
     started = time.monotonic()
+    command = (
+        service_argv(cell, folder, chosen, quick=quick) if chosen else argv(cell, folder, quick=quick, shared=shared)
+    )
     with log.open("w") as out:
         done = subprocess.run(
-            argv(cell, folder, quick=quick, shared=shared),
+            command,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=folder,
@@ -193,27 +259,39 @@ def _clock(seconds: float) -> str:
 
 
 def run(
-    modes: Sequence[str], checks: Sequence[str], *, quick: bool, results: Path, quiet: bool = False
+    modes: Sequence[str],
+    checks: Sequence[str],
+    *,
+    quick: bool,
+    results: Path,
+    quiet: bool = False,
+    chosen: ServiceCells | None = None,
 ) -> tuple[Path, Path, bool]:
+    """Run the cells; with ``chosen``, a service's (its sizes are the modes, ``modes`` unused)."""
     run_id = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     root = (results / run_id).resolve()  # absolute: each cell runs with its own folder as cwd
     root.mkdir(parents=True, exist_ok=True)
-    cells = plan(modes, checks)
+    cells = plan_service(chosen, checks) if chosen else plan(modes, checks)
+    modes = [chosen.mode(n) for n in chosen.sizes] if chosen else modes
     progress = Progress(cells, quick)
     meta: dict[str, object] = {"run_id": run_id, "started": datetime.datetime.now().isoformat(timespec="seconds")}
     meta |= {"modes": list(modes), "checks": list(checks), "quick": quick}
+    if chosen:
+        meta["service"] = {"file": str(chosen.file), **chosen.spec.to_dict()}
     out = sys.stderr if quiet else sys.stdout  # with --json, stdout is the summary alone
     print(f"matrix {run_id}: {len(progress.todo)} cells, about {_clock(progress.eta())}; results in {root}", file=out)
     shared: dict[str, tuple[Run, Path] | str] = {}  # a Kubernetes mode's run, or why it did not start
     try:
         for index, cell in enumerate(cells):
             if cell.status == "pending":
-                given = _shared(cell.mode, root, shared, quiet=quiet)
+                given = None if chosen else _shared(cell.mode, root, shared, quiet=quiet)
                 with step(f"{cell.mode} {cell.check} (eta {_clock(progress.eta())})", quiet=quiet):
                     if isinstance(given, str):
                         cells[index] = Cell(cell.mode, cell.check, "fail", reason=given)
                     else:
-                        cells[index] = run_cell(cell, root, quick=quick, shared=given[1] if given else None)
+                        cells[index] = run_cell(
+                            cell, root, quick=quick, shared=given[1] if given else None, chosen=chosen
+                        )
                 print(progress.finished(cells[index]), file=out, flush=True)
             _write(root, meta, cells)
             _release(cell.mode, cells[index + 1 :], shared)
@@ -279,11 +357,31 @@ def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"comma-separated, of {', '.join(targets.modes())} (default: the container modes, %(default)s)",
     )
     parser.add_argument("--checks", default=",".join(CHECKS), help="comma-separated (default %(default)s)")
+    parser.add_argument(
+        "--service",
+        type=Path,
+        metavar="FILE",
+        help="a service file (topologies/services/etcd.yaml, or yours) instead of the runtime's modes",
+    )
+    parser.add_argument(
+        "--members", default="", metavar="N,...", help="with --service: its sizes (default: every size it allows)"
+    )
     parser.add_argument("--quick", action="store_true", help="two failover scenarios, one cycle each; short load")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--open", action="store_true", help="open the report page in a browser at the end")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON (docs/cli.md)")
     parser.set_defaults(run=_run)
+
+
+def _service_cells(file: Path, members: str) -> ServiceCells:
+    """``--service`` and ``--members``: a wrong file or size is a UsageError (exit 2, one line)."""
+    spec = service.load(file)
+    given = [m.strip() for m in members.split(",") if m.strip()]
+    wrong = [m for m in given if not m.isdigit() or int(m) not in spec.sizes]
+    if wrong:
+        allowed = ", ".join(str(s) for s in spec.sizes)
+        raise UsageError(f"--members: {wrong[0]!r}: {spec.name} runs as {allowed} members")
+    return ServiceCells(file, spec, tuple(int(m) for m in given) or spec.sizes)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -295,7 +393,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--modes: expected some of {', '.join(targets.modes())}, got {args.modes!r}")
     if not checks or bad_checks:
         raise UsageError(f"--checks: expected some of {', '.join(CHECKS)}, got {args.checks!r}")
-    root, page_path, passed = run(modes, checks, quick=args.quick, results=args.results, quiet=args.json)
+    chosen = _service_cells(args.service, args.members) if args.service else None
+    if args.members and not chosen:
+        raise UsageError("--members: only with --service")
+    root, page_path, passed = run(modes, checks, quick=args.quick, results=args.results, quiet=args.json, chosen=chosen)
     if args.json:
         summary = json.loads((root / MATRIX_FILE).read_text())
         print(json.dumps({**summary, "results": str(root), "report": str(page_path), "passed": passed}, indent=2))

@@ -33,7 +33,8 @@ class Refused(grpc.RpcError):  # type: ignore[misc]
     [
         ("cas", grpc.StatusCode.FAILED_PRECONDITION, "revision_mismatch: ...", FAIL),
         ("write", grpc.StatusCode.UNAVAILABLE, "not_applied: the DB is unavailable; nothing was applied", FAIL),
-        ("write", grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses", UNKNOWN),
+        ("write", grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; last error: refused", FAIL),
+        ("write", grpc.StatusCode.UNAVAILABLE, "Socket closed", UNKNOWN),
         ("write", grpc.StatusCode.UNKNOWN, "outcome_unknown: the DB did not confirm in time", UNKNOWN),
         ("write", grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", UNKNOWN),
         ("write", grpc.StatusCode.RESOURCE_EXHAUSTED, "full: no space left", FAIL),
@@ -147,13 +148,13 @@ def test_etcd_register_semantics_against_a_real_etcd(etcd: EtcdCluster) -> None:
         assert kv.invoke(Invocation("delete", key)).result["deleted"] is False
 
 
-def test_etcd_register_a_member_that_is_gone_reads_at_the_next_a_write_is_unknown_then_the_next(
+def test_etcd_register_a_member_that_is_gone_reads_at_the_next_a_write_fails_then_the_next(
     etcd: EtcdCluster,
 ) -> None:
-    """A call to a member that does not answer: a read is sent again to the next member (it
-    changes nothing) and served; a write is unknown (gRPC's UNAVAILABLE does not say whether it
-    was sent) and not sent again; the next call goes to the next member, and succeeds. With
-    no member answering, a read fails."""
+    """A call to a member nothing listens on: a read is sent again to the next member (it
+    changes nothing) and served; a write fails (gRPC never sent it: no connection to send it
+    on) and is not sent again; the next call goes to the next member, and succeeds. With no
+    member answering, a read fails."""
     members = [f"127.0.0.1:{free_port()}", etcd.endpoints[0].removeprefix("http://")]
     with EtcdKv(members, None, 0, 1.0) as kv:
         assert kv.invoke(Invocation("read", "k")).outcome == OK
@@ -161,5 +162,5 @@ def test_etcd_register_a_member_that_is_gone_reads_at_the_next_a_write_is_unknow
     with EtcdKv(members[:1], None, 0, 1.0) as kv:
         assert kv.invoke(Invocation("read", "k")).outcome == FAIL
     with EtcdKv(members, None, 0, 1.0) as kv:
-        assert kv.invoke(Invocation("write", "k", {"value": "v"})).outcome == UNKNOWN
+        assert kv.invoke(Invocation("write", "k", {"value": "v"})).outcome == FAIL
         assert kv.invoke(Invocation("write", "k", {"value": "w"})).outcome == OK

@@ -13,12 +13,13 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from images import envoy_image, golang
 from images.exceptions import ImageError
 from runtime.routing import GRPC_SERVICES
-from topologies import pki
+from topologies import pki, service
 from topologies.constants import (
     API_PORT,
     DATA_DIR,
@@ -43,6 +44,7 @@ from topologies.containers.run import TARGET, ContainerRun
 from topologies.engines import Engine, Launch
 from topologies.exceptions import StartTimeout, UsageError
 from topologies.runs import SECRET_FILES, RunRecord, Secrets, new_run_id, run_dir, secret_settings
+from topologies.service import ServiceSpec
 from topologies.spec import ModeSpec, NodeSpec
 
 
@@ -111,9 +113,19 @@ def lazy_entrypoint() -> tuple[str, ...]:
     return ("/usr/bin/tini", "--", LAZYFS_BIN, "run", *mount, "--", "/usr/local/bin/runtime")
 
 
+@cache
+def runtime_service() -> ServiceSpec:
+    """The runtime's own service file (``services/runtime.yaml``): its member's command, its
+    ports and its data dir, as every other service's come from its file."""
+    return service.load("runtime")
+
+
 def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], files: Mapping[str, bytes]) -> Launch:
     """One node's container: its labels, settings, secret files, address, ports and volume;
-    on lazyfs (:func:`lazy_entrypoint`) when the run asked for it."""
+    on lazyfs (:func:`lazy_entrypoint`) when the run asked for it. The command, ports and data
+    dir are the runtime's service file's (:func:`runtime_service`)."""
+    runtime = runtime_service()
+    api, grpc = runtime.ports["api"], runtime.ports["grpc"]
     labels = {
         **place.labels(node.name),
         LABEL_ROLE: "node",
@@ -129,16 +141,16 @@ def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], f
         name=f"mm-{place.run_id}-{node.name}",
         image=envoy_image(place.image) if node.is_envoy else place.image,  # only Envoy's nodes carry it
         labels=labels,
-        command=("serve",),
+        command=runtime.command,
         env=dict(env),
         network=place.network,
         hostname=node.name,
         ip=ip,
-        publish=(API_PORT, GRPC_PORT) if set(node.services) & set(GRPC_SERVICES) else (API_PORT,),
+        publish=(api, grpc) if set(node.services) & set(GRPC_SERVICES) else (api,),
         memory=memory_with_data(place.memory, (place.data_size or 0) + (LAZYFS_MEMORY if lazy else 0) or None),
         cpuset=place.cpuset,
         volume=f"mm-{place.run_id}-{node.name}",
-        volume_path=LAZY_VOLUME_DIR if lazy else DATA_DIR,
+        volume_path=LAZY_VOLUME_DIR if lazy else runtime.data_dir,
         volume_size=place.data_size,
         files=files,
         files_owner=RUNTIME_UID,
