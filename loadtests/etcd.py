@@ -4,6 +4,7 @@ itself (``--members``, default 3) and removes them at the end.
 
     locust -f loadtests/etcd.py --headless -u 10 -r 10 -t 45s
     locust -f loadtests/etcd.py --headless -u 10 -r 10 -t 45s --members 5 --fault kill-leader
+    locust -f loadtests/etcd.py --headless -u 10 -r 10 -t 45s --on k8s --fault kill-leader   (its pod deleted)
     locust -f loadtests/etcd.py --headless -u 10 -t 30s --endpoints 127.0.0.1:2379,127.0.0.1:22379
 
 Each user keeps one channel to one member (users spread over them) and moves to the next
@@ -26,9 +27,11 @@ from locust import User, between, events, task
 from locust.env import Environment
 
 from loadtests import slo
-from topologies import ContainerRun, ServiceRun, faults, start_service
+from topologies import ContainerRun, ServiceRun, engines, faults, service, start_service
 from topologies.containers import victims
 from topologies.containers.faults import Kill, Partition, Pause
+from topologies.kubernetes import faults as kube
+from topologies.kubernetes.service import ServiceKubeRun, start_service_k8s
 
 log = logging.getLogger("modematrix.load")
 DEFAULTS = slo.Slo(fail_ratio=0.01, p95_ms=200, p99_ms=1000, min_rps=50)
@@ -41,7 +44,7 @@ class Cluster:
     """The members' client addresses, and the run this load run started (None: given)."""
 
     endpoints: list[str] = []
-    run: ServiceRun | None = None
+    run: ServiceRun | ServiceKubeRun | None = None
     spread = itertools.count()
 
 
@@ -49,6 +52,7 @@ def _options(parser: Any) -> None:
     group = parser.add_argument_group("modematrix etcd")
     group.add_argument("--service", default="etcd", help="the service file (default: the shipped etcd.yaml)")
     group.add_argument("--members", type=int, default=3, help="members to start (1, 3 or 5; default 3)")
+    group.add_argument("--on", default="docker", choices=["docker", "k8s"], help="where to start them (default docker)")
     group.add_argument("--endpoints", default="", help="HOST:PORT,... of a running etcd instead (plain gRPC)")
     group.add_argument("--fault", default="", choices=["", *FAULTS], help="break the leader during the run")
     group.add_argument("--fault-at", type=float, default=15.0, help="seconds after the start")
@@ -68,8 +72,11 @@ def _begin(environment: Environment, **_: Any) -> None:
     if given:
         Cluster.endpoints = given
     else:
-        log.info("no --endpoints: starting %s with %d members", options.service, options.members)
-        Cluster.run = start_service(options.service, options.members)
+        log.info("no --endpoints: starting %s with %d members on %s", options.service, options.members, options.on)
+        if options.on == "k8s":
+            Cluster.run = start_service_k8s(service.load(options.service), options.members, engine=engines.get())
+        else:
+            Cluster.run = start_service(options.service, options.members)
         Cluster.endpoints = [e.split("://", 1)[1] for e in Cluster.run.endpoints]
     environment.host = ",".join(Cluster.endpoints)
     environment.events.quitting.add_listener(_finish)
@@ -83,6 +90,10 @@ def _inject(name: str, at: float, duration: float) -> None:
         log.error("--fault needs the members this load run started (no --endpoints)")
         return
     gevent.sleep(at)
+    if isinstance(run, ServiceKubeRun):  # its leader's pod deleted; the StatefulSet makes it again
+        with faults.injected(run, kube.DeletePod(run.service.name, run.db_leader()), mark=_said):
+            gevent.sleep(duration)
+        return
     node = victims.leader(run)
     choices: dict[str, faults.Fault[ContainerRun]] = {
         "kill": Kill(node),
@@ -90,8 +101,12 @@ def _inject(name: str, at: float, duration: float) -> None:
         "partition": Partition.isolating(node, run),
     }
     fault = choices[name.split("-")[0]]
-    with faults.injected(run, fault, mark=lambda event: log.info("%s", event)):
+    with faults.injected(run, fault, mark=_said):
         gevent.sleep(duration)
+
+
+def _said(event: str) -> None:
+    log.info("%s", event)
 
 
 def _finish(environment: Environment, **_: Any) -> None:

@@ -31,8 +31,10 @@ from topologies.containers.faults import (
 )
 from topologies.containers.service import ServiceRun
 from topologies.containers.victims import choose
+from topologies.exceptions import FaultError
 from topologies.faults import SKEW_S, Both, Fault
 from topologies.kubernetes import faults as kube
+from topologies.kubernetes.service import ServiceKubeRun
 
 R = TypeVar("R", bound=Run)
 ALL_CHECKS = tuple(c for c in CHECKS if c not in PLANNED)  # and the planned ones where named
@@ -294,7 +296,7 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
 )
 
 
-# the container faults that need nothing of the runtime inside a node: what a service of a
+# the faults that need nothing of the runtime inside a node or a pod: what a service of a
 # service file (topologies/services/*.yaml) is broken with; a one-member service, the ones
 # that do not need another member
 FOR_SERVICES = (
@@ -310,27 +312,58 @@ FOR_SERVICES = (
     "kill-follower-with-loss-elsewhere",
 )
 FOR_ONE_MEMBER = ("kill-leader", "pause-node", "rolling-restart")
+# on Kubernetes: a member's pod deleted (any, the leader's), a worker killed, frozen or cut off,
+# a worker drained within the budget
+FOR_SERVICES_K8S = (
+    "delete-a-member-pod",
+    "delete-the-leader-pod",
+    "kill-a-worker",
+    "pause-a-worker",
+    "partition-a-worker",
+    "drain-a-worker",
+)
+FOR_ONE_MEMBER_K8S = ("delete-a-member-pod", "kill-a-worker")
 
 
-def for_service(run: ServiceRun) -> tuple[Scenario[ContainerRun], ...]:
-    """The catalogue's scenarios for a service's run: :data:`FOR_SERVICES` on its mode, its
-    traffic through the service's own workload, judged by the register's checks (no queue).
+def _service_pods(run: KubeRun, rng: random.Random, leader: bool) -> Fault[KubeRun]:
+    service = run.spec.db  # a service's run: its StatefulSet is named after the service
+    if leader:
+        if not isinstance(run, ServiceKubeRun):
+            raise FaultError(f"run {run.run_id} is not a service's: no leader probe to ask")
+        return kube.DeletePod(service, run.db_leader())
+    return kube.any_pod(run, service, rng)
 
-    """
-    names = FOR_ONE_MEMBER if len(run.nodes) == 1 else FOR_SERVICES
-    made = []
-    for name in names:
-        base = by_name(name)
-        assert base.on is ContainerRun, name
-        made.append(
-            replace(
-                base,
-                modes=(run.mode,),
-                traffic=replace(base.traffic, workload=run.service.workload),
-                checks=tuple(c for c in base.checks if c not in QUEUE_CHECKS),
-            )
+
+def _k8s_for_service(name: str) -> Scenario[KubeRun]:
+    if name == "delete-a-member-pod":
+        return Scenario[KubeRun](name, KubeRun, lambda r, g, i: _service_pods(r, g, False), cycles=K8S_CYCLES)
+    if name == "delete-the-leader-pod":
+        return Scenario[KubeRun](name, KubeRun, lambda r, g, i: _service_pods(r, g, True), cycles=K8S_CYCLES)
+    found = by_name(name)
+    assert found.on is KubeRun, name
+    return found
+
+
+def for_service(run: ServiceRun | ServiceKubeRun) -> tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...]:
+    """The catalogue's scenarios for a service's run (on Docker :data:`FOR_SERVICES`, on
+    Kubernetes :data:`FOR_SERVICES_K8S`) on its mode, its traffic through the service's own
+    workload, judged by the register's checks (no queue)."""
+    one = len(run.spec.nodes) == 1
+    if isinstance(run, ServiceKubeRun):
+        chosen: list[Scenario[ContainerRun] | Scenario[KubeRun]] = [
+            _k8s_for_service(n) for n in (FOR_ONE_MEMBER_K8S if one else FOR_SERVICES_K8S)
+        ]
+    else:
+        chosen = [by_name(n) for n in (FOR_ONE_MEMBER if one else FOR_SERVICES)]
+    return tuple(
+        replace(
+            base,
+            modes=(run.mode,),
+            traffic=replace(base.traffic, workload=run.service.workload),
+            checks=tuple(c for c in base.checks if c not in QUEUE_CHECKS),
         )
-    return tuple(made)
+        for base in chosen
+    )
 
 
 def by_name(name: str) -> Scenario[ContainerRun] | Scenario[KubeRun]:

@@ -5,6 +5,7 @@ no-lost-writes, availability) into the same failover report.
 
     pytest scenarios/test_service.py --service topologies/services/etcd.yaml
     pytest scenarios/test_service.py --service my/service.yaml --members 3 --cycles 1
+    pytest scenarios/test_service.py --service topologies/services/etcd.yaml --members 3 --on k8s
     modematrix matrix --service topologies/services/etcd.yaml
 
 Without ``--service`` every test here skips.
@@ -17,15 +18,25 @@ from dataclasses import replace
 import pytest
 
 from scenarios import runner
-from scenarios.catalogue import FOR_SERVICES, for_service
+from scenarios.catalogue import FOR_SERVICES, FOR_SERVICES_K8S, for_service
 from scenarios.history import FAIL, OK
 from scenarios.runner import Result
 from scenarios.workload import WORKLOADS, Invocation
 from topologies import ServiceRun
+from topologies.kubernetes.service import ServiceKubeRun
+
+Served = ServiceRun | ServiceKubeRun
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The failover test's scenarios: the Docker faults, or with ``--on k8s`` the Kubernetes ones."""
+    if "name" in metafunc.fixturenames:
+        on_k8s = metafunc.config.getoption("modematrix_on") == "k8s"
+        metafunc.parametrize("name", FOR_SERVICES_K8S if on_k8s else FOR_SERVICES)
 
 
 @pytest.fixture(scope="session")
-def register_of(service_run: ServiceRun):  # type: ignore[no-untyped-def]
+def register_of(service_run: Served):  # type: ignore[no-untyped-def]
     """Clients of the run's register, the first on member ``index``."""
     name = service_run.service.workload
     if name not in WORKLOADS:
@@ -33,8 +44,8 @@ def register_of(service_run: ServiceRun):  # type: ignore[no-untyped-def]
     return lambda index: WORKLOADS[name].client(service_run, index=index, timeout=5.0)
 
 
-def test_every_member_reads_what_another_wrote(service_run: ServiceRun, register_of) -> None:  # type: ignore[no-untyped-def]
-    members = len(service_run.nodes)
+def test_every_member_reads_what_another_wrote(service_run: Served, register_of) -> None:  # type: ignore[no-untyped-def]
+    members = len(service_run.spec.nodes)
     for index in range(members):
         key = f"functional-{service_run.run_id}-{index}"
         with register_of(index) as writer, register_of((index + 1) % members) as reader:
@@ -54,24 +65,31 @@ def test_every_member_reads_what_another_wrote(service_run: ServiceRun, register
             assert reader.invoke(Invocation("read", key)).result.get("value") is None
 
 
-def test_exactly_one_member_leads(service_run: ServiceRun) -> None:
+def test_exactly_one_member_leads(service_run: Served) -> None:
     if not service_run.has_leader:
         pytest.skip(f"{service_run.service.name}'s file has no leader probe")
     from topologies.containers.service import probe
 
-    assert service_run.service.leader is not None
-    saying = [n.name for n in service_run.nodes if probe(n, service_run.service.leader, service_run.service.ports)[0]]
-    assert saying == [service_run.db_leader().name]
+    leader = service_run.service.leader
+    assert leader is not None
+    if isinstance(service_run, ServiceKubeRun):
+        pods = service_run.ready_pods(service_run.service.name)
+        assert len(pods) == len(service_run.spec.nodes), pods
+        saying = [pod for pod in pods if service_run.exec(pod, list(leader.exec))[0] == 0]
+        assert saying == [service_run.db_leader()]
+    else:
+        saying = [n.name for n in service_run.nodes if probe(n, leader, service_run.service.ports)[0]]
+        assert saying == [service_run.db_leader().name]
 
 
 @pytest.mark.failover
-@pytest.mark.parametrize("name", FOR_SERVICES)
 def test_failover_keeps_every_promise(
-    service_run: ServiceRun, name: str, failover_results: list[Result], cycles: int
+    service_run: Served, name: str, failover_results: list[Result], cycles: int
 ) -> None:
     chosen = {s.name: s for s in for_service(service_run)}
     if name not in chosen:
-        pytest.skip(f"{name} needs more than {len(service_run.nodes)} member")
+        where = "on Kubernetes" if isinstance(service_run, ServiceKubeRun) else "on Docker"
+        pytest.skip(f"{name}: not a fault of a {len(service_run.spec.nodes)}-member service {where}")
     scenario = chosen[name]
     result = runner.run(service_run, replace(scenario, cycles=cycles) if cycles else scenario)
     if result.skipped:

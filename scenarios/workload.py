@@ -48,6 +48,7 @@ from scenarios.history import FAIL, OK, UNKNOWN
 from topologies import ClusterClient, ContainerRun, Run, retry
 from topologies.constants import DB_CLIENT_PORT
 from topologies.containers.service import ServiceRun
+from topologies.kubernetes.service import ServiceKubeRun
 from topologies.pki import RunPki
 from topologies.retry import Outcome
 
@@ -417,7 +418,7 @@ class Etcd:
     queue: bool = False
 
     def client(self, run: Run, *, index: int, timeout: float) -> EtcdKv:
-        if isinstance(run, ServiceRun):  # etcd alone (topologies/services/etcd.yaml): plain gRPC
+        if isinstance(run, ServiceRun | ServiceKubeRun):  # etcd alone (services/etcd.yaml): plain gRPC
             return EtcdKv([e.split("://", 1)[1] for e in run.endpoints], None, index, timeout)
         if not isinstance(run, ContainerRun) or run.spec.db != "etcd" or not run.spec.members:
             raise ValueError(f"the etcd workload needs a container mode with etcd members (ha, scaled), not {run.mode}")

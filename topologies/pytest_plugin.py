@@ -15,7 +15,8 @@ one selected) and leave it running.
 
 With ``--service FILE`` (a service file: :mod:`topologies.service`), the ``service_run``
 fixture is that service started with each of ``--members`` (default: every size the file
-allows), one run per size per session, its mode ``NAME-N``.
+allows), one run per size per session, its mode ``NAME-N``; with ``--on k8s``, as a
+StatefulSet on a cluster built here, its mode ``NAME-N-k8s``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="modematrix_service",
         metavar="FILE",
         help="a service file (topologies/services/etcd.yaml, or yours): what the service_run fixture starts",
+    )
+    group.addoption(
+        "--on",
+        dest="modematrix_on",
+        default="docker",
+        choices=("docker", "k8s"),
+        help="where --service's members run: containers, or a Kubernetes cluster built here (default docker)",
     )
     group.addoption(
         "--members",
@@ -143,7 +151,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "service_run" in metafunc.fixturenames:
         service = service_sizes(metafunc.config)
         sizes = service[1] if service else [0]  # 0: no --service, the fixture skips
-        ids = [f"{service[0].name}-{n}" if service else "no-service" for n in sizes]
+        k8s = "-k8s" if metafunc.config.getoption("modematrix_on") == "k8s" else ""
+        ids = [f"{service[0].name}-{n}{k8s}" if service else "no-service" for n in sizes]
         metafunc.parametrize("service_run", sizes, ids=ids, indirect=True, scope="session")
     if "run" not in metafunc.fixturenames:
         return
@@ -187,13 +196,19 @@ def service_run(request: pytest.FixtureRequest) -> Iterator[Run]:
     """``--service``'s service with ``request.param`` members, removed when the session ends."""
     from topologies import engines
     from topologies.containers.service import start_service
+    from topologies.kubernetes.service import start_service_k8s
 
     chosen = service_sizes(request.config)
     if chosen is None or not request.param:
         pytest.skip("needs --service FILE (a service file, e.g. topologies/services/etcd.yaml)")
     engine = engines.get(str(request.config.getoption("--engine")))
+    members = int(request.param)
+    started: Run
     try:
-        started = start_service(chosen[0], int(request.param), engine)
+        if request.config.getoption("modematrix_on") == "k8s":
+            started = start_service_k8s(chosen[0], members, engine=engine)
+        else:
+            started = start_service(chosen[0], members, engine)
     except TopologyError as exc:
         pytest.fail(f"{chosen[0].name} with {request.param} members did not start: {start_failure(exc)}", pytrace=False)
     try:

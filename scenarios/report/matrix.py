@@ -84,30 +84,35 @@ def plan(modes: Sequence[str], checks: Sequence[str]) -> list[Cell]:
 
 @dataclass(frozen=True)
 class ServiceCells:
-    """A service file's matrix: its file, and the sizes whose runs are the modes."""
+    """A service file's matrix: its file, the sizes whose runs are the modes on Docker
+    (``etcd-3``), and those on a Kubernetes cluster built here (``etcd-3-k8s``)."""
 
     file: Path
     spec: service.ServiceSpec
     sizes: tuple[int, ...]
+    k8s_sizes: tuple[int, ...] = ()
 
-    def mode(self, members: int) -> str:
-        return f"{self.spec.name}-{members}"
+    @property
+    def modes(self) -> list[str]:
+        return [f"{self.spec.name}-{n}" for n in self.sizes] + [f"{self.spec.name}-{n}-k8s" for n in self.k8s_sizes]
 
     def members(self, mode: str) -> int:
-        return int(mode.rsplit("-", 1)[1])
+        return int(mode.removesuffix("-k8s").rsplit("-", 1)[1])
+
+    def on(self, mode: str) -> str:
+        return "k8s" if mode.endswith("-k8s") else "docker"
 
 
 def plan_service(chosen: ServiceCells, checks: Sequence[str]) -> list[Cell]:
     """A service's cells: functional, failover, load per size; bench is the runtime's.
 
-    >>> etcd = ServiceCells(Path("etcd.yaml"), service.load("etcd"), (1, 3))
+    >>> etcd = ServiceCells(Path("etcd.yaml"), service.load("etcd"), (1,), (3,))
     >>> [(c.mode, c.check, c.status) for c in plan_service(etcd, ["failover", "bench"])]
-    [('etcd-1', 'failover', 'pending'), ('etcd-1', 'bench', 'n/a'), ('etcd-3', 'failover', 'pending'), \
-('etcd-3', 'bench', 'n/a')]
+    [('etcd-1', 'failover', 'pending'), ('etcd-1', 'bench', 'n/a'), ('etcd-3-k8s', 'failover', 'pending'), \
+('etcd-3-k8s', 'bench', 'n/a')]
     """
     cells = []
-    for members in chosen.sizes:
-        mode = chosen.mode(members)
+    for mode in chosen.modes:
         for check in checks:
             if check == "bench":
                 cells.append(Cell(mode, check, "n/a", reason="bench measures the runtime's API"))
@@ -122,13 +127,18 @@ def service_argv(cell: Cell, folder: Path, chosen: ServiceCells, *, quick: bool)
     """The command that runs one cell of a service's matrix (pure)."""
     python = sys.executable
     members = str(chosen.members(cell.mode))
-    given = ["--service", str(chosen.file.resolve()), "--members", members]
+    given = ["--service", str(chosen.file.resolve()), "--members", members, "--on", chosen.on(cell.mode)]
     pytest = [python, "-m", "pytest", "-p", "no:cacheprovider", "--junitxml", str(folder / "junit.xml")]
     test = str(ROOT / "scenarios" / "test_service.py")
     if cell.check == "functional":
         return [*pytest, test, *given, "-m", "not failover"]
     if cell.check == "failover":
-        short = ["--cycles", "1", "-k", "kill-leader or partition-leader"] if quick else []
+        picked = (
+            "delete-the-leader-pod or kill-a-worker"
+            if chosen.on(cell.mode) == "k8s"
+            else "kill-leader or partition-leader"
+        )
+        short = ["--cycles", "1", "-k", picked] if quick else []
         return [*pytest, test, *given, "-m", "failover", "--results", str(folder), *short]
     if cell.check == "load":
         locustfile = str(ROOT / str(chosen.spec.locustfile))
@@ -272,7 +282,7 @@ def run(
     root = (results / run_id).resolve()  # absolute: each cell runs with its own folder as cwd
     root.mkdir(parents=True, exist_ok=True)
     cells = plan_service(chosen, checks) if chosen else plan(modes, checks)
-    modes = [chosen.mode(n) for n in chosen.sizes] if chosen else modes
+    modes = chosen.modes if chosen else modes
     progress = Progress(cells, quick)
     meta: dict[str, object] = {"run_id": run_id, "started": datetime.datetime.now().isoformat(timespec="seconds")}
     meta |= {"modes": list(modes), "checks": list(checks), "quick": quick}
@@ -366,6 +376,12 @@ def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--members", default="", metavar="N,...", help="with --service: its sizes (default: every size it allows)"
     )
+    parser.add_argument(
+        "--k8s-members",
+        default="",
+        metavar="N,...",
+        help="with --service: these sizes on a Kubernetes cluster built here too (a cluster each)",
+    )
     parser.add_argument("--quick", action="store_true", help="two failover scenarios, one cycle each; short load")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--open", action="store_true", help="open the report page in a browser at the end")
@@ -373,15 +389,20 @@ def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(run=_run)
 
 
-def _service_cells(file: Path, members: str) -> ServiceCells:
-    """``--service`` and ``--members``: a wrong file or size is a UsageError (exit 2, one line)."""
+def _service_cells(file: Path, members: str, k8s_members: str) -> ServiceCells:
+    """``--service``, ``--members`` and ``--k8s-members``: a wrong file or size is a
+    UsageError (exit 2, one line)."""
     spec = service.load(file)
-    given = [m.strip() for m in members.split(",") if m.strip()]
-    wrong = [m for m in given if not m.isdigit() or int(m) not in spec.sizes]
-    if wrong:
-        allowed = ", ".join(str(s) for s in spec.sizes)
-        raise UsageError(f"--members: {wrong[0]!r}: {spec.name} runs as {allowed} members")
-    return ServiceCells(file, spec, tuple(int(m) for m in given) or spec.sizes)
+
+    def sizes(flag: str, value: str) -> tuple[int, ...]:
+        given = [m.strip() for m in value.split(",") if m.strip()]
+        wrong = [m for m in given if not m.isdigit() or int(m) not in spec.sizes]
+        if wrong:
+            allowed = ", ".join(str(s) for s in spec.sizes)
+            raise UsageError(f"{flag}: {wrong[0]!r}: {spec.name} runs as {allowed} members")
+        return tuple(int(m) for m in given)
+
+    return ServiceCells(file, spec, sizes("--members", members) or spec.sizes, sizes("--k8s-members", k8s_members))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -393,9 +414,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--modes: expected some of {', '.join(targets.modes())}, got {args.modes!r}")
     if not checks or bad_checks:
         raise UsageError(f"--checks: expected some of {', '.join(CHECKS)}, got {args.checks!r}")
-    chosen = _service_cells(args.service, args.members) if args.service else None
-    if args.members and not chosen:
-        raise UsageError("--members: only with --service")
+    chosen = _service_cells(args.service, args.members, args.k8s_members) if args.service else None
+    if (args.members or args.k8s_members) and not chosen:
+        raise UsageError("--members, --k8s-members: only with --service")
     root, page_path, passed = run(modes, checks, quick=args.quick, results=args.results, quiet=args.json, chosen=chosen)
     if args.json:
         summary = json.loads((root / MATRIX_FILE).read_text())

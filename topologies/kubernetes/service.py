@@ -1,0 +1,305 @@
+"""A service file's service (:mod:`topologies.service`) on Kubernetes: a StatefulSet of its
+members behind a headless Service, in a namespace of the run, on a cluster built here or one
+the user has. The same file as on Docker: a member's ``{name}`` is its pod's name and its
+``{ip}`` its stable DNS name (``etcd-1.etcd.NS.svc``), so static peers need nothing else;
+``{index}`` is its ordinal. Its readiness probe is the pod's; its data dir a volume of its own.
+
+    with start_service_k8s(service.load("etcd"), 3, engine=engines.get("docker")) as run:
+        run.endpoints            # one local port per member, kubectl port-forward to its pod
+        run.db_leader()          # the pod the leader probe says yes on (kubectl exec)
+
+The run is a :class:`KubeRun`: the k8s faults (a pod deleted, a worker killed, paused or cut
+off, a drain) and the scenario runner work on it unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+from topologies.engines import Engine
+from topologies.exceptions import FaultError, NotFound, StartTimeout, UsageError
+from topologies.kubernetes import apply, forward
+from topologies.kubernetes.clusters import Cluster, GivenCluster, NodeCluster
+from topologies.kubernetes.manifests import Manifest, _budget, _quantity, _selector
+from topologies.kubernetes.run import TARGET, KubeRun
+from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
+from topologies.service import Probe, ServiceSpec
+from topologies.spec import ModeSpec, NodeSpec
+from topologies.wait import WaitTimeout, wait_until
+
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set on a StatefulSet's pods since Kubernetes 1.28
+
+
+def mode_name(spec: ServiceSpec, members: int) -> str:
+    """``etcd-3-k8s``: the run's mode in results and reports."""
+    return f"{spec.name}-{members}-k8s"
+
+
+def host(spec: ServiceSpec, pod: str, namespace: str) -> str:
+    return f"{pod}.{spec.name}.{namespace}.svc"
+
+
+def manifests(spec: ServiceSpec, members: int, *, namespace: str, image: str) -> list[Manifest]:
+    """The namespace, the headless Service (members resolve each other before they are
+    ready), the StatefulSet (all members at once: a quorum needs them), a budget that keeps a
+    quorum through a drain. Pure.
+
+    >>> from topologies import service
+    >>> made = manifests(service.load("etcd"), 3, namespace="r-1", image="modematrix/svc-etcd:t")
+    >>> [m["kind"] for m in made]
+    ['Namespace', 'Service', 'StatefulSet', 'PodDisruptionBudget']
+    >>> args = made[2]["spec"]["template"]["spec"]["containers"][0]["args"]
+    >>> args[1], args[7]
+    ('--name=$(POD_NAME)', '--initial-cluster=etcd-0=http://etcd-0.etcd.r-1.svc:2380,etcd-1=http://etcd-1.etcd.r-1.svc:2380,etcd-2=http://etcd-2.etcd.r-1.svc:2380')
+    """
+    name = spec.name
+    pods = [f"{name}-{i}" for i in range(members)]
+    context = spec.context(
+        name="$(POD_NAME)",
+        ip=f"$(POD_NAME).{name}.{namespace}.svc",
+        index=0,
+        run_id=namespace,
+        members=[(pod, host(spec, pod, namespace)) for pod in pods],
+    )
+    context["index"] = "$(POD_INDEX)"
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_INDEX", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}}},
+        *({"name": k, "value": v} for k, v in spec.member_environment(context).items()),
+    ]
+    ports = [{"name": port, "containerPort": number} for port, number in spec.ports.items()]
+    container = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": list(spec.member_command(context)),  # after the image's entry point, as on Docker
+        "env": env,
+        "ports": ports,
+        "readinessProbe": {**probe_manifest(spec.ready, spec.ports), "periodSeconds": 1, "failureThreshold": 3},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": _quantity(spec.memory)}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "data", "mountPath": spec.data_dir}],
+    }
+    labels = {"app.kubernetes.io/part-of": "modematrix", "pod-security.kubernetes.io/enforce": "baseline"}
+    made: list[Manifest] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace, "labels": _selector(name)},
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": True,
+                "selector": _selector(name),
+                "ports": [{"name": port, "port": number} for port, number in spec.ports.items()],
+            },
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": name, "namespace": namespace, "labels": _selector(name)},
+            "spec": {
+                "serviceName": name,
+                "replicas": members,
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": _selector(name)},
+                "template": {
+                    "metadata": {"labels": _selector(name)},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "containers": [container],
+                        "affinity": _spread(name),
+                    },
+                },
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": "data"},
+                        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                    }
+                ],
+            },
+        },
+    ]
+    if members > 1:
+        made.append(_budget(name, namespace, {"minAvailable": members // 2 + 1}))
+    return made
+
+
+def _spread(name: str) -> dict[str, Any]:
+    """Members on different nodes where there are enough (preferred: five on three workers
+    still start), so that one node's loss takes one member."""
+    term = {"labelSelector": {"matchLabels": _selector(name)}, "topologyKey": "kubernetes.io/hostname"}
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
+        }
+    }
+
+
+def probe_manifest(probe: Probe, ports: dict[str, int]) -> dict[str, Any]:
+    """A service file's probe as a Kubernetes probe.
+
+    >>> probe_manifest(Probe(http="client", path="/health"), {"client": 2379})
+    {'httpGet': {'path': '/health', 'port': 2379, 'scheme': 'HTTP'}}
+    """
+    if probe.exec:
+        return {"exec": {"command": list(probe.exec)}}
+    if probe.http:
+        return {"httpGet": {"path": probe.path, "port": ports[probe.http], "scheme": "HTTPS" if probe.tls else "HTTP"}}
+    return {"tcpSocket": {"port": ports[str(probe.tcp)]}}
+
+
+class ServiceKubeRun(KubeRun):
+    """A service file's members as a StatefulSet; everything of :class:`KubeRun` that is about
+    pods and nodes, with the service's own front door (each member's client port, forwarded
+    to this machine), leader and health."""
+
+    def __init__(self, *args: Any, service: ServiceSpec, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.service = service
+
+    def __repr__(self) -> str:
+        return f"ServiceKubeRun({self.run_id!r}, {self.mode!r}, namespace={self.namespace!r})"
+
+    @property
+    def endpoints(self) -> list[str]:
+        """One local port per member (kubectl port-forward, each to a Ready pod), ``http://``."""
+        return [f"http://{door}" for door in self.doors]
+
+    @property
+    def grpc_endpoints(self) -> list[str]:
+        return []
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotFound(
+            f"run {self.run_id} runs {self.service.name}, not the runtime: it has no runtime API; "
+            f"its clients are the {self.service.workload!r} workload's"
+        )
+
+    @property
+    def has_leader(self) -> bool:
+        return self.service.leader is not None
+
+    def db_leader(self) -> str:
+        """The pod the leader probe (``kubectl exec``) says yes on."""
+        if self.service.leader is None or not self.service.leader.exec:
+            raise NotFound(f"service {self.service.name} has no exec leader probe, so no leader on Kubernetes")
+        answers = []
+        for pod in self.ready_pods(self.service.name):
+            code, out = self.exec(pod, list(self.service.leader.exec))
+            if code == 0:
+                return pod
+            answers.append(f"{pod}: exit {code} {out.strip()[-200:]}")
+        raise NotFound("no member says it leads: " + "; ".join(answers))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in super().describe().items() if k not in ("ca_file", "admin", "front_door")},
+            "service": self.service.to_dict(),
+            "grpc_endpoints": [],
+        }
+
+    def wait_healthy(self, timeout: float = 180.0) -> None:
+        """Every member Ready (its readiness probe, asked by the kubelet), and every door open."""
+        try:
+            wait_until(
+                lambda: not self.unavailable(), timeout=timeout, interval=1.0, message="available", ignore=(Exception,)
+            )
+            wait_until(lambda: all(map(_open, self.doors)), timeout=60, message="every door open")
+        except WaitTimeout as exc:
+            raise FaultError(f"run {self.run_id} not healthy after {timeout:.0f} s: {self.unavailable()}") from exc
+
+
+def start_service_k8s(
+    spec: ServiceSpec,
+    members: int,
+    *,
+    engine: Engine | None = None,
+    kubeconfig: str | Path | None = None,
+    image: str | None = None,
+    workers: int = 3,
+    timeout: float = 300,
+) -> ServiceKubeRun:
+    """``members`` members of ``spec`` on a cluster the user has (``kubeconfig``; ``image``
+    must be pullable there) or on one built here on ``engine`` (its image preloaded into each
+    worker). On any failure what was made is removed, then the error raised."""
+    from topologies.containers.service import image_of
+
+    if members not in spec.sizes:
+        raise UsageError(f"service {spec.name} runs as {', '.join(map(str, spec.sizes))} members, not {members}")
+    if kubeconfig is None and engine is None:
+        raise UsageError("a service on Kubernetes needs a cluster: a kubeconfig, or an engine to build one on")
+    if kubeconfig is not None and image is None and spec.image is None:
+        raise UsageError(f"{spec.name} is built here: give the image to run on your cluster (pushed where it pulls)")
+    run_id = new_run_id()
+    folder, mode = run_dir(run_id), mode_name(spec, members)
+    image = image or (spec.image if kubeconfig is not None else image_of(spec, _engine(engine)))
+    assert image is not None
+    cluster: Cluster | None = GivenCluster.read(kubeconfig) if kubeconfig is not None else None
+    nodes = tuple(NodeSpec(f"{spec.name}-{i}", (spec.name,), db_member=True) for i in range(members))
+    layout = ModeSpec(mode, spec.description, spec.name, nodes, spec.memory)
+    details: dict[str, Any] = {"namespace": run_id, "image": image, "service": spec.to_dict(), "members": members}
+    try:
+        if cluster is None:
+            built_on = _engine(engine)
+            built_on.guard(built_on.image(quiet=True))
+            built = NodeCluster.create(run_id, folder / "cluster", built_on, workers=workers, preload=[image])
+            cluster = built
+            details.update(built=True, prefix=built.prefix, workers=workers, kubectl=str(built.kubectl_path))
+        else:
+            details.update(built=False, kubeconfig=str(cluster.kubeconfig_path))
+        RunRecord(run_id, mode, TARGET, {"service": spec.name, "members": members}, details).write(
+            folder, Secrets.generate()
+        )
+        deployed = apply.deploy(
+            manifests(spec, members, namespace=run_id, image=image), cluster.config, timeout=timeout
+        )
+        if deployed.unavailable:
+            why = "; ".join(f"{k} {v}" for k, v in deployed.unavailable.items())
+            raise StartTimeout(f"{mode}: not available after {timeout:.0f} s: {why}")
+        plan = forward.Plan(
+            kubectl=cluster.kubectl_argv(),
+            kubeconfig=str(cluster.kubeconfig_path),
+            namespace=run_id,
+            ports=forward.free_ports(members),
+            workload=spec.name,
+            target_port=spec.ports[spec.client_port],
+        )
+        doors = forward.start(folder, plan, timeout=60)
+        run = ServiceKubeRun(
+            run_id, mode, layout, cluster=cluster, namespace=run_id, image=image, workdir=folder, doors=doors,
+            service=spec,
+        )  # fmt: skip
+        run.wait_healthy(timeout=timeout)
+    except BaseException:
+        forward.stop(folder)
+        if isinstance(cluster, NodeCluster):
+            cluster.stop()
+        elif cluster is not None:
+            apply.delete_namespace(cluster.config, run_id)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return run
+
+
+def _open(door: str) -> bool:
+    """Whether ``HOST:PORT`` takes a TCP connection (a forwarded port: kubectl is up)."""
+    address, _, port = door.rpartition(":")
+    try:
+        with socket.create_connection((address, int(port)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _engine(engine: Engine | None) -> Engine:
+    if engine is None:
+        raise UsageError("building the service's image needs a container engine")
+    return engine
