@@ -27,9 +27,9 @@ delete     -                            ``deleted``
 A read changes nothing, so a register sends a read that did not complete to its next
 endpoint, within its timeout (:func:`read_again`): the history records it once, from its
 first call to its last answer, which covers every try. A change is sent once.
-Three implementations here: the runtime's two APIs (:class:`HttpKv`, :class:`GrpcKv`), and
-etcd's own KV API straight to a run's members (:class:`EtcdKv`), a store this project did
-not write, checked by the same checkers.
+Four implementations here: the runtime's two APIs (:class:`HttpKv`, :class:`GrpcKv`),
+etcd's own KV API straight to a run's members (:class:`EtcdKv`), and Redis through its
+Sentinels (:class:`RedisKv`): stores this project did not write, checked by the same checkers.
 """
 
 from __future__ import annotations
@@ -428,7 +428,104 @@ class Etcd:
         return EtcdKv(endpoints, grpc.ssl_channel_credentials(root.ca_pem, key, cert), index, timeout)
 
 
-WORKLOADS: dict[str, Workload] = {"http": Http(), "grpc": Grpc(), "etcd": Etcd()}
+# -- Redis, through its Sentinels -----------------------------------------------------------------
+
+# a register per key as a hash {value, rev}: rev counts the key's writes, so a read shows which
+# write it saw and a compare-and-set compares it (0: absent); each a script, atomic in Redis
+_WRITE = "local r = redis.call('HINCRBY', KEYS[1], 'rev', 1) redis.call('HSET', KEYS[1], 'value', ARGV[1]) return r"
+_CAS = (
+    "if tonumber(redis.call('HGET', KEYS[1], 'rev') or '0') ~= tonumber(ARGV[2]) then return -1 end "
+    "local r = redis.call('HINCRBY', KEYS[1], 'rev', 1) redis.call('HSET', KEYS[1], 'value', ARGV[1]) return r"
+)
+REDIS_PREFIX = "modematrix-register/"
+PRIMARY = "primary"  # the name the Sentinels monitor it by (images/services/redis/member.sh)
+
+
+class RedisKv:
+    """A register on Redis, its primary found through the Sentinels as redis-py's Sentinel
+    client finds it (asked again on each new connection, and after a connection fails). A
+    read is ``HMGET``; a write and a compare-and-set are Lua scripts that bump the key's own
+    revision. A call refused by Redis (a replica's READONLY, no primary known) is fail; a
+    connection lost or a timeout after the call was sent is unknown."""
+
+    def __init__(self, sentinels: list[tuple[str, int]], timeout: float) -> None:
+        from redis import Redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+        from redis.sentinel import Sentinel
+
+        self.timeout = timeout
+        self._sentinel = Sentinel(sentinels, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._primary: Redis = self._sentinel.master_for(
+            PRIMARY, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+
+    def invoke(self, op: Invocation) -> Completion:
+        return read_again(self._once, op, tries=3, budget=self.timeout)
+
+    def _once(self, op: Invocation) -> Completion:
+        from redis import exceptions
+        from redis.sentinel import MasterNotFoundError
+
+        key = REDIS_PREFIX + op.key
+        try:
+            return self._call(op, key)
+        except (exceptions.ReadOnlyError, exceptions.ResponseError) as exc:  # refused: nothing applied
+            return Completion(FAIL, {"error": f"{type(exc).__name__}: {exc}"[:200]})
+        except exceptions.ConnectionError as exc:
+            nothing_sent = isinstance(exc, MasterNotFoundError) or "Connection refused" in str(exc)
+            outcome = FAIL if op.kind in READS or nothing_sent else UNKNOWN
+            return Completion(outcome, {"error": f"{type(exc).__name__}: {exc}"[:200]})
+        except exceptions.TimeoutError as exc:
+            return Completion(FAIL if op.kind in READS else UNKNOWN, {"error": f"TimeoutError: {exc}"[:200]})
+
+    def _call(self, op: Invocation, key: str) -> Completion:
+        primary = self._primary
+        if op.kind in READS:
+            value, revision = primary.hmget(key, ["value", "rev"])
+            if value is None:
+                return Completion(OK, {"value": None})
+            return Completion(OK, {"value": _text(value), "revision": int(_text(revision))})
+        if op.kind == "write":
+            return Completion(OK, {"revision": int(primary.eval(_WRITE, 1, key, str(op.args["value"])))})
+        if op.kind == "cas":
+            done = int(primary.eval(_CAS, 1, key, str(op.args["value"]), int(op.args["expected"])))
+            if done < 0:
+                return Completion(FAIL, {"error": "compare failed: the revision moved"})
+            return Completion(OK, {"revision": done})
+        if op.kind == "delete":
+            return Completion(OK, {"deleted": primary.delete(key) > 0})
+        raise ValueError(f"no operation {op.kind!r}; expected one of {', '.join(KINDS)}")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._primary.close()
+        for sentinel in self._sentinel.sentinels:
+            sentinel.close()
+
+
+def _text(found: bytes | str | None) -> str:
+    return found.decode() if isinstance(found, bytes) else str(found)
+
+
+@dataclass(frozen=True)
+class RedisSentinel:
+    """Clients of a service run whose client port is its Sentinels' (redis-sentinel.yaml)."""
+
+    name: str = "redis"
+    queue: bool = False
+
+    def client(self, run: Run, *, index: int, timeout: float) -> RedisKv:
+        if not isinstance(run, ServiceRun):
+            raise ValueError(f"the redis workload needs a service run of redis-sentinel.yaml on Docker, not {run.mode}")
+        doors = [e.split("://", 1)[1].rsplit(":", 1) for e in run.endpoints]
+        sentinels = [(host, int(port)) for host, port in doors]
+        return RedisKv(sentinels[index % len(sentinels) :] + sentinels[: index % len(sentinels)], timeout)
+
+
+WORKLOADS: dict[str, Workload] = {"http": Http(), "grpc": Grpc(), "etcd": Etcd(), "redis": RedisSentinel()}
 
 
 def workload(name: str) -> Workload:

@@ -74,6 +74,9 @@ class ServiceSpec:
     locustfile: str | None
     memory: str
     init: tuple[str, ...] = ()  # run once in the image on the run's network, once members are up
+    # checks the service is documented to fail (check -> why): still run and reported, a
+    # finding of one of these is expected (pytest's xfail), of any other a failure
+    weaknesses: dict[str, str] | None = None
 
     def context(self, *, name: str, ip: str, index: int, run_id: str, members: list[tuple[str, str]]) -> dict[str, Any]:
         """What a member's templates are filled from; ``members`` is every (name, ip)."""
@@ -102,6 +105,7 @@ class ServiceSpec:
             "locustfile": self.locustfile,
             "ready": self.ready.describe(),
             "leader": self.leader.describe() if self.leader else None,
+            "known_weaknesses": self.weaknesses or {},
         }
 
 
@@ -191,6 +195,11 @@ class ServiceFile(_Strict):
     workload: str = Field(description="the register that drives it (scenarios.workload.WORKLOADS)")
     locustfile: str | None = Field(None, description="its load test, relative to the project")
     memory: str = Field("256m", pattern=r"^\d+[kmg]$")
+    known_weaknesses: dict[str, str] = Field(
+        {},
+        description="checks it is documented to fail (check name -> why, with a reference): run and reported, "
+        "a finding of these is expected, of any other a failure",
+    )
 
 
 def schema() -> dict[str, Any]:
@@ -238,6 +247,7 @@ def parse(raw: Any, *, source: str = "<service>", where: Path | None = None) -> 
         locustfile=made.locustfile,
         memory=made.memory,
         init=tuple(init.command) if init else (),
+        weaknesses=dict(made.known_weaknesses),
     )
 
 

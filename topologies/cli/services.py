@@ -37,7 +37,7 @@ def register(sub: Sub) -> None:
 def _list(args: argparse.Namespace) -> int:
     rows = [service.load(name).to_dict() for name in service.available()]
     text = "\n".join(
-        f"{r['service']:10} {','.join(str(s) for s in r['sizes']):7} members  {r['workload']:6} {r['description']}"
+        f"{r['service']:15} {','.join(str(s) for s in r['sizes']):6} members  {r['workload']:6} {r['description']}"
         for r in rows
     )
     emit(args, rows, text)
