@@ -4,7 +4,7 @@ itself (``--members``, default 3) and removes them at the end.
 
     locust -f loadtests/etcd.py --headless -u 10 -r 10 -t 45s
     locust -f loadtests/etcd.py --headless -u 10 -r 10 -t 45s --members 5 --fault kill-leader
-    locust -f loadtests/etcd.py --headless -u 10 -r 10 -t 45s --on k8s --fault kill-leader   (its pod deleted)
+    locust -f loadtests/etcd.py --headless -u 10 -r 10 -t 45s --on kubernetes --fault kill-leader   (its pod deleted)
     locust -f loadtests/etcd.py --headless -u 10 -t 30s --endpoints 127.0.0.1:2379,127.0.0.1:22379
 
 Each user keeps one channel to one member (users spread over them) and moves to the next
@@ -52,7 +52,12 @@ def _options(parser: Any) -> None:
     group = parser.add_argument_group("modematrix etcd")
     group.add_argument("--service", default="etcd", help="the service file (default: the shipped etcd.yaml)")
     group.add_argument("--members", type=int, default=3, help="members to start (1, 3 or 5; default 3)")
-    group.add_argument("--on", default="docker", choices=["docker", "k8s"], help="where to start them (default docker)")
+    group.add_argument(
+        "--on",
+        default="containers",
+        choices=["containers", "kubernetes"],
+        help="where to start them (default containers)",
+    )
     group.add_argument("--endpoints", default="", help="HOST:PORT,... of a running etcd instead (plain gRPC)")
     group.add_argument("--fault", default="", choices=["", *FAULTS], help="break the leader during the run")
     group.add_argument("--fault-at", type=float, default=15.0, help="seconds after the start")
@@ -73,7 +78,7 @@ def _begin(environment: Environment, **_: Any) -> None:
         Cluster.endpoints = given
     else:
         log.info("no --endpoints: starting %s with %d members on %s", options.service, options.members, options.on)
-        if options.on == "k8s":
+        if options.on == "kubernetes":
             Cluster.run = start_service_k8s(service.load(options.service), options.members, engine=engines.get())
         else:
             Cluster.run = start_service(options.service, options.members)

@@ -5,7 +5,7 @@ no-lost-writes, availability) into the same failover report.
 
     pytest scenarios/test_service.py --service topologies/services/etcd.yaml
     pytest scenarios/test_service.py --service my/service.yaml --members 3 --cycles 1
-    pytest scenarios/test_service.py --service topologies/services/etcd.yaml --members 3 --on k8s
+    pytest scenarios/test_service.py --service topologies/services/etcd.yaml --members 3 --on kubernetes
     modematrix matrix --service topologies/services/etcd.yaml
 
 Without ``--service`` every test here skips.
@@ -23,7 +23,7 @@ from scenarios.catalogue import FOR_SERVICES, FOR_SERVICES_K8S, for_service
 from scenarios.checkers import CHECKS
 from scenarios.history import FAIL, OK
 from scenarios.runner import Result
-from scenarios.workload import WORKLOADS, Invocation, Register
+from scenarios.workload import Invocation, Register, workload
 from topologies import ServiceRun
 from topologies.kubernetes.service import ServiceKubeRun
 
@@ -31,9 +31,9 @@ Served = ServiceRun | ServiceKubeRun
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """The failover test's scenarios: the Docker faults, or with ``--on k8s`` the Kubernetes ones."""
+    """The failover test's scenarios: the Docker faults, or with ``--on kubernetes`` the Kubernetes ones."""
     if "name" in metafunc.fixturenames:
-        on_k8s = metafunc.config.getoption("modematrix_on") == "k8s"
+        on_k8s = metafunc.config.getoption("modematrix_on") == "kubernetes"
         metafunc.parametrize("name", FOR_SERVICES_K8S if on_k8s else FOR_SERVICES)
 
 
@@ -44,10 +44,11 @@ def register_of(service_run: Served) -> Callable[[int], Register]:
     unknown = [c for c in service_run.service.weaknesses or {} if c not in CHECKS]
     if unknown:
         pytest.fail(f"known_weaknesses: no check {unknown[0]!r}; expected some of {', '.join(CHECKS)}", pytrace=False)
-    name = service_run.service.workload
-    if name not in WORKLOADS:
-        pytest.fail(f"{service_run.service.name}: workload {name!r} unknown; expected one of {', '.join(WORKLOADS)}")
-    return lambda index: WORKLOADS[name].client(service_run, index=index, timeout=5.0)
+    try:
+        register = workload(service_run.service.workload)
+    except ValueError as exc:
+        pytest.fail(f"{service_run.service.name}: {exc}", pytrace=False)
+    return lambda index: register.client(service_run, index=index, timeout=5.0)
 
 
 def test_every_member_reads_what_another_wrote(service_run: Served, register_of: Callable[[int], Register]) -> None:

@@ -528,8 +528,23 @@ class RedisSentinel:
 WORKLOADS: dict[str, Workload] = {"http": Http(), "grpc": Grpc(), "etcd": Etcd(), "redis": RedisSentinel()}
 
 
+ENTRY_POINTS = "modematrix.workloads"  # a package's own registers: name = "pkg.module:Workload"
+
+
+def known() -> dict[str, Workload]:
+    """Every workload: the ones here, and those installed packages declare in the
+    ``modematrix.workloads`` entry point group (a service's register, without a change here)."""
+    from importlib.metadata import entry_points
+
+    found = dict(WORKLOADS)
+    for entry in entry_points(group=ENTRY_POINTS):
+        found.setdefault(entry.name, entry.load()())
+    return found
+
+
 def workload(name: str) -> Workload:
     """The workload called ``name``; ValueError naming the known ones."""
-    if name not in WORKLOADS:
-        raise ValueError(f"no workload {name!r}; expected one of {', '.join(WORKLOADS)}")
-    return WORKLOADS[name]
+    found = WORKLOADS if name in WORKLOADS else known()
+    if name not in found:
+        raise ValueError(f"no workload {name!r}; expected one of {', '.join(found)}")
+    return found[name]

@@ -15,7 +15,7 @@ one selected) and leave it running.
 
 With ``--service FILE`` (a service file: :mod:`topologies.service`), the ``service_run``
 fixture is that service started with each of ``--members`` (default: every size the file
-allows), one run per size per session, its mode ``NAME-N``; with ``--on k8s``, as a
+allows), one run per size per session, its mode ``NAME-N``; with ``--on kubernetes``, as a
 StatefulSet on a cluster built here, its mode ``NAME-N-k8s``.
 """
 
@@ -69,9 +69,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--on",
         dest="modematrix_on",
-        default="docker",
-        choices=("docker", "k8s"),
-        help="where --service's members run: containers, or a Kubernetes cluster built here (default docker)",
+        default="containers",
+        choices=("containers", "kubernetes"),
+        help="where --service's members run: containers, or a Kubernetes cluster built here (default containers)",
     )
     group.addoption(
         "--members",
@@ -151,8 +151,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "service_run" in metafunc.fixturenames:
         service = service_sizes(metafunc.config)
         sizes = service[1] if service else [0]  # 0: no --service, the fixture skips
-        k8s = "-k8s" if metafunc.config.getoption("modematrix_on") == "k8s" else ""
-        ids = [f"{service[0].name}-{n}{k8s}" if service else "no-service" for n in sizes]
+        on = "" if metafunc.config.getoption("modematrix_on") == "containers" else "-kubernetes"
+        ids = [f"{service[0].name}-{n}{on}" if service else "no-service" for n in sizes]
         metafunc.parametrize("service_run", sizes, ids=ids, indirect=True, scope="session")
     if "run" not in metafunc.fixturenames:
         return
@@ -205,7 +205,7 @@ def service_run(request: pytest.FixtureRequest) -> Iterator[Run]:
     members = int(request.param)
     started: Run
     try:
-        if request.config.getoption("modematrix_on") == "k8s":
+        if request.config.getoption("modematrix_on") == "kubernetes":
             started = start_service_k8s(chosen[0], members, engine=engine)
         else:
             started = start_service(chosen[0], members, engine)

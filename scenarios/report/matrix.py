@@ -100,7 +100,7 @@ class ServiceCells:
         return int(mode.removesuffix("-k8s").rsplit("-", 1)[1])
 
     def on(self, mode: str) -> str:
-        return "k8s" if mode.endswith("-k8s") else "docker"
+        return KUBERNETES if mode.endswith("-k8s") else CONTAINERS
 
 
 def plan_service(chosen: ServiceCells, checks: Sequence[str]) -> list[Cell]:
@@ -135,7 +135,7 @@ def service_argv(cell: Cell, folder: Path, chosen: ServiceCells, *, quick: bool)
     if cell.check == "failover":
         picked = (
             "delete-the-leader-pod or kill-a-worker"
-            if chosen.on(cell.mode) == "k8s"
+            if chosen.on(cell.mode) == KUBERNETES
             else "kill-leader or partition-leader"
         )
         short = ["--cycles", "1", "-k", picked] if quick else []

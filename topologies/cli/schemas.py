@@ -127,8 +127,29 @@ SCHEMAS: dict[str, Schema] = {
             "results": STRING,
             "report": STRING,
             "passed": BOOLEAN,
-        }
+        },
+        {"service": {"type": "object"}},  # with --service: its file, as services --json shows one
     ),
+    # modematrix services --json: every shipped service file
+    "services": {
+        "type": "array",
+        "items": _object(
+            {
+                "service": STRING,
+                "description": STRING,
+                "image": NULLABLE_STRING,
+                "build": NULLABLE_STRING,
+                "sizes": {"type": "array", "items": INTEGER},
+                "ports": {"type": "object", "additionalProperties": INTEGER},
+                "client_port": STRING,
+                "workload": STRING,
+                "locustfile": NULLABLE_STRING,
+                "ready": STRING,
+                "leader": NULLABLE_STRING,
+                "known_weaknesses": {"type": "object", "additionalProperties": STRING},
+            }
+        ),
+    },
     # modematrix bench --start --json: one start per mode and repeat, with its phases
     "bench --start": {
         "type": "array",
