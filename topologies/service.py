@@ -19,7 +19,7 @@ Every problem is reported at once, each with its key::
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,6 +77,7 @@ class ServiceSpec:
     # checks the service is documented to fail (check -> why): still run and reported, a
     # finding of one of these is expected (pytest's xfail), of any other a failure
     weaknesses: dict[str, str] | None = None
+    path: Path | None = None  # the file itself: a run's record names it, to be attached again
 
     def context(self, *, name: str, ip: str, index: int, run_id: str, members: list[tuple[str, str]]) -> dict[str, Any]:
         """What a member's templates are filled from; ``members`` is every (name, ip)."""
@@ -91,6 +92,13 @@ class ServiceSpec:
 
     def member_environment(self, context: dict[str, Any]) -> dict[str, str]:
         return {key: value.format(**context) for key, value in self.environment.items()}
+
+    def no_runtime_api(self, run_id: str) -> NotFound:
+        """What asking a run of this service for the runtime's client raises."""
+        return NotFound(
+            f"run {run_id} runs {self.name}, not the runtime: it has no runtime API; "
+            f"its clients are the {self.workload!r} workload's"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,7 +132,7 @@ def load(service: str | Path) -> ServiceSpec:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise SpecError(path.name, [f"not valid YAML: {str(exc).splitlines()[0]}"]) from None
-    return parse(raw, source=path.name, where=path.resolve().parent)
+    return replace(parse(raw, source=path.name, where=path.resolve().parent), path=path.resolve())
 
 
 class _Strict(BaseModel):

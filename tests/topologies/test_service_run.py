@@ -1,7 +1,7 @@
 """A service file's members on real containers: a member that exits is named with its last
 log lines and nothing of the run is left behind; a size the file does not allow is refused
-before anything starts; a member killed is started again on its data, and the leader probe
-names one member."""
+before anything starts; a member killed is started again on its data, the leader probe
+names one member; another process attaches the run from its record."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from topologies import engines, service
+import topologies
+from topologies import ServiceRun, engines, service
 from topologies.containers.faults import Kill
 from topologies.containers.service import start_service
 from topologies.exceptions import StartTimeout, UsageError
@@ -42,3 +43,6 @@ def test_three_members_one_leader_and_a_killed_one_back_on_its_data() -> None:
         assert run.node(leader).running  # healed, and ready again (injected waits for it)
         code, out = run.exec(leader, ["sh", "-c", "ls /var/lib/etcd/member"])
         assert code == 0 and "member" in out, out  # its data dir kept: it rejoined, not bootstrapped anew
+        again = topologies.attach(run.run_id)  # as `modematrix status|fault|logs RUN` find it
+        assert isinstance(again, ServiceRun) and again.endpoints == run.endpoints
+        assert again.db_leader().name in {n.name for n in run.nodes}

@@ -15,6 +15,10 @@ from topologies.spec import NodeSpec, parse
 def attach(record: RunRecord, engine: Engine) -> ContainerRun:
     """The run of ``record``: its nodes in the mode's order (scaled ones after), each with its
     container; NotFound when none of its containers is left."""
+    if "service" in record.spec:  # a service file's members (topologies.containers.service)
+        from topologies.containers.service import attach_service
+
+        return attach_service(record, engine)
     handles = engine.list_run(record.run_id)
     by_name = {h.labels.get(LABEL_NODE, ""): h for h in handles if h.labels.get(LABEL_ROLE) == "node"}
     if not by_name:

@@ -105,10 +105,7 @@ class ServiceRun(ContainerRun):
         return []
 
     def client(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotFound(
-            f"run {self.run_id} runs {self.service.name}, not the runtime: it has no runtime API; "
-            f"its clients are the {self.service.workload!r} workload's"
-        )
+        raise self.service.no_runtime_api(self.run_id)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -230,7 +227,14 @@ def start_service(
     nodes_spec = tuple(NodeSpec(name, (spec.name,), db_member=True) for name in names)
     mode_spec = ModeSpec(mode, spec.description, spec.name, nodes_spec, spec.memory)
     folder = run_dir(run_id)
-    details = {"engine": engine.name, "image": image, "service": spec.to_dict(), "members": members}
+    details = {
+        "engine": engine.name,
+        "image": image,
+        "helper": helper,
+        "service": spec.to_dict(),
+        "service_file": str(spec.path or ""),
+        "members": members,
+    }
     RunRecord(run_id, mode, TARGET, {"service": spec.name, "members": members}, details).write(
         folder, Secrets.generate()
     )
@@ -260,6 +264,45 @@ def start_service(
         raise
     return ServiceRun(
         run_id, mode_spec, image=image, engine=engine, workdir=folder, nodes=nodes, service=spec, helper_image=helper
+    )
+
+
+def attach_service(record: RunRecord, engine: Engine) -> ServiceRun:
+    """A service's run started by another process, from its record (the service file it was
+    started from) and what the engine knows of its containers; NotFound when none is left."""
+    from topologies import service
+
+    details = record.details
+    spec = service.load(str(details.get("service_file") or details["service"]["service"]))
+    handles = {
+        h.labels.get(LABEL_NODE, ""): h for h in engine.list_run(record.run_id) if h.labels.get(LABEL_ROLE) == "node"
+    }
+    if not handles:
+        raise NotFound(f"run {record.run_id} has no containers left; remove it with `modematrix down {record.run_id}`")
+    names = member_names(spec, int(details["members"]))
+    port = spec.ports[spec.client_port]
+    nodes = [
+        Node(
+            NodeSpec(name, (spec.name,), db_member=True),
+            handles[name].ip,
+            handles[name].ports[port],
+            handles[name],
+            engine,
+        )
+        for name in names
+        if name in handles
+    ]
+    layout = ModeSpec(record.mode, spec.description, spec.name, tuple(n.spec for n in nodes), spec.memory)
+    helper = str(details.get("helper") or engine.image())
+    return ServiceRun(
+        record.run_id,
+        layout,
+        image=str(details["image"]),
+        engine=engine,
+        workdir=run_dir(record.run_id),
+        nodes=nodes,
+        service=spec,
+        helper_image=helper,
     )
 
 

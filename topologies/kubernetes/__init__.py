@@ -150,6 +150,10 @@ def attach(record: RunRecord, engine: Engine | None) -> KubeRun:
         )
     else:
         cluster = GivenCluster(Path(str(details["kubeconfig"])))
+    if "service" in record.spec:  # a service file's members (topologies.kubernetes.service)
+        from topologies.kubernetes.service import attach_service
+
+        return attach_service(record, cluster)
     spec = parse(record.spec, source=f"run {record.run_id}'s record")
     return KubeRun(
         record.run_id,

@@ -178,10 +178,7 @@ class ServiceKubeRun(KubeRun):
         return []
 
     def client(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotFound(
-            f"run {self.run_id} runs {self.service.name}, not the runtime: it has no runtime API; "
-            f"its clients are the {self.service.workload!r} workload's"
-        )
+        raise self.service.no_runtime_api(self.run_id)
 
     @property
     def has_leader(self) -> bool:
@@ -245,7 +242,13 @@ def start_service_k8s(
     cluster: Cluster | None = GivenCluster.read(kubeconfig) if kubeconfig is not None else None
     nodes = tuple(NodeSpec(f"{spec.name}-{i}", (spec.name,), db_member=True) for i in range(members))
     layout = ModeSpec(mode, spec.description, spec.name, nodes, spec.memory)
-    details: dict[str, Any] = {"namespace": run_id, "image": image, "service": spec.to_dict(), "members": members}
+    details: dict[str, Any] = {
+        "namespace": run_id,
+        "image": image,
+        "service": spec.to_dict(),
+        "service_file": str(spec.path or ""),
+        "members": members,
+    }
     try:
         if cluster is None:
             built_on = _engine(engine)
@@ -255,9 +258,11 @@ def start_service_k8s(
             details.update(built=True, prefix=built.prefix, workers=workers, kubectl=str(built.kubectl_path))
         else:
             details.update(built=False, kubeconfig=str(cluster.kubeconfig_path))
-        RunRecord(run_id, mode, TARGET, {"service": spec.name, "members": members}, details).write(
-            folder, Secrets.generate()
+        record, secrets = (
+            RunRecord(run_id, mode, TARGET, {"service": spec.name, "members": members}, details),
+            Secrets.generate(),
         )
+        record.write(folder, secrets)
         deployed = apply.deploy(
             manifests(spec, members, namespace=run_id, image=image), cluster.config, timeout=timeout
         )
@@ -273,6 +278,8 @@ def start_service_k8s(
             target_port=spec.ports[spec.client_port],
         )
         doors = forward.start(folder, plan, timeout=60)
+        details.update(doors=doors, expose="port-forward")
+        record.write(folder, secrets)
         run = ServiceKubeRun(
             run_id, mode, layout, cluster=cluster, namespace=run_id, image=image, workdir=folder, doors=doors,
             service=spec,
@@ -287,6 +294,27 @@ def start_service_k8s(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return run
+
+
+def attach_service(record: RunRecord, cluster: Cluster) -> ServiceKubeRun:
+    """A service's run on Kubernetes started by another process, from its record."""
+    from topologies import service
+
+    details = record.details
+    spec = service.load(str(details.get("service_file") or details["service"]["service"]))
+    members = int(details["members"])
+    nodes = tuple(NodeSpec(f"{spec.name}-{i}", (spec.name,), db_member=True) for i in range(members))
+    return ServiceKubeRun(
+        record.run_id,
+        record.mode,
+        ModeSpec(record.mode, spec.description, spec.name, nodes, spec.memory),
+        cluster=cluster,
+        namespace=str(details["namespace"]),
+        image=str(details["image"]),
+        workdir=run_dir(record.run_id),
+        doors=[str(d) for d in details.get("doors", [])],
+        service=spec,
+    )
 
 
 def _open(door: str) -> bool:
