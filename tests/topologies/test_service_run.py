@@ -5,12 +5,16 @@ names one member; another process attaches the run from its record."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 
 import topologies
 from topologies import ServiceRun, engines, service
+from topologies.cli import schemas
 from topologies.containers.faults import Kill
 from topologies.containers.service import start_service
 from topologies.exceptions import StartTimeout, UsageError
@@ -46,3 +50,40 @@ def test_three_members_one_leader_and_a_killed_one_back_on_its_data() -> None:
         again = topologies.attach(run.run_id)  # as `modematrix status|fault|logs RUN` find it
         assert isinstance(again, ServiceRun) and again.endpoints == run.endpoints
         assert again.db_leader().name in {n.name for n in run.nodes}
+
+
+def modematrix(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "topologies.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_up_a_service_from_the_cli_then_status_fault_and_down_as_for_a_mode() -> None:
+    done = modematrix("up", "--service", "etcd", "--members", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    described = json.loads(done.stdout)
+    run_id = described["run_id"]
+    try:
+        assert not schemas.problems("up --service", described)
+        assert (described["mode"], described["service"]["service"]) == ("etcd-1", "etcd")
+        status = modematrix("status", run_id, "--json")
+        assert status.returncode == 0, status.stderr
+        assert not schemas.problems("status RUN", json.loads(status.stdout))
+        assert modematrix("fault", run_id, "pause", "etcd-1").returncode == 0
+        assert modematrix("fault", run_id, "heal").returncode == 0
+    finally:
+        assert modematrix("down", run_id).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["up"], "up: which mode?"),
+        (["up", "ha", "--service", "etcd"], "a mode or --service FILE, not both"),
+        (["up", "ha", "--members", "3"], "--members, --on: only with --service"),
+        (["up", "--service", "nope"], "no service 'nope'"),
+        (["up", "--service", "redis-sentinel", "--members", "1"], "runs as 3, 5 members, not 1"),
+    ],
+)
+def test_up_with_a_wrong_service_is_one_line_and_exit_2(args: list[str], says: str) -> None:
+    done = modematrix(*args)
+    assert done.returncode == 2, done
+    assert says in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr

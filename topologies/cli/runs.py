@@ -27,9 +27,22 @@ def register(sub: Sub) -> None:
     up = sub.add_parser(
         "up",
         help="start a mode and leave it running",
-        epilog=example("modematrix up ha --json", "modematrix up k8s --kubeconfig ~/.kube/config"),
+        epilog=example(
+            "modematrix up ha --json",
+            "modematrix up k8s --kubeconfig ~/.kube/config",
+            "modematrix up --service topologies/services/etcd.yaml --members 3",
+        ),
     )
-    up.add_argument("mode", help=f"one of {modes}, or a path to a mode .yaml")
+    up.add_argument("mode", nargs="?", help=f"one of {modes}, or a path to a mode .yaml")
+    served = up.add_argument_group("a service file's service instead of a mode (docs/services.md)")
+    served.add_argument("--service", metavar="FILE", help="a service file, or a shipped one's name (etcd)")
+    served.add_argument("--members", type=int, metavar="N", help="its members (default 3, or the smallest it allows)")
+    served.add_argument(
+        "--on",
+        choices=("containers", "kubernetes"),
+        default="containers",
+        help="containers (default), or Kubernetes: a cluster built here, or yours with --kubeconfig (and --image)",
+    )
     up.add_argument("--json", action="store_true", help="print the run as JSON (docs/cli.md)")
     up.add_argument(
         "--timeout",
@@ -157,7 +170,45 @@ def _options(args: argparse.Namespace, quiet: bool) -> targets.Options:
     )
 
 
+def _up_service(args: argparse.Namespace) -> int:
+    """``up --service FILE``: its members, ready, left running until ``modematrix down``."""
+    from topologies import service
+    from topologies.containers.service import start_service
+    from topologies.kubernetes.service import start_service_k8s
+
+    started = time.monotonic()
+    spec = service.load(args.service)  # a wrong file is refused before anything starts
+    members = args.members or (3 if 3 in spec.sizes else spec.sizes[0])
+    if members not in spec.sizes:
+        raise UsageError(
+            f"--members: service {spec.name} runs as {', '.join(map(str, spec.sizes))} members, not {members}"
+        )
+    engine = engines.get(args.engine, reaper=False)  # the run outlives this command
+    with step(f"starting {spec.name} with {members} members on {args.on}", quiet=args.json):
+        if args.on == "kubernetes":
+            run: Run = start_service_k8s(spec, members, engine=engine, kubeconfig=args.kubeconfig, image=args.image)
+        else:
+            run = start_service(spec, members, engine, image=args.image)
+    described = {**run.describe(), "seconds": round(time.monotonic() - started, 1)}
+    lines = [
+        f"run {run.run_id}: {run.mode} ready in {described['seconds']} s",
+        f"  endpoints: {' '.join(run.endpoints)}",
+        *(f"  {n['name']:18} {n['ip']}" for n in described["nodes"]),
+        f"stop it with: modematrix down {run.run_id}",
+    ]
+    emit(args, described, "\n".join(lines))
+    return EXIT_OK
+
+
 def _up(args: argparse.Namespace) -> int:
+    if args.service:
+        if args.mode:
+            raise UsageError("up: a mode or --service FILE, not both")
+        return _up_service(args)
+    if not args.mode:
+        raise UsageError(f"up: which mode? one of {', '.join(targets.modes())}, a mode .yaml, or --service FILE")
+    if args.members is not None or args.on != "containers":
+        raise UsageError("--members, --on: only with --service")
     started = time.monotonic()
     layout = targets.spec_of(args.mode)  # bad input is refused before anything starts
     with step(f"starting {layout.mode if args.mode.endswith(('.yaml', '.yml')) else args.mode}", quiet=args.json):

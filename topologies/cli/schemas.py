@@ -69,6 +69,21 @@ SCHEMAS: dict[str, Schema] = {
         {**RUN, "nodes": {"type": "array", "items": {"anyOf": [CONTAINER_NODE, KUBE_NODE]}}, "seconds": NUMBER},
         KUBERNETES_ONLY,
     ),
+    # modematrix up --service FILE --json: a service file's members, ready (docs/services.md)
+    "up --service": _object(
+        {
+            "run_id": STRING,
+            "mode": STRING,
+            "target": TARGET,
+            "service": {"type": "object"},
+            "image": STRING,
+            "endpoints": STRINGS,
+            "grpc_endpoints": STRINGS,
+            "nodes": {"type": "array", "items": {"type": "object"}},
+            "seconds": NUMBER,
+        },
+        {"workdir": STRING, "namespace": STRING, "kubeconfig": STRING, "kubectl": STRING, "expose": STRING},
+    ),
     # modematrix status --json: every run this machine has a record of, or containers of none
     "status": {
         "type": "array",

@@ -115,6 +115,7 @@ class ServiceRun(ContainerRun):
             "service": self.service.to_dict(),
             "image": self.image,
             "endpoints": self.endpoints,
+            "grpc_endpoints": [],
             "nodes": [{"name": n.name, "ip": n.ip, "container": n.container} for n in self.nodes],
             "workdir": str(self.workdir),
         }
