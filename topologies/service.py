@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,6 +116,13 @@ class ServiceSpec:
             "leader": self.leader.describe() if self.leader else None,
             "known_weaknesses": self.weaknesses or {},
         }
+
+
+@cache
+def runtime() -> ServiceSpec:
+    """The runtime's own service file (``services/runtime.yaml``): the member's command, its
+    ports, its data dir and readiness, which both targets start the runtime with."""
+    return load("runtime")
 
 
 def available() -> list[str]:

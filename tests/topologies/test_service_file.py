@@ -120,11 +120,14 @@ def test_the_matrix_refuses_a_wrong_service_file_before_starting_anything(tmp_pa
     assert not list(tmp_path.glob("2*")), "no results folder for a matrix that did not start"
 
 
-def test_the_runtimes_own_file_is_what_its_nodes_are_started_with() -> None:
+def test_the_runtimes_own_file_is_what_its_nodes_are_started_with(tmp_path: Path) -> None:
     from topologies import constants
     from topologies.containers.start import Place, node_launch
     from topologies.engines.fake import FakeEngine
-    from topologies.spec import NodeSpec
+    from topologies.kubernetes.manifests import manifests
+    from topologies.pki import RunPki
+    from topologies.runs import Secrets
+    from topologies.spec import NodeSpec, load
 
     runtime = service.load("runtime")
     assert runtime.ports == {
@@ -138,3 +141,10 @@ def test_the_runtimes_own_file_is_what_its_nodes_are_started_with() -> None:
     launch = node_launch(place, NodeSpec("node-1", ("kv",)), "10.0.0.11", {}, {})
     assert launch.command == runtime.command == ("serve",)
     assert (launch.volume_path, launch.publish) == (runtime.data_dir, (runtime.ports["api"], runtime.ports["grpc"]))
+    made = manifests(
+        load("scaled"), namespace="ns", image="i", secrets=Secrets("s" * 32, "pw"), pki=RunPki.create(tmp_path)
+    )
+    kv = next(m for m in made if m["kind"] == "Deployment" and m["metadata"]["name"] == "kv")
+    container = kv["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == list(runtime.command)  # and on Kubernetes
+    assert container["readinessProbe"]["httpGet"]["path"] == runtime.ready.path

@@ -13,7 +13,6 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 from images import envoy_image, golang
@@ -44,7 +43,6 @@ from topologies.containers.run import TARGET, ContainerRun
 from topologies.engines import Engine, Launch
 from topologies.exceptions import StartTimeout, UsageError
 from topologies.runs import SECRET_FILES, RunRecord, Secrets, new_run_id, run_dir, secret_settings
-from topologies.service import ServiceSpec
 from topologies.spec import ModeSpec, NodeSpec
 
 
@@ -113,18 +111,11 @@ def lazy_entrypoint() -> tuple[str, ...]:
     return ("/usr/bin/tini", "--", LAZYFS_BIN, "run", *mount, "--", "/usr/local/bin/runtime")
 
 
-@cache
-def runtime_service() -> ServiceSpec:
-    """The runtime's own service file (``services/runtime.yaml``): its member's command, its
-    ports and its data dir, as every other service's come from its file."""
-    return service.load("runtime")
-
-
 def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], files: Mapping[str, bytes]) -> Launch:
     """One node's container: its labels, settings, secret files, address, ports and volume;
     on lazyfs (:func:`lazy_entrypoint`) when the run asked for it. The command, ports and data
-    dir are the runtime's service file's (:func:`runtime_service`)."""
-    runtime = runtime_service()
+    dir are the runtime's service file's (:func:`topologies.service.runtime`)."""
+    runtime = service.runtime()
     api, grpc = runtime.ports["api"], runtime.ports["grpc"]
     labels = {
         **place.labels(node.name),

@@ -34,6 +34,7 @@ from images import envoy_image
 from runtime.security.certs import PEER_NAME, Bundle
 from runtime.storage.etcd_auth import user_name
 from runtime.storage.etcd_member import tls_flags
+from topologies import service
 from topologies.constants import (
     API_PORT,
     DB_CLIENT_PORT,
@@ -294,14 +295,14 @@ def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str, 
         ports.append({"name": "xds", "containerPort": XDS_PORT})
     # asked every second: a start is a chain of readiness (etcd, db-init, the services, xds, Envoy),
     # and a 2 s period added up to a second at each link; out after 3 misses, as before after 2
-    readiness = _probe("/readyz", runtime_port, period=1, failures=3)
+    readiness = _probe(service.runtime().ready.path, runtime_port, period=1, failures=3)
     if "envoy" in workload.services:  # ready when Envoy itself takes connections
         readiness = {"tcpSocket": {"port": API_PORT}, "periodSeconds": 1, "failureThreshold": 3}
     container = {
         "name": "runtime",
         "image": envoy_image(image) if "envoy" in workload.services else image,  # only Envoy's pods carry it
         "imagePullPolicy": "IfNotPresent",
-        "args": ["serve"],
+        "args": list(service.runtime().command),  # services/runtime.yaml, as on containers
         "env": _env(spec, workload, namespace),
         "ports": ports,
         "readinessProbe": readiness,
