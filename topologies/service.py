@@ -91,6 +91,10 @@ class ServiceSpec:
     def member_command(self, context: dict[str, Any]) -> tuple[str, ...]:
         return tuple(part.format(**context) for part in self.command)
 
+    def init_command(self, context: dict[str, Any]) -> tuple[str, ...]:
+        """``roles.init``'s command, filled as the first member's (``{peers}``: every member)."""
+        return tuple(part.format(**context) for part in self.init)
+
     def member_environment(self, context: dict[str, Any]) -> dict[str, str]:
         return {key: value.format(**context) for key, value in self.environment.items()}
 

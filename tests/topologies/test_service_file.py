@@ -53,6 +53,18 @@ def test_a_members_templates_are_filled_with_its_name_address_and_peers() -> Non
     assert "--initial-cluster-token=r-1" in command
 
 
+def test_an_init_command_is_filled_as_the_first_members_with_every_peer() -> None:
+    raw = {**good(), "roles": {**good()["roles"], "init": {"command": ["etcdctl", "--endpoints={peers}", "{name}"]}}}
+    etcd = service.parse(raw, where=service.SERVICES_DIR)
+    members = [("etcd-1", "10.0.0.11"), ("etcd-2", "10.0.0.12")]
+    context = etcd.context(name="etcd-1", ip="10.0.0.11", index=0, run_id="r-1", members=members)
+    assert etcd.init_command(context) == (
+        "etcdctl",
+        "--endpoints=etcd-1=http://10.0.0.11:2380,etcd-2=http://10.0.0.12:2380",
+        "etcd-1",
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [

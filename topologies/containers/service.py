@@ -250,7 +250,11 @@ def start_service(
         if spec.init:
             code, out = engine.run_once(
                 image,
-                list(spec.init),
+                list(
+                    spec.init_command(
+                        spec.context(name=names[0], ip=ips[names[0]], index=0, run_id=run_id, members=list(ips.items()))
+                    )
+                ),
                 {},
                 {LABEL_RUN: run_id, LABEL_MODE: mode, LABEL_NODE: "init"},
                 network=f"mm-{run_id}",

@@ -231,6 +231,8 @@ def start_service_k8s(
 
     if members not in spec.sizes:
         raise UsageError(f"service {spec.name} runs as {', '.join(map(str, spec.sizes))} members, not {members}")
+    if spec.init:
+        raise UsageError(f"{spec.name}: roles.init runs on containers; on Kubernetes not yet (a Job would run it)")
     if kubeconfig is None and engine is None:
         raise UsageError("a service on Kubernetes needs a cluster: a kubeconfig, or an engine to build one on")
     if kubeconfig is not None and image is None and spec.image is None:
