@@ -28,8 +28,12 @@ def trust(ca_file: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_file))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def anyio_backend() -> str:
+    """One event loop per test process, kept for the session (anyio keeps its runner while this
+    lasts): grpc.aio, under the runtime's etcd client, binds to one loop per process, and a
+    call left from a loop that a test closed completed on the next test's loop as "Event loop
+    is closed" (CI29, once in ten runs)."""
     return "asyncio"
 
 
