@@ -110,14 +110,11 @@ def _service_sizes(config: pytest.Config) -> tuple[ServiceSpec, list[int]] | Non
         spec = service.load(str(path))
     except TopologyError as exc:
         raise pytest.UsageError(f"--service: {exc}") from None
-    given = [m.strip() for m in str(config.getoption("modematrix_members") or "").split(",") if m.strip()]
-    if not given:
-        return spec, list(spec.sizes)
-    wrong = [m for m in given if not m.isdigit() or int(m) not in spec.sizes]
-    if wrong:
-        allowed = ", ".join(str(s) for s in spec.sizes)
-        raise pytest.UsageError(f"--members: {wrong[0]!r}: {spec.name} runs as {allowed} members")
-    return spec, [int(m) for m in given]
+    try:
+        given = spec.sizes_from(str(config.getoption("modematrix_members") or ""), "--members")
+    except TopologyError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return spec, list(given or spec.sizes)
 
 
 GIVEN = pytest.StashKey["Run"]()

@@ -27,13 +27,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from topologies.exceptions import NotFound, SpecError
+from topologies.exceptions import NotFound, SpecError, UsageError
 from topologies.spec import NAME_PATTERN, _problem
 
 SERVICES_DIR = Path(__file__).resolve().parent / "services"
 SCHEMA_FILE = "service.schema.json"
 PLACEHOLDERS = ("data_dir", "index", "ip", "name", "peers", "ports", "run_id", "service")
-SIZES = (1, 3, 5)
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,30 @@ class ServiceSpec:
 
     def member_environment(self, context: dict[str, Any]) -> dict[str, str]:
         return {key: value.format(**context) for key, value in self.environment.items()}
+
+    def check_size(self, members: int, flag: str = "") -> int:
+        """``members``, if this service runs as that many; else a :class:`UsageError`
+        naming the sizes it does run as (and ``flag``, the option it came from)."""
+        if members not in self.sizes:
+            said = f"{flag}: " if flag else ""
+            raise UsageError(f"{said}service {self.name} runs as {self._sizes()} members, not {members}")
+        return members
+
+    def sizes_from(self, given: str, flag: str) -> tuple[int, ...]:
+        """A comma-separated list of sizes (``--members 1,3``), each one this service runs
+        as; () for an empty one. The first wrong one is the error."""
+        parts = [part.strip() for part in given.split(",") if part.strip()]
+        for part in parts:
+            if not part.isdigit() or int(part) not in self.sizes:
+                raise UsageError(f"{flag}: {part!r}: service {self.name} runs as {self._sizes()} members")
+        return tuple(int(part) for part in parts)
+
+    def default_size(self) -> int:
+        """The size a run has when none is asked for: 3 if the service allows it."""
+        return 3 if 3 in self.sizes else self.sizes[0]
+
+    def _sizes(self) -> str:
+        return ", ".join(str(size) for size in self.sizes)
 
     def no_runtime_api(self, run_id: str) -> NotFound:
         """What asking a run of this service for the runtime's client raises."""

@@ -393,16 +393,8 @@ def _service_cells(file: Path, members: str, k8s_members: str) -> ServiceCells:
     """``--service``, ``--members`` and ``--k8s-members``: a wrong file or size is a
     UsageError (exit 2, one line)."""
     spec = service.load(file)
-
-    def sizes(flag: str, value: str) -> tuple[int, ...]:
-        given = [m.strip() for m in value.split(",") if m.strip()]
-        wrong = [m for m in given if not m.isdigit() or int(m) not in spec.sizes]
-        if wrong:
-            allowed = ", ".join(str(s) for s in spec.sizes)
-            raise UsageError(f"{flag}: {wrong[0]!r}: {spec.name} runs as {allowed} members")
-        return tuple(int(m) for m in given)
-
-    return ServiceCells(file, spec, sizes("--members", members) or spec.sizes, sizes("--k8s-members", k8s_members))
+    docker = spec.sizes_from(members, "--members") or spec.sizes
+    return ServiceCells(file, spec, docker, spec.sizes_from(k8s_members, "--k8s-members"))
 
 
 def _run(args: argparse.Namespace) -> int:

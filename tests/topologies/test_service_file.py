@@ -5,6 +5,7 @@ filled per member."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from topologies import service
-from topologies.exceptions import SpecError
+from topologies.exceptions import SpecError, UsageError
 
 SHIPPED = service.SERVICES_DIR / service.SCHEMA_FILE
 
@@ -160,3 +161,26 @@ def test_the_runtimes_own_file_is_what_its_nodes_are_started_with(tmp_path: Path
     container = kv["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == list(runtime.command)  # and on Kubernetes
     assert container["readinessProbe"]["httpGet"]["path"] == runtime.ready.path
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("1", "--members: '1': service redis-sentinel runs as 3, 5 members"),
+        ("3,x", "--members: 'x': service redis-sentinel runs as 3, 5 members"),
+        ("3,-5", "--members: '-5'"),
+    ],
+)
+def test_a_size_the_service_does_not_run_as_is_a_usage_error(given: str, says: str) -> None:
+    spec = service.load("redis-sentinel")
+    with pytest.raises(UsageError, match=re.escape(says)):
+        spec.sizes_from(given, "--members")
+    with pytest.raises(UsageError, match=re.escape("--members: service redis-sentinel runs as 3, 5 members, not 1")):
+        spec.check_size(1, "--members")
+
+
+def test_sizes_it_runs_as_are_taken_and_nothing_given_is_none() -> None:
+    spec = service.load("etcd")
+    assert spec.sizes_from(" 5, 1 ", "--members") == (5, 1)
+    assert spec.sizes_from("", "--members") == ()
+    assert (spec.check_size(5), spec.default_size(), service.load("redis-sentinel").default_size()) == (5, 3, 3)

@@ -178,11 +178,7 @@ def _up_service(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     spec = service.load(args.service)  # a wrong file is refused before anything starts
-    members = args.members or (3 if 3 in spec.sizes else spec.sizes[0])
-    if members not in spec.sizes:
-        raise UsageError(
-            f"--members: service {spec.name} runs as {', '.join(map(str, spec.sizes))} members, not {members}"
-        )
+    members = spec.check_size(args.members or spec.default_size(), "--members")
     engine = engines.get(args.engine, reaper=False)  # the run outlives this command
     with step(f"starting {spec.name} with {members} members on {args.on}", quiet=args.json):
         if args.on == "kubernetes":

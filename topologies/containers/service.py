@@ -29,7 +29,7 @@ from topologies.containers import plan
 from topologies.containers.node import READY_POLL, Node
 from topologies.containers.run import TARGET, ContainerRun
 from topologies.engines import Engine, Launch
-from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError, UsageError
+from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError
 from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
 from topologies.service import Probe, ServiceSpec
 from topologies.spec import ModeSpec, NodeSpec
@@ -214,9 +214,7 @@ def start_service(
 ) -> ServiceRun:
     """Start ``members`` members of ``spec`` on ``engine``; the run once every one is ready.
     On any failure whatever was started is removed, then the error raised."""
-    if members not in spec.sizes:
-        sizes = ", ".join(str(s) for s in spec.sizes)
-        raise UsageError(f"service {spec.name} runs as {sizes} members, not {members}")
+    spec.check_size(members)
     helper = engine.image(quiet=quiet)  # the runtime image: iptables and tc for network faults
     engine.guard(helper)  # the reaper is built on it (the service's image need not have Python)
     image = image or image_of(spec, engine, quiet=quiet)

@@ -229,8 +229,7 @@ def start_service_k8s(
     worker). On any failure what was made is removed, then the error raised."""
     from topologies.containers.service import image_of
 
-    if members not in spec.sizes:
-        raise UsageError(f"service {spec.name} runs as {', '.join(map(str, spec.sizes))} members, not {members}")
+    spec.check_size(members)
     if spec.init:
         raise UsageError(f"{spec.name}: roles.init runs on containers; on Kubernetes not yet (a Job would run it)")
     if kubeconfig is None and engine is None:
