@@ -11,7 +11,7 @@ import pytest
 
 from topologies.engines import EXITED, Handle, Launch
 from topologies.engines.fake import FakeEngine
-from topologies.exceptions import FaultError, StartTimeout
+from topologies.exceptions import FaultError, StartTimeout, UsageError
 from topologies.kubernetes.clusters import NodeCluster
 from topologies.kubernetes.clusters.layout import CONF, cgroupns, plan
 
@@ -117,3 +117,41 @@ def test_node_sh_restarts_the_leader_elected_components_and_stops_the_node_for_t
     assert "run kube-scheduler again kube-scheduler" in script
     assert "run etcd etcd " in script and "run kube-apiserver kube-apiserver " in script
     assert 'wait -n "${PIDS[@]}"' in script, "any other component's exit still stops the node"
+
+
+def test_nodes_keep_images_in_memory_unless_told_disk_and_a_wrong_store_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    containerd = "/var/lib/mm-node/containerd"
+    for store, want in ((None, True), ("disk", False), ("memory", True)):
+        engine = FakeEngine()
+        with pytest.raises(StartTimeout):
+            NodeCluster.create("r-s", tmp_path / str(store), engine, workers=2, timeout=1, image_store=store)
+        assert [containerd in launch.tmpfs for launch in engine.launched] == [want] * 3, store
+    monkeypatch.setenv("MODEMATRIX_K8S_IMAGE_STORE", "disk")
+    engine = FakeEngine()
+    with pytest.raises(StartTimeout):
+        NodeCluster.create("r-e", tmp_path / "env", engine, workers=2, timeout=1)
+    assert all(containerd not in launch.tmpfs for launch in engine.launched)
+    monkeypatch.setenv("MODEMATRIX_K8S_IMAGE_STORE", "ssd")
+    engine = FakeEngine()
+    with pytest.raises(UsageError, match="MODEMATRIX_K8S_IMAGE_STORE: expected memory or disk, got 'ssd'"):
+        NodeCluster.create("r-x", tmp_path / "bad", engine, workers=2, timeout=1)
+    assert engine.launched == []
+
+
+@pytest.mark.parametrize(("store", "imports"), [("memory", 1), ("disk", 0)])
+def test_a_worker_restarted_with_its_images_in_memory_gets_them_again(tmp_path: Path, store: str, imports: int) -> None:
+    engine = FakeEngine()
+    with pytest.raises(StartTimeout):  # what remains of it: the run's record of its image store
+        NodeCluster.create("r-h", tmp_path, engine, workers=2, timeout=1, image_store=store)
+    nodes = plan("10.9.9", workers=2)
+    handles = {n.name: engine.launch(Launch(f"mm-r-h-{n.name}", "node", {})) for n in nodes}
+    built = NodeCluster("r-h", engine, tmp_path, nodes, handles, kubectl=Path("/fake/kubectl"))
+    built.load_images(["modematrix/runtime:t"])
+    engine.calls.clear()
+    for node in ("kube-worker-1", "kube-control-plane"):
+        engine.kill(built.handles[node])
+        built.heal_node(node)
+    imported = [c for c in engine.calls if c[0] == "exec" and "images import" in c[2]]
+    assert [c[1] for c in imported] == ["mm-r-h-kube-worker-1"] * imports, "a control plane runs none of them"

@@ -25,7 +25,7 @@ control plane) is what every kubeconfig and every kubelet's DNS point at.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +51,8 @@ NODE_MONITOR_GRACE_S = 15  # a silent node is marked not ready or unreachable af
 BALANCER_HOST = 5  # with several control planes: the API's balancer (and DNS) at .5 of the network
 CONTROL_PLANE_COUNTS = (1, 3)  # etcd's quorum: one member, or three that survive one loss
 ETCD_CLIENT, ETCD_PEER = 2379, 2380
+IMAGE_STORES = ("memory", "disk")  # where a node's containerd keeps images: tmpfs, or the node's volume
+IMAGE_STORE_ENV = "MODEMATRIX_K8S_IMAGE_STORE"
 Files = dict[str, bytes]
 
 
@@ -101,6 +103,35 @@ def cgroupns(version: int) -> str | None:
     if version not in (1, 2):
         raise ValueError(f"cgroup version: expected 1 or 2, got {version!r}")
     return "private" if version == 2 else None
+
+
+def image_store(environ: Mapping[str, str]) -> str:
+    """Where nodes keep their images, from ``MODEMATRIX_K8S_IMAGE_STORE`` (default ``memory``).
+
+    ``memory``: containerd's root is a tmpfs, so importing the runtime image into three
+    workers writes no disk (about 0.7 GB of RAM per worker; measured 21 s -> 14.5 s on a
+    2-core host). It is empty again when a node restarts, and :meth:`NodeCluster.heal_node`
+    imports the run's images again. ``disk``: on the node's volume, as kind has it.
+
+    >>> image_store({}), image_store({"MODEMATRIX_K8S_IMAGE_STORE": "disk"})
+    ('memory', 'disk')
+    """
+    store = environ.get(IMAGE_STORE_ENV, "").strip() or IMAGE_STORES[0]
+    if store not in IMAGE_STORES:
+        raise ValueError(f"{IMAGE_STORE_ENV}: expected {' or '.join(IMAGE_STORES)}, got {store!r}")
+    return store
+
+
+def node_tmpfs(store: str) -> tuple[str, ...]:
+    """The node container's tmpfs mounts: its own ``/run`` and ``/tmp``, as on a booted
+    machine, and containerd's root when images are kept in memory.
+
+    >>> node_tmpfs("disk"), node_tmpfs("memory")[-1]
+    (('/run', '/tmp'), '/var/lib/mm-node/containerd')
+    """
+    if store not in IMAGE_STORES:
+        raise ValueError(f"image store: expected {' or '.join(IMAGE_STORES)}, got {store!r}")
+    return ("/run", "/tmp", *((f"{STATE}/containerd",) if store == "memory" else ()))  # noqa: S108
 
 
 def role_labels(node: KubeNode) -> dict[str, str]:

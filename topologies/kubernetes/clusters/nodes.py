@@ -16,6 +16,8 @@ involved: the runtime image goes from the engine's archive into each node with
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,7 +35,7 @@ import images
 from runtime.files import write_atomic
 from topologies.constants import LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
 from topologies.engines import EXITED, PAUSED, STOPPED, Engine, Handle, Launch
-from topologies.exceptions import EngineError, FaultError, NotFound, StartTimeout
+from topologies.exceptions import EngineError, FaultError, NotFound, StartTimeout, UsageError
 from topologies.kubernetes import apply
 from topologies.kubernetes.clusters import layout
 from topologies.kubernetes.clusters.layout import KubeNode
@@ -122,12 +124,19 @@ class NodeCluster:
         timeout: float = 300,
         cpuset: str | None = None,
         preload: Sequence[str] = (),
+        image_store: str | None = None,
     ) -> NodeCluster:
         """Build (or reuse) the node image, start the nodes, wait until the API answers, the
         cluster's own objects are in and every node is Ready; on failure, say why (each
         node's state and last log lines) and remove what was started. The images of
         ``preload`` go into each worker's containerd while that happens (as soon as its
-        containerd answers), and are in when this returns."""
+        containerd answers), and are in when this returns. ``image_store`` (``memory`` or
+        ``disk``; default ``MODEMATRIX_K8S_IMAGE_STORE``, else memory) is where each node's
+        containerd keeps them (:func:`layout.image_store`)."""
+        try:
+            store = layout.image_store({layout.IMAGE_STORE_ENV: image_store} if image_store else os.environ)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         started = time.monotonic()
         report("node image: building or reusing (modematrix k8s build)")
         node_image = engine.node_image()
@@ -135,6 +144,7 @@ class NodeCluster:
         prefix = engine.create_network(network, _labels(run_id, "network"))
         nodes = layout.plan(prefix, workers=workers, control_planes=control_planes)
         pki = RunPki.create(workdir)
+        _record_images(workdir, store, preload)
         _write_files(workdir, nodes, pki, pause_image="docker.io/" + node_image.pause)
         cgroups = engine.cgroup_version()
         balancer = None
@@ -145,7 +155,7 @@ class NodeCluster:
         report(f"starting {len(nodes)} node containers on {prefix}.0/24 (cgroup v{cgroups} host)")
         handles = {}
         for node in nodes:
-            launch = _launch(run_id, workdir, node, node_image.tag, network, cpuset, layout.cgroupns(cgroups))
+            launch = _launch(run_id, workdir, node, node_image.tag, network, cpuset, layout.cgroupns(cgroups), store)
             handles[node.name] = engine.launch(launch)
         built = cls(
             run_id,
@@ -296,6 +306,8 @@ class NodeCluster:
         """Put ``tags`` into the containerd of every worker that lacks one (the engine's one
         archive of them, ``ctr images import`` on each node, in parallel); seconds taken."""
         started = time.monotonic()
+        store, loaded = _recorded_images(self.workdir)
+        _record_images(self.workdir, store, [*loaded, *tags])  # a node restarted gets them again
         archive = self.engine.save_images(tags, _saved_dir())
         self.report(f"loading {', '.join(tags)} into {len(self.workers)} workers' containerd")
         with ThreadPoolExecutor(len(self.workers)) as pool:
@@ -314,6 +326,16 @@ class NodeCluster:
             raise EngineError(
                 f"ctr images import {', '.join(tags)} on {node.name} failed ({code}): {out.strip()[-400:]}"
             )
+
+    def _restore_images(self, name: str) -> None:
+        """After a restart: the run's images into ``name``'s containerd again, if it keeps
+        them in memory (its tmpfs started empty); a control plane runs none of them."""
+        store, tags = _recorded_images(self.workdir)
+        node = next(n for n in self.nodes if n.name == name)
+        if store != "memory" or not tags or node.control_plane:
+            return
+        archive = self.engine.save_images(tags, _saved_dir())  # the same archive, unless replaced since
+        self._preload(node, tags, archive, timeout=120)
 
     @contextmanager
     def registry(self, push: Sequence[str] = ()) -> Iterator[str]:
@@ -385,6 +407,7 @@ class NodeCluster:
             self.engine.unpause(handle)
         elif state in STOPPED:
             self.engine.start(handle)
+            self._restore_images(node)
         chain = PARTITION_CHAIN
         lift = " ; ".join(
             f"while iptables -D {h} -j {chain} 2>/dev/null; do :; done" for h in ("INPUT", "OUTPUT", "FORWARD")
@@ -450,6 +473,22 @@ def _containerd_name(tag: str) -> str:
     return tag if "/" not in tag.split(":", 1)[0] or "." in tag.split("/", 1)[0] else f"docker.io/{tag}"
 
 
+def _record_images(workdir: Path, store: str, tags: Sequence[str]) -> None:
+    """Where the nodes keep images, and which the run put in them: a node that restarts with
+    an empty store (memory) is given them again, by this process or a later one."""
+    record = {"store": store, "tags": list(dict.fromkeys(tags))}
+    write_atomic(workdir / "images.json", json.dumps(record).encode())
+
+
+def _recorded_images(workdir: Path) -> tuple[str, list[str]]:
+    """:func:`_record_images`' store and tags; a run from before it kept them on disk."""
+    try:
+        record = json.loads((workdir / "images.json").read_text())
+    except FileNotFoundError:
+        return "disk", []
+    return str(record["store"]), [str(tag) for tag in record["tags"]]
+
+
 def _saved_dir() -> Path:
     folder = images.cache_dir() / "saved-images"
     folder.mkdir(parents=True, exist_ok=True)
@@ -491,7 +530,14 @@ def _balancer(run_id: str, workdir: Path, nodes: list[KubeNode], image: str, net
 
 
 def _launch(
-    run_id: str, workdir: Path, node: KubeNode, image: str, network: str, cpuset: str | None, cgroupns: str | None
+    run_id: str,
+    workdir: Path,
+    node: KubeNode,
+    image: str,
+    network: str,
+    cpuset: str | None,
+    cgroupns: str | None,
+    store: str,
 ) -> Launch:
     return Launch(
         name=f"mm-{run_id}-{node.name}",
@@ -502,7 +548,7 @@ def _launch(
         ip=node.ip,
         privileged=True,
         cgroupns=cgroupns,
-        tmpfs=("/run", "/tmp"),  # noqa: S108 (the node's own, as on a booted machine)
+        tmpfs=layout.node_tmpfs(store),
         binds={str(workdir / "nodes" / node.name): layout.CONF, str(_saved_dir()): IMAGES_DIR},
         volume=f"mm-{run_id}-{node.name}",
         volume_path=layout.STATE,
