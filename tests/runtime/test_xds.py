@@ -257,6 +257,8 @@ def test_envoy_accepts_the_generated_bootstrap(tmp_path: Path, planes: list[str]
         env={**os.environ},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    retry = json.loads(config.read_text())["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]
+    assert retry["retry_policy"]["retry_back_off"]["max_interval"] == "1s", "not Envoy's 30 s"
     assert "overload manager" not in (result.stdout + result.stderr).lower(), result.stderr
 
 
