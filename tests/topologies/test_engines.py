@@ -19,7 +19,8 @@ from topologies import engines
 from topologies.constants import API_PORT, LABEL_MODE, LABEL_ROLE, LABEL_RUN
 from topologies.engines import Engine, Launch
 from topologies.engines import docker as docker_engine
-from topologies.exceptions import NotFound
+from topologies.exceptions import EngineError, NotFound
+from topologies.wait import wait_until
 
 PLUGIN = """
 from topologies.engines.fake import FakeEngine
@@ -138,3 +139,28 @@ def _probe(engine: Engine, run_id: str, suffix: str, **options: Any) -> Launch:
         command=("120",),
         **options,
     )
+
+
+def test_a_push_leaves_no_name_of_the_registry_behind() -> None:
+    """``push`` tags the image with the registry's address only to push it; the registry is a
+    run's, on a port of that run's, and each ``tox -e k8s`` left one more such name on the
+    machine. Against the real Docker and a real registry (Debian's docker-registry)."""
+    engine = docker_engine.DockerEngine(reaper=False)
+    run_id = f"r-push-{os.getpid()}"
+    base = engine.client.images.get(engine.image()).tags[0]  # any image here; the runtime's is
+    try:
+        launch = Launch(
+            name=f"mm-{run_id}-registry",
+            image=engine.registry_image(),
+            labels={LABEL_RUN: run_id, LABEL_MODE: "test", LABEL_ROLE: "registry"},
+            publish=(5000,),
+        )
+        local = f"127.0.0.1:{engine.launch(launch).ports[5000]}"
+        pushed = wait_until(
+            lambda: engine.push(base, local), timeout=60, interval=0.5, message="pushed", ignore=(EngineError,)
+        )
+        assert pushed == f"{local}/{base}"
+        assert not [t for i in engine.client.images.list() for t in i.tags if t.startswith(local)]
+        assert base in engine.client.images.get(engine.image()).tags, "the image itself stays"
+    finally:
+        engine.remove_run(run_id)

@@ -184,9 +184,12 @@ class DockerEngine:
         target = f"{to}/{repository}"
         with translated(f"pushing {tag} to {to}"):
             self.client.images.get(tag).tag(target, tag=version)
-            for line in self.client.images.push(target, tag=version, stream=True, decode=True):
-                if "error" in line:
-                    raise EngineError(f"pushing {tag} to {to}: {line['error']}")
+            try:
+                for line in self.client.images.push(target, tag=version, stream=True, decode=True):
+                    if "error" in line:
+                        raise EngineError(f"pushing {tag} to {to}: {line['error']}")
+            finally:  # the name was only the way to push: a registry on a port of its run's, gone with it
+                self.client.images.remove(f"{target}:{version}", noprune=True)
         return f"{target}:{version}"
 
     def save_images(self, tags: Sequence[str], folder: Path) -> Path:
