@@ -93,10 +93,17 @@ class Workload(Protocol):
     def client(self, run: Run, *, index: int, timeout: float) -> Register: ...
 
 
-def read_again(once: Callable[[Invocation], Completion], op: Invocation, *, tries: int, budget: float) -> Completion:
+def read_again(
+    once: Callable[[Invocation], Completion],
+    op: Invocation,
+    *,
+    tries: int,
+    budget: float,
+    final: Callable[[Completion], bool] = lambda done: False,
+) -> Completion:
     """``once(op)``, and for a read that did not complete, again (``once`` has moved on to
     its next endpoint), up to ``tries`` calls in all and while ``budget`` seconds last. A
-    refusal that another endpoint would repeat (``final``) is not sent again.
+    refusal that another endpoint would repeat (``final`` says which) is not sent again.
 
     >>> answers = iter([Completion(UNKNOWN), Completion(OK, {"value": "v"})])
     >>> read_again(lambda op: next(answers), Invocation("read", "k"), tries=2, budget=5).result
@@ -107,7 +114,7 @@ def read_again(once: Callable[[Invocation], Completion], op: Invocation, *, trie
     ends = time.monotonic() + budget
     done = once(op)
     for _ in range(tries - 1 if op.kind in READS else 0):
-        if done.outcome == OK or done.result.get("final") or time.monotonic() >= ends:
+        if done.outcome == OK or final(done) or time.monotonic() >= ends:
             break
         done = once(op)
     return done
@@ -198,6 +205,13 @@ class Http:
 REFUSED_CODES = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT}
 REFUSED_CODES |= {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 REFUSED_CODES |= {grpc.StatusCode.RESOURCE_EXHAUSTED}  # a full disk: rolled back
+# a refusal every endpoint would repeat: not sent again (UNAUTHENTICATED is, after a new login)
+REPEATED = frozenset(code.name for code in REFUSED_CODES - {grpc.StatusCode.UNAUTHENTICATED})
+
+
+def repeated(done: Completion) -> bool:
+    """A refusal another endpoint would give too (:data:`REPEATED`)."""
+    return done.outcome != OK and done.result.get("code") in REPEATED
 
 
 def never_sent(error: grpc.RpcError) -> bool:
@@ -275,7 +289,7 @@ class GrpcKv:
         return pb_grpc.KvStub(self.channels.current())
 
     def invoke(self, op: Invocation) -> Completion:
-        return read_again(self._once, op, tries=2 * len(self.endpoints), budget=self.timeout)
+        return read_again(self._once, op, tries=2 * len(self.endpoints), budget=self.timeout, final=repeated)
 
     def _once(self, op: Invocation) -> Completion:
         if not self._token:
@@ -291,8 +305,6 @@ class GrpcKv:
                 self._token = ""  # logs in again, and a read is sent again
             elif done.outcome != OK and exc.code() not in REFUSED_CODES:
                 self.channels.next()
-            elif done.outcome != OK:
-                done = Completion(done.outcome, {**done.result, "final": True})
             return done
 
     def _call(self, kv: pb_grpc.KvStub, op: Invocation, token: tuple[tuple[str, str], ...]) -> Completion:
@@ -358,7 +370,7 @@ class EtcdKv:
         return rpc.KVStub(self.channels.current())
 
     def invoke(self, op: Invocation) -> Completion:
-        return read_again(self._once, op, tries=2 * len(self.endpoints), budget=self.timeout)
+        return read_again(self._once, op, tries=2 * len(self.endpoints), budget=self.timeout, final=repeated)
 
     def _once(self, op: Invocation) -> Completion:
         try:
@@ -370,7 +382,7 @@ class EtcdKv:
             # a read changes nothing: failed; a change that did not complete may have been applied
             refused = code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT)
             if refused:
-                return Completion(FAIL, {**found, "final": True})
+                return Completion(FAIL, found)
             return Completion(FAIL if op.kind in READS or never_sent(exc) else UNKNOWN, found)
 
     def _call(self, kv: rpc.KVStub, op: Invocation, key: bytes) -> Completion:

@@ -164,3 +164,25 @@ def test_etcd_register_a_member_that_is_gone_reads_at_the_next_a_write_fails_the
     with EtcdKv(members, None, 0, 1.0) as kv:
         assert kv.invoke(Invocation("write", "k", {"value": "v"})).outcome == FAIL
         assert kv.invoke(Invocation("write", "k", {"value": "w"})).outcome == OK
+
+
+def test_a_read_refused_as_every_endpoint_would_is_not_sent_again_and_the_history_has_no_marker() -> None:
+    from scenarios.workload import read_again, repeated
+
+    sent: list[str] = []
+
+    def once(answer: Completion) -> Any:
+        def call(op: Invocation) -> Completion:
+            sent.append(op.kind)
+            return answer
+
+        return call
+
+    denied = Completion(FAIL, {"code": "PERMISSION_DENIED", "error": "no"})
+    assert read_again(once(denied), Invocation("read", "k"), tries=4, budget=5, final=repeated) is denied
+    assert sent == ["read"] and "final" not in denied.result
+    lost = Completion(FAIL, {"code": "UNAVAILABLE", "error": "gone"})
+    assert read_again(once(lost), Invocation("read", "k"), tries=4, budget=5, final=repeated) is lost
+    assert len(sent) == 5, "a read another endpoint may answer is sent again"
+    relogin = Completion(FAIL, {"code": "UNAUTHENTICATED"})
+    assert not repeated(relogin), "sent again after a new login"
