@@ -326,10 +326,10 @@ FOR_ONE_MEMBER_K8S = ("delete-a-member-pod", "kill-a-worker")
 
 
 def _service_pods(run: KubeRun, rng: random.Random, leader: bool) -> Fault[KubeRun]:
-    service = run.spec.db  # a service's run: its StatefulSet is named after the service
+    if not isinstance(run, ServiceKubeRun):
+        raise FaultError(f"run {run.run_id} is not a service's: no StatefulSet of its members")
+    service = run.service.name  # its StatefulSet is named after the service
     if leader:
-        if not isinstance(run, ServiceKubeRun):
-            raise FaultError(f"run {run.run_id} is not a service's: no leader probe to ask")
         return kube.DeletePod(service, run.db_leader())
     return kube.any_pod(run, service, rng)
 

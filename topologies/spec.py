@@ -52,7 +52,7 @@ class LoadBalancerSpec:
 class ModeSpec:
     mode: str
     description: str
-    db: str
+    db: str  # sqlite or etcd; SERVICE_DB for a service file's members (the service is its own DB)
     nodes: tuple[NodeSpec, ...]
     memory: str = "256m"
     load_balancer: LoadBalancerSpec | None = None
@@ -110,6 +110,7 @@ def load(mode: str | Path) -> ModeSpec:
     return parse(raw, source=path.name)
 
 
+SERVICE_DB = "service"  # a ModeSpec of a service file's members: no runtime DB, whatever the service
 NAME_PATTERN = _NAME.pattern
 SERVICE_CHOICES = (*SERVICES, "all", *ROLES)
 

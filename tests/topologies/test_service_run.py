@@ -15,7 +15,7 @@ import pytest
 import topologies
 from topologies import ServiceRun, engines, service
 from topologies.cli import schemas
-from topologies.containers.faults import Kill
+from topologies.containers.faults import Kill, ReplaceMember
 from topologies.containers.service import start_service
 from topologies.exceptions import StartTimeout, UsageError
 from topologies.faults import injected
@@ -42,6 +42,8 @@ def test_three_members_one_leader_and_a_killed_one_back_on_its_data() -> None:
     with start_service(service.load("etcd"), 3, engines.get("docker")) as run:
         leader = run.db_leader().name
         assert leader in {n.name for n in run.nodes}
+        refused = ReplaceMember(leader).applies_to(run)  # the runtime's procedure, not etcd alone's
+        assert refused and "replace-member is the runtime's etcd procedure" in refused, refused
         with injected(run, Kill(leader)):
             assert not run.node(leader).running
         assert run.node(leader).running  # healed, and ready again (injected waits for it)

@@ -38,6 +38,7 @@ from topologies.engines import REMOVED
 from topologies.exceptions import FaultError, UsageError
 from topologies.faults import SKEW_S, Fault, skew_refusal
 from topologies.runs import SECRET_FILES, secret_settings
+from topologies.spec import SERVICE_DB
 from topologies.wait import WaitTimeout, wait_until
 
 
@@ -338,6 +339,8 @@ class ReplaceMember:
         if problem := _has(run, self.node):
             return problem
         members = [n for n in run.nodes if n.db_member]
+        if run.spec.db == SERVICE_DB:  # its members are the service's own: etcd's or any other
+            return f"replace-member is the runtime's etcd procedure (runtime db-member); {run.mode} runs a service"
         if run.spec.db != "etcd" or run.node(self.node) not in members:
             return f"{self.node} hosts no etcd member"
         if len(members) < 3:

@@ -32,7 +32,7 @@ from topologies.engines import Engine, Launch
 from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError
 from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
 from topologies.service import Probe, ServiceSpec
-from topologies.spec import ModeSpec, NodeSpec
+from topologies.spec import SERVICE_DB, ModeSpec, NodeSpec
 from topologies.wait import WaitTimeout, wait_until
 
 LABEL_SERVICE = "modematrix.service"
@@ -222,7 +222,7 @@ def start_service(
     mode = mode_name(spec, members)
     names = member_names(spec, members)
     nodes_spec = tuple(NodeSpec(name, (spec.name,), db_member=True) for name in names)
-    mode_spec = ModeSpec(mode, spec.description, spec.name, nodes_spec, spec.memory)
+    mode_spec = ModeSpec(mode, spec.description, SERVICE_DB, nodes_spec, spec.memory)
     folder = run_dir(run_id)
     details = {
         "engine": engine.name,
@@ -293,7 +293,7 @@ def attach_service(record: RunRecord, engine: Engine) -> ServiceRun:
         for name in names
         if name in handles
     ]
-    layout = ModeSpec(record.mode, spec.description, spec.name, tuple(n.spec for n in nodes), spec.memory)
+    layout = ModeSpec(record.mode, spec.description, SERVICE_DB, tuple(n.spec for n in nodes), spec.memory)
     helper = str(details.get("helper") or engine.image())
     return ServiceRun(
         record.run_id,

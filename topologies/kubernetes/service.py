@@ -27,7 +27,7 @@ from topologies.kubernetes.manifests import Manifest, _budget, _quantity, _selec
 from topologies.kubernetes.run import TARGET, KubeRun
 from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
 from topologies.service import Probe, ServiceSpec
-from topologies.spec import ModeSpec, NodeSpec
+from topologies.spec import SERVICE_DB, ModeSpec, NodeSpec
 from topologies.wait import WaitTimeout, wait_until
 
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set on a StatefulSet's pods since Kubernetes 1.28
@@ -242,7 +242,7 @@ def start_service_k8s(
     assert image is not None
     cluster: Cluster | None = GivenCluster.read(kubeconfig) if kubeconfig is not None else None
     nodes = tuple(NodeSpec(f"{spec.name}-{i}", (spec.name,), db_member=True) for i in range(members))
-    layout = ModeSpec(mode, spec.description, spec.name, nodes, spec.memory)
+    layout = ModeSpec(mode, spec.description, SERVICE_DB, nodes, spec.memory)
     details: dict[str, Any] = {
         "namespace": run_id,
         "image": image,
@@ -308,7 +308,7 @@ def attach_service(record: RunRecord, cluster: Cluster) -> ServiceKubeRun:
     return ServiceKubeRun(
         record.run_id,
         record.mode,
-        ModeSpec(record.mode, spec.description, spec.name, nodes, spec.memory),
+        ModeSpec(record.mode, spec.description, SERVICE_DB, nodes, spec.memory),
         cluster=cluster,
         namespace=str(details["namespace"]),
         image=str(details["image"]),
