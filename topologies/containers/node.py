@@ -6,7 +6,8 @@ scenarios go through here, never through the engine's own API.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import httpx
 
@@ -109,22 +110,41 @@ READY_POLL = 0.2  # seconds between /readyz polls while starting (faster than Do
 def wait_ready(nodes: Sequence[Node], context: ssl.SSLContext, timeout: float = 120.0) -> None:
     """Return when every node answers /readyz 200; StartTimeout with its last answer and log
     lines as soon as one is not running, or at the deadline."""
-    for node in nodes:
-        last: dict[str, tuple[int, str]] = {}
 
-        def ready(node: Node = node, last: dict[str, tuple[int, str]] = last) -> bool:
-            last["answer"] = node.readiness(context, timeout=1.0)
-            if last["answer"][0] == 0 and not node.running:  # why it ended, and its last words
+    def ask(node: Node) -> tuple[bool, str]:
+        answer = node.readiness(context, timeout=1.0)
+        return answer[0] == 200, str(answer)
+
+    wait_each(nodes, ask, timeout=timeout, asked="last /readyz answer")
+
+
+def wait_each(nodes: Sequence[Node], ask: Callable[[Node], tuple[bool, str]], *, timeout: float, asked: str) -> None:
+    """Return when ``ask`` has said yes of each node, within ``timeout`` for all of them;
+    StartTimeout naming the node, its last answer (``asked``) and its log lines at the
+    deadline, or as soon as a node that has not said yes is not running."""
+    ends = time.monotonic() + timeout
+    for node in nodes:
+        last = [""]
+
+        def ready(node: Node = node, last: list[str] = last) -> bool:
+            yes, last[0] = ask(node)
+            if not yes and not node.running:  # why it ended, and its last words
                 said = node.logs(8).strip()[-1000:]
                 raise StartTimeout(f"{node.name} is {node.engine.exit_reason(node.handle)}; last log lines: {said!r}")
-            return last["answer"][0] == 200
+            return yes
 
         try:
-            wait_until(ready, timeout=timeout, interval=READY_POLL, message=f"{node.name} ready", ignore=(OSError,))
+            wait_until(
+                ready,
+                timeout=max(1.0, ends - time.monotonic()),
+                interval=READY_POLL,
+                message=f"{node.name} ready",
+                ignore=(OSError,),
+            )
         except (WaitTimeout, StartTimeout) as exc:
+            when = f"after {timeout:.0f} s" if isinstance(exc, WaitTimeout) else "and stopped"
             raise StartTimeout(
-                f"node {node.name} ({node.container}) not ready after {timeout:.0f} s: {exc}; "
-                f"last /readyz answer: {last.get('answer')}",
+                f"node {node.name} ({node.container}) not ready {when}: {exc}; {asked}: {last[0]}",
                 node=node.name,
                 logs=node.logs(30),
             ) from exc

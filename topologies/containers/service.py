@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import httpx
@@ -26,14 +27,13 @@ from images import service as service_image
 from images.build import ROOT
 from topologies.constants import LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
 from topologies.containers import plan
-from topologies.containers.node import READY_POLL, Node
+from topologies.containers.node import Node, wait_each
 from topologies.containers.run import TARGET, ContainerRun
 from topologies.engines import Engine, Launch
 from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError
 from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
 from topologies.service import Probe, ServiceSpec
 from topologies.spec import SERVICE_DB, ModeSpec, NodeSpec
-from topologies.wait import WaitTimeout, wait_until
 
 LABEL_SERVICE = "modematrix.service"
 
@@ -179,27 +179,12 @@ class ServiceRun(ContainerRun):
 def wait_members(nodes: Sequence[Node], spec: ServiceSpec, timeout: float) -> None:
     """Return when every member's readiness probe says yes; StartTimeout with its last answer
     and log lines when one stops or at the deadline."""
-    ends = time.monotonic() + timeout
-    for node in nodes:
-        last = [""]
+    ask = partial(_ask_ready, spec=spec)
+    wait_each(nodes, ask, timeout=timeout, asked=f"its probe ({spec.ready.describe()}) said")
 
-        def ready(node: Node = node, last: list[str] = last) -> bool:
-            yes, last[0] = probe(node, spec.ready, spec.ports, timeout=1.0)
-            if not yes and not node.running:
-                raise StartTimeout(f"{node.name} is {node.engine.exit_reason(node.handle)}")
-            return yes
 
-        try:
-            wait_until(
-                ready, timeout=max(1.0, ends - time.monotonic()), interval=READY_POLL, message=f"{node.name} ready"
-            )
-        except (WaitTimeout, StartTimeout) as exc:
-            raise StartTimeout(
-                f"member {node.name} ({node.container}) not ready: {exc}; its probe ({spec.ready.describe()}) "
-                f"said {last[0]!r}",
-                node=node.name,
-                logs=node.logs(30),
-            ) from exc
+def _ask_ready(node: Node, *, spec: ServiceSpec) -> tuple[bool, str]:
+    return probe(node, spec.ready, spec.ports, timeout=1.0)
 
 
 def start_service(
