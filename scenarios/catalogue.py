@@ -134,7 +134,9 @@ def _worker(action: str) -> Scenario[KubeRun]:
     def fault(run: KubeRun, rng: random.Random, cycle: int) -> Fault[KubeRun]:
         return kube.NodeFault(kube.any_worker(run, rng), action)
 
-    return Scenario[KubeRun](f"{action}-a-worker", KubeRun, fault, modes=K8S, cycles=K8S_CYCLES)
+    return Scenario[KubeRun](
+        f"{action}-a-worker", KubeRun, fault, modes=K8S, cycles=K8S_CYCLES, requires=kube.built_here
+    )
 
 
 def _control_plane(name: str, action: str, which: Callable[[KubeRun, random.Random], str]) -> Scenario[KubeRun]:
@@ -242,6 +244,7 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
         cycles=1,
         during_s=150.0,
         until=kube.moved,
+        requires=kube.built_here,
     ),
     # etcd's membership changed under traffic on k8s: a StatefulSet pod's member removed, then
     # a new one added at the pod's stable address, started on an emptied data dir (the pod's
@@ -255,7 +258,15 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
         during_s=3.0,
     ),
     # the cluster's DNS frozen for 20 s: lookups time out, resolved connections carry on
-    Scenario[KubeRun]("dns-unreachable", KubeRun, lambda r, g, i: kube.DnsDown(), modes=K8S, cycles=1, during_s=20.0),
+    Scenario[KubeRun](
+        "dns-unreachable",
+        KubeRun,
+        lambda r, g, i: kube.DnsDown(),
+        modes=K8S,
+        cycles=1,
+        during_s=20.0,
+        requires=kube.built_here,
+    ),
     # the control plane (a cluster built with three): one of them down, the API still answers
     # kubectl get and kubectl scale through the balancer; the settled verdict is the time until
     # the scaled-up replica is Ready
@@ -272,6 +283,7 @@ CATALOGUE: tuple[Scenario[ContainerRun] | Scenario[KubeRun], ...] = (
         cycles=1,
         during_s=2.0,
         checks=(*ALL_CHECKS, *PLANNED),
+        requires=kube.built_here,  # never a node of a cluster the user has
     ),
     Scenario[KubeRun](
         "rollout-restart-kv",

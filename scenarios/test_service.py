@@ -6,13 +6,16 @@ no-lost-writes, availability) into the same failover report.
     pytest scenarios/test_service.py --service topologies/services/etcd.yaml
     pytest scenarios/test_service.py --service my/service.yaml --members 3 --cycles 1
     pytest scenarios/test_service.py --service topologies/services/etcd.yaml --members 3 --on kubernetes
+    modematrix up --service etcd --on kubernetes --kubeconfig ~/.kube/config --image REG/etcd:T
+    pytest scenarios/test_service.py --run RUN          # that run, on your cluster; left running
     modematrix matrix --service topologies/services/etcd.yaml
 
-Without ``--service`` every test here skips.
+Without ``--service`` (or ``--run`` of a service's run) every test here skips.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -26,6 +29,7 @@ from scenarios.runner import Result
 from scenarios.workload import Invocation, Register, workload
 from topologies import ServiceRun
 from topologies.kubernetes.service import ServiceKubeRun
+from topologies.pytest_plugin import given_run
 
 Served = ServiceRun | ServiceKubeRun
 
@@ -33,7 +37,8 @@ Served = ServiceRun | ServiceKubeRun
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """The failover test's scenarios: the Docker faults, or with ``--on kubernetes`` the Kubernetes ones."""
     if "name" in metafunc.fixturenames:
-        on_k8s = metafunc.config.getoption("modematrix_on") == "kubernetes"
+        given = given_run(metafunc.config)  # --run: where that run is
+        on_k8s = metafunc.config.getoption("modematrix_on") == "kubernetes" or isinstance(given, ServiceKubeRun)
         metafunc.parametrize("name", FOR_SERVICES_K8S if on_k8s else FOR_SERVICES)
 
 
@@ -53,8 +58,9 @@ def register_of(service_run: Served) -> Callable[[int], Register]:
 
 def test_every_member_reads_what_another_wrote(service_run: Served, register_of: Callable[[int], Register]) -> None:
     members = len(service_run.spec.nodes)
+    session = uuid.uuid4().hex[:8]  # a run given with --run keeps what an earlier session wrote
     for index in range(members):
-        key = f"functional-{service_run.run_id}-{index}"
+        key = f"functional-{service_run.run_id}-{session}-{index}"
         with register_of(index) as writer, register_of((index + 1) % members) as reader:
             assert writer.invoke(Invocation("write", key, {"value": "a"})).outcome == OK
             read = reader.invoke(Invocation("read", key))

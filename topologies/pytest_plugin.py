@@ -58,7 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--run",
         dest="modematrix_run",
         metavar="RUN",
-        help="test this run (modematrix up; its mode, instead of --mode) and leave it running",
+        help="test this run (modematrix up; its mode, instead of --mode; a service's run, "
+        "`up --service`, for service_run instead of --service) and leave it running",
     )
     group.addoption(
         "--service",
@@ -86,8 +87,17 @@ def pytest_configure(config: pytest.Config) -> None:
     for mode in modes():
         config.addinivalue_line("markers", f"{marker(mode)}: run only against the {mode} mode")
     config.addinivalue_line("markers", "failover: injects faults into a running mode")
-    given_run(config)  # a --run that names no run is a usage error now, not at collection
-    service_sizes(config)  # so is a wrong service file, or a size it does not allow
+    given = given_run(config)  # a --run that names no run is a usage error now, not at collection
+    if service_sizes(config) is not None and is_service(given):  # so is a wrong service file, or size
+        raise pytest.UsageError("--run names a service's run: it is what service_run tests; without --service")
+
+
+def is_service(run: Run | None) -> bool:
+    """A run of a service file (``up --service``), on containers or on Kubernetes."""
+    from topologies import ServiceRun
+    from topologies.kubernetes.service import ServiceKubeRun
+
+    return isinstance(run, ServiceRun | ServiceKubeRun)
 
 
 SERVICE = pytest.StashKey["tuple[ServiceSpec, list[int]] | None"]()
@@ -135,6 +145,8 @@ def given_run(config: pytest.Config) -> Run | None:
 
 def selected_modes(config: pytest.Config) -> list[str]:
     given = given_run(config)
+    if is_service(given):
+        return []  # the run fixture's tests are the runtime's: none for a service's run
     if given is not None:
         return [given.mode]
     chosen = [m.strip() for m in str(config.getoption("--mode")).split(",") if m.strip()]
@@ -145,7 +157,11 @@ def selected_modes(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "service_run" in metafunc.fixturenames:
+    given = given_run(metafunc.config)
+    if "service_run" in metafunc.fixturenames and is_service(given):
+        assert given is not None
+        metafunc.parametrize("service_run", [0], ids=[given.mode], indirect=True, scope="session")
+    elif "service_run" in metafunc.fixturenames:
         service = service_sizes(metafunc.config)
         sizes = service[1] if service else [0]  # 0: no --service, the fixture skips
         on = "" if metafunc.config.getoption("modematrix_on") == "containers" else "-kubernetes"
@@ -195,9 +211,14 @@ def service_run(request: pytest.FixtureRequest) -> Iterator[Run]:
     from topologies.containers.service import start_service
     from topologies.kubernetes.service import start_service_k8s
 
+    given = given_run(request.config)
+    if is_service(given):
+        assert given is not None
+        yield given  # the user's (modematrix up --service, on any cluster): theirs to remove
+        return
     chosen = service_sizes(request.config)
     if chosen is None or not request.param:
-        pytest.skip("needs --service FILE (a service file, e.g. topologies/services/etcd.yaml)")
+        pytest.skip("needs --service FILE (a service file, e.g. topologies/services/etcd.yaml), or --run RUN of one")
     engine = engines.get(str(request.config.getoption("--engine")))
     members = int(request.param)
     started: Run

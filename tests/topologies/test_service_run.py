@@ -90,3 +90,22 @@ def test_up_with_a_wrong_service_is_one_line_and_exit_2(args: list[str], says: s
     done = modematrix(*args)
     assert done.returncode == 2, done
     assert says in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+
+
+def test_pytest_tests_a_service_run_given_with_run_and_leaves_it_running() -> None:
+    """``modematrix up --service`` (anywhere: ``--on kubernetes --kubeconfig`` for a cluster
+    the user has), then ``pytest scenarios/test_service.py --run RUN``: the service's tests
+    against that run, which is left running; with ``--service`` as well it is a usage error."""
+    done = modematrix("up", "--service", "etcd", "--members", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    try:
+        argv = [sys.executable, "-m", "pytest", "-p", "no:randomly", "-q", "scenarios/test_service.py"]
+        chosen = ["--run", run_id, "-k", "reads_what or one_member_leads"]
+        tested = subprocess.run([*argv, *chosen], capture_output=True, text=True, timeout=300)
+        assert tested.returncode == 0 and "2 passed" in tested.stdout, tested.stdout[-2000:]
+        assert modematrix("status", run_id).returncode == 0, "left running"
+        both = subprocess.run([*argv, "--run", run_id, "--service", "etcd"], capture_output=True, text=True, timeout=60)
+        assert both.returncode == 4 and "--run names a service's run" in both.stderr, both.stderr[-500:]
+    finally:
+        assert modematrix("down", run_id).returncode == 0

@@ -63,6 +63,12 @@ def _built(run: KubeRun) -> NodeCluster:
     return run.cluster
 
 
+def built_here(run: KubeRun) -> str | None:
+    """None on a cluster built here; else why a node or DNS fault cannot run (a cluster the
+    user has: its nodes are not containers of this machine's)."""
+    return None if isinstance(run.cluster, NodeCluster) else NOT_BUILT
+
+
 def _control_plane(run: KubeRun, node: str) -> str | None:
     if not isinstance(run.cluster, NodeCluster):
         return NOT_BUILT
@@ -290,7 +296,7 @@ class DnsDown:
         return "dns-down"
 
     def applies_to(self, run: KubeRun) -> str | None:
-        return None if isinstance(run.cluster, NodeCluster) else NOT_BUILT
+        return built_here(run)
 
     def apply(self, run: KubeRun) -> None:
         _built(run).signal_dns("STOP")
