@@ -27,6 +27,7 @@ from locust import User, between, events, task
 from locust.env import Environment
 
 from loadtests import slo
+from loadtests.grpc_user import report
 from topologies import ContainerRun, ServiceRun, engines, faults, service, start_service
 from topologies.containers import victims
 from topologies.containers.faults import Kill, Partition, Pause
@@ -150,24 +151,14 @@ class EtcdUser(User):
         try:
             answer = call()
         except grpc.RpcError as exc:
-            self._fire(name, started, exc)
+            report(self.environment, name, started, exc)
             self.channel.close()  # the next member, as etcd's clients move on
             self.at += 1
             self.channel = grpc.insecure_channel(Cluster.endpoints[self.at % len(Cluster.endpoints)])
             self.kv = rpc.KVStub(self.channel)
             return None
-        self._fire(name, started, None)
+        report(self.environment, name, started, None)
         return answer
-
-    def _fire(self, name: str, started: float, exception: BaseException | None) -> None:
-        self.environment.events.request.fire(
-            request_type="grpc",
-            name=name,
-            response_time=(time.perf_counter() - started) * 1000,
-            response_length=0,
-            exception=exception,
-            context={},
-        )
 
     @task(3)
     def get(self) -> None:

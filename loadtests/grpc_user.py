@@ -99,14 +99,7 @@ class GrpcRuntimeUser(User):
             if code is grpc.StatusCode.UNAVAILABLE and len(self.targets) > 1:
                 self._target += 1  # nothing was applied: the next call goes to the next door
                 self._connect()
-        self.environment.events.request.fire(
-            request_type="grpc",
-            name=name,
-            response_time=(time.perf_counter() - started) * 1000,
-            response_length=0,
-            exception=error,
-            context={},
-        )
+        report(self.environment, name, started, error)
         return result
 
     def key(self) -> str:
@@ -151,3 +144,16 @@ class GrpcRuntimeUser(User):
             return
         ack = pb.AckRequest(queue=self.prefix, id=claimed.id, lease_id=claimed.lease_id)
         self.call("Queue/Ack", lambda: self.queue.Ack(ack, metadata=self.metadata, timeout=TIMEOUT))
+
+
+def report(environment: Environment, name: str, started: float, error: BaseException | None) -> None:
+    """One gRPC call into locust's statistics: its name, its time since ``started`` (a
+    ``time.perf_counter()``) and its error, if it failed."""
+    environment.events.request.fire(
+        request_type="grpc",
+        name=name,
+        response_time=(time.perf_counter() - started) * 1000,
+        response_length=0,
+        exception=error,
+        context={},
+    )

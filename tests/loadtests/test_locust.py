@@ -13,14 +13,14 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.docker
 
 
-def locust(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def locust(tmp_path: Path, *args: str, locustfile: str = "single.py") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
             "-m",
             "locust",
             "-f",
-            str(ROOT / "loadtests" / "single.py"),
+            str(ROOT / "loadtests" / locustfile),
             "--headless",
             "-u",
             "4",
@@ -44,6 +44,16 @@ def test_a_run_starts_its_cluster_meets_its_slos_writes_reports_and_cleans_up(tm
     assert "all SLOs met" in run.stderr and "removing the single run started for this load run" in run.stderr
     assert (tmp_path / "results" / "load" / "single.html").exists()
     assert (tmp_path / "results" / "load" / "single_stats.csv").read_text().count("\n") > 2
+
+
+def test_the_etcd_service_locustfile_starts_its_members_loads_them_over_etcds_api_and_removes_them(
+    tmp_path: Path,
+) -> None:
+    run = locust(tmp_path, "--members", "1", "--only-summary", locustfile="etcd.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+    for call in ("Put", "Range", "Txn (cas)"):
+        assert f"grpc     {call} " in run.stdout + run.stderr, call
+    assert " 0(0.00%)" in run.stdout + run.stderr, "no failed call"
 
 
 def test_an_impossible_threshold_fails_the_run_and_names_it(tmp_path: Path) -> None:
