@@ -19,8 +19,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from lightkube import Client
+from lightkube.resources.batch_v1 import Job
+
 from topologies.engines import Engine
-from topologies.exceptions import FaultError, NotFound, StartTimeout, UsageError
+from topologies.exceptions import EngineError, FaultError, NotFound, StartTimeout, UsageError
 from topologies.kubernetes import apply, forward
 from topologies.kubernetes.clusters import Cluster, GivenCluster, NodeCluster
 from topologies.kubernetes.manifests import Manifest, _budget, _quantity, _selector
@@ -31,6 +34,13 @@ from topologies.spec import SERVICE_DB, ModeSpec, NodeSpec
 from topologies.wait import WaitTimeout, wait_until
 
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set on a StatefulSet's pods since Kubernetes 1.28
+
+
+RESTRICTED = {  # a member's and an init's container: what the restricted Pod Security level asks
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def mode_name(spec: ServiceSpec, members: int) -> str:
@@ -56,14 +66,7 @@ def manifests(spec: ServiceSpec, members: int, *, namespace: str, image: str) ->
     ('--name=$(POD_NAME)', '--initial-cluster=etcd-0=http://etcd-0.etcd.r-1.svc:2380,etcd-1=http://etcd-1.etcd.r-1.svc:2380,etcd-2=http://etcd-2.etcd.r-1.svc:2380')
     """
     name = spec.name
-    pods = [f"{name}-{i}" for i in range(members)]
-    context = spec.context(
-        name="$(POD_NAME)",
-        ip=f"$(POD_NAME).{name}.{namespace}.svc",
-        index=0,
-        run_id=namespace,
-        members=[(pod, host(spec, pod, namespace)) for pod in pods],
-    )
+    context = _context(spec, members, namespace, "$(POD_NAME)", f"$(POD_NAME).{name}.{namespace}.svc")
     context["index"] = "$(POD_INDEX)"
     env = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -80,11 +83,7 @@ def manifests(spec: ServiceSpec, members: int, *, namespace: str, image: str) ->
         "ports": ports,
         "readinessProbe": {**probe_manifest(spec.ready, spec.ports), "periodSeconds": 1, "failureThreshold": 3},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": _quantity(spec.memory)}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": RESTRICTED,
         "volumeMounts": [{"name": "data", "mountPath": spec.data_dir}],
     }
     labels = {"app.kubernetes.io/part-of": "modematrix", "pod-security.kubernetes.io/enforce": "baseline"}
@@ -130,6 +129,68 @@ def manifests(spec: ServiceSpec, members: int, *, namespace: str, image: str) ->
     if members > 1:
         made.append(_budget(name, namespace, {"minAvailable": members // 2 + 1}))
     return made
+
+
+def _context(spec: ServiceSpec, members: int, namespace: str, name: str, ip: str) -> dict[str, Any]:
+    pods = [f"{spec.name}-{i}" for i in range(members)]
+    members_at = [(pod, host(spec, pod, namespace)) for pod in pods]
+    return spec.context(name=name, ip=ip, index=0, run_id=namespace, members=members_at)
+
+
+def init_job(spec: ServiceSpec, members: int, *, namespace: str, image: str) -> Manifest:
+    """``roles.init`` as a Job: its command filled as the first member's (``{peers}``: every
+    member), run once in the image, in the namespace, after every member is ready; as on
+    Docker, a failure is not tried again. Pure.
+
+    >>> from dataclasses import replace
+    >>> from topologies import service
+    >>> etcd = replace(service.load("etcd"), init=("etcdctl", "--endpoints={ip}:{ports[client]}", "put", "k", "v"))
+    >>> job = init_job(etcd, 3, namespace="r-1", image="i")
+    >>> job["metadata"]["name"], job["spec"]["template"]["spec"]["containers"][0]["args"][1]
+    ('etcd-init', '--endpoints=etcd-0.etcd.r-1.svc:2379')
+    """
+    first = f"{spec.name}-0"
+    context = _context(spec, members, namespace, first, host(spec, first, namespace))
+    container = {
+        "name": "init",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": list(spec.init_command(context)),  # after the image's entry point, as on Docker
+        "securityContext": RESTRICTED,
+    }
+    pod = {"restartPolicy": "Never", "automountServiceAccountToken": False, "containers": [container]}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"{spec.name}-init", "namespace": namespace, "labels": _selector(f"{spec.name}-init")},
+        "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": _selector(f"{spec.name}-init")}, "spec": pod}},
+    }
+
+
+def run_init(spec: ServiceSpec, members: int, cluster: Cluster, *, namespace: str, image: str, timeout: float) -> None:
+    """Apply :func:`init_job` and wait for it; StartTimeout with its pod's last log lines if
+    it failed, or did not end within ``timeout``."""
+    job = init_job(spec, members, namespace=namespace, image=image)
+    name = job["metadata"]["name"]
+    apply.apply([job], cluster.config)
+
+    def ended() -> str | None:
+        with Client(config=cluster.config) as client:
+            status = client.get(Job, name, namespace=namespace).status
+        if status is not None and status.succeeded:
+            return "succeeded"
+        return "failed" if status is not None and status.failed else None
+
+    try:
+        outcome = wait_until(ended, timeout=timeout, interval=0.5, message=f"Job {name} ended")
+    except WaitTimeout as exc:
+        outcome = str(exc)
+    if outcome != "succeeded":
+        try:
+            said = cluster.kubectl("logs", f"job/{name}", "-n", namespace, "--tail=30")
+        except EngineError as exc:
+            said = str(exc)
+        raise StartTimeout(f"{spec.name}'s init (Job {name}) {outcome}: {said.strip()[-300:]}", node=name, logs=said)
 
 
 def _spread(name: str) -> dict[str, Any]:
@@ -230,8 +291,6 @@ def start_service_k8s(
     from topologies.containers.service import image_of
 
     spec.check_size(members)
-    if spec.init:
-        raise UsageError(f"{spec.name}: roles.init runs on containers; on Kubernetes not yet (a Job would run it)")
     if kubeconfig is None and engine is None:
         raise UsageError("a service on Kubernetes needs a cluster: a kubeconfig, or an engine to build one on")
     if kubeconfig is not None and image is None and spec.image is None:
@@ -270,6 +329,8 @@ def start_service_k8s(
         if deployed.unavailable:
             why = "; ".join(f"{k} {v}" for k, v in deployed.unavailable.items())
             raise StartTimeout(f"{mode}: not available after {timeout:.0f} s: {why}")
+        if spec.init:  # once every member is ready, as on Docker
+            run_init(spec, members, cluster, namespace=run_id, image=image, timeout=timeout)
         plan = forward.Plan(
             kubectl=cluster.kubectl_argv(),
             kubeconfig=str(cluster.kubeconfig_path),
