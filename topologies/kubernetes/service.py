@@ -36,7 +36,7 @@ from topologies.wait import WaitTimeout, wait_until
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set on a StatefulSet's pods since Kubernetes 1.28
 
 
-RESTRICTED = {  # a member's and an init's container: what the restricted Pod Security level asks
+RESTRICTED = {  # a member's and an init's container: no privilege escalation, no capabilities
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
