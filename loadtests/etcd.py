@@ -1,11 +1,14 @@
 """Load on etcd alone (``topologies/services/etcd.yaml``), over etcd's own gRPC KV API: the
-locustfile its service file names. Without ``--endpoints`` it starts the service's members
-itself (``--members``, default 3) and removes them at the end.
+locustfile its service file names. Without ``--endpoints`` or ``--run`` it starts the
+service's members itself (``--members``, default 3) and removes them at the end; a run given
+by ``--run`` (``modematrix up --service etcd``, or the matrix's shared one on Kubernetes) is
+left running.
 
     locust -f loadtests/etcd.py --headless -u 10 -r 10 -t 45s
     locust -f loadtests/etcd.py --headless -u 10 -r 10 -t 45s --members 5 --fault kill-leader
     locust -f loadtests/etcd.py --headless -u 10 -r 10 -t 45s --on kubernetes --fault kill-leader   (its pod deleted)
     locust -f loadtests/etcd.py --headless -u 10 -t 30s --endpoints 127.0.0.1:2379,127.0.0.1:22379
+    locust -f loadtests/etcd.py --headless -u 10 -t 30s --run r-1a2b3c4d --fault kill-leader
 
 Each user keeps one channel to one member (users spread over them) and moves to the next
 after a call that failed, as etcd's clients do. Put, linearizable Range and a
@@ -17,6 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import sys
 import time
 from typing import Any
 
@@ -28,7 +32,17 @@ from locust.env import Environment
 
 from loadtests import slo
 from loadtests.grpc_user import report
-from topologies import ContainerRun, ServiceRun, engines, faults, service, start_service
+from topologies import (
+    ContainerRun,
+    ServiceRun,
+    TopologyError,
+    UsageError,
+    engines,
+    faults,
+    service,
+    start_service,
+    targets,
+)
 from topologies.containers import victims
 from topologies.containers.faults import Kill, Partition, Pause
 from topologies.kubernetes import faults as kube
@@ -42,10 +56,12 @@ TIMEOUT = 3.0
 
 
 class Cluster:
-    """The members' client addresses, and the run this load run started (None: given)."""
+    """The members' client addresses, and the run they are of (None: ``--endpoints``),
+    removed at the end if this load run started it."""
 
     endpoints: list[str] = []
     run: ServiceRun | ServiceKubeRun | None = None
+    owned = False
     spread = itertools.count()
 
 
@@ -60,6 +76,7 @@ def _options(parser: Any) -> None:
         help="where to start them (default containers)",
     )
     group.add_argument("--endpoints", default="", help="HOST:PORT,... of a running etcd instead (plain gRPC)")
+    group.add_argument("--run", default="", help="a running run of the service instead (left running)")
     group.add_argument("--fault", default="", choices=["", *FAULTS], help="break the leader during the run")
     group.add_argument("--fault-at", type=float, default=15.0, help="seconds after the start")
     group.add_argument("--fault-for", type=float, default=8.0, help="seconds before healing")
@@ -78,16 +95,32 @@ def _begin(environment: Environment, **_: Any) -> None:
     if given:
         Cluster.endpoints = given
     else:
-        log.info("no --endpoints: starting %s with %d members on %s", options.service, options.members, options.on)
-        if options.on == "kubernetes":
-            Cluster.run = start_service_k8s(service.load(options.service), options.members, engine=engines.get())
+        if options.run:
+            try:
+                Cluster.run = _attached(options.run)
+            except TopologyError as exc:  # a wrong id: one line, exit 2, as the CLI says it
+                log.error("%s", exc)
+                sys.exit(2)
         else:
-            Cluster.run = start_service(options.service, options.members)
+            log.info("no --endpoints: starting %s with %d members on %s", options.service, options.members, options.on)
+            if options.on == "kubernetes":
+                Cluster.run = start_service_k8s(service.load(options.service), options.members, engine=engines.get())
+            else:
+                Cluster.run = start_service(options.service, options.members)
+            Cluster.owned = True
         Cluster.endpoints = [e.split("://", 1)[1] for e in Cluster.run.endpoints]
     environment.host = ",".join(Cluster.endpoints)
     environment.events.quitting.add_listener(_finish)
     if options.fault and environment.runner is not None:
         gevent.spawn(_inject, options.fault, options.fault_at, options.fault_for)
+
+
+def _attached(run_id: str) -> ServiceRun | ServiceKubeRun:
+    """``--run``'s run, which must be a service's (the runtime's has no etcd API to load)."""
+    run = targets.attach(run_id)
+    if not isinstance(run, (ServiceRun, ServiceKubeRun)):
+        raise UsageError(f"--run {run_id}: a run of the runtime's {run.mode} mode, not of a service (etcd)")
+    return run
 
 
 def _inject(name: str, at: float, duration: float) -> None:
@@ -125,7 +158,7 @@ def _finish(environment: Environment, **_: Any) -> None:
             log.info("all SLOs met")
         environment.process_exit_code = 1 if missed else 0
     finally:
-        if Cluster.run is not None:
+        if Cluster.run is not None and Cluster.owned:
             log.info("removing the etcd run started for this load run")
             Cluster.run.stop()
 

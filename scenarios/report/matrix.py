@@ -15,7 +15,10 @@ after every cell, and the report page is built at the end (``results/<run-id>/re
 
 With ``--service FILE`` the modes are the service's sizes (``etcd-1``, ``etcd-3``,
 ``etcd-5``): functional and failover are ``scenarios/test_service.py`` with ``--service``,
-load is the locustfile the file names; bench measures the runtime's API, so it is n/a.
+load is the locustfile the file names; bench measures the runtime's API, so it is n/a. A
+size on Kubernetes (``etcd-3-k8s``) is one run its cells share, as a Kubernetes mode's are:
+pytest and the locustfile get ``--run RUN``; on Docker they get ``--service FILE --members N``
+and start their own.
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ from images import ImageError, golang
 from images.progress import step
 from scenarios.report import page
 from scenarios.report.results import MATRIX_FILE
-from topologies import UsageError, service, targets
+from topologies import UsageError, engines, service, targets
 from topologies.cli.common import example
 from topologies.containers import TARGET as CONTAINERS
 from topologies.kubernetes import TARGET as KUBERNETES
+from topologies.kubernetes.service import start_service_k8s
 from topologies.run import Run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,11 +127,24 @@ def plan_service(chosen: ServiceCells, checks: Sequence[str]) -> list[Cell]:
     return cells
 
 
-def service_argv(cell: Cell, folder: Path, chosen: ServiceCells, *, quick: bool) -> list[str]:
-    """The command that runs one cell of a service's matrix (pure)."""
+def service_argv(
+    cell: Cell, folder: Path, chosen: ServiceCells, *, quick: bool, shared: Path | None = None
+) -> list[str]:
+    """The command that runs one cell of a service's matrix (pure); with ``shared`` (the
+    described run its size's cells share), against that run.
+
+    >>> etcd = ServiceCells(Path("etcd.yaml"), service.load("etcd"), (), (3,))
+    >>> shared = Path("/runs/r-1a2b3c4d/matrix-run.json")
+    >>> service_argv(Cell("etcd-3-k8s", "load"), Path("/r"), etcd, quick=True, shared=shared)[-2:]
+    ['--run', 'r-1a2b3c4d']
+    """
     python = sys.executable
     members = str(chosen.members(cell.mode))
-    given = ["--service", str(chosen.file.resolve()), "--members", members, "--on", chosen.on(cell.mode)]
+    given = (
+        ["--run", _run_id(shared)]
+        if shared
+        else ["--service", str(chosen.file.resolve()), "--members", members, "--on", chosen.on(cell.mode)]
+    )
     pytest = [python, "-m", "pytest", "-p", "no:cacheprovider", "--junitxml", str(folder / "junit.xml")]
     test = str(ROOT / "scenarios" / "test_service.py")
     if cell.check == "functional":
@@ -227,7 +244,9 @@ def run_cell(
     log = folder / "log.txt"
     started = time.monotonic()
     command = (
-        service_argv(cell, folder, chosen, quick=quick) if chosen else argv(cell, folder, quick=quick, shared=shared)
+        service_argv(cell, folder, chosen, quick=quick, shared=shared)
+        if chosen
+        else argv(cell, folder, quick=quick, shared=shared)
     )
     with log.open("w") as out:
         done = subprocess.run(
@@ -294,7 +313,7 @@ def run(
     try:
         for index, cell in enumerate(cells):
             if cell.status == "pending":
-                given = None if chosen else _shared(cell.mode, root, shared, quiet=quiet)
+                given = _shared(cell.mode, shared, quiet=quiet, chosen=chosen)
                 with step(f"{cell.mode} {cell.check} (eta {_clock(progress.eta())})", quiet=quiet):
                     if isinstance(given, str):
                         cells[index] = Cell(cell.mode, cell.check, "fail", reason=given)
@@ -316,16 +335,21 @@ def run(
 
 
 def _shared(
-    mode: str, root: Path, shared: dict[str, tuple[Run, Path] | str], *, quiet: bool
+    mode: str, shared: dict[str, tuple[Run, Path] | str], *, quiet: bool, chosen: ServiceCells | None = None
 ) -> tuple[Run, Path] | str | None:
-    """The run a Kubernetes mode's cells share, started at its first cell (None: a container
-    mode, whose cells start their own); a str says why it did not start."""
-    if targets.target_of(mode) != KUBERNETES:
+    """The run a Kubernetes mode's cells share (with ``chosen``, a service's size on a
+    cluster built here), started at its first cell (None: a container mode, whose cells start
+    their own); a str says why it did not start."""
+    if (chosen.on(mode) if chosen else targets.target_of(mode)) != KUBERNETES:
         return None
     if mode not in shared:
         with step(f"{mode}: starting the run its cells share", quiet=quiet):
             try:
-                started = targets.start(mode, targets.Options(quiet=quiet))
+                started = (
+                    start_service_k8s(chosen.spec, chosen.members(mode), engine=engines.get())
+                    if chosen
+                    else targets.start(mode, targets.Options(quiet=quiet))
+                )
             except Exception as exc:  # every cell of the mode fails with this reason
                 shared[mode] = f"the {mode} run did not start: {exc}"
                 return shared[mode]
@@ -380,7 +404,7 @@ def command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--k8s-members",
         default="",
         metavar="N,...",
-        help="with --service: these sizes on a Kubernetes cluster built here too (a cluster each)",
+        help="with --service: these sizes on a Kubernetes cluster built here too (one per size, its cells share it)",
     )
     parser.add_argument("--quick", action="store_true", help="two failover scenarios, one cycle each; short load")
     parser.add_argument("--results", type=Path, default=Path("results"))

@@ -56,6 +56,26 @@ def test_the_etcd_service_locustfile_starts_its_members_loads_them_over_etcds_ap
     assert " 0(0.00%)" in run.stdout + run.stderr, "no failed call"
 
 
+def test_the_etcd_locustfile_loads_a_given_run_and_leaves_it_running(tmp_path: Path) -> None:
+    from topologies import start_service
+
+    given = start_service("etcd", 1)
+    try:
+        run = locust(tmp_path, "--run", given.run_id, "--only-summary", locustfile="etcd.py")
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert " 0(0.00%)" in run.stdout + run.stderr, "no failed call"
+        assert "removing" not in run.stderr
+        given.wait_healthy(timeout=30)  # still there, still answering
+    finally:
+        given.stop()
+
+
+def test_a_run_that_is_not_there_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    run = locust(tmp_path, "--run", "r-00000000", locustfile="etcd.py")
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "no run 'r-00000000' on this machine" in run.stderr and "Traceback" not in run.stderr
+
+
 def test_an_impossible_threshold_fails_the_run_and_names_it(tmp_path: Path) -> None:
     run = locust(tmp_path, "--slo-p99-ms", "0.01")
     assert run.returncode == 1
