@@ -19,12 +19,21 @@ from images.exceptions import BuildFailed, ImageError
 from images.progress import step
 from images.tag import content_tag
 
+APT_INSTALL = Path(__file__).with_name("apt-install")
+
 
 def context_files(folder: Path) -> dict[str, bytes]:
-    """Every file of a build context by its path in it (sorted: the tag must not depend on order)."""
+    """Every file of a build context by its path in it (sorted: the tag must not depend on
+    order), and ``apt-install`` (:data:`APT_INSTALL`: Debian's packages from ``DEBIAN_MIRROR``,
+    one preamble for every Dockerfile) unless the folder has a file of that name.
+
+    >>> sorted(context_files(Path(__file__).parent / "registry"))
+    ['Dockerfile', 'apt-install', 'config.yml']
+    """
     if not (folder / "Dockerfile").is_file():
         raise ImageError(f"no Dockerfile in {folder}")
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return dict(sorted(({APT_INSTALL.name: APT_INSTALL.read_bytes()} | files).items()))
 
 
 def build(folder: Path, repository: str, *, quiet: bool = True, client: docker.DockerClient | None = None) -> str:
@@ -40,6 +49,7 @@ def build(folder: Path, repository: str, *, quiet: bool = True, client: docker.D
             for name, data in files.items():
                 (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
                 (Path(tmp) / name).write_bytes(data)
+            (Path(tmp) / APT_INSTALL.name).chmod(0o755)  # COPY keeps the mode (no --chmod without BuildKit)
             try:
                 client.images.build(path=tmp, tag=tag, buildargs={"BASE": base}, rm=True, forcerm=True)
             except (docker.errors.BuildError, docker.errors.APIError) as exc:
