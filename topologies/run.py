@@ -138,7 +138,7 @@ class RunFolder:
 
     def __init__(self, run_id: str, workdir: Path) -> None:
         self._run_id, self._workdir = run_id, workdir
-        self._secrets = read_secrets(workdir)
+        self._secrets: Secrets | None = None  # read when asked: a service's run has none
 
     @property
     def run_id(self) -> str:
@@ -158,11 +158,13 @@ class RunFolder:
 
     @property
     def secrets(self) -> Secrets:
+        if self._secrets is None:
+            self._secrets = read_secrets(self._workdir)
         return self._secrets
 
     @property
     def admin(self) -> Credentials:
-        return Credentials("admin", self._secrets.admin_password)
+        return Credentials("admin", self.secrets.admin_password)
 
     @property
     def endpoints(self) -> list[str]:

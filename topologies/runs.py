@@ -90,8 +90,10 @@ class RunRecord:
     details: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
 
-    def write(self, folder: Path, secrets: Secrets) -> None:
-        write_atomic(folder / SECRETS_FILE, json.dumps(asdict(secrets)).encode(), mode=0o600)
+    def write(self, folder: Path, secrets: Secrets | None = None) -> None:
+        """The record, and the runtime's secrets if the run has them (a service's run has none)."""
+        if secrets is not None:
+            write_atomic(folder / SECRETS_FILE, json.dumps(asdict(secrets)).encode(), mode=0o600)
         write_atomic(folder / RECORD_FILE, json.dumps(asdict(self), indent=2).encode(), mode=0o600)
 
     @classmethod

@@ -17,8 +17,9 @@ from topologies import ServiceRun, engines, service
 from topologies.cli import schemas
 from topologies.containers.faults import Kill, ReplaceMember
 from topologies.containers.service import start_service
-from topologies.exceptions import StartTimeout, UsageError
+from topologies.exceptions import NotFound, StartTimeout, UsageError
 from topologies.faults import injected
+from topologies.runs import SECRETS_FILE
 
 
 def test_a_member_that_exits_is_named_with_its_last_words_and_nothing_is_left() -> None:
@@ -53,6 +54,9 @@ def test_three_members_one_leader_and_a_killed_one_back_on_its_data() -> None:
         again = topologies.attach(run.run_id)  # as `modematrix status|fault|logs RUN` find it
         assert isinstance(again, ServiceRun) and again.endpoints == run.endpoints
         assert again.db_leader().name in {n.name for n in run.nodes}
+        assert not (run.workdir / SECRETS_FILE).exists()  # the runtime's secrets: etcd has no use for them
+        with pytest.raises(NotFound, match="runs etcd, not the runtime"):
+            print(again.admin)
 
 
 def modematrix(*args: str) -> subprocess.CompletedProcess[str]:

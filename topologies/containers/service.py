@@ -105,6 +105,10 @@ class ServiceRun(ContainerRun):
     def client(self, *args: Any, **kwargs: Any) -> Any:
         raise self.service.no_runtime_api(self.run_id)
 
+    @property
+    def secrets(self) -> Secrets:  # the runtime's admin and cluster secret: a service has neither
+        raise self.service.no_runtime_api(self.run_id)
+
     def describe(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -217,9 +221,7 @@ def start_service(
         "service_file": str(spec.path or ""),
         "members": members,
     }
-    RunRecord(run_id, mode, TARGET, {"service": spec.name, "members": members}, details).write(
-        folder, Secrets.generate()
-    )
+    RunRecord(run_id, mode, TARGET, {"service": spec.name, "members": members}, details).write(folder)
     started = time.monotonic()
     try:
         prefix = engine.create_network(f"mm-{run_id}", {LABEL_RUN: run_id, LABEL_MODE: mode, LABEL_NODE: "network"})

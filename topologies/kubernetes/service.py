@@ -242,6 +242,10 @@ class ServiceKubeRun(KubeRun):
         raise self.service.no_runtime_api(self.run_id)
 
     @property
+    def secrets(self) -> Secrets:  # the runtime's admin and cluster secret: a service has neither
+        raise self.service.no_runtime_api(self.run_id)
+
+    @property
     def has_leader(self) -> bool:
         return self.service.leader is not None
 
@@ -295,10 +299,10 @@ def start_service_k8s(
         raise UsageError("a service on Kubernetes needs a cluster: a kubeconfig, or an engine to build one on")
     if kubeconfig is not None and image is None and spec.image is None:
         raise UsageError(f"{spec.name} is built here: give the image to run on your cluster (pushed where it pulls)")
-    run_id = new_run_id()
-    folder, mode = run_dir(run_id), mode_name(spec, members)
     image = image or (spec.image if kubeconfig is not None else image_of(spec, _engine(engine)))
     assert image is not None
+    run_id = new_run_id()  # its folder made once the image is there: a failed build leaves nothing
+    folder, mode = run_dir(run_id), mode_name(spec, members)
     cluster: Cluster | None = GivenCluster.read(kubeconfig) if kubeconfig is not None else None
     nodes = tuple(NodeSpec(f"{spec.name}-{i}", (spec.name,), db_member=True) for i in range(members))
     layout = ModeSpec(mode, spec.description, SERVICE_DB, nodes, spec.memory)
@@ -318,11 +322,8 @@ def start_service_k8s(
             details.update(built=True, prefix=built.prefix, workers=workers, kubectl=str(built.kubectl_path))
         else:
             details.update(built=False, kubeconfig=str(cluster.kubeconfig_path))
-        record, secrets = (
-            RunRecord(run_id, mode, TARGET, {"service": spec.name, "members": members}, details),
-            Secrets.generate(),
-        )
-        record.write(folder, secrets)
+        record = RunRecord(run_id, mode, TARGET, {"service": spec.name, "members": members}, details)
+        record.write(folder)
         deployed = apply.deploy(
             manifests(spec, members, namespace=run_id, image=image), cluster.config, timeout=timeout
         )
@@ -341,7 +342,7 @@ def start_service_k8s(
         )
         doors = forward.start(folder, plan, timeout=60)
         details.update(doors=doors, expose="port-forward")
-        record.write(folder, secrets)
+        record.write(folder)
         run = ServiceKubeRun(
             run_id, mode, layout, cluster=cluster, namespace=run_id, image=image, workdir=folder, doors=doors,
             service=spec,
