@@ -12,20 +12,53 @@ built on it a new tag (their tags hash the base's id), never a stale base reused
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import docker
 import docker.errors
 
-from images.exceptions import BaseUnavailable
+from images.exceptions import BaseUnavailable, ImageError
 from images.progress import step
 
 DEFAULT_BASE = "debian:bookworm-slim"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
+MIRROR_VARIABLE = "MODEMATRIX_DEBIAN_MIRROR"
+# Docker predefines these as build arguments and keeps them out of an image's history
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
+def debian_mirror(environ: Mapping[str, str] = os.environ) -> str:
+    """The Debian mirror every image's packages come from: ``MODEMATRIX_DEBIAN_MIRROR``, or
+    Debian's own. Not an http(s) URL: an :class:`ImageError` naming it, before any build.
+
+    >>> debian_mirror({"MODEMATRIX_DEBIAN_MIRROR": "http://mirror.example/debian/"})
+    'http://mirror.example/debian'
+    """
+    given = environ.get(MIRROR_VARIABLE, "").strip()
+    if not given:
+        return MIRROR
+    if not given.startswith(("http://", "https://")) or len(given.split("/", 3)[2]) == 0:
+        raise ImageError(
+            f"{MIRROR_VARIABLE}={given!r}: expected an http:// or https:// URL of a Debian mirror, e.g. {MIRROR}"
+        )
+    return given.rstrip("/")
+
+
+def host_args(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The build arguments every image build here takes from this machine: ``DEBIAN_MIRROR``
+    (:func:`debian_mirror`) and the proxy variables that are set, so that a build behind a
+    proxy or with a mirror of one's own reaches Debian's packages as the host does.
+
+    >>> host_args({"https_proxy": "http://proxy:3128", "HOME": "/root"})
+    {'DEBIAN_MIRROR': 'http://deb.debian.org/debian', 'https_proxy': 'http://proxy:3128'}
+    """
+    return {"DEBIAN_MIRROR": debian_mirror(environ)} | {k: environ[k] for k in PROXY_VARIABLES if environ.get(k)}
 
 
 def local_id(client: docker.DockerClient, ref: str) -> str | None:
@@ -37,6 +70,7 @@ def local_id(client: docker.DockerClient, ref: str) -> str | None:
 
 def ensure_base(client: docker.DockerClient, configured: str = DEFAULT_BASE, *, quiet: bool = False) -> str:
     """Return an image reference that Docker has locally, bootstrapping one if need be."""
+    mirror = debian_mirror()  # a wrong one said now, even when nothing is built
     for ref in (configured, BOOTSTRAPPED if configured == DEFAULT_BASE else None):
         if ref and local_id(client, ref):
             return ref
@@ -51,7 +85,7 @@ def ensure_base(client: docker.DockerClient, configured: str = DEFAULT_BASE, *, 
             f"load it with `docker load`, or use the default ({DEFAULT_BASE}), "
             "which modematrix can bootstrap from Debian packages"
         )
-    bootstrap(client, quiet=quiet)
+    bootstrap(client, mirror=mirror, quiet=quiet)
     return BOOTSTRAPPED
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from images.base import DEFAULT_BASE, ensure_base, local_id
+from images.base import DEFAULT_BASE, ensure_base, host_args, local_id
 from images.exceptions import BuildFailed
 from images.progress import step
 from images.tag import content_tag, image_inputs
@@ -152,7 +152,7 @@ def _build_args(base_ref: str) -> dict[str, str]:
         release = version("modematrix")
     except PackageNotFoundError:
         release = "0.0.0"
-    return {
+    return host_args() | {
         "BASE": base_ref,
         "REVISION": revision,
         "VERSION": release,

@@ -36,7 +36,7 @@ import docker
 import docker.errors
 
 from images import golang
-from images.base import ensure_base, local_id
+from images.base import ensure_base, host_args, local_id
 from images.build import cache_dir, docker_client, platform_of
 from images.exceptions import BuildFailed, ImageError
 from images.progress import step
@@ -181,9 +181,8 @@ def node_image(*, client: docker.DockerClient | None = None, jobs: int | None = 
             for chunk in client.images.get(pause).save(named=True):
                 out.write(chunk)
         try:
-            client.images.build(
-                path=str(context), tag=tag, buildargs={"BASE": base_ref, "PAUSE_IMAGE": "docker.io/" + pause}, rm=True
-            )
+            arguments = host_args() | {"BASE": base_ref, "PAUSE_IMAGE": "docker.io/" + pause}
+            client.images.build(path=str(context), tag=tag, buildargs=arguments, rm=True)
         except (docker.errors.BuildError, docker.errors.APIError) as exc:
             log = cache_dir() / "logs" / f"build-node-{tag.split(':')[1]}.log"
             log.parent.mkdir(parents=True, exist_ok=True)

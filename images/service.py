@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from images.base import ensure_base, local_id
+from images.base import ensure_base, host_args, local_id
 from images.build import build_lock, cache_dir, docker_client, platform_of
 from images.exceptions import BuildFailed, ImageError
 from images.progress import step
@@ -51,7 +51,7 @@ def build(folder: Path, repository: str, *, quiet: bool = True, client: docker.D
                 (Path(tmp) / name).write_bytes(data)
             (Path(tmp) / APT_INSTALL.name).chmod(0o755)  # COPY keeps the mode (no --chmod without BuildKit)
             try:
-                client.images.build(path=tmp, tag=tag, buildargs={"BASE": base}, rm=True, forcerm=True)
+                client.images.build(path=tmp, tag=tag, buildargs=host_args() | {"BASE": base}, rm=True, forcerm=True)
             except (docker.errors.BuildError, docker.errors.APIError) as exc:
                 log = cache_dir() / "logs" / f"build-{repository.replace('/', '-')}-{tag.split(':')[1]}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from images import service
-from images.exceptions import ImageError
+from images import base, service
+from images.exceptions import BuildFailed, ImageError
 
 
 def folder(tmp_path: Path, dockerfile: str) -> Path:
@@ -59,3 +59,21 @@ def test_a_build_with_apt_install_has_the_package_and_no_apt_lists(tmp_path: Pat
         assert [name for name in lines[2:] if name.endswith((".bin", "_Packages", "InRelease"))] == []
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize("given", ["mirror.example/debian", "ftp://mirror.example/debian", "http://"])
+def test_a_mirror_that_is_not_a_url_is_refused_naming_it(given: str) -> None:
+    with pytest.raises(ImageError, match=f"MODEMATRIX_DEBIAN_MIRROR={given!r}: expected an http:// or https:// URL"):
+        base.debian_mirror({"MODEMATRIX_DEBIAN_MIRROR": given})
+
+
+@pytest.mark.docker
+def test_the_mirror_of_the_environment_is_the_one_a_build_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEMATRIX_DEBIAN_MIRROR", "http://127.0.0.1:9/nowhere")  # refused at once
+    dockerfile = (
+        "ARG BASE=debian:bookworm-slim\nFROM ${BASE}\nUSER root\nARG DEBIAN_MIRROR\n"
+        "COPY apt-install /usr/local/sbin/apt-install\nRUN /usr/local/sbin/apt-install hello\n"
+    )
+    with pytest.raises(BuildFailed) as failed:
+        service.build(folder(tmp_path, dockerfile), "modematrix/test-apt-mirror")
+    assert "127.0.0.1:9/nowhere" in failed.value.log_path.read_text()
