@@ -16,7 +16,11 @@ takes the server's CPU. Baselines, in the same run:
   reachable from here; the rows through Envoy take the same kind of tunnel).
 
 gRPC rows (every mode with a gRPC front door) come from ``loadtests/grpcload`` (Go, grpc-go,
-pinned to wrk's core; wrk speaks no gRPC), against the same baselines.
+pinned to wrk's core; wrk speaks no gRPC), against the same baselines. With single among the
+modes, the gRPC floor comes first: Kv Put and Get answered with fixed replies by grpcio alone
+(``loadtests/baseline_grpc.py``: ``grpc.aio`` on uvloop as the runtime serves it, grpcio's
+synchronous server with 16 threads, and that server handing each call to a uvloop loop), so
+the runtime's gRPC rows read against what the Python server costs here before any work.
 
 Every mode's parts are also measured at idle, after the start and before any load: each
 container's or pod's resident memory (:meth:`topologies.Run.memory`), against a budget per
@@ -38,6 +42,8 @@ import argparse
 import json
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -55,13 +61,28 @@ import topologies
 from images import golang
 from topologies import ContainerRun, KubeRun, Run, engines, targets
 from topologies.cli.common import example
-from topologies.constants import API_PORT, DB_CLIENT_PORT, LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
+from topologies.constants import (
+    API_PORT,
+    DB_CLIENT_PORT,
+    GRPC_PORT,
+    LABEL_MODE,
+    LABEL_NODE,
+    LABEL_ROLE,
+    LABEL_RUN,
+)
 from topologies.kubernetes import forward
 from topologies.kubernetes.clusters import NodeCluster
 from topologies.pki import RunPki
 from topologies.wait import wait_until
 
 BASELINE_APP = Path(__file__).with_name("baseline_app.py")
+BASELINE_GRPC = Path(__file__).with_name("baseline_grpc.py")
+# the gRPC floor's servers (loadtests/baseline_grpc.py), measured when the bench has single
+GRPC_FLOORS = {
+    "aio": "bare grpc.aio (TLS, uvloop), same stack",
+    "threads": "bare grpcio sync server, 16 threads (TLS)",
+    "bridge": "bare grpcio sync server, each call handed to a uvloop loop",
+}
 BARE = "bare Starlette JSON (TLS), same stack"
 RAW_ETCD = "raw etcd puts, same cluster"
 
@@ -222,6 +243,63 @@ def bare_starlette(image: str, core: str) -> Iterator[str]:
         engine.remove_run(run_id)
 
 
+@contextmanager
+def bare_grpc(image: str, core: str, kind: str) -> Iterator[tuple[str, Path]]:
+    """A gRPC floor server (:data:`GRPC_FLOORS`) in a container of the runtime image, with a
+    certificate of a CA of its own for 127.0.0.1; yields its target and that CA's file."""
+    engine = engines.get("docker")
+    engine.guard(image)
+    run_id = f"bench-{uuid.uuid4().hex[:6]}"
+    labels = {LABEL_RUN: run_id, LABEL_MODE: "bench", LABEL_NODE: "grpc-floor", LABEL_ROLE: "baseline"}
+    with tempfile.TemporaryDirectory(prefix="modematrix-grpc-floor-") as folder:
+        pki = RunPki.create(Path(folder))
+        cert, key = pki.pair("grpc-floor", "grpc-floor", ["127.0.0.1", "localhost"])
+        ca_file = Path(folder, "ca.pem")
+        ca_file.write_bytes(pki.ca.cert_pem)
+        launch = engines.Launch(
+            name=f"mm-{run_id}-grpc-floor",
+            image=image,
+            labels=labels,
+            entrypoint=(images.IMAGE_PYTHON, "-c", BASELINE_GRPC.read_text(), kind),
+            env={"BASELINE_CERT": cert.decode(), "BASELINE_KEY": key.decode()},
+            publish=(GRPC_PORT,),
+            cpuset=core,
+        )
+        handle = engine.launch(launch)
+        target = f"127.0.0.1:{handle.ports[GRPC_PORT]}"
+        try:
+            trust = ssl.create_default_context(cafile=str(ca_file))
+            wait_until(
+                lambda: _handshakes(target, trust), timeout=30, interval=0.2, message=f"the {kind} gRPC floor answers"
+            )
+            yield target, ca_file
+        finally:
+            engine.remove_run(run_id)
+
+
+def _handshakes(target: str, trust: ssl.SSLContext) -> bool:
+    """Whether ``target`` completes a TLS handshake (a port bound before its server started
+    takes connections and drops them)."""
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1) as raw:
+            trust.wrap_socket(raw, server_hostname=host).close()
+            return True
+    except OSError:
+        return False
+
+
+def grpc_floors(image: str, core: str, wrk: Wrk, bare: Row) -> list[Row]:
+    """Get and Put of each gRPC floor server, as ratios of the bare Starlette row."""
+    rows = []
+    for kind, name in GRPC_FLOORS.items():
+        with bare_grpc(image, core, kind) as (target, ca_file):
+            for method in ("put", "get"):
+                measured = _grpcload(target, ca_file, "floor", method, "bench-get" if method == "get" else "bench", wrk)
+                rows.append(_row("-", f"{name}: Kv {method.capitalize()}", measured, bare))
+    return rows
+
+
 def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row, memory: list[MemoryRow]) -> list[Row]:
     """One mode's rows: HTTP PUT and GET (wrk) and gRPC Put and Get (grpcload) through its
     front door, against raw etcd puts to one of its members where it has them, else against
@@ -305,9 +383,13 @@ def _grpc(run: Run, token: str, method: str, wrk: Wrk) -> Measured:
     """Unary Kv calls over gRPC through the mode's gRPC front door, by ``loadtests/grpcload``
     (Go, pinned to wrk's core): 4 HTTP/2 connections carrying as many calls at once as wrk
     has connections."""
-    argv = ["taskset", "-c", str(wrk.core), str(go_binary(GRPCLOAD)), f"-target={run.grpc_endpoints[0]}"]
-    argv += [f"-cacert={run.ca_file}", f"-token={token}", f"-method={method}"]
-    argv += ["-key=bench-get" if method == "get" else f"-key=bench-grpc-{run.mode}"]
+    key = "bench-get" if method == "get" else f"bench-grpc-{run.mode}"
+    return _grpcload(run.grpc_endpoints[0], run.ca_file, token, method, key, wrk)
+
+
+def _grpcload(target: str, ca_file: Path, token: str, method: str, key: str, wrk: Wrk) -> Measured:
+    argv = ["taskset", "-c", str(wrk.core), str(go_binary(GRPCLOAD)), f"-target={target}"]
+    argv += [f"-cacert={ca_file}", f"-token={token}", f"-method={method}", f"-key={key}"]
     argv += [f"-clients={wrk.connections}", f"-seconds={wrk.seconds:g}"]
     return _go_load("grpcload", argv, wrk)
 
@@ -372,6 +454,8 @@ def bench(
     with bare_starlette(image, server_core) as url:
         bare = _row("-", BARE, wrk.run(url), None)
     rows, memory = [bare], []
+    if run is None and "single" in modes:  # what the Python gRPC server alone costs here
+        rows += grpc_floors(image, server_core, wrk, bare)
     if run is not None:
         memory += idle_memory(run)
         rows += _rows_of(run, wrk, bare, pinned=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.bench import Measured, parse_wrk
+from loadtests.bench import GRPC_FLOORS, Measured, parse_wrk
 from topologies.cli import schemas
 
 WRK_REPORT = """Running 8s test @ https://127.0.0.1:40001/v1/kv/bench-get
@@ -55,8 +55,10 @@ def test_bench_single_runs_for_real_and_writes_its_table(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
     assert json.loads(done.stdout) == rows and not schemas.problems("bench", rows), schemas.problems("bench", rows)
+    floors = [f"{name}: Kv {method}" for name in GRPC_FLOORS.values() for method in ("Put", "Get")]
     assert [r["target"] for r in rows] == [
         "bare Starlette JSON (TLS), same stack",
+        *floors,  # loadtests/baseline_grpc.py: what grpcio alone serves here, each kind of server
         "kv PUT",
         "kv GET",
         "kv PUT over gRPC",  # loadtests/grpcload, through the node's gRPC port
