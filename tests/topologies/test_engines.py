@@ -9,6 +9,8 @@ import os
 import socket
 import subprocess
 import sys
+import tarfile
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -164,3 +166,26 @@ def test_a_push_leaves_no_name_of_the_registry_behind() -> None:
         assert base in engine.client.images.get(engine.image()).tags, "the image itself stays"
     finally:
         engine.remove_run(run_id)
+
+
+def test_saved_archives_of_other_image_sets_stay_but_the_oldest_go(tmp_path: Path) -> None:
+    """A cluster of another process may be importing its archive, or heal a worker from it:
+    saving one image set keeps the archives used last (they were all deleted), and removes
+    the oldest and a save that died; two saves of one set never share a partial file."""
+    engine = docker_engine.DockerEngine(reaper=False)
+    image = engine.registry_image()
+    others = [tmp_path / f"{name}.tar" for name in ("newer", "new", "old", "older")]
+    for age, other in enumerate(others):
+        other.write_bytes(b"not an image")
+        os.utime(other, (time.time() - 86400 * (age + 1),) * 2)
+    dead = tmp_path / ".abc.1234-5.partial"
+    dead.write_bytes(b"half")
+    os.utime(dead, (time.time() - 7200,) * 2)
+    archive = engine.save_images([image], tmp_path)
+    with tarfile.open(archive) as saved:
+        assert "manifest.json" in saved.getnames()
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted([archive.name, "new.tar", "newer.tar"]), kept
+    stamp = archive.stat().st_mtime
+    os.utime(archive, (stamp - 60, stamp - 60))
+    assert engine.save_images([image], tmp_path) == archive and archive.stat().st_mtime > stamp - 60  # reused, touched

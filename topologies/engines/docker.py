@@ -10,9 +10,11 @@ volumes and helpers get the same label from :func:`reaped`.
 from __future__ import annotations
 
 import io
+import os
 import random
 import socket
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -150,6 +152,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+KEEP_ARCHIVES = 3  # image sets whose archives stay in the saved-images folder (about 0.35 GB each)
+
+
+def _prune_archives(folder: Path) -> None:
+    """All but the :data:`KEEP_ARCHIVES` archives used last, and leftovers of saves that died."""
+    archives = sorted(folder.glob("*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in archives[KEEP_ARCHIVES:]:
+        old.unlink(missing_ok=True)
+    for stale in folder.glob(".*.partial"):
+        if time.time() - stale.stat().st_mtime > 3600:  # a save takes seconds: this one's writer is gone
+            stale.unlink(missing_ok=True)
+
+
 class DockerEngine:
     name = "docker"
 
@@ -193,21 +208,29 @@ class DockerEngine:
         return f"{target}:{version}"
 
     def save_images(self, tags: Sequence[str], folder: Path) -> Path:
-        """``docker save TAG...``: Docker's API takes several names, the SDK's ``save`` one."""
+        """``docker save TAG...``: Docker's API takes several names, the SDK's ``save`` one.
+        Written under a name of this process's and renamed, so two processes saving the same
+        set never mix their bytes; the archives of the :data:`KEEP_ARCHIVES` image sets used
+        last stay (another process's cluster may be importing one, or heal from it), older
+        ones are removed."""
         with translated(f"saving {', '.join(tags)}"):
             ids = [self.client.images.get(tag).id.split(":")[-1][:12] for tag in tags]
             archive = folder / f"{'-'.join(ids)}.tar"
-            if not archive.exists():
-                for old in folder.glob("*.tar"):
-                    old.unlink()
+            if archive.exists():
+                archive.touch()  # used now: the last to go
+            else:
                 api = self.client.api
                 url = f"{api.base_url}/v{api.api_version}/images/get"
-                partial = archive.with_suffix(".partial")
-                with api.get(url, params={"names": list(tags)}, stream=True) as reply, partial.open("wb") as out:
-                    reply.raise_for_status()
-                    for chunk in reply.iter_content(1 << 20):
-                        out.write(chunk)
-                partial.rename(archive)
+                partial = folder / f".{archive.stem}.{os.getpid()}-{threading.get_ident()}.partial"
+                try:
+                    with api.get(url, params={"names": list(tags)}, stream=True) as reply, partial.open("wb") as out:
+                        reply.raise_for_status()
+                        for chunk in reply.iter_content(1 << 20):
+                            out.write(chunk)
+                    partial.rename(archive)
+                finally:
+                    partial.unlink(missing_ok=True)
+            _prune_archives(folder)
             return archive
 
     def guard(self, image: str) -> None:
