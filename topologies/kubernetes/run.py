@@ -116,11 +116,17 @@ class KubeRun(RunFolder):
             "image": self.image,
             "endpoints": self.endpoints,
             "grpc_endpoints": self.grpc_endpoints,
-            "front_door": f"envoy.{self.namespace}.svc:{API_PORT}",
             "expose": self.expose,
+            **self._runtime_access(),
+            "nodes": [{"name": n.name, "role": n.role, "ip": n.ip} for n in built.nodes] if built else [],
+        }
+
+    def _runtime_access(self) -> dict[str, Any]:
+        """The runtime's front door, CA and admin: what a client of the runtime needs."""
+        return {
+            "front_door": f"envoy.{self.namespace}.svc:{API_PORT}",
             "ca_file": str(self.ca_file),
             "admin": {"username": self.admin.username, "password": self.admin.password},
-            "nodes": [{"name": n.name, "role": n.role, "ip": n.ip} for n in built.nodes] if built else [],
         }
 
     def wait_healthy(self, timeout: float = 180.0) -> None:

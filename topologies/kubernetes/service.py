@@ -262,11 +262,10 @@ class ServiceKubeRun(KubeRun):
         raise NotFound("no member says it leads: " + "; ".join(answers))
 
     def describe(self) -> dict[str, Any]:
-        return {
-            **{k: v for k, v in super().describe().items() if k not in ("ca_file", "admin", "front_door")},
-            "service": self.service.to_dict(),
-            "grpc_endpoints": [],
-        }
+        return {**super().describe(), "service": self.service.to_dict()}
+
+    def _runtime_access(self) -> dict[str, Any]:
+        return {}  # the service's own clients need none of the runtime's front door, CA or admin
 
     def wait_healthy(self, timeout: float = 180.0) -> None:
         """Every member Ready (its readiness probe, asked by the kubelet), and every door open."""
