@@ -93,7 +93,7 @@ def test_heal_all_keeps_going_past_a_failure_and_reports_it(engine: FakeEngine, 
     cluster = run_of(engine, tmp_path)
     a, b, c = cluster.nodes
     engine.states[a.handle.id], engine.states[b.handle.id], engine.states[c.handle.id] = PAUSED, EXITED, EXITED
-    engine.failures["start"] = 1  # b's start fails, c's works
+    engine.failures["start mm-run1-b"] = 1  # b's start fails, c's works (healed at the same time)
     with pytest.raises(FaultError, match="b: start mm-run1-b: the fake engine was told to fail"):
         cluster.heal_all()
     assert [n.status for n in cluster.nodes] == [RUNNING, EXITED, RUNNING]

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import shutil
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, Self
@@ -44,6 +45,8 @@ from topologies.spec import ModeSpec
 from topologies.wait import wait_until
 
 TARGET = "containers"
+# nodes healed at once, a helper container each: fewer than docker-py's 10 pooled connections
+HEAL_WORKERS = 8
 
 
 class ContainerRun(RunFolder):
@@ -149,29 +152,25 @@ class ContainerRun(RunFolder):
 
     def heal_all(self) -> None:
         """Undo every fault on every node: thaw, start, flush rules, remove the ballast, set the
-        clock right, end lazyfs's I/O faults. Tries everything, then
-        raises one FaultError listing whatever could not be healed."""
-        failures = []
-        for node in self._nodes:
-            try:
-                if self.member_removed(node.name).exists():  # a restart would bring back a removed member
-                    failures.append(f"{node.name}: its DB member was removed; ReplaceMember's heal starts a new one")
-                    continue
-                status = node.status
-                if status == PAUSED:
-                    node.unpause()
-                elif status in STOPPED:
-                    node.start()
-                if node.running:
-                    self.in_netns(node, plan.HEAL_RULES)
-                    clock = f'[ "$(cat {CLOCK_FILE} 2>/dev/null)" = +0 ] || echo +0 > {CLOCK_FILE}'
-                    lazy = node.handle.labels.get(LABEL_LAZY_FS) == "true"
-                    disk = f"; {LAZYFS_BIN} ctl ok >/dev/null" if lazy else ""
-                    node.exec(["sh", "-c", f"rm -f {BALLAST_FILE}; {clock}{disk}"])
-            except TopologyError as exc:  # keep healing the others
-                failures.append(f"{node.name}: {exc}")
-        if failures:
-            raise FaultError("could not heal: " + "; ".join(failures))
+        clock right, end lazyfs's I/O faults. Every node at once (each flush is a helper
+        container: one after another they took 2.2-4.5 s of every cycle in scaled); tries
+        everything, then raises one FaultError listing whatever could not be healed."""
+        heal_each(self._nodes, self._heal_node)
+
+    def _heal_node(self, node: Node) -> None:
+        if self.member_removed(node.name).exists():  # a restart would bring back a removed member
+            raise FaultError("its DB member was removed; ReplaceMember's heal starts a new one")
+        status = node.status
+        if status == PAUSED:
+            node.unpause()
+        elif status in STOPPED:
+            node.start()
+        if node.running:
+            self.in_netns(node, plan.HEAL_RULES)
+            clock = f'[ "$(cat {CLOCK_FILE} 2>/dev/null)" = +0 ] || echo +0 > {CLOCK_FILE}'
+            lazy = node.handle.labels.get(LABEL_LAZY_FS) == "true"
+            disk = f"; {LAZYFS_BIN} ctl ok >/dev/null" if lazy else ""
+            node.exec(["sh", "-c", f"rm -f {BALLAST_FILE}; {clock}{disk}"])
 
     def status(self) -> dict[str, Any]:
         """What ``modematrix status RUN`` shows: each node's state, and what each Envoy routes
@@ -379,3 +378,20 @@ def _role(node: Node, lb: Node | None) -> str:
     if node.spec.is_envoy:
         return "envoy"
     return "runtime + etcd member" if node.db_member else "runtime"
+
+
+def heal_each(nodes: Sequence[Node], heal: Callable[[Node], None]) -> None:
+    """``heal`` every node at once; one FaultError naming each node that could not be healed,
+    in the nodes' order, after every node was tried."""
+
+    def outcome(node: Node) -> str | None:
+        try:
+            heal(node)
+        except TopologyError as exc:  # keep healing the others
+            return f"{node.name}: {exc}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(HEAL_WORKERS, len(nodes)))) as pool:
+        failures = [f for f in pool.map(outcome, nodes) if f]
+    if failures:
+        raise FaultError("could not heal: " + "; ".join(failures))

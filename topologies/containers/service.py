@@ -28,9 +28,9 @@ from images.build import ROOT
 from topologies.constants import LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
 from topologies.containers import plan
 from topologies.containers.node import Node, wait_each
-from topologies.containers.run import TARGET, ContainerRun
+from topologies.containers.run import TARGET, ContainerRun, heal_each
 from topologies.engines import Engine, Launch
-from topologies.exceptions import FaultError, NotFound, StartTimeout, TopologyError
+from topologies.exceptions import FaultError, NotFound, StartTimeout
 from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
 from topologies.service import Probe, ServiceSpec
 from topologies.spec import SERVICE_DB, ModeSpec, NodeSpec
@@ -156,21 +156,17 @@ class ServiceRun(ContainerRun):
         wait_members(self.nodes, self.service, timeout)
 
     def heal_all(self) -> None:
-        """Thaw, start, and flush the network rules of every member (the runtime's own faults,
-        clock and disk, do not apply to a service it does not run)."""
-        failures = []
-        for node in self.nodes:
-            try:
-                if node.paused:
-                    node.unpause()
-                elif not node.running:
-                    node.start()
-                if node.running:
-                    self.in_netns(node, plan.HEAL_RULES)
-            except TopologyError as exc:
-                failures.append(f"{node.name}: {exc}")
-        if failures:
-            raise FaultError("could not heal: " + "; ".join(failures))
+        """Thaw, start, and flush the network rules of every member, all at once (the runtime's
+        own faults, clock and disk, do not apply to a service it does not run)."""
+        heal_each(self.nodes, self._heal_member)
+
+    def _heal_member(self, node: Node) -> None:
+        if node.paused:
+            node.unpause()
+        elif not node.running:
+            node.start()
+        if node.running:
+            self.in_netns(node, plan.HEAL_RULES)
 
     def in_netns(self, node: Node, commands: Sequence[str]) -> str:
         script = " && ".join(commands) if commands else "true"

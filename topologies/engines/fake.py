@@ -3,6 +3,7 @@
     engine = FakeEngine()
     engine.on_exec = lambda handle, command: (0, "...")     # script what a container answers
     engine.failures["start"] = 2                            # the next two starts raise
+    engine.failures["start mm-x-node-2"] = 1                # the next start of that container raises
     ...
     assert ("kill", "mm-x-node-1") in engine.calls
 
@@ -14,6 +15,7 @@ that is how readiness timeouts are tested.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +39,9 @@ class FakeEngine:
         self.handles: dict[str, Handle] = {}
         self.launched: list[Launch] = []
         self.networks: dict[str, Mapping[str, str]] = {}
-        self.failures: dict[str, int] = {}  # action -> how many of its next calls raise EngineError
+        # "action" or "action container" -> how many of its next calls raise EngineError
+        self.failures: dict[str, int] = {}
+        self._lock = threading.Lock()  # heals and starts call from several threads at once
         self.on_exec: ExecReply = lambda handle, command: (0, "")
         self.on_netns: ExecReply = lambda handle, script: (0, "")
         self.log_lines: dict[str, str] = {}
@@ -46,10 +50,12 @@ class FakeEngine:
         self._ids = itertools.count(1)
 
     def _record(self, action: str, *args: str) -> None:
-        self.calls.append((action, *args))
-        if self.failures.get(action, 0) > 0:
-            self.failures[action] -= 1
-            raise EngineError(f"{action} {' '.join(args)}: the fake engine was told to fail")
+        with self._lock:
+            self.calls.append((action, *args))
+            for key in (f"{action} {args[0]}" if args else action, action):
+                if self.failures.get(key, 0) > 0:
+                    self.failures[key] -= 1
+                    raise EngineError(f"{action} {' '.join(args)}: the fake engine was told to fail")
 
     def image(self, *, quiet: bool = True) -> str:
         self._record("image")
