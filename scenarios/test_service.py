@@ -81,7 +81,7 @@ def test_every_member_reads_what_another_wrote(service_run: Served, register_of:
 def test_exactly_one_member_leads(service_run: Served) -> None:
     if not service_run.has_leader:
         pytest.skip(f"{service_run.service.name}'s file has no leader probe")
-    from topologies.containers.service import probe
+    from topologies.containers.node import probe
 
     leader = service_run.service.leader
     assert leader is not None

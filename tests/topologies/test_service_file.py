@@ -137,7 +137,7 @@ def test_the_runtimes_own_file_is_what_its_nodes_are_started_with(tmp_path: Path
     from topologies import constants
     from topologies.containers.start import Place, node_launch
     from topologies.engines.fake import FakeEngine
-    from topologies.kubernetes.manifests import manifests
+    from topologies.kubernetes.manifests import manifests, probe_manifest
     from topologies.pki import RunPki
     from topologies.runs import Secrets
     from topologies.spec import NodeSpec, load
@@ -160,7 +160,33 @@ def test_the_runtimes_own_file_is_what_its_nodes_are_started_with(tmp_path: Path
     kv = next(m for m in made if m["kind"] == "Deployment" and m["metadata"]["name"] == "kv")
     container = kv["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == list(runtime.command)  # and on Kubernetes
-    assert container["readinessProbe"]["httpGet"]["path"] == runtime.ready.path
+    assert container["readinessProbe"]["httpGet"] == probe_manifest(runtime.ready, runtime.ports)["httpGet"]
+
+
+def test_the_runtimes_nodes_are_members_launched_as_any_services_with_its_plan_on_top() -> None:
+    """One launch for every member: a runtime node is the runtime file's member, plus the
+    runtime's settings, secret files and ports; a service's member keeps its file's own."""
+    from topologies.containers.service import member_launch
+    from topologies.containers.start import Place, node_launch
+    from topologies.engines.fake import FakeEngine
+    from topologies.spec import NodeSpec
+
+    runtime = service.load("runtime")
+    place = Place(FakeEngine(), "r-1", "ha", "10.0.0", "modematrix/runtime:t", "320m", cpuset="0")
+    node = NodeSpec("node-1", ("kv",), db_member=True)
+    launch = node_launch(place, node, "10.0.0.11", {"RUNTIME_SERVICES": "kv"}, {"/run/secrets/x": b"x"})
+    member = member_launch(runtime, "r-1", "ha", "node-1", 0, {"node-1": "10.0.0.11"}, "modematrix/runtime:t")
+    same = ("name", "image", "command", "network", "hostname", "ip", "volume", "volume_path")
+    assert [getattr(launch, f) for f in same] == [getattr(member, f) for f in same]
+    assert launch.labels == {**member.labels, "modematrix.services": "kv", "modematrix.db_member": "true"}
+    assert launch.labels["modematrix.service"] == "runtime" and launch.healthcheck and not member.healthcheck
+    assert (launch.env, launch.files, launch.cpuset) == ({"RUNTIME_SERVICES": "kv"}, {"/run/secrets/x": b"x"}, "0")
+    assert launch.publish == (runtime.ports["api"], runtime.ports["grpc"])
+    etcd = service.load("etcd")
+    ips = {"etcd-1": "10.0.0.11", "etcd-2": "10.0.0.12"}
+    first = member_launch(etcd, "r-2", "etcd-2", "etcd-1", 0, ips, "svc")
+    assert first.publish == (2379, 2380) and first.volume_path == etcd.data_dir and not first.healthcheck
+    assert "--initial-cluster=etcd-1=http://10.0.0.11:2380,etcd-2=http://10.0.0.12:2380" in first.command
 
 
 @pytest.mark.parametrize(

@@ -5,15 +5,19 @@ scenarios go through here, never through the engine's own API.
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import httpx
 
+from topologies import service
 from topologies.constants import GRPC_PORT
 from topologies.engines import PAUSED, RUNNING, Engine, Handle
 from topologies.exceptions import StartTimeout
+from topologies.service import Probe, ServiceSpec
 from topologies.spec import NodeSpec
 from topologies.wait import WaitTimeout, wait_until
 
@@ -95,27 +99,53 @@ class Node:
     def exec(self, command: Sequence[str], user: str = "") -> tuple[int, str]:
         return self.engine.exec(self.handle, command, user)
 
-    def readiness(self, context: ssl.SSLContext | None, timeout: float = 2.0) -> tuple[int, str]:
-        """(HTTP status, body) of /readyz; (0, why) when it could not be reached."""
-        try:
-            reply = httpx.get(self.url + "/readyz", verify=context or False, timeout=timeout)
-        except httpx.HTTPError as exc:
-            return 0, f"{type(exc).__name__}: {exc}"
-        return reply.status_code, reply.text[:500]
-
 
 READY_POLL = 0.2  # seconds between /readyz polls while starting (faster than Docker's health interval)
 
 
+def probe(
+    node: Node, answer: Probe, port_of: Mapping[str, int], timeout: float = 2.0, context: ssl.SSLContext | None = None
+) -> tuple[bool, str]:
+    """Ask ``node`` a service file's probe (readiness, leader): (yes, what it said). HTTPS is
+    verified against ``context`` when given (the run's CA), else not, as the kubelet's HTTPS
+    probes do not verify."""
+    if answer.exec:
+        code, out = node.exec(list(answer.exec))
+        return code == 0, f"exit {code}: {out.strip()[-300:]}"
+    port = node.handle.ports.get(port_of[answer.http or answer.tcp or ""])
+    if port is None:
+        return False, "its port is not published"
+    if answer.tcp:  # at its own address: Docker's proxy on the published port accepts on its own
+        try:
+            with socket.create_connection((node.ip, port_of[answer.tcp]), timeout=timeout):
+                return True, "connected"
+        except OSError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+    scheme = "https" if answer.tls else "http"
+    try:
+        reply = httpx.get(f"{scheme}://127.0.0.1:{port}{answer.path}", verify=context or False, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    return reply.status_code == 200, f"{reply.status_code} {reply.text[:300]}"
+
+
+def wait_members(
+    nodes: Sequence[Node], spec: ServiceSpec, timeout: float, context: ssl.SSLContext | None = None
+) -> None:
+    """Return when every member's readiness probe (its service file's ``ready``) says yes;
+    StartTimeout with its last answer and log lines when one stops, or at the deadline."""
+    ask = partial(_ask_ready, spec=spec, context=context)
+    wait_each(nodes, ask, timeout=timeout, asked=f"its probe ({spec.ready.describe()}) said")
+
+
+def _ask_ready(node: Node, *, spec: ServiceSpec, context: ssl.SSLContext | None) -> tuple[bool, str]:
+    return probe(node, spec.ready, spec.ports, timeout=1.0, context=context)
+
+
 def wait_ready(nodes: Sequence[Node], context: ssl.SSLContext, timeout: float = 120.0) -> None:
-    """Return when every node answers /readyz 200; StartTimeout with its last answer and log
-    lines as soon as one is not running, or at the deadline."""
-
-    def ask(node: Node) -> tuple[bool, str]:
-        answer = node.readiness(context, timeout=1.0)
-        return answer[0] == 200, str(answer)
-
-    wait_each(nodes, ask, timeout=timeout, asked="last /readyz answer")
+    """The runtime's nodes (and a balancer in front of them) ready as the runtime's service
+    file says (``/readyz`` over TLS), verified against the run's CA: :func:`wait_members`."""
+    wait_members(nodes, service.runtime(), timeout, context)
 
 
 def wait_each(nodes: Sequence[Node], ask: Callable[[Node], tuple[bool, str]], *, timeout: float, asked: str) -> None:

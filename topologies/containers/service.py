@@ -14,25 +14,21 @@ the member's network namespace, so the service's image needs no iptables.
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
-
-import httpx
 
 from images import service as service_image
 from images.build import ROOT
 from topologies.constants import LABEL_MODE, LABEL_NODE, LABEL_ROLE, LABEL_RUN
 from topologies.containers import plan
-from topologies.containers.node import Node, wait_each
+from topologies.containers.node import Node, probe, wait_members
 from topologies.containers.run import TARGET, ContainerRun, heal_each
 from topologies.engines import Engine, Launch
 from topologies.exceptions import FaultError, NotFound, StartTimeout
 from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
-from topologies.service import Probe, ServiceSpec
+from topologies.service import ServiceSpec
 from topologies.spec import SERVICE_DB, ModeSpec, NodeSpec
 
 LABEL_SERVICE = "modematrix.service"
@@ -56,28 +52,6 @@ def image_of(spec: ServiceSpec, engine: Engine, *, quiet: bool = True) -> str:
     if spec.build == ROOT / "images":
         return engine.image(quiet=quiet)
     return service_image.build(spec.build, f"modematrix/svc-{spec.name}", quiet=quiet)
-
-
-def probe(node: Node, answer: Probe, port_of: Mapping[str, int], timeout: float = 2.0) -> tuple[bool, str]:
-    """Ask ``node`` the probe's question: (yes, what it said)."""
-    if answer.exec:
-        code, out = node.exec(list(answer.exec))
-        return code == 0, f"exit {code}: {out.strip()[-300:]}"
-    port = node.handle.ports.get(port_of[answer.http or answer.tcp or ""])
-    if port is None:
-        return False, "its port is not published"
-    if answer.tcp:  # at its own address: Docker's proxy on the published port accepts on its own
-        try:
-            with socket.create_connection((node.ip, port_of[answer.tcp]), timeout=timeout):
-                return True, "connected"
-        except OSError as exc:
-            return False, f"{type(exc).__name__}: {exc}"
-    scheme = "https" if answer.tls else "http"
-    try:  # a probe does not verify the certificate, as the kubelet's HTTPS probes do not
-        reply = httpx.get(f"{scheme}://127.0.0.1:{port}{answer.path}", verify=False, timeout=timeout)  # noqa: S501
-    except httpx.HTTPError as exc:
-        return False, f"{type(exc).__name__}: {exc}"
-    return reply.status_code == 200, f"{reply.status_code} {reply.text[:200]}"
 
 
 class ServiceRun(ContainerRun):
@@ -174,17 +148,6 @@ class ServiceRun(ContainerRun):
         if code != 0:
             raise FaultError(f"on {node.name}: `{script}` exited {code}: {output.strip()[-500:]}")
         return output
-
-
-def wait_members(nodes: Sequence[Node], spec: ServiceSpec, timeout: float) -> None:
-    """Return when every member's readiness probe says yes; StartTimeout with its last answer
-    and log lines when one stops or at the deadline."""
-    ask = partial(_ask_ready, spec=spec)
-    wait_each(nodes, ask, timeout=timeout, asked=f"its probe ({spec.ready.describe()}) said")
-
-
-def _ask_ready(node: Node, *, spec: ServiceSpec) -> tuple[bool, str]:
-    return probe(node, spec.ready, spec.ports, timeout=1.0)
 
 
 def start_service(
@@ -291,23 +254,45 @@ def attach_service(record: RunRecord, engine: Engine) -> ServiceRun:
 
 
 def member_launch(
-    spec: ServiceSpec, run_id: str, mode: str, name: str, index: int, ips: Mapping[str, str], image: str
+    spec: ServiceSpec,
+    run_id: str,
+    mode: str,
+    name: str,
+    index: int,
+    ips: Mapping[str, str],
+    image: str,
+    *,
+    labels: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    publish: Sequence[str] | None = None,
+    image_healthcheck: bool = False,
 ) -> Launch:
-    """One member's container: its command and environment filled in, its ports published, its
-    data dir a volume of the run."""
+    """One member's container, as its service file says: its command and environment filled
+    in, its ports published (``publish``: only these, by name), its data dir a volume of the
+    run. Every member of every run is launched from here, the runtime's nodes too
+    (:func:`topologies.containers.start.node_launch` adds its settings, secrets and lazyfs);
+    ``env`` adds to the file's environment, ``labels`` to the run's. The image's own
+    HEALTHCHECK is kept only when asked: an image may play another part than its own."""
     context = spec.context(name=name, ip=ips[name], index=index, run_id=run_id, members=list(ips.items()))
     return Launch(
         name=f"mm-{run_id}-{name}",
         image=image,
-        labels={LABEL_RUN: run_id, LABEL_MODE: mode, LABEL_NODE: name, LABEL_ROLE: "node", LABEL_SERVICE: spec.name},
+        labels={
+            LABEL_RUN: run_id,
+            LABEL_MODE: mode,
+            LABEL_NODE: name,
+            LABEL_ROLE: "node",
+            LABEL_SERVICE: spec.name,
+            **(labels or {}),
+        },
         command=spec.member_command(context),
-        env=spec.member_environment(context),
+        env={**spec.member_environment(context), **(env or {})},
         network=f"mm-{run_id}",
         hostname=name,
         ip=ips[name],
-        publish=tuple(spec.ports.values()),
+        publish=tuple(spec.ports[p] for p in publish) if publish is not None else tuple(spec.ports.values()),
         memory=spec.memory,
         volume=f"mm-{run_id}-{name}",
         volume_path=spec.data_dir,
-        healthcheck=False,
+        healthcheck=image_healthcheck,
     )

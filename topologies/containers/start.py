@@ -12,7 +12,7 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from images import envoy_image, golang
@@ -40,6 +40,7 @@ from topologies.constants import (
 from topologies.containers import plan
 from topologies.containers.node import Node, wait_ready
 from topologies.containers.run import TARGET, ContainerRun
+from topologies.containers.service import member_launch
 from topologies.engines import Engine, Launch
 from topologies.exceptions import StartTimeout, UsageError
 from topologies.runs import SECRET_FILES, RunRecord, Secrets, new_run_id, run_dir, secret_settings
@@ -112,36 +113,35 @@ def lazy_entrypoint() -> tuple[str, ...]:
 
 
 def node_launch(place: Place, node: NodeSpec, ip: str, env: Mapping[str, str], files: Mapping[str, bytes]) -> Launch:
-    """One node's container: its labels, settings, secret files, address, ports and volume;
-    on lazyfs (:func:`lazy_entrypoint`) when the run asked for it. The command, ports and data
-    dir are the runtime's service file's (:func:`topologies.service.runtime`)."""
+    """One node's container: a member of the runtime's service file
+    (:func:`topologies.containers.service.member_launch`, as every service's members are),
+    with the runtime's own plan on top: its settings, secret files, the ports its services
+    serve, the run's memory and cores, and lazyfs (:func:`lazy_entrypoint`) when asked for."""
     runtime = service.runtime()
-    api, grpc = runtime.ports["api"], runtime.ports["grpc"]
-    labels = {
-        **place.labels(node.name),
-        LABEL_ROLE: "node",
-        LABEL_SERVICES: ",".join(node.services),
-        LABEL_DB_MEMBER: str(node.db_member).lower(),
-    }
+    labels = {LABEL_SERVICES: ",".join(node.services), LABEL_DB_MEMBER: str(node.db_member).lower()}
     if place.data_size is not None:
         labels[LABEL_DATA_SIZE] = str(place.data_size)
     lazy = place.lazyfs is not None
     if lazy:
         labels[LABEL_LAZY_FS] = "true"
-    return Launch(
-        name=f"mm-{place.run_id}-{node.name}",
-        image=envoy_image(place.image) if node.is_envoy else place.image,  # only Envoy's nodes carry it
+    member = member_launch(
+        runtime,
+        place.run_id,
+        place.mode,
+        node.name,
+        0,
+        {node.name: ip},  # the runtime's command names no peers: its settings do (plan.node_env)
+        envoy_image(place.image) if node.is_envoy else place.image,  # only Envoy's nodes carry it
         labels=labels,
-        command=runtime.command,
-        env=dict(env),
-        network=place.network,
-        hostname=node.name,
-        ip=ip,
-        publish=(api, grpc) if set(node.services) & set(GRPC_SERVICES) else (api,),
+        env=env,
+        publish=("api", "grpc") if set(node.services) & set(GRPC_SERVICES) else ("api",),
+        image_healthcheck=True,  # the runtime image's HEALTHCHECK is the runtime's own
+    )
+    return replace(
+        member,
         memory=memory_with_data(place.memory, (place.data_size or 0) + (LAZYFS_MEMORY if lazy else 0) or None),
         cpuset=place.cpuset,
-        volume=f"mm-{place.run_id}-{node.name}",
-        volume_path=LAZY_VOLUME_DIR if lazy else runtime.data_dir,
+        volume_path=LAZY_VOLUME_DIR if lazy else member.volume_path,
         volume_size=place.data_size,
         files=files,
         files_owner=RUNTIME_UID,

@@ -46,6 +46,7 @@ from topologies.constants import (
 )
 from topologies.pki import RunPki
 from topologies.runs import SECRET_FILES, Secrets, secret_settings
+from topologies.service import Probe
 from topologies.spec import ModeSpec
 
 KUBERNETES_VERSION = "1.34"
@@ -268,6 +269,20 @@ def _probe(path: str, port: int, *, period: int, failures: int) -> dict[str, Any
     }
 
 
+def probe_manifest(probe: Probe, ports: dict[str, int]) -> dict[str, Any]:
+    """A service file's probe as a Kubernetes probe: the runtime's pods and every service's
+    members are asked what their file says.
+
+    >>> probe_manifest(Probe(http="client", path="/health"), {"client": 2379})
+    {'httpGet': {'path': '/health', 'port': 2379, 'scheme': 'HTTP'}}
+    """
+    if probe.exec:
+        return {"exec": {"command": list(probe.exec)}}
+    if probe.http:
+        return {"httpGet": {"path": probe.path, "port": ports[probe.http], "scheme": "HTTPS" if probe.tls else "HTTP"}}
+    return {"tcpSocket": {"port": ports[str(probe.tcp)]}}
+
+
 def tolerations(seconds: int) -> list[dict[str, Any]]:
     """Leave a node ``seconds`` after it is marked not ready or unreachable (the taints the node
     lifecycle controller puts on it); without these, the admission default is 300 s.
@@ -295,14 +310,20 @@ def _deployment(spec: ModeSpec, workload: Workload, namespace: str, image: str, 
         ports.append({"name": "xds", "containerPort": XDS_PORT})
     # asked every second: a start is a chain of readiness (etcd, db-init, the services, xds, Envoy),
     # and a 2 s period added up to a second at each link; out after 3 misses, as before after 2
-    readiness = _probe(service.runtime().ready.path, runtime_port, period=1, failures=3)
+    runtime = service.runtime()
+    readiness = {
+        **probe_manifest(runtime.ready, runtime.ports),
+        "periodSeconds": 1,
+        "timeoutSeconds": 3,
+        "failureThreshold": 3,
+    }
     if "envoy" in workload.services:  # ready when Envoy itself takes connections
         readiness = {"tcpSocket": {"port": API_PORT}, "periodSeconds": 1, "failureThreshold": 3}
     container = {
         "name": "runtime",
         "image": envoy_image(image) if "envoy" in workload.services else image,  # only Envoy's pods carry it
         "imagePullPolicy": "IfNotPresent",
-        "args": list(service.runtime().command),  # services/runtime.yaml, as on containers
+        "args": list(runtime.command),  # services/runtime.yaml, as on containers
         "env": _env(spec, workload, namespace),
         "ports": ports,
         "readinessProbe": readiness,

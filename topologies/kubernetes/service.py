@@ -26,10 +26,10 @@ from topologies.engines import Engine
 from topologies.exceptions import EngineError, FaultError, NotFound, StartTimeout, UsageError
 from topologies.kubernetes import apply, forward
 from topologies.kubernetes.clusters import Cluster, GivenCluster, NodeCluster
-from topologies.kubernetes.manifests import Manifest, _budget, _quantity, _selector
+from topologies.kubernetes.manifests import Manifest, _budget, _quantity, _selector, probe_manifest
 from topologies.kubernetes.run import TARGET, KubeRun
 from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
-from topologies.service import Probe, ServiceSpec
+from topologies.service import ServiceSpec
 from topologies.spec import SERVICE_DB, ModeSpec, NodeSpec
 from topologies.wait import WaitTimeout, wait_until
 
@@ -202,19 +202,6 @@ def _spread(name: str) -> dict[str, Any]:
             "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
         }
     }
-
-
-def probe_manifest(probe: Probe, ports: dict[str, int]) -> dict[str, Any]:
-    """A service file's probe as a Kubernetes probe.
-
-    >>> probe_manifest(Probe(http="client", path="/health"), {"client": 2379})
-    {'httpGet': {'path': '/health', 'port': 2379, 'scheme': 'HTTP'}}
-    """
-    if probe.exec:
-        return {"exec": {"command": list(probe.exec)}}
-    if probe.http:
-        return {"httpGet": {"path": probe.path, "port": ports[probe.http], "scheme": "HTTPS" if probe.tls else "HTTP"}}
-    return {"tcpSocket": {"port": ports[str(probe.tcp)]}}
 
 
 class ServiceKubeRun(KubeRun):
