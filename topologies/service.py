@@ -19,6 +19,7 @@ Every problem is reported at once, each with its key::
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -82,10 +83,15 @@ class ServiceSpec:
     def context(self, *, name: str, ip: str, index: int, run_id: str, members: list[tuple[str, str]]) -> dict[str, Any]:
         """What a member's templates are filled from; ``members`` is every (name, ip)."""
         base = {"data_dir": self.data_dir, "ports": self.ports, "run_id": run_id, "service": self.name}
-        peers = self.peer_separator.join(
+        return {**base, "name": name, "ip": ip, "index": index, "peers": self.peer_list(members, run_id)}
+
+    def peer_list(self, members: Sequence[tuple[str, str]], run_id: str = "") -> str:
+        """``{peers}``: how the members find each other, from every (name, address), as the
+        file's ``peers`` says (the runtime's: etcd's ``--initial-cluster``)."""
+        base = {"data_dir": self.data_dir, "ports": self.ports, "run_id": run_id, "service": self.name}
+        return self.peer_separator.join(
             self.peer.format(**base, name=n, ip=i, index=k, peers="") for k, (n, i) in enumerate(members)
         )
-        return {**base, "name": name, "ip": ip, "index": index, "peers": peers}
 
     def member_command(self, context: dict[str, Any]) -> tuple[str, ...]:
         return tuple(part.format(**context) for part in self.command)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from runtime.routing import GRPC_METHODS
+from topologies import service as service_files
 from topologies.constants import (
     API_PORT,
     CLOCK_FILE,
     DB_CLIENT_PORT,
-    DB_PEER_PORT,
     ENVOY_RUNTIME_PORT,
     GRPC_PORT,
     PROXY_PORT,
@@ -72,7 +72,7 @@ def node_env(
         env.update(
             RUNTIME_DB_MEMBER_NAME=node.name,
             RUNTIME_DB_MEMBER_HOST=ips[node.name],
-            RUNTIME_DB_INITIAL_CLUSTER=",".join(f"{m.name}=https://{ips[m.name]}:{DB_PEER_PORT}" for m in spec.members),
+            RUNTIME_DB_INITIAL_CLUSTER=service_files.runtime().peer_list([(m.name, ips[m.name]) for m in spec.members]),
         )
     if tls_bundle is not None:
         if "auth" not in node.services:

@@ -40,7 +40,7 @@ from topologies.constants import (
 from topologies.containers import plan
 from topologies.containers.node import Node, wait_ready
 from topologies.containers.run import TARGET, ContainerRun
-from topologies.containers.service import member_launch
+from topologies.containers.service import image_of, member_launch
 from topologies.engines import Engine, Launch
 from topologies.exceptions import StartTimeout, UsageError
 from topologies.runs import SECRET_FILES, RunRecord, Secrets, new_run_id, run_dir, secret_settings
@@ -244,7 +244,7 @@ def start(
     ``data_size`` (bytes) makes each node's data dir a file system that small (a tmpfs, empty
     kept across restarts: for the full-disk scenario); ``lazy_fs`` puts each node's data dir on
     lazyfs, which loses every write no fsync covered when the node is killed (a power cut)."""
-    image = image or engine.image(quiet=quiet)
+    image = image or image_of(service.runtime(), engine, quiet=quiet)  # its file's, as any service's
     engine.guard(image)
     run_id = run_id or new_run_id()
     folder, secrets = run_dir(run_id), Secrets.generate()

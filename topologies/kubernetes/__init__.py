@@ -120,7 +120,10 @@ def start(
 def _image_of(engine: Engine | None) -> str:
     if engine is None:
         raise UsageError("--image: the image to deploy onto a cluster given by --kubeconfig (or an engine to build it)")
-    return engine.image(quiet=True)
+    from topologies import service
+    from topologies.containers.service import image_of
+
+    return image_of(service.runtime(), engine)  # the runtime's file's image, as any service's
 
 
 def _namespace(name: str) -> str:

@@ -397,7 +397,7 @@ def _etcd(spec: ModeSpec, namespace: str, image: str, pki: RunPki) -> list[Manif
     size = len(spec.members)
     names = [f"{ETCD}-{i}" for i in range(size)]
     hosts = [f"{n}.{ETCD}.{namespace}.svc" for n in names]
-    cluster = ",".join(f"{n}=https://{h}:{DB_PEER_PORT}" for n, h in zip(names, hosts, strict=True))
+    cluster = service.runtime().peer_list(list(zip(names, hosts, strict=True)))  # as on containers
     sans = [*hosts, *service_names(ETCD, namespace), f"*.{ETCD}.{namespace}.svc", "localhost", "127.0.0.1"]
     server = pki.pair("etcd", ETCD, sans)
     peer = pki.pair(PEER_NAME, ETCD, sans)
