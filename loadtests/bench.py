@@ -217,21 +217,9 @@ class Wrk:
 @contextmanager
 def bare_starlette(image: str, core: str) -> Iterator[str]:
     """The baseline server in a container of the runtime image; yields its URL."""
-    engine = engines.get("docker")
-    engine.guard(image)
-    run_id = f"bench-{uuid.uuid4().hex[:6]}"
-    labels = {LABEL_RUN: run_id, LABEL_MODE: "bench", LABEL_NODE: "baseline", LABEL_ROLE: "baseline"}
-    launch = engines.Launch(
-        name=f"mm-{run_id}-baseline",
-        image=image,
-        labels=labels,
-        entrypoint=(images.IMAGE_PYTHON, "-c", BASELINE_APP.read_text()),
-        publish=(API_PORT,),
-        cpuset=core,
-    )
-    handle = engine.launch(launch)
-    url = f"https://127.0.0.1:{handle.ports[API_PORT]}/hello"
-    try:
+    script = (images.IMAGE_PYTHON, "-c", BASELINE_APP.read_text())
+    with _baseline_server(image, core, "baseline", script, {}, API_PORT) as port:
+        url = f"https://127.0.0.1:{port}/hello"
         wait_until(
             lambda: httpx.get(url, verify=False, timeout=1).status_code == 200,  # noqa: S501 (self-signed, loopback)
             timeout=30,
@@ -239,42 +227,50 @@ def bare_starlette(image: str, core: str) -> Iterator[str]:
             message="the baseline server answers",
         )
         yield url
-    finally:
-        engine.remove_run(run_id)
 
 
 @contextmanager
 def bare_grpc(image: str, core: str, kind: str) -> Iterator[tuple[str, Path]]:
     """A gRPC floor server (:data:`GRPC_FLOORS`) in a container of the runtime image, with a
     certificate of a CA of its own for 127.0.0.1; yields its target and that CA's file."""
-    engine = engines.get("docker")
-    engine.guard(image)
-    run_id = f"bench-{uuid.uuid4().hex[:6]}"
-    labels = {LABEL_RUN: run_id, LABEL_MODE: "bench", LABEL_NODE: "grpc-floor", LABEL_ROLE: "baseline"}
     with tempfile.TemporaryDirectory(prefix="modematrix-grpc-floor-") as folder:
         pki = RunPki.create(Path(folder))
         cert, key = pki.pair("grpc-floor", "grpc-floor", ["127.0.0.1", "localhost"])
         ca_file = Path(folder, "ca.pem")
         ca_file.write_bytes(pki.ca.cert_pem)
-        launch = engines.Launch(
-            name=f"mm-{run_id}-grpc-floor",
-            image=image,
-            labels=labels,
-            entrypoint=(images.IMAGE_PYTHON, "-c", BASELINE_GRPC.read_text(), kind),
-            env={"BASELINE_CERT": cert.decode(), "BASELINE_KEY": key.decode()},
-            publish=(GRPC_PORT,),
-            cpuset=core,
-        )
-        handle = engine.launch(launch)
-        target = f"127.0.0.1:{handle.ports[GRPC_PORT]}"
-        try:
-            trust = ssl.create_default_context(cafile=str(ca_file))
+        script = (images.IMAGE_PYTHON, "-c", BASELINE_GRPC.read_text(), kind)
+        env = {"BASELINE_CERT": cert.decode(), "BASELINE_KEY": key.decode()}
+        with _baseline_server(image, core, "grpc-floor", script, env, GRPC_PORT) as port:
+            target, trust = f"127.0.0.1:{port}", ssl.create_default_context(cafile=str(ca_file))
             wait_until(
                 lambda: _handshakes(target, trust), timeout=30, interval=0.2, message=f"the {kind} gRPC floor answers"
             )
             yield target, ca_file
-        finally:
-            engine.remove_run(run_id)
+
+
+@contextmanager
+def _baseline_server(
+    image: str, core: str, name: str, entrypoint: tuple[str, ...], env: dict[str, str], port: int
+) -> Iterator[int]:
+    """A baseline server ``name`` of the runtime image on ``core``, as a run of its own (so
+    the reaper removes it if this process dies); yields its published ``port``, removes it."""
+    engine = engines.get("docker")
+    engine.guard(image)
+    run_id = f"bench-{uuid.uuid4().hex[:6]}"
+    labels = {LABEL_RUN: run_id, LABEL_MODE: "bench", LABEL_NODE: name, LABEL_ROLE: "baseline"}
+    launch = engines.Launch(
+        name=f"mm-{run_id}-{name}",
+        image=image,
+        labels=labels,
+        entrypoint=entrypoint,
+        env=env,
+        publish=(port,),
+        cpuset=core,
+    )
+    try:
+        yield engine.launch(launch).ports[port]
+    finally:
+        engine.remove_run(run_id)
 
 
 def _handshakes(target: str, trust: ssl.SSLContext) -> bool:
