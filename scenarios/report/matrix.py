@@ -42,9 +42,13 @@ from scenarios.report.results import MATRIX_FILE
 from topologies import UsageError, engines, service, targets
 from topologies.cli.common import example
 from topologies.containers import TARGET as CONTAINERS
+from topologies.containers.service import image_of
+from topologies.engines import Engine
 from topologies.kubernetes import TARGET as KUBERNETES
+from topologies.kubernetes import NodeCluster
 from topologies.kubernetes.service import start_service_k8s
 from topologies.run import Run
+from topologies.runs import new_run_id, run_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = ("functional", "failover", "load", "bench")
@@ -310,10 +314,11 @@ def run(
     out = sys.stderr if quiet else sys.stdout  # with --json, stdout is the summary alone
     print(f"matrix {run_id}: {len(progress.todo)} cells, about {_clock(progress.eta())}; results in {root}", file=out)
     shared: dict[str, tuple[Run, Path] | str] = {}  # a Kubernetes mode's run, or why it did not start
+    cluster = SharedCluster()  # the one a service's Kubernetes sizes share, once one needs it
     try:
         for index, cell in enumerate(cells):
             if cell.status == "pending":
-                given = _shared(cell.mode, shared, quiet=quiet, chosen=chosen)
+                given = _shared(cell.mode, shared, quiet=quiet, chosen=chosen, cluster=cluster)
                 with step(f"{cell.mode} {cell.check} (eta {_clock(progress.eta())})", quiet=quiet):
                     if isinstance(given, str):
                         cells[index] = Cell(cell.mode, cell.check, "fail", reason=given)
@@ -327,6 +332,7 @@ def run(
     finally:
         for mode in list(shared):
             _release(mode, [], shared)
+        cluster.stop()
     page_path = page.build(root, also=results / "report")
     passed = all(c.status in ("pass", "n/a") for c in cells)
     verdict = "all passed" if passed else "FAILED"
@@ -334,22 +340,51 @@ def run(
     return root, page_path, passed
 
 
+class SharedCluster:
+    """The cluster built here that a service's Kubernetes sizes share, each in a namespace of
+    its own (one cluster start, about 30 s here, instead of one per size); built at the first
+    size's first cell, removed at the matrix's end, by the reaper if the matrix dies."""
+
+    def __init__(self) -> None:
+        self.built: NodeCluster | None = None
+
+    def get(self, chosen: ServiceCells, engine: Engine) -> NodeCluster:
+        if self.built is None:
+            cluster_id = new_run_id()
+            image = image_of(chosen.spec, engine)
+            engine.guard(engine.image(quiet=True))
+            self.built = NodeCluster.create(cluster_id, run_dir(cluster_id) / "cluster", engine, preload=[image])
+        return self.built
+
+    def stop(self) -> None:
+        if self.built is not None:
+            self.built.stop()
+            shutil.rmtree(self.built.workdir.parent, ignore_errors=True)
+            self.built = None
+
+
 def _shared(
-    mode: str, shared: dict[str, tuple[Run, Path] | str], *, quiet: bool, chosen: ServiceCells | None = None
+    mode: str,
+    shared: dict[str, tuple[Run, Path] | str],
+    *,
+    quiet: bool,
+    chosen: ServiceCells | None = None,
+    cluster: SharedCluster | None = None,
 ) -> tuple[Run, Path] | str | None:
-    """The run a Kubernetes mode's cells share (with ``chosen``, a service's size on a
-    cluster built here), started at its first cell (None: a container mode, whose cells start
-    their own); a str says why it did not start."""
+    """The run a Kubernetes mode's cells share (with ``chosen``, a service's size on the
+    cluster its sizes share), started at its first cell (None: a container mode, whose cells
+    start their own); a str says why it did not start."""
     if (chosen.on(mode) if chosen else targets.target_of(mode)) != KUBERNETES:
         return None
     if mode not in shared:
         with step(f"{mode}: starting the run its cells share", quiet=quiet):
             try:
-                started = (
-                    start_service_k8s(chosen.spec, chosen.members(mode), engine=engines.get())
-                    if chosen
-                    else targets.start(mode, targets.Options(quiet=quiet))
-                )
+                if chosen:
+                    engine = engines.get()
+                    on = (cluster or SharedCluster()).get(chosen, engine)
+                    started: Run = start_service_k8s(chosen.spec, chosen.members(mode), engine=engine, on=on)
+                else:
+                    started = targets.start(mode, targets.Options(quiet=quiet))
             except Exception as exc:  # every cell of the mode fails with this reason
                 shared[mode] = f"the {mode} run did not start: {exc}"
                 return shared[mode]

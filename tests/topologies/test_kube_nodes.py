@@ -155,3 +155,62 @@ def test_a_worker_restarted_with_its_images_in_memory_gets_them_again(tmp_path: 
         built.heal_node(node)
     imported = [c for c in engine.calls if c[0] == "exec" and "images import" in c[2]]
     assert [c[1] for c in imported] == ["mm-r-h-kube-worker-1"] * imports, "a control plane runs none of them"
+
+
+def test_a_run_on_a_cluster_built_for_another_leaves_it_and_is_found_on_it_from_its_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A matrix's Kubernetes sizes share one cluster built here: each size's run deploys into a
+    namespace of it, says so in its record (so another process finds the node containers),
+    and on stop removes its namespace and its own folder, never the cluster."""
+    from topologies import kubernetes
+    from topologies.constants import LABEL_NODE, LABEL_RUN
+    from topologies.engines import Launch
+    from topologies.kubernetes import apply
+    from topologies.kubernetes.clusters.nodes import ROLE
+    from topologies.kubernetes.run import KubeRun, built_here_details
+    from topologies.runs import RunRecord, run_dir
+    from topologies.spec import load
+
+    monkeypatch.setenv("MODEMATRIX_CACHE", str(tmp_path / "cache"))
+    engine = FakeEngine()
+    nodes = plan("10.9.9", workers=2)
+    handles = {
+        n.name: engine.launch(
+            Launch(
+                f"mm-r-cluster-{n.name}", "node", {LABEL_RUN: "r-cluster", LABEL_NODE: n.name, "modematrix.role": ROLE}
+            )
+        )
+        for n in nodes
+    }
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "cluster" / "kubeconfig").write_text(KUBECONFIG)
+    cluster = NodeCluster("r-cluster", engine, tmp_path / "cluster", nodes, handles, kubectl=tmp_path / "kubectl")
+    details = {"namespace": "r-size3", "image": "i", **built_here_details(cluster)}
+    record = RunRecord("r-size3", "k8s", kubernetes.TARGET, load("scaled").to_dict(), details)
+    record.write(run_dir("r-size3"))
+    found = kubernetes.attach(RunRecord.read("r-size3"), engine)
+    assert isinstance(found.cluster, NodeCluster)
+    assert (found.cluster.run_id, found.cluster.workdir) == ("r-cluster", tmp_path / "cluster")
+    assert sorted(found.cluster.handles) == sorted(handles), "the other run's node containers"
+    deleted: list[str] = []
+    monkeypatch.setattr(apply, "delete_namespace", lambda config, namespace: deleted.append(namespace))
+    folder = run_dir("r-size3")
+    run = KubeRun("r-size3", "k8s", load("scaled"), cluster=cluster, namespace="r-size3", image="i", workdir=folder)
+    run.stop()
+    assert deleted == ["r-size3"] and ("remove_run", "r-cluster") not in engine.calls
+    assert not folder.exists() and (tmp_path / "cluster" / "kubeconfig").exists()
+    own = KubeRun(
+        "r-cluster", "k8s", load("scaled"), cluster=cluster, namespace="n", image="i", workdir=tmp_path / "own"
+    )
+    own.stop()  # a run stops the cluster built for it
+    assert engine.calls[-1] == ("remove_run", "r-cluster") and deleted == ["r-size3"]
+
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://10.9.9.10:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""

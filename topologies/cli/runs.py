@@ -245,14 +245,18 @@ def _runs(engine_name: str) -> list[dict[str, Any]]:
     by_run: dict[str, list[str]] = {}
     for handle in engine.list_run(None):
         by_run.setdefault(handle.labels.get(LABEL_RUN, "?"), []).append(engine.state(handle))
-    rows = []
+    rows, shared = [], set()
     for record in recorded():
-        states = by_run.pop(record.run_id, [])
+        cluster = str(record.details.get("cluster_run", record.run_id))  # a cluster of another run's
+        states = by_run.pop(record.run_id, []) if cluster == record.run_id else by_run.get(cluster, [])
         state = f"{states.count('running')}/{len(states)} containers running" if states else "no containers"
+        if cluster != record.run_id:
+            shared.add(cluster)
+            state = f"namespace {record.details.get('namespace')} on cluster {cluster}: {state}"
         if record.target == kubernetes.TARGET and not record.details.get("built"):
             state = f"namespace {record.details.get('namespace')} of {record.details.get('kubeconfig')}"
         rows.append({"run_id": record.run_id, "mode": record.mode, "target": record.target, "state": state})
-    for run_id, states in sorted(by_run.items()):
+    for run_id, states in sorted((r, s) for r, s in by_run.items() if r not in shared):
         rows.append(
             {"run_id": run_id, "mode": "?", "target": "?", "state": f"{len(states)} containers, no record (down it)"}
         )

@@ -142,9 +142,9 @@ def attach(record: RunRecord, engine: Engine | None) -> KubeRun:
     if details.get("built"):
         if engine is None:
             raise UsageError(f"run {record.run_id} was built on a container engine; name it (--engine)")
-        cluster = NodeCluster.attach(
-            record.run_id,
-            folder / "cluster",
+        cluster = NodeCluster.attach(  # its own, or another run's that it shares
+            str(details.get("cluster_run", record.run_id)),
+            Path(str(details.get("cluster_dir", folder / "cluster"))),
             engine,
             prefix=str(details["prefix"]),
             workers=int(details["workers"]),

@@ -222,9 +222,9 @@ class KubeRun(RunFolder):
 
     def stop(self) -> None:
         """Remove the run: its port-forward, then the whole cluster if it was built for it, else
-        its namespace."""
+        its namespace (a cluster given, or built here for another run and shared)."""
         forward.stop(self._workdir)
-        if isinstance(self.cluster, NodeCluster):
+        if isinstance(self.cluster, NodeCluster) and self.cluster.run_id == self.run_id:
             self.cluster.stop()
         else:
             apply.delete_namespace(self.config, self.namespace)
@@ -513,3 +513,17 @@ def scale(run: KubeRun, counts: Mapping[str, int]) -> dict[str, int]:
     for service, count in counts.items():
         run.set_replicas(service, count)
     return before
+
+
+def built_here_details(cluster: NodeCluster) -> dict[str, object]:
+    """What a run's record says of a cluster built here by another run (shared): enough for
+    :func:`topologies.kubernetes.attach` to find its node containers from another process."""
+    return {
+        "built": True,
+        "cluster_run": cluster.run_id,
+        "cluster_dir": str(cluster.workdir),
+        "prefix": cluster.prefix,
+        "workers": len(cluster.workers),
+        "control_planes": len(cluster.control_planes),
+        "kubectl": str(cluster.kubectl_path),
+    }

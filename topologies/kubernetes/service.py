@@ -27,7 +27,7 @@ from topologies.exceptions import EngineError, FaultError, NotFound, StartTimeou
 from topologies.kubernetes import apply, forward
 from topologies.kubernetes.clusters import Cluster, GivenCluster, NodeCluster
 from topologies.kubernetes.manifests import Manifest, _budget, _quantity, _selector, probe_manifest
-from topologies.kubernetes.run import TARGET, KubeRun
+from topologies.kubernetes.run import TARGET, KubeRun, built_here_details
 from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
 from topologies.service import ServiceSpec
 from topologies.spec import SERVICE_DB, ModeSpec, NodeSpec
@@ -274,10 +274,13 @@ def start_service_k8s(
     image: str | None = None,
     workers: int = 3,
     timeout: float = 300,
+    on: NodeCluster | None = None,
 ) -> ServiceKubeRun:
     """``members`` members of ``spec`` on a cluster the user has (``kubeconfig``; ``image``
-    must be pullable there) or on one built here on ``engine`` (its image preloaded into each
-    worker). On any failure what was made is removed, then the error raised."""
+    must be pullable there), on one built here on ``engine`` for this run (its image
+    preloaded into each worker), or ``on`` one built here already, which the run deploys onto
+    and leaves when it stops (a matrix's sizes share one; the image is loaded where missing).
+    On any failure what was made is removed, then the error raised."""
     from topologies.containers.service import image_of
 
     spec.check_size(members)
@@ -289,7 +292,7 @@ def start_service_k8s(
     assert image is not None
     run_id = new_run_id()  # its folder made once the image is there: a failed build leaves nothing
     folder, mode = run_dir(run_id), mode_name(spec, members)
-    cluster: Cluster | None = GivenCluster.read(kubeconfig) if kubeconfig is not None else None
+    cluster: Cluster | None = GivenCluster.read(kubeconfig) if kubeconfig is not None else on
     nodes = tuple(NodeSpec(f"{spec.name}-{i}", (spec.name,), db_member=True) for i in range(members))
     layout = ModeSpec(mode, spec.description, SERVICE_DB, nodes, spec.memory)
     details: dict[str, Any] = {
@@ -306,6 +309,9 @@ def start_service_k8s(
             built = NodeCluster.create(run_id, folder / "cluster", built_on, workers=workers, preload=[image])
             cluster = built
             details.update(built=True, prefix=built.prefix, workers=workers, kubectl=str(built.kubectl_path))
+        elif isinstance(cluster, NodeCluster):  # built for another run: shared, not owned
+            cluster.load_images([image])
+            details.update(built_here_details(cluster))
         else:
             details.update(built=False, kubeconfig=str(cluster.kubeconfig_path))
         record = RunRecord(run_id, mode, TARGET, {"service": spec.name, "members": members}, details)
@@ -336,7 +342,7 @@ def start_service_k8s(
         run.wait_healthy(timeout=timeout)
     except BaseException:
         forward.stop(folder)
-        if isinstance(cluster, NodeCluster):
+        if isinstance(cluster, NodeCluster) and cluster.run_id == run_id:
             cluster.stop()
         elif cluster is not None:
             apply.delete_namespace(cluster.config, run_id)
