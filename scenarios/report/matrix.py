@@ -46,7 +46,7 @@ from topologies.containers.service import image_of
 from topologies.engines import Engine
 from topologies.kubernetes import TARGET as KUBERNETES
 from topologies.kubernetes import NodeCluster
-from topologies.kubernetes.service import start_service_k8s
+from topologies.kubernetes.service import build_cluster, start_service_k8s
 from topologies.run import Run
 from topologies.runs import new_run_id, run_dir
 
@@ -352,8 +352,7 @@ class SharedCluster:
         if self.built is None:
             cluster_id = new_run_id()
             image = image_of(chosen.spec, engine)
-            engine.guard(engine.image(quiet=True))
-            self.built = NodeCluster.create(cluster_id, run_dir(cluster_id) / "cluster", engine, preload=[image])
+            self.built = build_cluster(cluster_id, run_dir(cluster_id) / "cluster", engine, image)
         return self.built
 
     def stop(self) -> None:
@@ -369,7 +368,7 @@ def _shared(
     *,
     quiet: bool,
     chosen: ServiceCells | None = None,
-    cluster: SharedCluster | None = None,
+    cluster: SharedCluster,
 ) -> tuple[Run, Path] | str | None:
     """The run a Kubernetes mode's cells share (with ``chosen``, a service's size on the
     cluster its sizes share), started at its first cell (None: a container mode, whose cells
@@ -381,7 +380,7 @@ def _shared(
             try:
                 if chosen:
                     engine = engines.get()
-                    on = (cluster or SharedCluster()).get(chosen, engine)
+                    on = cluster.get(chosen, engine)
                     started: Run = start_service_k8s(chosen.spec, chosen.members(mode), engine=engine, on=on)
                 else:
                     started = targets.start(mode, targets.Options(quiet=quiet))

@@ -23,7 +23,7 @@ from topologies.kubernetes import apply, forward
 from topologies.kubernetes.clusters import Cluster, GivenCluster, NodeCluster
 from topologies.kubernetes.clusters.layout import CONTROL_PLANE_COUNTS
 from topologies.kubernetes.manifests import EVICT_AFTER_S, EXPOSURES, MAX_EVICT_AFTER_S, Ingress
-from topologies.kubernetes.run import TARGET, KubeRun, deploy, scale
+from topologies.kubernetes.run import TARGET, KubeRun, built_here_details, deploy, scale
 from topologies.runs import RunRecord, Secrets, new_run_id, run_dir
 from topologies.spec import ModeSpec, parse
 
@@ -91,8 +91,7 @@ def start(
                 preload=list(dict.fromkeys([image, envoy_image(image)])),
             )
             cluster = built
-            details.update(built=True, prefix=built.prefix, workers=workers, kubectl=str(built.kubectl_path))
-            details.update(control_planes=control_planes)
+            details.update(built_here_details(built))
         else:
             details.update(built=False, kubeconfig=str(given.kubeconfig_path))
         assert cluster is not None  # given, or built just now

@@ -516,7 +516,8 @@ def scale(run: KubeRun, counts: Mapping[str, int]) -> dict[str, int]:
 
 
 def built_here_details(cluster: NodeCluster) -> dict[str, object]:
-    """What a run's record says of a cluster built here by another run (shared): enough for
+    """What a run's record says of a cluster built here, by this run (``cluster_run`` is the
+    run's own id) or by another one whose cluster it shares: enough for
     :func:`topologies.kubernetes.attach` to find its node containers from another process."""
     return {
         "built": True,

@@ -265,6 +265,13 @@ class ServiceKubeRun(KubeRun):
             raise FaultError(f"run {self.run_id} not healthy after {timeout:.0f} s: {self.unavailable()}") from exc
 
 
+def build_cluster(run_id: str, folder: Path, engine: Engine, image: str, *, workers: int = 3) -> NodeCluster:
+    """A cluster built here for a service's run (or the runs of a matrix's sizes), ``image``
+    preloaded into each worker; the reaper removes it if this process dies."""
+    engine.guard(engine.image(quiet=True))
+    return NodeCluster.create(run_id, folder, engine, workers=workers, preload=[image])
+
+
 def start_service_k8s(
     spec: ServiceSpec,
     members: int,
@@ -304,11 +311,9 @@ def start_service_k8s(
     }
     try:
         if cluster is None:
-            built_on = _engine(engine)
-            built_on.guard(built_on.image(quiet=True))
-            built = NodeCluster.create(run_id, folder / "cluster", built_on, workers=workers, preload=[image])
+            built = build_cluster(run_id, folder / "cluster", _engine(engine), image, workers=workers)
             cluster = built
-            details.update(built=True, prefix=built.prefix, workers=workers, kubectl=str(built.kubectl_path))
+            details.update(built_here_details(built))
         elif isinstance(cluster, NodeCluster):  # built for another run: shared, not owned
             cluster.load_images([image])
             details.update(built_here_details(cluster))
