@@ -265,17 +265,20 @@ def run_cell(
 
 
 class Progress:
-    """Elapsed time and an ETA from what each kind of cell has taken so far: a rich status
-    line while a cell runs on a terminal, and one plain line per finished cell (what CI keeps)."""
+    """Elapsed time and an ETA: each cell is guessed as long as the same mode and check took
+    in the last matrix of this kind (quick or not) under ``results``, else as long as its kind
+    of check took last in this run, else a default. One plain line per finished cell (what CI
+    keeps)."""
 
-    def __init__(self, cells: Sequence[Cell], quick: bool) -> None:
+    def __init__(self, cells: Sequence[Cell], quick: bool, results: Path | None = None) -> None:
         self.todo = [c for c in cells if c.status == "pending"]
         self.guess = dict(QUICK_GUESS if quick else GUESS)
+        self.seen = seen_before(results, quick) if results else {}
         self.started = time.monotonic()
         self.done = 0
 
     def eta(self) -> float:
-        return sum(self.guess[c.check] for c in self.todo[self.done :])
+        return sum(self.seen.get((c.mode, c.check), self.guess[c.check]) for c in self.todo[self.done :])
 
     def finished(self, cell: Cell) -> str:
         self.guess[cell.check] = cell.seconds
@@ -285,6 +288,20 @@ class Progress:
             f"[{self.done}/{len(self.todo)}] {cell.mode} {cell.check}: {cell.status} in {cell.seconds:.0f} s "
             f"(elapsed {_clock(elapsed)}, eta {_clock(self.eta())})"
         )
+
+
+def seen_before(results: Path, quick: bool) -> dict[tuple[str, str], float]:
+    """How long each (mode, check) took to pass in the matrices under ``results`` run as
+    ``quick`` (the newest that ran it wins); a file that cannot be read is passed over."""
+    seen: dict[tuple[str, str], float] = {}
+    for path in sorted(results.glob(f"*/{MATRIX_FILE}")):  # run ids sort by their start
+        try:
+            document = json.loads(path.read_text())
+            passed = [c for c in document["cells"] if c["status"] == "pass"] if document.get("quick") == quick else []
+            seen |= {(c["mode"], c["check"]): float(c["seconds"]) for c in passed}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return seen
 
 
 def _clock(seconds: float) -> str:
@@ -306,7 +323,7 @@ def run(
     root.mkdir(parents=True, exist_ok=True)
     cells = plan_service(chosen, checks) if chosen else plan(modes, checks)
     modes = chosen.modes if chosen else modes
-    progress = Progress(cells, quick)
+    progress = Progress(cells, quick, results)
     meta: dict[str, object] = {"run_id": run_id, "started": datetime.datetime.now().isoformat(timespec="seconds")}
     meta |= {"modes": list(modes), "checks": list(checks), "quick": quick}
     if chosen:

@@ -31,3 +31,24 @@ def test_bad_modes_or_checks_exit_2(
 ) -> None:
     assert main(["matrix", flag, value, "--results", str(tmp_path)]) == 2
     assert says in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_the_first_eta_is_what_the_last_matrix_of_the_same_kind_took(tmp_path: Path) -> None:
+    from scenarios.report.matrix import GUESS, QUICK_GUESS, Cell, Progress
+    from scenarios.report.results import MATRIX_FILE
+
+    def matrix(run_id: str, quick: bool, cells: list[dict[str, object]]) -> None:
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / MATRIX_FILE).write_text(json.dumps({"quick": quick, "cells": cells}))
+
+    matrix("20261201-0900-aaaa", False, [{"mode": "ha", "check": "failover", "status": "pass", "seconds": 100.0}])
+    matrix("20261202-0900-bbbb", False, [{"mode": "ha", "check": "failover", "status": "pass", "seconds": 200.0}])
+    failed = {"mode": "single", "check": "load", "status": "fail", "seconds": 3.0}
+    matrix("20261203-0900-cccc", False, [failed])  # a failed cell says little of a passing one's time
+    matrix("20261204-0900-dddd", True, [{"mode": "ha", "check": "failover", "status": "pass", "seconds": 50.0}])
+    (tmp_path / "20261205-0900-eeee").mkdir()
+    (tmp_path / "20261205-0900-eeee" / MATRIX_FILE).write_text("{not json")  # passed over
+    cells = [Cell("ha", "failover"), Cell("single", "load")]
+    assert Progress(cells, quick=False, results=tmp_path).eta() == 200.0 + GUESS["load"]
+    assert Progress(cells, quick=True, results=tmp_path).eta() == 50.0 + QUICK_GUESS["load"]
+    assert Progress(cells, quick=False).eta() == GUESS["failover"] + GUESS["load"]
