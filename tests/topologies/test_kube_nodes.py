@@ -207,6 +207,28 @@ def test_a_run_on_a_cluster_built_for_another_leaves_it_and_is_found_on_it_from_
     assert engine.calls[-1] == ("remove_run", "r-cluster") and deleted == ["r-size3"]
 
 
+def test_a_run_folder_left_without_a_record_is_listed_and_downed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A matrix that dies leaves its shared cluster's folder (the reaper removes the
+    containers): ``status`` lists it, and ``down`` of its id removes it."""
+    from topologies import engines
+    from topologies.cli import runs
+    from topologies.runs import RunRecord, run_dir
+    from topologies.spec import load
+
+    monkeypatch.setenv("MODEMATRIX_CACHE", str(tmp_path / "cache"))
+    engine = FakeEngine()
+    monkeypatch.setattr(engines, "get", lambda name, reaper=True: engine)
+    (run_dir("r-orphan") / "cluster").mkdir()
+    RunRecord("r-kept", "single", "containers", load("single").to_dict(), {}).write(run_dir("r-kept"))
+    rows = {row["run_id"]: row["state"] for row in runs._runs("fake")}
+    assert rows == {"r-kept": "no containers", "r-orphan": "a folder, no record (down it)"}
+    assert runs._remove("r-orphan", engine).startswith("swept")
+    assert not run_dir("r-kept").parent.joinpath("r-orphan").exists()
+    assert [row["run_id"] for row in runs._runs("fake")] == ["r-kept"]
+
+
 KUBECONFIG = """apiVersion: v1
 kind: Config
 clusters: [{name: c, cluster: {server: "https://10.9.9.10:6443"}}]

@@ -260,6 +260,10 @@ def _runs(engine_name: str) -> list[dict[str, Any]]:
         rows.append(
             {"run_id": run_id, "mode": "?", "target": "?", "state": f"{len(states)} containers, no record (down it)"}
         )
+    listed = shared | {row["run_id"] for row in rows}
+    for folder in sorted(runs_root().iterdir()) if runs_root().is_dir() else []:
+        if folder.is_dir() and folder.name not in listed:  # its process died before its record was written
+            rows.append({"run_id": folder.name, "mode": "?", "target": "?", "state": "a folder, no record (down it)"})
     return rows
 
 
