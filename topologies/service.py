@@ -50,8 +50,8 @@ class Probe:
         if self.exec:
             return "exec " + " ".join(self.exec)
         if self.http:
-            return f"GET {'https' if self.tls else 'http'}://:{self.http}{self.path}"
-        return f"tcp :{self.tcp}"
+            return f"GET {self.path} over {'https' if self.tls else 'http'} on port {self.http}"
+        return f"tcp to port {self.tcp}"
 
 
 @dataclass(frozen=True)
@@ -82,16 +82,18 @@ class ServiceSpec:
 
     def context(self, *, name: str, ip: str, index: int, run_id: str, members: list[tuple[str, str]]) -> dict[str, Any]:
         """What a member's templates are filled from; ``members`` is every (name, ip)."""
-        base = {"data_dir": self.data_dir, "ports": self.ports, "run_id": run_id, "service": self.name}
-        return {**base, "name": name, "ip": ip, "index": index, "peers": self.peer_list(members, run_id)}
+        return self._filled(run_id, name, ip, index, self.peer_list(members, run_id))
 
     def peer_list(self, members: Sequence[tuple[str, str]], run_id: str = "") -> str:
         """``{peers}``: how the members find each other, from every (name, address), as the
         file's ``peers`` says (the runtime's: etcd's ``--initial-cluster``)."""
-        base = {"data_dir": self.data_dir, "ports": self.ports, "run_id": run_id, "service": self.name}
         return self.peer_separator.join(
-            self.peer.format(**base, name=n, ip=i, index=k, peers="") for k, (n, i) in enumerate(members)
+            self.peer.format(**self._filled(run_id, n, i, k, "")) for k, (n, i) in enumerate(members)
         )
+
+    def _filled(self, run_id: str, name: str, ip: str, index: int, peers: str) -> dict[str, Any]:
+        run = {"data_dir": self.data_dir, "ports": self.ports, "run_id": run_id, "service": self.name}
+        return run | {"name": name, "ip": ip, "index": index, "peers": peers}
 
     def member_command(self, context: dict[str, Any]) -> tuple[str, ...]:
         return tuple(part.format(**context) for part in self.command)

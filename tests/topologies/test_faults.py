@@ -315,7 +315,7 @@ def test_start_plans_every_node_on_the_engine_then_times_out_on_readiness(
     with pytest.raises(StartTimeout) as caught:
         start(spec.load("ha"), engine, timeout=1.0)
     assert caught.value.node == "node-1" and "not ready after" in str(caught.value)
-    assert "its probe (GET https://:api/readyz) said: ConnectError" in str(caught.value)
+    assert "its probe (GET /readyz over https on port api) said: ConnectError" in str(caught.value)
     names = [spec.name for spec in engine.launched]
     assert len(names) == 3 and all(n.startswith("mm-") for n in names)
     first = engine.launched[0]
