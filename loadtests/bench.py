@@ -26,8 +26,13 @@ Every mode's parts are also measured at idle, after the start and before any loa
 container's or pod's resident memory (:meth:`topologies.Run.memory`), against a budget per
 role (runtime 64 MiB, runtime with an etcd member 96 MiB, Envoy 48 MiB).
 
+Where each row's CPU went, in a mode of containers: every container's CPU time (its cgroup's)
+read before and after the row, and the busy time of the server cores (``/proc/stat``: the
+containers and the kernel's network path between them), each over the row's requests, in
+microseconds of CPU per request.
+
 Rows go to stdout as tables and to ``results/bench/`` as JSON (``bench-*.json``,
-``memory-*.json``) and Markdown.
+``memory-*.json``, ``cpu-*.json``) and Markdown.
 
     modematrix bench --start --mode single,k8s [--repeat 3]
 
@@ -49,7 +54,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -122,6 +127,91 @@ class MemoryRow:
     @property
     def within(self) -> bool | None:
         return None if self.budget_mib is None else self.rss_mib <= self.budget_mib
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """Where a row's CPU went, in microseconds of CPU per request: on the server cores as a
+    whole (every container on them, and the kernel's network path between them), and in each
+    container of the run (an Envoy node's Envoy with the runtime that supervises it)."""
+
+    mode: str
+    target: str
+    requests: int
+    cores_us: float | None  # None: the run's servers are not pinned (no core is theirs alone)
+    parts_us: dict[str, float]
+
+
+def cpus(spec: str) -> set[int]:
+    """The cores a cpuset string names.
+
+    >>> sorted(cpus("0")), sorted(cpus("0,2-3"))
+    ([0], [0, 2, 3])
+    """
+    found: set[int] = set()
+    for piece in spec.split(","):
+        first, _, last = piece.strip().partition("-")
+        found |= set(range(int(first), int(last or first) + 1))
+    return found
+
+
+def busy_seconds(cores: set[int], stat: str | None = None) -> float:
+    """Busy CPU seconds of ``cores`` since boot: every /proc/stat field but idle and iowait.
+
+    >>> busy_seconds({1}, "cpu  9 9 9 9 9 9 9 0 0 0\\ncpu0 1 0 1 50 0 0 0 0 0 0\\ncpu1 100 0 50 9 3 0 50 0 0 0\\n")
+    2.0
+    """
+    text = Path("/proc/stat").read_text() if stat is None else stat
+    ticks = 0
+    for line in text.splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+            ticks += user + nice + system + irq + softirq + steal
+    return ticks / 100  # USER_HZ: 100 on Linux
+
+
+class Meter:
+    """Measures what each row costs in CPU where it can: a run of containers, each read
+    before and after the row (:meth:`topologies.ContainerRun.cpu`), and the server cores when
+    the run has them alone. Other runs (pods) are measured without it."""
+
+    def __init__(self, run: Run, cores: str | None, seconds: float) -> None:
+        self.run, self.seconds = run, seconds
+        self.cores = cpus(cores) if cores is not None else None
+        self.costs: list[CostRow] = []
+
+    def __call__(self, target: str, measure: Callable[[], Measured]) -> Measured:
+        if not isinstance(self.run, ContainerRun):
+            return measure()
+        before, core_before = self.run.cpu(), self._cores()
+        measured = measure()
+        after, core_after = self.run.cpu(), self._cores()
+        requests = max(1, round(measured.rps * self.seconds))
+
+        def per_request(seconds: float) -> float:
+            return round(1e6 * seconds / requests, 1)
+
+        parts = {name: per_request(used - before[name]) for name, used in after.items() if name in before}
+        cores = None if core_before is None or core_after is None else per_request(core_after - core_before)
+        self.costs.append(CostRow(self.run.mode, target, requests, cores, parts))
+        return measured
+
+    def _cores(self) -> float | None:
+        return None if self.cores is None else busy_seconds(self.cores)
+
+    def named(self, names: dict[str, str]) -> list[CostRow]:
+        """The costs with each row's target as the table of rows names it."""
+        return [CostRow(c.mode, names.get(c.target, c.target), c.requests, c.cores_us, c.parts_us) for c in self.costs]
+
+
+def render_costs(rows: Sequence[CostRow], top: int = 4) -> str:
+    lines = ["| mode | target | server cores µs/req | the parts that cost most, µs/req |", "|---|---|---:|---|"]
+    for r in rows:
+        cores = "-" if r.cores_us is None else f"{r.cores_us:,.0f}"
+        parts = ", ".join(f"{name} {us:,.0f}" for name, us in sorted(r.parts_us.items(), key=lambda p: -p[1])[:top])
+        lines.append(f"| {r.mode} | {r.target} | {cores} | {parts} |")
+    return "\n".join(lines)
 
 
 def idle_memory(run: Run) -> list[MemoryRow]:
@@ -296,7 +386,7 @@ def grpc_floors(image: str, core: str, wrk: Wrk, bare: Row) -> list[Row]:
     return rows
 
 
-def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row, memory: list[MemoryRow]) -> list[Row]:
+def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row, memory: list[MemoryRow], costs: list[CostRow]) -> list[Row]:
     """One mode's rows: HTTP PUT and GET (wrk) and gRPC Put and Get (grpcload) through its
     front door, against raw etcd puts to one of its members where it has them, else against
     the bare row. Servers are pinned to ``core`` where the mode allows it
@@ -304,25 +394,29 @@ def _rows_for(mode: str, wrk: Wrk, core: str, bare: Row, memory: list[MemoryRow]
     pinned = targets.pinnable(mode)
     with topologies.start(mode, cpuset=core if pinned else None, timeout=400) as run:
         memory += idle_memory(run)  # before any load
-        return _rows_of(run, wrk, bare, pinned=pinned)
+        return _rows_of(run, wrk, bare, pinned=pinned, cores=core if pinned else None, costs=costs)
 
 
-def _rows_of(run: Run, wrk: Wrk, bare: Row, *, pinned: bool) -> list[Row]:
+def _rows_of(
+    run: Run, wrk: Wrk, bare: Row, *, pinned: bool, cores: str | None = None, costs: list[CostRow] | None = None
+) -> list[Row]:
     """The rows of a run that is up (started by the bench, or handed to it by ``--run``). A
     k8s run on a cluster built here is measured through its port-forward and, for comparison,
-    through a node port of every worker (the same Envoys without the API server's tunnel)."""
+    through a node port of every worker (the same Envoys without the API server's tunnel).
+    What each row cost in CPU, where it can be read, goes to ``costs``."""
     mode = run.mode
+    meter = Meter(run, cores, wrk.seconds)
     with run.client() as api:
         token = api.token or api.login()
         seeded = api.put("/v1/kv/bench-get", content=b"x" * 64)
         if seeded.status_code != 200:
             raise topologies.TopologyError(f"{mode}: could not write the GET key: {seeded.status_code} {seeded.text}")
         url = run.endpoints[0]
-        get = wrk.run(f"{url}/v1/kv/bench-get", token=token)
-        put = wrk.run(f"{url}/v1/kv/", token=token, script=_lua_put(f"/v1/kv/bench-{mode}-"))
-        grpc_put = _grpc(run, token, "put", wrk) if run.grpc_endpoints else None
-        grpc_get = _grpc(run, token, "get", wrk) if run.grpc_endpoints else None
-        baseline, through = _baseline(run, mode, wrk, bare)
+        get = meter("kv GET", lambda: wrk.run(f"{url}/v1/kv/bench-get", token=token))
+        put = meter("kv PUT", lambda: wrk.run(f"{url}/v1/kv/", token=token, script=_lua_put(f"/v1/kv/bench-{mode}-")))
+        grpc_put = meter("kv PUT over gRPC", lambda: _grpc(run, token, "put", wrk)) if run.grpc_endpoints else None
+        grpc_get = meter("kv GET over gRPC", lambda: _grpc(run, token, "get", wrk)) if run.grpc_endpoints else None
+        baseline, through = _baseline(run, mode, wrk, bare, meter)
         through = " ".join(word for word in (through, "" if pinned else "(unpinned)") if word)
         measured = [("kv PUT", put), ("kv GET", get)]
         if grpc_put and grpc_get:
@@ -338,13 +432,13 @@ def _rows_of(run: Run, wrk: Wrk, bare: Row, *, pinned: bool) -> list[Row]:
                     ("kv GET through a node port (no tunnel)", wrk.run(f"{direct}/v1/kv/bench-get", token=token)),
                 ]
         rows = [baseline] if baseline is not bare else []
-        return rows + [
-            _row(mode, what if "node port" in what else f"{what} {through}".strip(), numbers, baseline)
-            for what, numbers in measured
-        ]
+        named = {what: what if "node port" in what else f"{what} {through}".strip() for what, _ in measured}
+        if costs is not None:
+            costs += meter.named(named)
+        return rows + [_row(mode, named[what], numbers, baseline) for what, numbers in measured]
 
 
-def _baseline(run: Run, mode: str, wrk: Wrk, bare: Row) -> tuple[Row, str]:
+def _baseline(run: Run, mode: str, wrk: Wrk, bare: Row, meter: Meter) -> tuple[Row, str]:
     """The row a mode's rows are ratios of (raw etcd puts to one of its members, where the
     host reaches one; else the bare server), and how its requests travel."""
     if isinstance(run, KubeRun):
@@ -358,7 +452,8 @@ def _baseline(run: Run, mode: str, wrk: Wrk, bare: Row) -> tuple[Row, str]:
     if not isinstance(run, ContainerRun) or run.spec.db != "etcd":
         return bare, ""
     member = next(n for n in run.nodes if n.db_member)
-    raw = _row(mode, RAW_ETCD, _raw_etcd(run.workdir, f"{member.ip}:{DB_CLIENT_PORT}", wrk), None)
+    endpoint = f"{member.ip}:{DB_CLIENT_PORT}"
+    raw = _row(mode, RAW_ETCD, meter(RAW_ETCD, lambda: _raw_etcd(run.workdir, endpoint, wrk)), None)
     envoys = any(n.spec.is_envoy for n in run.nodes)
     return raw, "through the load balancer" if run.lb else "through Envoy" if envoys else "through one node"
 
@@ -442,27 +537,30 @@ def render(rows: Sequence[Row], wrk: Wrk) -> str:
 
 def bench(
     modes: Sequence[str], wrk: Wrk, server_core: str, results: Path, run: Run | None = None
-) -> tuple[list[Row], list[MemoryRow]]:
+) -> tuple[list[Row], list[MemoryRow], list[CostRow]]:
     """Rows of every mode in ``modes`` (each started for it, pinned where it can be), or of
-    ``run`` alone (a run that is up, unpinned), after the bare baseline; and the idle memory
-    of each mode's parts (of ``run``: as it is when the bench begins)."""
+    ``run`` alone (a run that is up, unpinned), after the bare baseline; the idle memory of
+    each mode's parts (of ``run``: as it is when the bench begins); and what each row of a
+    run of containers cost in CPU, part by part."""
     image = engines.get("docker").image(quiet=False)
     with bare_starlette(image, server_core) as url:
         bare = _row("-", BARE, wrk.run(url), None)
-    rows, memory = [bare], []
+    rows, memory, costs = [bare], list[MemoryRow](), list[CostRow]()
     if run is None and "single" in modes:  # what the Python gRPC server alone costs here
         rows += grpc_floors(image, server_core, wrk, bare)
     if run is not None:
         memory += idle_memory(run)
-        rows += _rows_of(run, wrk, bare, pinned=False)
+        rows += _rows_of(run, wrk, bare, pinned=False, costs=costs)
     for mode in modes if run is None else ():
-        rows += _rows_for(mode, wrk, server_core, bare, memory)
+        rows += _rows_for(mode, wrk, server_core, bare, memory, costs)
     results.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (results / f"bench-{stamp}.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
     (results / f"memory-{stamp}.json").write_text(json.dumps([asdict(m) for m in memory], indent=2))
-    (results / "bench.md").write_text(render(rows, wrk) + "\n\n" + render_memory(memory) + "\n")
-    return rows, memory
+    (results / f"cpu-{stamp}.json").write_text(json.dumps([asdict(c) for c in costs], indent=2))
+    tables = (render(rows, wrk), render_memory(memory), render_costs(costs))
+    (results / "bench.md").write_text("\n\n".join(tables) + "\n")
+    return rows, memory, costs
 
 
 # -- start times --------------------------------------------------------------------------------
@@ -549,13 +647,16 @@ def _run(args: argparse.Namespace) -> int:
         raise topologies.UsageError("--seconds must be positive and --connections at least 1")
     wrk = Wrk(args.seconds, args.connections, args.load_core)
     given = topologies.attach(args.run_id) if args.run_id else None  # an unknown run: exit 2 before anything starts
-    rows, memory = bench(modes, wrk, args.server_core, args.results, run=given)
+    rows, memory, costs = bench(modes, wrk, args.server_core, args.results, run=given)
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0
     print(render(rows, wrk))
     print()
     print(render_memory(memory))
+    if costs:
+        print()
+        print(render_costs(costs))
     print(f"written to {args.results}/")
     return 0
 

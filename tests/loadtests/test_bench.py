@@ -70,6 +70,10 @@ def test_bench_single_runs_for_real_and_writes_its_table(tmp_path: Path) -> None
     assert [(m["part"], m["role"], m["budget_mib"]) for m in memory] == [("node-1", "runtime", 64)], memory
     assert 10 < memory[0]["rss_mib"] < 1024, memory  # a Python process's, in MiB: not bytes, not the cache
     assert "| single | node-1 | runtime |" in (tmp_path / "bench.md").read_text()
+    costs = json.loads(next(tmp_path.glob("cpu-*.json")).read_text())
+    assert [c["target"] for c in costs] == ["kv GET", "kv PUT", "kv PUT over gRPC", "kv GET over gRPC"], costs
+    assert all(c["cores_us"] > 0 and c["parts_us"]["node-1"] > 0 for c in costs), costs
+    assert "| single | kv GET |" in (tmp_path / "bench.md").read_text().split("server cores µs/req")[1]
 
 
 def test_bench_of_a_run_that_does_not_exist_is_refused_before_anything_starts() -> None:
@@ -119,3 +123,37 @@ def test_idle_memory_without_figures_says_why_and_leaves_the_load_rows_alone(
         ("node-1", 100.0, 96, False),
         ("lb", 11.0, None, None),
     ]
+
+
+def test_a_row_of_a_run_of_containers_costs_each_part_its_cpu_per_request(tmp_path: Path) -> None:
+    """The meter reads each container's CPU time before and after a row: the difference over
+    the row's requests is what a request cost that part; the server cores too, when pinned."""
+    from loadtests.bench import Meter
+    from topologies import ContainerRun
+    from topologies.containers.node import Node
+    from topologies.engines import Launch
+    from topologies.engines.fake import FakeEngine
+    from topologies.spec import ModeSpec, NodeSpec
+
+    engine = FakeEngine()
+    nodes = []
+    for name in ("envoy-1", "kv-1"):
+        handle = engine.launch(Launch(f"mm-r-{name}", "img", {"modematrix.run": "r"}))
+        nodes.append(Node(NodeSpec(name, ("kv",)), "10.0.0.2", 1, handle, engine))
+    run = ContainerRun("r", ModeSpec("scaled", "", "etcd", tuple(n.spec for n in nodes)), image="img",
+                       engine=engine, workdir=tmp_path, nodes=nodes)  # fmt: skip
+    engine.cpu = {"mm-r-envoy-1": 10.0, "mm-r-kv-1": 20.0}
+
+    def load() -> Measured:  # 2 s of 500 requests/s: 1,000 requests
+        engine.cpu = {"mm-r-envoy-1": 10.2, "mm-r-kv-1": 20.5}
+        return Measured(500.0, 1.0, 2.0, 0)
+
+    meter = Meter(run, "0", seconds=2.0)
+    assert meter("kv PUT", load) == Measured(500.0, 1.0, 2.0, 0)
+    (cost,) = meter.named({"kv PUT": "kv PUT through Envoy"})
+    assert (cost.target, cost.requests) == ("kv PUT through Envoy", 1000)
+    assert cost.parts_us == {"envoy-1": 200.0, "kv-1": 500.0}
+    assert cost.cores_us is not None and cost.cores_us >= 0  # this host's core 0, whatever else ran on it
+    unpinned = Meter(run, None, seconds=2.0)
+    unpinned("kv GET", load)  # the same figures again: nothing used
+    assert unpinned.costs[0].cores_us is None and unpinned.costs[0].parts_us == {"envoy-1": 0.0, "kv-1": 0.0}

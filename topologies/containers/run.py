@@ -208,6 +208,11 @@ class ContainerRun(RunFolder):
         ]
         return with_envoy_apart(parts, self.exec)
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds each running container of the run has used so far (an Envoy node's
+        counts its Envoy and the runtime that supervises it together)."""
+        return {n.name: self.engine.cpu_seconds(n.handle) for n in self.all_nodes if n.status == RUNNING}
+
     def follow(self, part: str, tail: int = 100) -> Iterator[str]:
         """The node's log lines as they come, until it stops (or the caller does)."""
         return self.engine.follow_logs(self.node(part).handle, tail)

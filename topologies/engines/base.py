@@ -126,6 +126,10 @@ class Engine(Protocol):
         """The node's resident memory in bytes: its processes' anonymous memory as its cgroup
         counts it (``rss`` on cgroup v1, ``anon`` on v2), without the page cache."""
 
+    def cpu_seconds(self, handle: Handle) -> float:
+        """CPU time the node's processes have used since it started (user and system, as its
+        cgroup counts it): read before and after a load, what that load cost the node."""
+
     def start(self, handle: Handle) -> None: ...
     def stop(self, handle: Handle, timeout: int = 20) -> None: ...
     def kill(self, handle: Handle) -> None: ...

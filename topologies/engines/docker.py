@@ -416,6 +416,15 @@ class DockerEngine:
                 return int(counted[key])
         raise EngineError(f"{handle.name}: the engine reports no rss or anon figure ({', '.join(sorted(counted))})")
 
+    def cpu_seconds(self, handle: Handle) -> float:
+        container = self._get(handle)
+        with translated(f"reading {handle.name}'s CPU time"):
+            stats = container.stats(stream=False, one_shot=True)
+        used = stats.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage")
+        if used is None:
+            raise EngineError(f"{handle.name}: the engine reports no CPU usage (is it running?)")
+        return int(used) / 1e9
+
     def start(self, handle: Handle) -> None:
         self._act(handle, "start")
 

@@ -46,6 +46,7 @@ class FakeEngine:
         self.on_netns: ExecReply = lambda handle, script: (0, "")
         self.log_lines: dict[str, str] = {}
         self.resident: dict[str, int] = {}  # container name -> what memory() says (default 40 MiB)
+        self.cpu: dict[str, float] = {}  # container name -> what cpu_seconds() says (default 0)
         self._ports = itertools.count(47000)
         self._ids = itertools.count(1)
 
@@ -130,6 +131,10 @@ class FakeEngine:
     def memory(self, handle: Handle) -> int:
         self._record("memory", handle.name)
         return self.resident.get(handle.name, 40 << 20)
+
+    def cpu_seconds(self, handle: Handle) -> float:
+        self._record("cpu_seconds", handle.name)
+        return self.cpu.get(handle.name, 0.0)
 
     def pause(self, handle: Handle) -> None:
         self._move("pause", handle, PAUSED)
