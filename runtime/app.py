@@ -86,7 +86,8 @@ class Node:
 
     async def start_grpc(self) -> Any:
         """kv and queue over gRPC on ``grpc_port``, when this node runs either: the started
-        ``grpc.aio.Server`` (the caller stops it), or None. A port in use fails here, at start."""
+        ``grpc.Server`` (the caller stops it, with :func:`runtime.rpc.api.stop`), or None. A
+        port in use fails here, at start."""
         config = self.config
         if not config.grpc_port or not any(s in self.services for s in GRPC_SERVICES):
             return None
@@ -108,7 +109,7 @@ class Node:
             dict(self.services), gate, f"{config.listen_host}:{config.grpc_port}", credentials, limits
         )
         if server is not None:
-            await server.start()
+            server.start()
             log.info("gRPC listening", extra={"fields": {"port": config.grpc_port, "tls": credentials is not None}})
         return server
 

@@ -291,7 +291,9 @@ async def _run(node: Node, member: asyncio.subprocess.Process | None) -> int:
         await server.serve()
     finally:
         if rpc is not None:
-            await rpc.stop(5)  # calls in flight finish; the node withdrew from discovery before
+            from runtime.rpc.api import stop as grpc_stop  # loaded where a gRPC server runs
+
+            await grpc_stop(rpc, 5)  # calls in flight finish; the node withdrew from discovery before
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -8,10 +8,13 @@ when nothing was applied, so a client or Envoy may send the call again.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,7 +32,7 @@ from runtime.exceptions import (
 )
 from runtime.jsonbody import strict_loads
 from runtime.routing import GrpcMethod, grpc_method
-from runtime.rpc import STREAMS_PER_CONNECTION, pb, pb_grpc
+from runtime.rpc import STREAMS_PER_CONNECTION, pb
 from runtime.security import Decision, Principal, decide
 from runtime.security.keystore import KeyStore
 from runtime.services.kv import KvService
@@ -51,19 +54,44 @@ class Failed(Exception):
 
 
 class Gate:
-    """Who may call: the member gate, the token and the permission, as on the HTTP side."""
+    """Who may call: the token, the member gate and the permission, as on the HTTP side; then
+    the call's operation, run on the node's event loop.
 
-    def __init__(self, keys: KeyStore, metrics: Any, *, members_only: bool) -> None:
+    grpcio's threaded server calls :meth:`serve` in one of its threads for each call: the
+    token is checked there from the call's headers before its message is read (the handlers
+    are declared client-streaming, so gRPC does not buffer the message first, and nobody
+    without a token can make a node hold megabytes of unfinished messages); then the message
+    is read, and the operation (a coroutine, as every service's) is handed to the loop and
+    waited for. One hop to the loop a call: grpcio's threaded server, even so, served 1.2-1.6x
+    the calls of its asyncio server here (docs/measurements.md)."""
+
+    def __init__(
+        self, keys: KeyStore, metrics: Any, *, members_only: bool, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self.keys, self.metrics, self.members_only = keys, metrics, members_only
+        self.loop = loop or asyncio.get_running_loop()
 
-    async def run(self, context: grpc.aio.ServicerContext, path: str, op: Callable[[], Awaitable[T]]) -> T:
+    def serve(
+        self,
+        path: str,
+        op: Callable[[Any], Coroutine[Any, Any, T]],
+        requests: Iterator[Any],
+        context: grpc.ServicerContext,
+    ) -> T | None:
         method = grpc_method(path)
         assert method is not None, path  # every servicer method is in the table (tests/runtime/test_rpc.py)
         started = time.perf_counter()
         try:
-            await self._admit(context, method)
-            result = await op()
+            self._admit(context, method)
+            request = next(requests, None)  # only now: a call without a token never had its message read
+            if request is None:
+                raise Failed(grpc.StatusCode.INVALID_ARGUMENT, "invalid: the call carried no request message")
+            running = asyncio.run_coroutine_threadsafe(op(request), self.loop)
+            context.add_callback(running.cancel)  # a call that ends first (cancelled, past its deadline)
+            result = running.result()
         except Exception as exc:
+            if not context.is_active():  # the caller is gone (or the server stopping): nobody to answer
+                return None
             failed = translate(exc)
             if failed is None:
                 log.exception("unhandled error", extra={"fields": {"method": path}})
@@ -74,72 +102,43 @@ class Gate:
         self.record(method, failed.code, started)
         if failed.trailers:
             context.set_trailing_metadata(failed.trailers)
-        await context.abort(failed.code, failed.detail)
+        context.abort(failed.code, failed.detail)
         raise AssertionError("abort returns only by raising")  # pragma: no cover
 
     def record(self, method: GrpcMethod, code: grpc.StatusCode, started: float) -> None:
         self.metrics.requests.labels(method.route.name, "GRPC", code.name).inc()
         self.metrics.latency.labels(method.route.name, "GRPC").observe(time.perf_counter() - started)
 
-    async def _admit(self, context: grpc.aio.ServicerContext, method: GrpcMethod) -> Principal | None:
+    def _admit(self, context: grpc.ServicerContext, method: GrpcMethod) -> Principal:
+        principal = self.principal(context.invocation_metadata())
         if self.members_only and not context.auth_context().get("x509_pem_cert"):
             raise Failed(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "members_only: this node takes API calls only from cluster members (mutual TLS)",
             )
-        principal = await self._authenticate(context)
-        decision = decide(principal, method.route.permission)
-        if decision is Decision.UNAUTHENTICATED:
-            raise Failed(grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required (metadata 'authorization')")
-        if decision is Decision.FORBIDDEN:
+        if decide(principal, method.route.permission) is Decision.FORBIDDEN:
             raise Failed(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{method.route.name} needs the {method.route.permission!r} permission",
             )
         return principal
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal | None:
-        return await self.principal(context.invocation_metadata())
-
-    async def principal(self, metadata: Any) -> Principal | None:
+    def principal(self, metadata: Any) -> Principal:
+        """The caller the bearer token names, verified in this thread (a token verified before
+        is in the key store's cache); a token of a key this node has not loaded yet is checked
+        again on the loop, after the keys are reloaded from the DB."""
         header = dict(metadata or ()).get("authorization")
         if header is None:
-            return None
+            raise InvalidToken("a bearer token is required (metadata 'authorization')")
         scheme, _, token = str(header).partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("authorization: expected 'Bearer <token>'")
-        return await self.keys.verify_fresh(token.strip())
-
-    def interceptor(self) -> grpc.aio.ServerInterceptor:
-        return _TokenFirst(self)
-
-
-class _TokenFirst(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """The bearer token is checked from the call's headers before its message is read: a
-    call without a valid one is refused by a handler that never reads the request (declared
-    client-streaming, so gRPC does not buffer the message first), so nobody without a token
-    can make a node hold megabytes of unfinished messages."""
-
-    def __init__(self, gate: Gate) -> None:
-        self.gate = gate
-
-    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        method = grpc_method(details.method)
         try:
-            if method is None or await self.gate.principal(details.invocation_metadata) is None:
-                raise InvalidToken("a bearer token is required (metadata 'authorization')")
+            return self.keys.verify(token.strip())
         except InvalidToken as exc:
-            if method is not None:
-                self.gate.record(method, grpc.StatusCode.UNAUTHENTICATED, time.perf_counter())
-            return _refusal(f"unauthenticated: {exc}")
-        return await continuation(details)
-
-
-def _refusal(detail: str) -> grpc.RpcMethodHandler:
-    async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, detail)
-
-    return grpc.stream_unary_rpc_method_handler(refuse)
+            if "does not know" not in str(exc):
+                raise
+        return asyncio.run_coroutine_threadsafe(self.keys.verify_fresh(token.strip()), self.loop).result()
 
 
 def translate(exc: Exception) -> Failed | None:
@@ -186,99 +185,91 @@ def _payload(raw: str) -> object:
         raise InvalidInput(f"payload_json: expected a JSON document ({exc})") from None
 
 
-class KvServicer(pb_grpc.KvServicer):
-    def __init__(self, kv: KvService, gate: Gate) -> None:
-        self.kv, self.gate = kv, gate
+class KvServicer:
+    """kv's methods: each takes its request message and returns its reply, on the node's loop."""
 
-    async def Get(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def op() -> Any:
-            entry = await self.kv.read(request.key)
-            return pb.Entry(key=entry.key, value=entry.value, revision=entry.revision)
+    def __init__(self, kv: KvService) -> None:
+        self.kv = kv
 
-        return await self.gate.run(context, "/modematrix.v1.Kv/Get", op)
+    async def Get(self, request: Any) -> Any:
+        entry = await self.kv.read(request.key)
+        return pb.Entry(key=entry.key, value=entry.value, revision=entry.revision)
 
-    async def Put(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def op() -> Any:
-            expected = request.if_revision if request.HasField("if_revision") else None
-            if expected is not None and expected < 0:
-                raise InvalidInput(f"if_revision: expected 0 (absent) or a revision, got {expected}")
-            revision = await self.kv.write(request.key, request.value, if_revision=expected)
-            return pb.PutReply(key=request.key, revision=revision)
+    async def Put(self, request: Any) -> Any:
+        expected = request.if_revision if request.HasField("if_revision") else None
+        if expected is not None and expected < 0:
+            raise InvalidInput(f"if_revision: expected 0 (absent) or a revision, got {expected}")
+        revision = await self.kv.write(request.key, request.value, if_revision=expected)
+        return pb.PutReply(key=request.key, revision=revision)
 
-        return await self.gate.run(context, "/modematrix.v1.Kv/Put", op)
+    async def Delete(self, request: Any) -> Any:
+        expected = request.if_revision if request.HasField("if_revision") else None
+        await self.kv.remove(request.key, if_revision=expected)
+        return pb.DeleteReply()
 
-    async def Delete(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def op() -> Any:
-            expected = request.if_revision if request.HasField("if_revision") else None
-            await self.kv.remove(request.key, if_revision=expected)
-            return pb.DeleteReply()
-
-        return await self.gate.run(context, "/modematrix.v1.Kv/Delete", op)
-
-    async def List(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def op() -> Any:
-            items, more = await self.kv.keys(request.prefix, request.after or None, request.limit or 100)
-            return pb.ListReply(items=[pb.KeyRevision(key=e.key, revision=e.revision) for e in items], next=more or "")
-
-        return await self.gate.run(context, "/modematrix.v1.Kv/List", op)
+    async def List(self, request: Any) -> Any:
+        items, more = await self.kv.keys(request.prefix, request.after or None, request.limit or 100)
+        return pb.ListReply(items=[pb.KeyRevision(key=e.key, revision=e.revision) for e in items], next=more or "")
 
 
-class QueueServicer(pb_grpc.QueueServicer):
-    def __init__(self, queue: QueueService, gate: Gate) -> None:
-        self.queue, self.gate = queue, gate
+class QueueServicer:
+    """queue's methods, as :class:`KvServicer`'s."""
 
-    async def Enqueue(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def op() -> Any:
-            job = await self.queue.put_job(request.queue, _payload(request.payload_json))
-            return pb.EnqueueReply(id=job, queue=request.queue)
+    def __init__(self, queue: QueueService) -> None:
+        self.queue = queue
 
-        return await self.gate.run(context, "/modematrix.v1.Queue/Enqueue", op)
+    async def Enqueue(self, request: Any) -> Any:
+        job = await self.queue.put_job(request.queue, _payload(request.payload_json))
+        return pb.EnqueueReply(id=job, queue=request.queue)
 
-    async def Claim(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def op() -> Any:
-            lease = request.lease_seconds or DEFAULT_LEASE
-            if not 0.1 <= lease <= 3600:
-                raise InvalidInput(f"lease_seconds: expected 0.1 to 3600, got {lease}")
-            claimed = await self.queue.take(request.queue, lease)
-            if claimed is None:
-                return pb.ClaimReply(has_job=False)
-            return pb.ClaimReply(
-                has_job=True,
-                id=claimed["id"],
-                payload_json=json.dumps(claimed["payload"]),
-                lease_id=claimed["lease_id"],
-                lease_expires_at=claimed["lease_expires_at"],
-                attempts=claimed["attempts"],
-            )
+    async def Claim(self, request: Any) -> Any:
+        lease = request.lease_seconds or DEFAULT_LEASE
+        if not 0.1 <= lease <= 3600:
+            raise InvalidInput(f"lease_seconds: expected 0.1 to 3600, got {lease}")
+        claimed = await self.queue.take(request.queue, lease)
+        if claimed is None:
+            return pb.ClaimReply(has_job=False)
+        return pb.ClaimReply(
+            has_job=True,
+            id=claimed["id"],
+            payload_json=json.dumps(claimed["payload"]),
+            lease_id=claimed["lease_id"],
+            lease_expires_at=claimed["lease_expires_at"],
+            attempts=claimed["attempts"],
+        )
 
-        return await self.gate.run(context, "/modematrix.v1.Queue/Claim", op)
+    async def Ack(self, request: Any) -> Any:
+        await self.queue.finish(request.queue, request.id, request.lease_id)
+        return pb.AckReply()
 
-    async def Ack(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def op() -> Any:
-            await self.queue.finish(request.queue, request.id, request.lease_id)
-            return pb.AckReply()
+    async def GetJob(self, request: Any) -> Any:
+        state = await self.queue.state(request.queue, request.id)
+        return pb.JobState(
+            id=state["id"],
+            queue=state["queue"],
+            state=state["state"],
+            attempts=state["attempts"],
+            payload_json=json.dumps(state["payload"]),
+        )
 
-        return await self.gate.run(context, "/modematrix.v1.Queue/Ack", op)
+    async def DeleteJob(self, request: Any) -> Any:
+        await self.queue.remove(request.queue, request.id)
+        return pb.DeleteJobReply()
 
-    async def GetJob(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def op() -> Any:
-            state = await self.queue.state(request.queue, request.id)
-            return pb.JobState(
-                id=state["id"],
-                queue=state["queue"],
-                state=state["state"],
-                attempts=state["attempts"],
-                payload_json=json.dumps(state["payload"]),
-            )
 
-        return await self.gate.run(context, "/modematrix.v1.Queue/GetJob", op)
-
-    async def DeleteJob(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def op() -> Any:
-            await self.queue.remove(request.queue, request.id)
-            return pb.DeleteJobReply()
-
-        return await self.gate.run(context, "/modematrix.v1.Queue/DeleteJob", op)
+def handlers(service: str, servicer: object, gate: Gate) -> grpc.GenericRpcHandler:
+    """Every method of ``service`` (of modematrix.proto) served by ``servicer`` through the
+    gate, each declared client-streaming (see :class:`Gate`); on the wire a unary call."""
+    described = pb.DESCRIPTOR.services_by_name[service]
+    methods = {
+        m.name: grpc.stream_unary_rpc_method_handler(
+            functools.partial(gate.serve, f"/{described.full_name}/{m.name}", getattr(servicer, m.name)),
+            request_deserializer=getattr(pb, m.input_type.name).FromString,
+            response_serializer=getattr(pb, m.output_type.name).SerializeToString,
+        )
+        for m in described.methods
+    }
+    return grpc.method_handlers_generic_handler(described.full_name, methods)
 
 
 @dataclass(frozen=True)
@@ -314,22 +305,27 @@ def build_server(
     address: str,
     credentials: grpc.ServerCredentials | None,
     limits: Limits = Limits(),
-) -> grpc.aio.Server | None:
-    """A server with a servicer for each of kv and queue that runs here; None if neither does."""
-    server = grpc.aio.server(
-        interceptors=[gate.interceptor()], maximum_concurrent_rpcs=limits.calls, options=limits.options()
-    )
-    hosted = False
+) -> grpc.Server | None:
+    """A server with kv's and queue's methods for each that runs here; None if neither does.
+    Its threads are as many as the calls it takes at once (each waits on the loop)."""
+    served = []
     if isinstance(services.get("kv"), KvService):
-        pb_grpc.add_KvServicer_to_server(KvServicer(services["kv"], gate), server)
-        hosted = True
+        served.append(handlers("Kv", KvServicer(services["kv"]), gate))
     if isinstance(services.get("queue"), QueueService):
-        pb_grpc.add_QueueServicer_to_server(QueueServicer(services["queue"], gate), server)
-        hosted = True
-    if not hosted:
+        served.append(handlers("Queue", QueueServicer(services["queue"]), gate))
+    if not served:
         return None
+    pool = futures.ThreadPoolExecutor(max_workers=limits.calls, thread_name_prefix="grpc-call")
+    server = grpc.server(pool, handlers=served, maximum_concurrent_rpcs=limits.calls, options=limits.options())
     if credentials is None:
         server.add_insecure_port(address)
     else:
         server.add_secure_port(address, credentials)
     return server
+
+
+async def stop(server: grpc.Server, grace: float) -> None:
+    """Stop taking calls; those in flight have ``grace`` seconds to finish (their operations
+    run on this loop, which keeps running meanwhile)."""
+    stopped = server.stop(grace)
+    await asyncio.to_thread(stopped.wait)

@@ -153,3 +153,42 @@ def test_calls_are_counted_in_metrics(
     with node.client(node.login()) as http:
         text = http.get("/metrics").text
     assert 'route="kv.put",status="OK"' in text.replace('method="GRPC",', "")
+
+
+def test_a_token_of_a_key_not_loaded_yet_is_checked_again_on_the_loop() -> None:
+    """gRPC calls are admitted in grpcio's threads, from the key store's cache; a token whose
+    key this node has not loaded yet goes to the event loop, where the keys are reloaded."""
+    import asyncio
+    import threading
+
+    from runtime.exceptions import InvalidToken
+    from runtime.rpc.api import Gate
+    from runtime.security import Principal
+
+    class Keys:
+        def __init__(self) -> None:
+            self.fresh_on: list[str] = []
+
+        def verify(self, token: str) -> Principal:
+            raise InvalidToken(f"this node does not know the key of {token}")
+
+        async def verify_fresh(self, token: str) -> Principal:
+            self.fresh_on.append(threading.current_thread().name)
+            return Principal("ann", ("reader",), 4e9)
+
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, name="the loop", daemon=True)
+    runner.start()
+    try:
+        keys = Keys()
+        gate = Gate(keys, None, members_only=False, loop=loop)  # type: ignore[arg-type]
+        assert gate.principal((("authorization", "Bearer t1"),)).username == "ann"
+        assert keys.fresh_on == ["the loop"]
+        with pytest.raises(InvalidToken, match="expected 'Bearer <token>'"):
+            gate.principal((("authorization", "Basic x"),))
+        with pytest.raises(InvalidToken, match="a bearer token is required"):
+            gate.principal(())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        loop.close()
