@@ -131,6 +131,28 @@ def test_an_image_neither_here_nor_pullable_is_named_with_how_to_make_it() -> No
         engine.remove_run(run_id)
 
 
+def test_a_containers_cpu_time_grows_with_the_work_it_does_and_agrees_with_dockers_stats() -> None:
+    """What the bench's CPU table reads: the container's cgroup (a file here, where the daemon
+    is this machine's), the same figure as Docker's own stats, growing by the CPU a command in
+    it burns."""
+    engine = engines.get("docker", reaper=False)
+    run_id = f"r-cpu-{os.getpid()}"
+    try:
+        handle = engine.launch(_probe(engine, run_id, "probe"))
+        before = engine.cpu_seconds(handle)
+        code, out = engine.exec(
+            handle,
+            ["python3", "-c", "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"],
+        )
+        assert code == 0, out
+        after = engine.cpu_seconds(handle)
+        assert after - before >= 0.5, (before, after)
+        stats = engine._get(handle).stats(stream=False, one_shot=True)  # type: ignore[attr-defined]
+        assert abs(stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9 - engine.cpu_seconds(handle)) < 0.1
+    finally:
+        engine.remove_run(run_id)
+
+
 def _probe(engine: Engine, run_id: str, suffix: str, **options: Any) -> Launch:
     """A container of the runtime's image that sleeps, labelled as ``run_id``'s probe."""
     return Launch(

@@ -9,6 +9,7 @@ volumes and helpers get the same label from :func:`reaped`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
@@ -152,6 +153,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# a container's CPU time in its cgroup, where the daemon puts it (cgroupfs or systemd driver,
+# cgroup v1 in nanoseconds or v2 in microseconds), and the unit's count in a second
+CGROUP_CPU_FILES = (
+    ("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage", 1e9),
+    ("/sys/fs/cgroup/cpu,cpuacct/docker/{id}/cpuacct.usage", 1e9),
+    ("/sys/fs/cgroup/cpuacct/system.slice/docker-{id}.scope/cpuacct.usage", 1e9),
+    ("/sys/fs/cgroup/docker/{id}/cpu.stat", 1e6),
+    ("/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat", 1e6),
+)
 KEEP_ARCHIVES = 3  # image sets whose archives stay in the saved-images folder (about 0.35 GB each)
 
 
@@ -417,6 +427,18 @@ class DockerEngine:
         raise EngineError(f"{handle.name}: the engine reports no rss or anon figure ({', '.join(sorted(counted))})")
 
     def cpu_seconds(self, handle: Handle) -> float:
+        """From the container's cgroup when the daemon is this machine's (a file read; Docker's
+        stats call took 1 s each here), else from Docker's stats."""
+        for pattern, scale in CGROUP_CPU_FILES:
+            path = Path(pattern.format(id=handle.id))
+            try:
+                text = path.read_text()
+            except OSError:
+                continue
+            if path.name == "cpu.stat":  # v2: "usage_usec N" among other lines
+                text = next((line.split()[1] for line in text.splitlines() if line.startswith("usage_usec ")), "")
+            with contextlib.suppress(ValueError):
+                return int(text) / scale
         container = self._get(handle)
         with translated(f"reading {handle.name}'s CPU time"):
             stats = container.stats(stream=False, one_shot=True)
