@@ -77,7 +77,7 @@ class Gate:
         op: Callable[[Any], Coroutine[Any, Any, T]],
         requests: Iterator[Any],
         context: grpc.ServicerContext,
-    ) -> T | None:
+    ) -> T:
         method = grpc_method(path)
         assert method is not None, path  # every servicer method is in the table (tests/runtime/test_rpc.py)
         started = time.perf_counter()
@@ -91,7 +91,7 @@ class Gate:
             result = running.result()
         except Exception as exc:
             if not context.is_active():  # the caller is gone (or the server stopping): nobody to answer
-                return None
+                context.abort(grpc.StatusCode.CANCELLED, "the call ended before its answer")
             failed = translate(exc)
             if failed is None:
                 log.exception("unhandled error", extra={"fields": {"method": path}})

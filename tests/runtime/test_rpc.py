@@ -192,3 +192,67 @@ def test_a_token_of_a_key_not_loaded_yet_is_checked_again_on_the_loop() -> None:
         loop.call_soon_threadsafe(loop.stop)
         runner.join(5)
         loop.close()
+
+
+class _Context:
+    """What a handler thread sees of a call: its headers, whether its caller is still there."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+        self.callbacks: list[object] = []
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", "Bearer t"),)
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+    def add_callback(self, callback: object) -> bool:
+        self.callbacks.append(callback)
+        return True
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def set_trailing_metadata(self, trailers: object) -> None: ...
+
+    def abort(self, code: grpc.StatusCode, detail: str) -> None:
+        self.aborted = (code, detail)
+        raise Exception(detail)
+
+
+@pytest.mark.parametrize(
+    ("active", "code", "logged"), [(True, grpc.StatusCode.INTERNAL, True), (False, grpc.StatusCode.CANCELLED, False)]
+)
+def test_a_failed_call_is_answered_and_logged_unless_its_caller_is_gone(
+    active: bool, code: grpc.StatusCode, logged: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+    import threading
+
+    from runtime.metrics import Metrics
+    from runtime.rpc.api import Gate
+    from runtime.security import Principal
+
+    class Keys:
+        def verify(self, token: str) -> Principal:
+            return Principal("ann", ("admin",), 4e9)
+
+    async def boom(request: object) -> object:
+        raise RuntimeError("a bug")
+
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    try:
+        gate = Gate(Keys(), Metrics(), members_only=False, loop=loop)  # type: ignore[arg-type]
+        context = _Context(active)
+        with pytest.raises(Exception, match=r"internal error|ended before its answer"):
+            gate.serve("/modematrix.v1.Kv/Put", boom, iter([pb.PutRequest(key="k")]), context)
+        assert context.aborted is not None and context.aborted[0] == code
+        assert ("unhandled error" in caplog.text) is logged
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        loop.close()
