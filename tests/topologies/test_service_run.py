@@ -28,7 +28,7 @@ def test_a_member_that_exits_is_named_with_its_last_words_and_nothing_is_left() 
     with pytest.raises(StartTimeout) as failed:
         start_service(broken, 1, engine, timeout=20, run_id="r-svcfail1")
     assert "node etcd-1 (mm-r-svcfail1-etcd-1) not ready and stopped: etcd-1 is exited" in str(failed.value)
-    assert "its probe (GET http://:client/health) said" in str(failed.value)
+    assert "its probe (GET /health over http on port client) said" in str(failed.value)
     assert "no such flag: --nmae" in (failed.value.logs or "")
     assert engine.list_run("r-svcfail1") == []
 
