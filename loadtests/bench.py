@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import socket
@@ -168,7 +169,7 @@ def busy_seconds(cores: set[int], stat: str | None = None) -> float:
         if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
             user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
             ticks += user + nice + system + irq + softirq + steal
-    return ticks / 100  # USER_HZ: 100 on Linux
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Meter:
@@ -543,6 +544,9 @@ def bench(
     each mode's parts (of ``run``: as it is when the bench begins); and what each row of a
     run of containers cost in CPU, part by part."""
     image = engines.get("docker").image(quiet=False)
+    etcd_rows = run is not None or any(mode != "single" for mode in modes)
+    for generator in (GRPCLOAD, ETCDLOAD) if etcd_rows else (GRPCLOAD,):  # now, not in a row whose CPU counts
+        go_binary(generator)
     with bare_starlette(image, server_core) as url:
         bare = _row("-", BARE, wrk.run(url), None)
     rows, memory, costs = [bare], list[MemoryRow](), list[CostRow]()
