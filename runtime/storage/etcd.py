@@ -25,6 +25,7 @@ opens new channels with renewed files and retires the old ones once their calls 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -241,7 +242,7 @@ class EtcdBackend:
                 if response.canceled:
                     return
         finally:
-            call.cancel()
+            await _ended(call)
 
     # -- leases (discovery) --------------------------------------------------------------
 
@@ -263,7 +264,7 @@ class EtcdBackend:
                     return int(reply.TTL)
                 return 0
             finally:
-                call.cancel()
+                await _ended(call)
 
         failures = []
         for step in range(len(self._members)):
@@ -349,6 +350,15 @@ class EtcdBackend:
             f"no etcd member answered within {self.deadline:g} s: {'; '.join(failures[-3:]) or 'deadline passed'}",
             applied=False,
         )
+
+
+async def _ended(call: Any) -> None:
+    """Cancel a stream and wait (at most a second) until grpc has ended it: a cancelled call's
+    last event comes back through grpc's poller later, and one that comes after its event loop
+    has closed (a test's loop, between tests) is an error in whichever loop runs next."""
+    call.cancel()
+    with contextlib.suppress(Exception):  # its status, whatever it is (CANCELLED), or no wait past 1 s
+        await asyncio.wait_for(call.code(), 1.0)
 
 
 def _outcome_of(exc: grpc.aio.AioRpcError) -> Outcome:
